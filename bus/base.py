@@ -1,0 +1,171 @@
+"""The ``Bus`` protocol: what every part of Switchboard may ask of the bus.
+
+Delivery contract (both implementations honour it, ``tests/bus`` proves it):
+
+- ``append`` returns the entry id; ids are ``"<ms>-<seq>"`` and strictly
+  increase within a stream. Every append trims the stream by age
+  (``MINID ~ now - retention``): entries older than the retention may vanish.
+- ``read_group`` hands each entry of a stream to exactly one consumer of a
+  group. An entry handed out stays *pending* for that consumer until
+  ``ack``. Reading with id ``"0"`` re-reads the caller's own pending entries
+  (each re-read bumps the delivery count); ``">"`` reads new entries only.
+- ``claim_idle`` moves entries pending longer than ``min_idle_ms`` (on any
+  consumer) to the caller: how a dead consumer's work is taken over.
+- Delivery is therefore at least once; handlers must be idempotent.
+- ``read`` is a plain tail read with no group: every reader sees every entry.
+- ``get``/``set``/``delete`` are a small key/value store with optional TTL.
+- Leases: ``acquire_lease`` is ``SET NX PX`` plus a fencing epoch that grows
+  on every acquisition; ``renew_lease``/``release_lease`` only act for the
+  current holder.
+
+Errors::
+
+    BusError
+    +-- ConnectionLost      (retriable: the command may or may not have run)
+    +-- CommandError        (the server refused the command; not retriable)
+    +-- MalformedEntry      (an entry that is not a Switchboard envelope)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+Fields = Mapping[str, str]
+
+
+class BusError(Exception):
+    """Base of every bus error."""
+
+    retriable: bool = False
+
+
+class ConnectionLost(BusError):
+    """The connection to the bus broke; the command's effect is unknown."""
+
+    retriable = True
+
+
+class CommandError(BusError):
+    """The bus refused a command (wrong type, bad id, ...)."""
+
+
+class MalformedEntry(BusError):
+    """An entry on a Switchboard stream that does not decode as an envelope."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry as read from the bus."""
+
+    stream: str
+    id: str
+    fields: dict[str, str]
+    deliveries: int = 1  # how many times this entry was handed out (group reads)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A held lease: ``epoch`` is the fencing token stamped on writes."""
+
+    name: str
+    owner: str
+    epoch: int
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    """Split a stream id into its (milliseconds, sequence) parts for ordering."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Bus(Protocol):
+    """The operations the rest of Switchboard uses. See the module docstring."""
+
+    async def append(self, stream: str, fields: Fields) -> str:
+        """Append one entry (trimming by retention); return its id."""
+        ...
+
+    async def append_many(self, items: Sequence[tuple[str, Fields]]) -> list[str]:
+        """Append several entries in one round trip (a pipeline); ids in order."""
+        ...
+
+    async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
+        """Create the consumer group (and the stream) if missing; idempotent."""
+        ...
+
+    async def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        start: str = ">",
+        count: int = 100,
+        block_ms: int | None = None,
+    ) -> list[Entry]:
+        """Read as ``consumer`` of ``group``; ``start="0"`` re-reads own pending.
+
+        ``block_ms`` None returns at once; otherwise waits up to that long for
+        new entries (only meaningful with ``start=">"``).
+        """
+        ...
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge entries; returns how many were pending."""
+        ...
+
+    async def claim_idle(
+        self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100
+    ) -> list[Entry]:
+        """Take over entries pending (on any consumer) for at least ``min_idle_ms``."""
+        ...
+
+    async def pending_count(self, stream: str, group: str) -> int:
+        """How many entries of the group are delivered but not acked."""
+        ...
+
+    async def read(
+        self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None
+    ) -> list[Entry]:
+        """Plain tail read of entries with id > ``after`` (``"$"``: only new ones)."""
+        ...
+
+    async def last_id(self, stream: str) -> str:
+        """The id of the newest entry, ``"0-0"`` when the stream is empty or missing."""
+        ...
+
+    async def range(
+        self, stream: str, start: str = "-", end: str = "+", count: int | None = None
+    ) -> list[Entry]:
+        """Entries between two ids inclusive, oldest first (replay)."""
+        ...
+
+    async def get(self, key: str) -> str | None:
+        """Read a key/value entry."""
+        ...
+
+    async def set(self, key: str, value: str, *, ttl_ms: int | None = None) -> None:
+        """Write a key/value entry, optionally expiring."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove a key/value entry."""
+        ...
+
+    async def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> Lease | None:
+        """Take the lease if free (or already ours); None when someone else holds it."""
+        ...
+
+    async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
+        """Extend the lease; False when it was lost (expired and maybe taken)."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up if we still hold it."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection; idempotent."""
+        ...
