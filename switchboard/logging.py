@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
-
 import structlog
 
-Format = Literal["auto", "json", "console"]
-
-
-def configure_logging(level: str = "info", fmt: Format = "auto") -> None:
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog and the stdlib root logger (for libraries)."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())

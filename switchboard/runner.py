@@ -1,0 +1,130 @@
+"""Process composition: which bus, which actors, one nursery, clean shutdown.
+
+``run_dev`` puts the gateway and every built-in actor in one process on a
+``MemoryBus``; ``run_gateway`` and ``run_actor`` run one role each against
+Redis. Every role stops on SIGINT/SIGTERM: the nursery is cancelled, so work
+in flight stays pending on the bus for another worker, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+import trio
+
+from actors.conversation import ConversationActor
+from actors.llm import LLMActor
+from actors.providers import make_provider
+from actors.runtime import Actor, serve_actor
+from bus.base import Bus
+from bus.memory import MemoryBus
+from bus.redis import open_redis_bus
+from gateway.server import serve_gateway
+from switchboard.settings import Settings
+
+log = structlog.get_logger()
+
+BUILTIN_ACTORS = ("conversation", "llm")
+
+
+def build_actor(settings: Settings, role: str) -> Actor:
+    """The built-in actor for ``role``."""
+    if role == "conversation":
+        return ConversationActor(settings.conversation_config())
+    if role == "llm":
+        config = settings.llm_config()
+        return LLMActor(config, make_provider(config))
+    raise ValueError(f"unknown actor {role!r}; built-in actors: {', '.join(BUILTIN_ACTORS)}")
+
+
+@asynccontextmanager
+async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
+    """The Redis bus named by the settings."""
+    async with open_redis_bus(settings.redis_url, retention_ms=settings.retention_ms) as bus:
+        yield bus
+
+
+async def run_until_signalled(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+    """Run ``main`` (which starts services in the nursery) until SIGINT/SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await main(nursery)
+
+            async def watch() -> None:
+                async for signum in signals:
+                    log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+    log.info("shutdown_complete")
+
+
+async def start_dev(nursery: trio.Nursery, settings: Settings, bus: Bus) -> int:
+    """Start every built-in actor and the gateway on ``bus``; returns the bound port."""
+    for role in BUILTIN_ACTORS:
+        await nursery.start(
+            lambda task_status, role=role: serve_actor(
+                bus,
+                build_actor(settings, role),
+                consumer=f"{settings.worker_id}-{role}",
+                task_status=task_status,
+            )
+        )
+    port: int = await nursery.start(serve_gateway, bus, settings.gateway_config())
+    return port
+
+
+async def run_dev(settings: Settings) -> None:
+    """``switchboard dev``: the whole system in one process on the memory bus."""
+    bus = MemoryBus(retention_ms=settings.retention_ms)
+
+    async def main(nursery: trio.Nursery) -> None:
+        port = await start_dev(nursery, settings, bus)
+        log.info(
+            "switchboard_ready",
+            mode="dev",
+            url=f"http://{settings.host}:{port}",
+            provider=settings.provider,
+            hint=f"talk to it: switchboard call --url http://{settings.host}:{port}",
+        )
+
+    try:
+        await run_until_signalled(main)
+    finally:
+        await bus.aclose()
+
+
+async def run_gateway(settings: Settings) -> None:
+    """``switchboard gateway``: the edge alone, on Redis."""
+    async with open_bus(settings) as bus:
+
+        async def main(nursery: trio.Nursery) -> None:
+            port = await nursery.start(serve_gateway, bus, settings.gateway_config())
+            log.info(
+                "switchboard_ready",
+                mode="gateway",
+                url=f"http://{settings.host}:{port}",
+                gateway_id=settings.gateway_id,
+            )
+
+        await run_until_signalled(main)
+
+
+async def run_actor(settings: Settings, role: str) -> None:
+    """``switchboard actor ROLE``: one actor role, on Redis."""
+    actor = build_actor(settings, role)
+    async with open_bus(settings) as bus:
+
+        async def main(nursery: trio.Nursery) -> None:
+            await nursery.start(
+                lambda task_status: serve_actor(
+                    bus, actor, consumer=f"{settings.worker_id}", task_status=task_status
+                )
+            )
+            log.info("switchboard_ready", mode="actor", actor=role, worker_id=settings.worker_id)
+
+        await run_until_signalled(main)

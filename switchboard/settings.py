@@ -1,0 +1,197 @@
+"""Settings: parsed once from the environment into a frozen object, passed down.
+
+Nothing below the composition root reads ``os.environ``; the gateway and the
+actors get their own frozen config objects built here. Every variable is
+documented in docs/OPERATIONS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from actors.config import DEFAULT_SYSTEM_PROMPT, ConversationConfig, LLMConfig
+from bus.keys import Keys
+from gateway.config import GatewayConfig, RelayAttributes
+
+DEFAULT_GREETING = "Hello! This is the Switchboard demo agent. How can I help you today?"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool | None) -> bool | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _str(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    raw = env.get(name)
+    return default if raw is None or raw == "" else raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a Switchboard process needs, for every role."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "sb"
+    partitions: int = 32
+    retention_ms: int = 24 * 3600 * 1000
+    gateway_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    twilio_auth_token: str | None = None
+    anthropic_configured: bool = False
+    provider: str = "scripted"
+    model: str = "claude-haiku-4-5"
+    max_tokens: int = 1024
+    scripted_first_token_ms: float = 0.0
+    scripted_token_gap_ms: float = 0.0
+    llm_concurrency: int = 256
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    relay: RelayAttributes = field(default_factory=RelayAttributes)
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``)."""
+        env = os.environ if env is None else env
+        port = _int(env, "SWITCHBOARD_PORT", 8080)
+        host = env.get("SWITCHBOARD_HOST") or "127.0.0.1"
+        public_url = (env.get("SWITCHBOARD_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
+        if not public_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"SWITCHBOARD_PUBLIC_URL must start with http:// or https://, got {public_url!r}"
+            )
+        anthropic_key = bool(env.get("ANTHROPIC_API_KEY"))
+        provider = _choice(
+            env,
+            "SWITCHBOARD_LLM_PROVIDER",
+            "anthropic" if anthropic_key else "scripted",
+            {"anthropic", "scripted"},
+        )
+        relay = RelayAttributes(
+            welcome_greeting=_str(env, "SWITCHBOARD_WELCOME_GREETING", DEFAULT_GREETING),
+            welcome_greeting_interruptible=_str(
+                env, "SWITCHBOARD_WELCOME_GREETING_INTERRUPTIBLE", None
+            ),
+            language=_str(env, "SWITCHBOARD_LANGUAGE", "en-US"),
+            tts_provider=_str(env, "SWITCHBOARD_TTS_PROVIDER", None),
+            voice=_str(env, "SWITCHBOARD_VOICE", None),
+            transcription_provider=_str(env, "SWITCHBOARD_TRANSCRIPTION_PROVIDER", None),
+            speech_model=_str(env, "SWITCHBOARD_SPEECH_MODEL", None),
+            interruptible=_str(env, "SWITCHBOARD_INTERRUPTIBLE", None),
+            interrupt_sensitivity=_str(env, "SWITCHBOARD_INTERRUPT_SENSITIVITY", None),
+            dtmf_detection=_bool(env, "SWITCHBOARD_DTMF_DETECTION", True),
+            report_input_during_agent_speech=_str(
+                env, "SWITCHBOARD_REPORT_INPUT_DURING_AGENT_SPEECH", None
+            ),
+            partial_prompts=_bool(env, "SWITCHBOARD_PARTIAL_PROMPTS", None),
+            hints=_str(env, "SWITCHBOARD_HINTS", None),
+            debug=_str(env, "SWITCHBOARD_DEBUG", None),
+        )
+        return cls(
+            host=host,
+            port=port,
+            public_url=public_url,
+            redis_url=env.get("SWITCHBOARD_REDIS_URL") or "redis://127.0.0.1:6379/0",
+            namespace=env.get("SWITCHBOARD_NAMESPACE") or "sb",
+            partitions=_int(env, "SWITCHBOARD_PARTITIONS", 32, minimum=1),
+            retention_ms=int(_float(env, "SWITCHBOARD_RETENTION_HOURS", 24.0) * 3600 * 1000),
+            gateway_id=env.get("SWITCHBOARD_GATEWAY_ID")
+            or f"{socket.gethostname()}-{os.getpid()}",
+            worker_id=env.get("SWITCHBOARD_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            anthropic_configured=anthropic_key,
+            provider=provider,
+            model=env.get("SWITCHBOARD_MODEL") or "claude-haiku-4-5",
+            max_tokens=_int(env, "SWITCHBOARD_MAX_TOKENS", 1024, minimum=1),
+            scripted_first_token_ms=_float(env, "SWITCHBOARD_SCRIPTED_FIRST_TOKEN_MS", 0.0),
+            scripted_token_gap_ms=_float(env, "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS", 0.0),
+            llm_concurrency=_int(env, "SWITCHBOARD_LLM_CONCURRENCY", 256, minimum=1),
+            system_prompt=env.get("SWITCHBOARD_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
+            relay=relay,
+            log_level=env.get("SWITCHBOARD_LOG_LEVEL") or "info",
+            log_format=_choice(env, "SWITCHBOARD_LOG_FORMAT", "auto", {"auto", "json", "console"}),
+        )
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(namespace=self.namespace, partitions=self.partitions)
+
+    def gateway_config(self) -> GatewayConfig:
+        return GatewayConfig(
+            gateway_id=self.gateway_id,
+            host=self.host,
+            port=self.port,
+            public_url=self.public_url,
+            auth_token=self.twilio_auth_token,
+            relay=self.relay,
+            keys=self.keys,
+        )
+
+    def conversation_config(self) -> ConversationConfig:
+        return ConversationConfig(
+            keys=self.keys,
+            system_prompt=self.system_prompt,
+            welcome_greeting=self.relay.welcome_greeting,
+            state_ttl_ms=self.retention_ms,
+        )
+
+    def llm_config(self) -> LLMConfig:
+        return LLMConfig(
+            keys=self.keys,
+            provider=self.provider,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            scripted_first_token_ms=self.scripted_first_token_ms,
+            scripted_token_gap_ms=self.scripted_token_gap_ms,
+            concurrency=self.llm_concurrency,
+        )
