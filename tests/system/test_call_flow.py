@@ -1,0 +1,130 @@
+"""A scripted call end to end through the Twilio-side simulator.
+
+(a) ``switchboard dev`` (one process, memory bus) and (b) three real processes
+(``gateway``, ``actor conversation``, ``actor llm``) on a real redis-server.
+Both must give the same behaviour: setup, then three prompts; each reply
+arrives as several ``text`` frames closed by ``last: true``; the LLM request of
+turn 3 carries the greeting and turns 1-2 in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from bus.envelope import Envelope, Kind
+from bus.keys import Keys
+from bus.redis import open_redis_bus
+from switchboard.procs import SwitchboardProcess, open_switchboard
+from switchboard.redis_server import open_redis_server
+from switchboard.simulator import open_call
+
+pytestmark = pytest.mark.system
+
+TOKEN = "system-test-auth-token"
+GREETING = "Hi, you are through to the system test agent."
+PROMPTS = ["My name is Ada.", "I would like to book a table.", "What did I tell you so far?"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "SWITCHBOARD_WELCOME_GREETING": GREETING,
+        "SWITCHBOARD_LLM_PROVIDER": "scripted",
+        "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS": "2",
+        "SWITCHBOARD_PARTITIONS": "8",
+        "SWITCHBOARD_LOG_LEVEL": "info",
+        "ANTHROPIC_API_KEY": "",
+    }
+    env.update(extra)
+    return env
+
+
+def _port(proc: SwitchboardProcess) -> int:
+    for event in proc.events:
+        if event.get("event") == "switchboard_ready" and "url" in event:
+            return int(str(event["url"]).rsplit(":", 1)[1])
+    raise AssertionError("no switchboard_ready event with a url")
+
+
+async def _converse(base_url: str) -> tuple[str, list[Any]]:
+    """Place one call, say the three prompts, return the call sid and replies."""
+    replies = []
+    async with open_call(base_url, auth_token=TOKEN) as call:
+        for text in PROMPTS:
+            await call.prompt(text)
+            replies.append(await call.reply())
+        call_sid = call.call_sid
+    return call_sid, replies
+
+
+def _check_replies(replies: list[Any]) -> None:
+    assert len(replies) == len(PROMPTS)
+    for reply in replies:
+        assert len(reply.frames) >= 2, "a reply must stream as several text frames"
+        assert reply.frames[-1].last is True
+        assert all(frame.last is False for frame in reply.frames[:-1])
+        assert reply.text.strip()
+
+
+def _check_turn3_request(requests: list[Envelope], replies: list[Any]) -> None:
+    turn3 = [env for env in requests if env.turn == 3]
+    assert turn3, f"no llm.request for turn 3 among turns {[e.turn for e in requests]}"
+    messages = turn3[0].body["messages"]
+    assert messages == [
+        {"role": "assistant", "content": GREETING},
+        {"role": "user", "content": PROMPTS[0]},
+        {"role": "assistant", "content": replies[0].text},
+        {"role": "user", "content": PROMPTS[1]},
+        {"role": "assistant", "content": replies[1].text},
+        {"role": "user", "content": PROMPTS[2]},
+    ]
+
+
+async def test_scripted_call_against_switchboard_dev() -> None:
+    with trio.fail_after(60):
+        async with open_switchboard("dev", "--port", "0", env=_env()) as dev:
+            call_sid, replies = await _converse(f"http://127.0.0.1:{_port(dev)}")
+    _check_replies(replies)
+    assert dev.returncode == 0, "switchboard dev must exit 0 on SIGTERM"
+    # Every log line about the call carries its context.
+    call_lines = [e for e in dev.events if e.get("call_sid") == call_sid]
+    assert call_lines
+    assert {e.get("actor") for e in call_lines} >= {"gateway", "conversation", "llm"}
+
+
+@asynccontextmanager
+async def _three_processes(redis_url: str) -> AsyncIterator[int]:
+    env = _env(SWITCHBOARD_REDIS_URL=redis_url)
+    async with (
+        open_switchboard("actor", "conversation", env=env) as _conversation,
+        open_switchboard("actor", "llm", env=env) as _llm,
+        open_switchboard("gateway", "--port", "0", env=env) as gateway,
+    ):
+        yield _port(gateway)
+
+
+async def test_scripted_call_across_three_processes_on_redis() -> None:
+    with trio.fail_after(90):
+        async with open_redis_server() as redis:
+            async with _three_processes(redis.url) as port:
+                call_sid, replies = await _converse(f"http://127.0.0.1:{port}")
+            keys = Keys(partitions=8)
+            async with open_redis_bus(redis.url) as bus:
+                entries = await bus.range(keys.llm)
+                requests = [Envelope.decode(e.fields) for e in entries]
+                inbound = [Envelope.decode(e.fields) for e in await bus.range(keys.calls_for(call_sid))]
+    _check_replies(replies)
+    requests = [r for r in requests if r.call == call_sid and r.kind == Kind.LLM_REQUEST]
+    assert [r.turn for r in requests] == [1, 2, 3]
+    _check_turn3_request(requests, replies)
+    # The partition stream holds the whole call in order: setup, then each
+    # prompt followed by the LLM's result for it.
+    kinds = [e.kind for e in inbound]
+    assert kinds[0] == Kind.CALL_SETUP
+    assert kinds.count(Kind.CALL_PROMPT) == 3
+    assert kinds.count(Kind.LLM_RESULT) == 3
