@@ -1,0 +1,505 @@
+"""``MemoryBus``: the in-process bus with Redis Streams semantics.
+
+It is the embedded default (``switchboard dev``) and the fast test double, so
+it is honest in the places where a lenient fake would hide bugs:
+
+- Ids are ``"<ms>-<seq>"`` from the wall clock (injectable), strictly
+  increasing per stream, exactly as ``XADD key * ...`` makes them.
+- Every ``append`` trims the stream by age. Redis' ``MINID ~`` may keep a few
+  extra old entries; this bus trims exactly, which is within the contract
+  ("entries older than the retention *may* vanish").
+- Consumer groups keep a pending list (PEL) per group with the owning
+  consumer, a delivery count and the time of the last delivery. Nothing leaves
+  the PEL but ``ack``; a consumer that never acks gets its entries re-read with
+  ``start="0"`` (each re-read counts as a delivery) or claimed by another
+  consumer with ``claim_idle`` once idle long enough.
+- Idle times, key TTLs and lease expiry use ``trio.current_time()``, so tests
+  drive them with ``autojump_clock``.
+- Pending entries whose entry was trimmed away are dropped from the PEL when
+  met (like ``XAUTOCLAIM`` on Redis 7) and logged, never returned.
+- Blocking reads park on a per-stream ``ParkingLot`` that every append to that
+  stream wakes; nothing polls.
+
+``block_ms=0`` means "block until something arrives", as in Redis.
+
+All state lives in the instance: two ``MemoryBus`` objects share nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from bus.base import BusError, CommandError, Entry, Fields, Lease, parse_id
+from bus.envelope import now_ms
+
+log = structlog.get_logger()
+
+DEFAULT_RETENTION_MS = 24 * 3600 * 1000
+
+StreamId = tuple[int, int]
+_MAX_SEQ = 2**64 - 1
+
+
+def format_id(sid: StreamId) -> str:
+    """Render a ``(ms, seq)`` pair as a stream id string."""
+    return f"{sid[0]}-{sid[1]}"
+
+
+def _parse_strict(entry_id: str) -> StreamId:
+    try:
+        ms, seq = parse_id(entry_id)
+    except ValueError as exc:
+        raise CommandError(
+            f"ERR Invalid stream ID specified as stream command argument: {entry_id!r}"
+        ) from exc
+    if ms < 0 or seq < 0:
+        raise CommandError(f"ERR Invalid stream ID: {entry_id!r}")
+    return ms, seq
+
+
+def _range_start(bound: str) -> tuple[StreamId, bool]:
+    """A range start as (id, exclusive). ``"ms"`` alone means ``ms-0``."""
+    if bound == "-":
+        return (0, 0), False
+    if bound.startswith("("):
+        return _parse_strict(bound[1:]), True
+    return _parse_strict(bound), False
+
+
+def _range_end(bound: str) -> tuple[StreamId, bool]:
+    """A range end as (id, exclusive). ``"ms"`` alone means ``ms-<max>``."""
+    if bound == "+":
+        return (2**64 - 1, _MAX_SEQ), False
+    exclusive = bound.startswith("(")
+    raw = bound[1:] if exclusive else bound
+    if "-" not in raw:
+        try:
+            return (int(raw), _MAX_SEQ), exclusive
+        except ValueError as exc:
+            raise CommandError(f"ERR Invalid stream ID: {bound!r}") from exc
+    return _parse_strict(raw), exclusive
+
+
+@dataclass(slots=True)
+class _Pending:
+    consumer: str
+    delivered_at: float  # trio clock, seconds
+    deliveries: int
+
+
+@dataclass(slots=True)
+class _Group:
+    last_delivered: StreamId
+    # Keyed by id; kept sorted on demand (PELs are small and reads are rare).
+    pending: dict[StreamId, _Pending] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Stream:
+    # Parallel lists, append-only at the end, trimmed at the front: ids sorted.
+    ids: list[StreamId] = field(default_factory=list)
+    entries: dict[StreamId, dict[str, str]] = field(default_factory=dict)
+    last_generated: StreamId = (0, 0)
+    groups: dict[str, _Group] = field(default_factory=dict)
+
+    def after(self, sid: StreamId, count: int) -> list[StreamId]:
+        """Up to ``count`` ids strictly greater than ``sid``."""
+        # Binary search: streams can hold a day of entries.
+        lo, hi = 0, len(self.ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.ids[mid] <= sid:
+                lo = mid + 1
+            else:
+                hi = mid
+        return self.ids[lo : lo + count]
+
+
+@dataclass(slots=True)
+class _LeaseState:
+    owner: str
+    expires_at: float
+
+
+class MemoryBus:
+    """In-process implementation of ``bus.base.Bus``.
+
+    ``retention_ms`` bounds stream age (trimmed on append); ``clock_ms`` is
+    the wall clock used for ids and trimming (tests may pass their own).
+    """
+
+    def __init__(
+        self,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+        *,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self.retention_ms = retention_ms
+        self._clock_ms = clock_ms
+        self._streams: dict[str, _Stream] = {}
+        self._lots: dict[str, trio.lowlevel.ParkingLot] = {}
+        self._kv: dict[str, tuple[str, float]] = {}  # value, expires_at (inf: never)
+        self._leases: dict[str, _LeaseState] = {}
+        self._epochs: dict[str, int] = {}
+        self._closed = False
+
+    # -- helpers -----------------------------------------------------------
+
+    async def _enter(self) -> None:
+        # A checkpoint first, so every operation is a cancellation point that
+        # has no effect when cancelled, as a Redis command that was never sent.
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise BusError("bus is closed")
+
+    def _group(self, stream: str, group: str) -> tuple[_Stream, _Group]:
+        s = self._streams.get(stream)
+        g = s.groups.get(group) if s is not None else None
+        if s is None or g is None:
+            raise CommandError(f"NOGROUP No such key '{stream}' or consumer group '{group}'")
+        return s, g
+
+    def _wake(self, stream: str) -> None:
+        lot = self._lots.get(stream)
+        if lot is not None:
+            lot.unpark_all()
+
+    async def _park(self, stream: str, deadline: float) -> None:
+        """Wait for the next append to ``stream`` or the deadline."""
+        lot = self._lots.get(stream)
+        if lot is None:
+            lot = self._lots[stream] = trio.lowlevel.ParkingLot()
+        try:
+            with trio.move_on_at(deadline):
+                await lot.park()
+        finally:
+            if not lot and self._lots.get(stream) is lot:
+                del self._lots[stream]
+        if self._closed:
+            raise BusError("bus is closed")
+
+    @staticmethod
+    def _deadline(block_ms: int) -> float:
+        if block_ms == 0:
+            return math.inf
+        return trio.current_time() + block_ms / 1000
+
+    def _next_id(self, s: _Stream) -> StreamId:
+        ms = self._clock_ms()
+        last_ms, last_seq = s.last_generated
+        if ms > last_ms:
+            return ms, 0
+        # The clock went backwards or we are within the same millisecond.
+        return last_ms, last_seq + 1
+
+    def _add(self, stream: str, sid: StreamId, fields: Fields) -> None:
+        s = self._streams.setdefault(stream, _Stream())
+        s.ids.append(sid)
+        s.entries[sid] = dict(fields)
+        s.last_generated = sid
+
+    def _trim(self, stream: str) -> None:
+        s = self._streams[stream]
+        min_id = (self._clock_ms() - self.retention_ms, 0)
+        cut = 0
+        while cut < len(s.ids) and s.ids[cut] < min_id:
+            del s.entries[s.ids[cut]]
+            cut += 1
+        if cut:
+            del s.ids[:cut]
+
+    def _entry(self, stream: str, s: _Stream, sid: StreamId, deliveries: int = 1) -> Entry:
+        return Entry(stream, format_id(sid), dict(s.entries[sid]), deliveries)
+
+    def _append_now(self, stream: str, fields: Fields) -> str:
+        if not fields:
+            raise CommandError("ERR wrong number of arguments for 'xadd' command")
+        s = self._streams.setdefault(stream, _Stream())
+        sid = self._next_id(s)
+        self._add(stream, sid, fields)
+        self._trim(stream)
+        self._wake(stream)
+        return format_id(sid)
+
+    # -- streams -----------------------------------------------------------
+
+    async def append(self, stream: str, fields: Fields) -> str:
+        """Append one entry (trimming by retention); return its id."""
+        await self._enter()
+        return self._append_now(stream, fields)
+
+    async def append_many(self, items: Sequence[tuple[str, Fields]]) -> list[str]:
+        """Append several entries at once; ids in order."""
+        await self._enter()
+        return [self._append_now(stream, fields) for stream, fields in items]
+
+    async def append_with_id(self, stream: str, entry_id: str, fields: Fields) -> str:
+        """Append with an explicit id (imports and tests); no trimming.
+
+        The id must be greater than the stream's last id, as with ``XADD``.
+        """
+        await self._enter()
+        sid = _parse_strict(entry_id)
+        s = self._streams.setdefault(stream, _Stream())
+        if sid <= s.last_generated:
+            raise CommandError(
+                "ERR The ID specified in XADD is equal or smaller than the target stream top item"
+            )
+        self._add(stream, sid, fields)
+        self._wake(stream)
+        return format_id(sid)
+
+    async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
+        """Create the consumer group (and the stream) if missing; idempotent."""
+        await self._enter()
+        s = self._streams.setdefault(stream, _Stream())
+        if group in s.groups:
+            return
+        last = s.last_generated if start == "$" else _parse_strict(start)
+        s.groups[group] = _Group(last_delivered=last)
+
+    async def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        start: str = ">",
+        count: int = 100,
+        block_ms: int | None = None,
+    ) -> list[Entry]:
+        """Read as ``consumer`` of ``group``; ``start="0"`` re-reads own pending."""
+        await self._enter()
+        if start != ">":
+            return self._reread_pending(stream, group, consumer, _parse_strict(start), count)
+        deadline = None if block_ms is None else self._deadline(block_ms)
+        while True:
+            s, g = self._group(stream, group)
+            ids = s.after(g.last_delivered, count)
+            if ids:
+                now = trio.current_time()
+                for sid in ids:
+                    g.pending[sid] = _Pending(consumer, now, 1)
+                g.last_delivered = ids[-1]
+                return [self._entry(stream, s, sid) for sid in ids]
+            if deadline is None or trio.current_time() >= deadline:
+                return []
+            await self._park(stream, deadline)
+
+    def _reread_pending(
+        self, stream: str, group: str, consumer: str, after: StreamId, count: int
+    ) -> list[Entry]:
+        s, g = self._group(stream, group)
+        now = trio.current_time()
+        out: list[Entry] = []
+        for sid in sorted(g.pending):
+            if len(out) >= count:
+                break
+            p = g.pending[sid]
+            if sid <= after or p.consumer != consumer:
+                continue
+            if sid not in s.entries:
+                self._drop_trimmed(stream, group, g, sid)
+                continue
+            p.deliveries += 1
+            p.delivered_at = now
+            out.append(self._entry(stream, s, sid, p.deliveries))
+        return out
+
+    @staticmethod
+    def _drop_trimmed(stream: str, group: str, g: _Group, sid: StreamId) -> None:
+        p = g.pending.pop(sid)
+        log.warning(
+            "bus.pending_entry_trimmed",
+            stream=stream,
+            group=group,
+            consumer=p.consumer,
+            id=format_id(sid),
+        )
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge entries; returns how many were pending."""
+        await self._enter()
+        s = self._streams.get(stream)
+        g = s.groups.get(group) if s is not None else None
+        if g is None:
+            return 0
+        done = 0
+        for entry_id in ids:
+            if g.pending.pop(_parse_strict(entry_id), None) is not None:
+                done += 1
+        return done
+
+    async def claim_idle(
+        self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100
+    ) -> list[Entry]:
+        """Take over entries pending (on any consumer) for at least ``min_idle_ms``."""
+        await self._enter()
+        s, g = self._group(stream, group)
+        now = trio.current_time()
+        out: list[Entry] = []
+        for sid in sorted(g.pending):
+            if len(out) >= count:
+                break
+            p = g.pending[sid]
+            if (now - p.delivered_at) * 1000 < min_idle_ms:
+                continue
+            if sid not in s.entries:
+                self._drop_trimmed(stream, group, g, sid)
+                continue
+            p.consumer = consumer
+            p.deliveries += 1
+            p.delivered_at = now
+            out.append(self._entry(stream, s, sid, p.deliveries))
+        return out
+
+    async def pending_count(self, stream: str, group: str) -> int:
+        """How many entries of the group are delivered but not acked."""
+        await self._enter()
+        _, g = self._group(stream, group)
+        return len(g.pending)
+
+    async def read(
+        self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None
+    ) -> list[Entry]:
+        """Plain tail read of entries with id > ``after`` (``"$"``: only new ones)."""
+        await self._enter()
+        if after == "$":
+            s = self._streams.get(stream)
+            since = s.last_generated if s is not None else (0, 0)
+        else:
+            since = _parse_strict(after)
+        deadline = None if block_ms is None else self._deadline(block_ms)
+        while True:
+            s = self._streams.get(stream)
+            if s is not None:
+                ids = s.after(since, count)
+                if ids:
+                    return [self._entry(stream, s, sid) for sid in ids]
+            if deadline is None or trio.current_time() >= deadline:
+                return []
+            await self._park(stream, deadline)
+
+    async def last_id(self, stream: str) -> str:
+        """The id of the newest entry, ``"0-0"`` when the stream is empty or missing."""
+        await self._enter()
+        s = self._streams.get(stream)
+        if s is None or not s.ids:
+            return "0-0"
+        return format_id(s.ids[-1])
+
+    async def range(
+        self, stream: str, start: str = "-", end: str = "+", count: int | None = None
+    ) -> list[Entry]:
+        """Entries between two ids inclusive (``(`` makes a bound exclusive)."""
+        await self._enter()
+        lo, lo_ex = _range_start(start)
+        hi, hi_ex = _range_end(end)
+        s = self._streams.get(stream)
+        if s is None or count == 0:
+            return []
+        out: list[Entry] = []
+        for sid in s.ids:
+            if sid < lo or (lo_ex and sid == lo):
+                continue
+            if sid > hi or (hi_ex and sid == hi):
+                break
+            out.append(self._entry(stream, s, sid))
+            if count is not None and len(out) >= count:
+                break
+        return out
+
+    # -- key/value ---------------------------------------------------------
+
+    async def get(self, key: str) -> str | None:
+        """Read a key/value entry."""
+        await self._enter()
+        item = self._kv.get(key)
+        if item is None:
+            return None
+        value, expires_at = item
+        if trio.current_time() >= expires_at:
+            del self._kv[key]
+            return None
+        return value
+
+    async def set(self, key: str, value: str, *, ttl_ms: int | None = None) -> None:
+        """Write a key/value entry, optionally expiring."""
+        await self._enter()
+        if ttl_ms is not None and ttl_ms <= 0:
+            raise CommandError("ERR invalid expire time in 'set' command")
+        expires_at = math.inf if ttl_ms is None else trio.current_time() + ttl_ms / 1000
+        self._kv[key] = (value, expires_at)
+
+    async def delete(self, key: str) -> None:
+        """Remove a key/value entry."""
+        await self._enter()
+        self._kv.pop(key, None)
+
+    # -- leases ------------------------------------------------------------
+
+    def _live_lease(self, name: str) -> _LeaseState | None:
+        state = self._leases.get(name)
+        if state is not None and trio.current_time() >= state.expires_at:
+            del self._leases[name]
+            return None
+        return state
+
+    async def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> Lease | None:
+        """Take the lease if free (or already ours); None when someone else holds it.
+
+        A fresh acquisition bumps the epoch; re-acquiring a lease we still hold
+        extends it and keeps the epoch.
+        """
+        await self._enter()
+        if ttl_ms <= 0:
+            raise CommandError("ERR invalid expire time")
+        expires_at = trio.current_time() + ttl_ms / 1000
+        state = self._live_lease(name)
+        if state is not None:
+            if state.owner != owner:
+                return None
+            state.expires_at = expires_at
+            return Lease(name, owner, self._epochs[name])
+        epoch = self._epochs.get(name, 0) + 1
+        self._epochs[name] = epoch
+        self._leases[name] = _LeaseState(owner, expires_at)
+        return Lease(name, owner, epoch)
+
+    def _holds(self, lease: Lease) -> _LeaseState | None:
+        state = self._live_lease(lease.name)
+        if state is None or state.owner != lease.owner:
+            return None
+        if self._epochs.get(lease.name) != lease.epoch:
+            return None
+        return state
+
+    async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
+        """Extend the lease; False when it was lost (expired and maybe taken)."""
+        await self._enter()
+        if ttl_ms <= 0:
+            raise CommandError("ERR invalid expire time")
+        state = self._holds(lease)
+        if state is None:
+            return False
+        state.expires_at = trio.current_time() + ttl_ms / 1000
+        return True
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up if we still hold it."""
+        await self._enter()
+        if self._holds(lease) is not None:
+            del self._leases[lease.name]
+
+    async def aclose(self) -> None:
+        """Close the bus: later calls fail, blocked readers wake and fail. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            for lot in list(self._lots.values()):
+                lot.unpark_all()
+        await trio.lowlevel.checkpoint()
