@@ -1,0 +1,45 @@
+"""LLM providers behind one small interface (``base.Provider``).
+
+``scripted`` is offline and deterministic (demo, tests, no API key);
+``anthropic`` streams from Claude through the official SDK. ``make_provider``
+picks one from an ``LLMConfig``.
+"""
+
+from __future__ import annotations
+
+from actors.config import LLMConfig
+from actors.providers.anthropic import AnthropicProvider
+from actors.providers.base import (
+    Completion,
+    CompletionRequest,
+    Provider,
+    ProviderError,
+    Usage,
+)
+from actors.providers.scripted import ScriptedProvider
+
+
+def make_provider(config: LLMConfig) -> Provider:
+    """The provider named by ``config.provider`` (``"anthropic"`` or ``"scripted"``)."""
+    if config.provider == "anthropic":
+        return AnthropicProvider(config.model, config.max_tokens)
+    if config.provider == "scripted":
+        return ScriptedProvider(
+            first_token_ms=config.scripted_first_token_ms,
+            token_gap_ms=config.scripted_token_gap_ms,
+        )
+    raise ValueError(
+        f"unknown LLM provider {config.provider!r} (expected 'anthropic' or 'scripted')"
+    )
+
+
+__all__ = [
+    "AnthropicProvider",
+    "Completion",
+    "CompletionRequest",
+    "Provider",
+    "ProviderError",
+    "ScriptedProvider",
+    "Usage",
+    "make_provider",
+]

@@ -1,0 +1,74 @@
+"""The provider seam: one small interface in front of every LLM.
+
+A provider turns a ``CompletionRequest`` into a ``Completion``: an async
+context manager (so the HTTP stream is always closed, even on cancel) whose
+``deltas()`` yields the reply text as it is produced; ``stop_reason`` and
+``usage`` are filled in once ``deltas()`` is exhausted.
+
+Errors: a provider raises ``ProviderError`` (translated at the boundary from
+the SDK's own exceptions) when the model cannot answer; ``retriable`` says
+whether trying again later may help (overload, rate limit, network).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """What to complete: the conversation so far and the limits.
+
+    ``messages`` are ``{"role": "user" | "assistant", "content": str}`` in
+    order. ``model`` empty and ``max_tokens`` 0 mean "the provider's default".
+    """
+
+    system: str
+    messages: list[dict[str, str]]
+    model: str = ""
+    max_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens billed for one completion."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ProviderError(Exception):
+    """The model could not answer; ``retriable`` when a later try may work."""
+
+    def __init__(self, message: str, *, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class Completion(Protocol):
+    """One streaming completion in progress."""
+
+    def deltas(self) -> AsyncIterator[str]:
+        """The reply text in pieces, in order (spaces kept). Iterate once."""
+        ...
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the model stopped (e.g. ``"end_turn"``); None until the end."""
+        ...
+
+    @property
+    def usage(self) -> Usage:
+        """Token usage; complete once ``deltas()`` is exhausted."""
+        ...
+
+
+class Provider(Protocol):
+    """An LLM behind the one interface the LLM actor uses."""
+
+    def complete(self, request: CompletionRequest) -> AbstractAsyncContextManager[Completion]:
+        """Start a streaming completion: ``async with provider.complete(r) as c``."""
+        ...

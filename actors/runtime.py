@@ -1,0 +1,310 @@
+"""The actor runtime: loops, acks, retries, dead letters and log context.
+
+An ``Actor`` says what it reads (``streams()`` and its consumer ``group``) and
+how to apply one entry (``handle``). ``serve_actor`` owns everything else.
+
+Delivery, as the runtime implements it on top of ``bus.base``:
+
+- On start, each stream loop first re-reads the consumer's *own* pending
+  entries (``start="0"``): work a previous incarnation of this consumer took
+  but never acked. Then it reads new entries (``">"``).
+- An entry is acked only after its handler returned. A handler that raises is
+  retried (``max_attempts`` in all, with a short backoff); if it still fails,
+  the entry goes to the dead-letter stream with the error text and its original
+  fields, and is then acked. A malformed entry (not an envelope) goes to the
+  dead-letter stream at once. Nothing is dropped silently.
+- Cancellation stops the loops where they are: an entry whose handler did not
+  finish stays pending and is delivered again (to this consumer on restart, or
+  to another one that claims it). Handlers are therefore idempotent.
+- ``concurrency == 1`` handles the entries of one stream one after the other
+  (per-stream order). With ``concurrency > 1`` up to that many handlers run at
+  once per stream, and each entry is acked when its own handler finishes.
+
+The dead-letter stream is ``dead_letter_stream(actor.keys)``, i.e.
+``"<namespace>:{dead}"``: the actor carries the ``Keys`` of its config, so the
+composition root needs nothing beyond the actor to run it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+import structlog
+import trio
+
+from bus.base import Bus, BusError, Entry, MalformedEntry
+from bus.envelope import Envelope, now_ms
+from bus.keys import Keys
+
+log = structlog.get_logger()
+
+# Backoff between attempts of a failing handler, and after a bus error in a
+# read loop; doubled each time up to the cap.
+_RETRY_BASE_S = 0.05
+_RETRY_CAP_S = 2.0
+
+
+def dead_letter_stream(keys: Keys) -> str:
+    """Where entries that could not be handled end up (one per namespace)."""
+    return f"{keys.namespace}:{{dead}}"
+
+
+class Actor(abc.ABC):
+    """A behaviour that consumes bus streams as one consumer group.
+
+    Subclasses set ``name`` (for logs), ``group`` (the consumer group),
+    ``keys`` (the namespace; also names the dead-letter stream) and may raise
+    ``concurrency`` above 1 when entries of one stream are independent.
+    """
+
+    name: str
+    group: str
+    keys: Keys
+    concurrency: int = 1
+
+    @abc.abstractmethod
+    def streams(self) -> Sequence[str]:
+        """The streams this actor reads as a member of ``group``."""
+
+    @abc.abstractmethod
+    async def handle(self, env: Envelope, entry: Entry) -> None:
+        """Apply one entry. Raise to have it retried; return to have it acked.
+
+        Must be idempotent: an entry can be delivered more than once.
+        """
+
+    async def background(self, bus: Bus) -> None:
+        """Side loops that run as long as the actor (e.g. tailing a control stream).
+
+        The default has none and returns at once.
+        """
+        return None
+
+
+async def serve_actor(
+    bus: Bus,
+    actor: Actor,
+    *,
+    consumer: str,
+    block_ms: int = 1000,
+    max_attempts: int = 3,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``actor`` as ``consumer`` of its group until cancelled.
+
+    Creates the consumer group on every stream, then reports readiness with
+    ``task_status.started()``; from then on every entry appended to one of the
+    actor's streams is handled. See the module docstring for the delivery rules.
+    """
+    streams = list(actor.streams())
+    for stream in streams:
+        await bus.ensure_group(stream, actor.group)
+    log.info(
+        "actor_started",
+        actor=actor.name,
+        group=actor.group,
+        consumer=consumer,
+        streams=len(streams),
+        concurrency=actor.concurrency,
+    )
+    worker = _StreamWorker(bus, actor, consumer, block_ms, max_attempts)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(actor.background, bus)
+        for stream in streams:
+            nursery.start_soon(worker.serve, stream)
+        task_status.started()
+
+
+class _StreamWorker:
+    """The loops of one actor: one ``serve`` task per stream."""
+
+    def __init__(
+        self, bus: Bus, actor: Actor, consumer: str, block_ms: int, max_attempts: int
+    ) -> None:
+        self.bus = bus
+        self.actor = actor
+        self.consumer = consumer
+        self.block_ms = block_ms
+        self.max_attempts = max(1, max_attempts)
+        self.dead = dead_letter_stream(actor.keys)
+
+    async def serve(self, stream: str) -> None:
+        limiter = trio.CapacityLimiter(max(1, self.actor.concurrency))
+        await self._drain_pending(stream, limiter)
+        failures = 0
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    entries = await self.bus.read_group(
+                        stream,
+                        self.actor.group,
+                        self.consumer,
+                        start=">",
+                        block_ms=self.block_ms,
+                    )
+                except BusError as exc:
+                    if not exc.retriable:
+                        raise
+                    failures += 1
+                    await self._bus_backoff(stream, exc, failures)
+                    continue
+                failures = 0
+                for entry in entries:
+                    await self._dispatch(nursery, limiter, entry)
+
+    async def _drain_pending(self, stream: str, limiter: trio.CapacityLimiter) -> None:
+        """Handle what this consumer took before (a restart) until none is left."""
+        seen: set[str] = set()
+        failures = 0
+        while True:
+            try:
+                entries = await self.bus.read_group(
+                    stream, self.actor.group, self.consumer, start="0"
+                )
+            except BusError as exc:
+                if not exc.retriable:
+                    raise
+                failures += 1
+                await self._bus_backoff(stream, exc, failures)
+                continue
+            fresh = [e for e in entries if e.id not in seen]
+            if not fresh:
+                # Empty, or only entries whose ack failed: the ">" loop and a
+                # later claim take it from here rather than spinning on them.
+                return
+            seen.update(e.id for e in fresh)
+            log.info("pending_redelivered", stream=stream, count=len(fresh))
+            # Wait for the whole batch before re-reading "0", or in-flight
+            # entries would come back as still pending.
+            async with trio.open_nursery() as batch:
+                for entry in fresh:
+                    await self._dispatch(batch, limiter, entry)
+
+    async def _dispatch(
+        self, nursery: trio.Nursery, limiter: trio.CapacityLimiter, entry: Entry
+    ) -> None:
+        if self.actor.concurrency <= 1:
+            await self._process(entry)
+            return
+        # Acquire before spawning, so a full limiter stops the read loop too.
+        # Entry holds a dict (unhashable), so a fresh token borrows the slot.
+        token = object()
+        await limiter.acquire_on_behalf_of(token)
+        nursery.start_soon(self._process_and_release, limiter, token, entry)
+
+    async def _process_and_release(
+        self, limiter: trio.CapacityLimiter, token: object, entry: Entry
+    ) -> None:
+        try:
+            await self._process(entry)
+        finally:
+            limiter.release_on_behalf_of(token)
+
+    async def _process(self, entry: Entry) -> None:
+        try:
+            env = Envelope.decode(entry.fields)
+        except MalformedEntry as exc:
+            log.warning(
+                "entry_malformed",
+                actor=self.actor.name,
+                stream=entry.stream,
+                entry_id=entry.id,
+                error=str(exc),
+            )
+            if await self._dead_letter(entry, str(exc), attempts=0):
+                await self._ack(entry)
+            return
+        with structlog.contextvars.bound_contextvars(
+            call_sid=env.call, actor=self.actor.name, turn=env.turn
+        ):
+            error = await self._handle_with_retries(env, entry)
+            if error is not None and not await self._dead_letter(
+                entry, error, attempts=self.max_attempts
+            ):
+                return  # not recorded anywhere: leave it pending for redelivery
+            await self._ack(entry)
+
+    async def _handle_with_retries(self, env: Envelope, entry: Entry) -> str | None:
+        """Run the handler up to ``max_attempts`` times; the last error text, or None."""
+        error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await self.actor.handle(env, entry)
+                return None
+            except Exception as exc:  # trio.Cancelled is a BaseException: never caught
+                error = f"{type(exc).__name__}: {exc}"
+                log.exception(
+                    "handler_failed",
+                    kind=env.kind,
+                    stream=entry.stream,
+                    entry_id=entry.id,
+                    attempt=attempt,
+                    max_attempts=self.max_attempts,
+                )
+            if attempt < self.max_attempts:
+                await trio.sleep(min(_RETRY_CAP_S, _RETRY_BASE_S * 2 ** (attempt - 1)))
+        return error
+
+    async def _dead_letter(self, entry: Entry, error: str, *, attempts: int) -> bool:
+        """Record ``entry`` on the dead-letter stream; False if the bus failed."""
+        fields = dict(entry.fields)
+        fields.update(
+            {
+                "dead.stream": entry.stream,
+                "dead.id": entry.id,
+                "dead.group": self.actor.group,
+                "dead.actor": self.actor.name,
+                "dead.consumer": self.consumer,
+                "dead.error": error,
+                "dead.attempts": str(attempts),
+                "dead.deliveries": str(entry.deliveries),
+                "dead.ts": str(now_ms()),
+            }
+        )
+        try:
+            dead_id = await self.bus.append(self.dead, fields)
+        except BusError as exc:
+            if not exc.retriable:
+                raise
+            log.error(
+                "dead_letter_failed",
+                stream=entry.stream,
+                entry_id=entry.id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return False
+        log.error(
+            "entry_dead_lettered",
+            stream=entry.stream,
+            entry_id=entry.id,
+            dead_stream=self.dead,
+            dead_id=dead_id,
+            error=error,
+        )
+        return True
+
+    async def _ack(self, entry: Entry) -> None:
+        try:
+            await self.bus.ack(entry.stream, self.actor.group, [entry.id])
+        except BusError as exc:
+            if not exc.retriable:
+                raise
+            # The entry stays pending and comes back; handlers are idempotent.
+            log.warning(
+                "ack_failed",
+                stream=entry.stream,
+                entry_id=entry.id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    async def _bus_backoff(self, stream: str, exc: BusError, failures: int) -> None:
+        delay = min(_RETRY_CAP_S, _RETRY_BASE_S * 2 ** min(failures, 16))
+        log.warning(
+            "bus_read_failed",
+            actor=self.actor.name,
+            stream=stream,
+            error=f"{type(exc).__name__}: {exc}",
+            retry_in_s=delay,
+        )
+        await trio.sleep(delay)

@@ -1,0 +1,1 @@
+"""Local fakes of external services (never of our own parts)."""
