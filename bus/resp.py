@@ -1,0 +1,287 @@
+"""A small Trio-native Redis client on ``hiredis``.
+
+``hiredis.pack_command`` builds requests and ``hiredis.Reader`` parses replies
+(decoded as UTF-8 ``str``); the I/O is plain ``trio.SocketStream``. Rules:
+
+1. One request (or one pipeline: one write, N reads) in flight per
+   connection. Idle connections wait in a small pool.
+2. THE RULE: a connection interrupted anywhere between the first byte sent
+   and the last reply byte read (``Cancelled``, a timeout, an I/O error, any
+   ``BaseException``) is closed and never reused. Its reply stream is unknown,
+   and a reused connection would hand one command's reply to the next.
+3. Blocking commands (``XREADGROUP``/``XREAD`` with ``BLOCK``) go through
+   ``execute_blocking``: the connection is checked out for the whole wait, so
+   nothing else is queued behind it, and it does not count against the
+   pool's limit of concurrent non-blocking commands.
+4. Errors are translated at this boundary: a Redis error reply becomes
+   ``CommandError``; a broken or refused connection becomes ``ConnectionLost``
+   (the command may or may not have run).
+
+Reconnection is lazy: a broken connection is dropped (with every idle one,
+since a broken connection usually means the server went away) and the next
+command opens a fresh one. Retrying is the caller's decision
+(``ConnectionLost.retriable``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+import structlog
+import trio
+
+from bus.base import BusError, CommandError, ConnectionLost
+
+log = structlog.get_logger()
+
+Arg = str | bytes | int | float
+Command = Sequence[Arg]
+
+_IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAddress:
+    """Where and how to connect: parsed from ``redis://[user:pass@]host:port/db``."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisAddress:
+        parts = urlsplit(url)
+        if parts.scheme != "redis":
+            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r} (want redis://)")
+        path = parts.path.strip("/")
+        try:
+            db = int(path) if path else 0
+        except ValueError as exc:
+            raise ValueError(f"bad Redis database number in URL: {path!r}") from exc
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=db,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+
+    def __str__(self) -> str:  # never print the password
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class _Connection:
+    """One socket and its parser. Poisoned (closed) on any interrupted round trip."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._reader = hiredis.Reader(encoding="utf-8")
+        self.broken = False
+
+    async def roundtrip(self, commands: Sequence[Command]) -> list[Any]:
+        """Send all commands in one write, then read one reply per command.
+
+        Error replies come back as ``hiredis.ReplyError`` values, not raised:
+        the connection is still in step after them.
+        """
+        if self.broken:
+            raise ConnectionLost("connection was closed after an interrupted command")
+        # hiredis' stub types the argument as a 1-tuple; any length is accepted.
+        payload = b"".join(hiredis.pack_command(tuple(c)) for c in commands)  # type: ignore[arg-type]
+        try:
+            await self._stream.send_all(payload)
+            return [await self._read_one() for _ in commands]
+        except BaseException:
+            # THE RULE: whatever interrupted us, the reply stream is now unknown.
+            self.broken = True
+            self.close()
+            raise
+
+    async def _read_one(self) -> Any:
+        while (reply := self._reader.gets()) is False:
+            data = await self._stream.receive_some(65536)
+            if not data:
+                raise ConnectionLost("server closed the connection")
+            self._reader.feed(data)
+        return reply
+
+    def close(self) -> None:
+        """Close at once (a SocketStream closes without waiting)."""
+        self.broken = True
+        # SocketStream.aclose() only closes the socket; doing it synchronously
+        # lets cleanup run even inside a cancelled scope, without awaiting.
+        self._stream.socket.close()
+
+
+class RedisClient:
+    """A pool of connections to one Redis server.
+
+    ``max_connections`` bounds concurrent non-blocking commands (callers beyond
+    it wait); ``max_idle`` bounds the connections kept open between commands.
+    """
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        *,
+        max_connections: int = 64,
+        max_idle: int = 16,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.address = address
+        self._limiter = trio.CapacityLimiter(max_connections)
+        self._max_idle = max_idle
+        self._connect_timeout = connect_timeout
+        self._idle: list[_Connection] = []
+        self._all: set[_Connection] = set()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisClient:
+        """A client for ``redis://[user:password@]host:port/db`` (no I/O yet)."""
+        return cls(RedisAddress.from_url(url), **kwargs)
+
+    # -- connections -------------------------------------------------------
+
+    async def _connect(self) -> _Connection:
+        addr = self.address
+        try:
+            with trio.fail_after(self._connect_timeout):
+                stream = await trio.open_tcp_stream(addr.host, addr.port)
+        except (OSError, trio.TooSlowError) as exc:
+            raise ConnectionLost(f"cannot connect to {addr}: {exc!r}") from exc
+        conn = _Connection(stream)
+        self._all.add(conn)
+        setup: list[Command] = []
+        if addr.password is not None:
+            setup.append(
+                ("AUTH", addr.username, addr.password) if addr.username else ("AUTH", addr.password)
+            )
+        if addr.db:
+            setup.append(("SELECT", addr.db))
+        if setup:
+            try:
+                with trio.fail_after(self._connect_timeout):
+                    replies = await conn.roundtrip(setup)
+            except trio.TooSlowError as exc:
+                self._all.discard(conn)
+                raise ConnectionLost(f"no answer to AUTH/SELECT from {addr}") from exc
+            except BaseException:
+                self._all.discard(conn)
+                raise
+            for reply in replies:
+                if isinstance(reply, hiredis.ReplyError):
+                    conn.close()
+                    self._all.discard(conn)
+                    raise CommandError(str(reply))
+        log.debug("redis.connected", address=str(addr))
+        return conn
+
+    async def _checkout(self) -> _Connection:
+        if self._closed:
+            raise BusError("redis client is closed")
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.broken:
+                return conn
+        return await self._connect()
+
+    def _checkin(self, conn: _Connection) -> None:
+        if conn.broken or self._closed or len(self._idle) >= self._max_idle:
+            conn.close()
+            self._all.discard(conn)
+        else:
+            self._idle.append(conn)
+
+    def _drop_idle(self) -> None:
+        # A connection broke: the server likely restarted or went away, and the
+        # idle ones would each fail once more. Close them all now.
+        for conn in self._idle:
+            conn.close()
+            self._all.discard(conn)
+        self._idle.clear()
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, *, blocking: bool) -> AsyncIterator[_Connection]:
+        async with contextlib.AsyncExitStack() as stack:
+            if not blocking:
+                await stack.enter_async_context(self._limiter)
+            conn = await self._checkout()
+            try:
+                yield conn
+            except _IO_ERRORS as exc:
+                self._all.discard(conn)
+                self._drop_idle()
+                log.info("redis.connection_lost", address=str(self.address), error=repr(exc))
+                raise ConnectionLost(f"connection to {self.address} lost: {exc!r}") from exc
+            except ConnectionLost:
+                self._all.discard(conn)
+                self._drop_idle()
+                log.info("redis.connection_lost", address=str(self.address))
+                raise
+            finally:
+                if conn.broken:
+                    self._all.discard(conn)
+                else:
+                    self._checkin(conn)
+
+    # -- commands ----------------------------------------------------------
+
+    async def execute(self, *args: Arg) -> Any:
+        """Run one command; ``CommandError`` on an error reply."""
+        async with self._connection(blocking=False) as conn:
+            (reply,) = await conn.roundtrip([args])
+        return _raise_error(reply)
+
+    async def execute_blocking(self, *args: Arg) -> Any:
+        """Run one command that may block server-side (``BLOCK``) on its own connection."""
+        async with self._connection(blocking=True) as conn:
+            (reply,) = await conn.roundtrip([args])
+        return _raise_error(reply)
+
+    async def pipeline(
+        self, commands: Sequence[Command], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Run several commands in one write and return their replies in order.
+
+        With ``raise_on_error`` (the default) the first error reply is raised
+        as ``CommandError`` after every reply was read (the other commands did
+        run). Otherwise error replies are returned in place as ``CommandError``
+        instances.
+        """
+        if not commands:
+            return []
+        async with self._connection(blocking=False) as conn:
+            replies = await conn.roundtrip(commands)
+        out = [CommandError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
+        if raise_on_error:
+            for r in out:
+                if isinstance(r, CommandError):
+                    raise r
+        return out
+
+    async def aclose(self) -> None:
+        """Close every connection, including those in use; idempotent.
+
+        A command blocked on the server when its connection is closed fails
+        with ``ConnectionLost``.
+        """
+        self._closed = True
+        self._idle.clear()
+        for conn in list(self._all):
+            conn.close()
+        self._all.clear()
+        await trio.lowlevel.checkpoint()
+
+
+def _raise_error(reply: Any) -> Any:
+    if isinstance(reply, hiredis.ReplyError):
+        raise CommandError(str(reply))
+    return reply

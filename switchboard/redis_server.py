@@ -1,0 +1,246 @@
+"""Run a throwaway ``redis-server`` for tests, system tests and benchmarks.
+
+The server listens on loopback only, keeps nothing on disk (``--save ""
+--appendonly no``, a temporary working directory) and is killed on exit.
+Readiness is checked by polling ``PING`` on its port with bounded retries:
+process start-up is the one place where there is no event to wait for.
+
+- ``open_redis_server()``: async context manager for Trio code; the handle can
+  ``restart()`` the server on the same port (a "Redis restarts mid-run" test).
+- ``RedisServerProcess``: the same for plain synchronous code (pytest fixtures
+  outside Trio, benchmark scripts): ``with RedisServerProcess() as server:``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+import trio
+
+log = structlog.get_logger()
+
+STARTUP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+_POLL_INTERVAL_S = 0.005
+
+
+class RedisServerError(RuntimeError):
+    """The server could not be started (binary missing, port taken, crashed)."""
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise RedisServerError("redis-server is not on PATH")
+    return path
+
+
+def _argv(port: int, workdir: Path) -> list[str]:
+    return [
+        _binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--logfile",
+        str(workdir / "redis.log"),
+        "--loglevel",
+        "warning",
+    ]
+
+
+def _log_tail(workdir: Path) -> str:
+    try:
+        return (workdir / "redis.log").read_text(errors="replace")[-2000:]
+    except OSError:
+        return ""
+
+
+def _ping_once_sync(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+async def _ping_once(port: int) -> bool:
+    try:
+        with trio.move_on_after(0.5):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(b"PING\r\n")
+                return (await stream.receive_some(64)).startswith(b"+PONG")
+    except OSError:
+        return False
+    return False
+
+
+class RedisServerHandle:
+    """A running server started by ``open_redis_server``."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self._workdir = workdir
+        self._process: trio.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RedisServerError("redis-server is not running")
+        return self._process.pid
+
+    async def start(self) -> None:
+        """Start the process and wait until it answers ``PING``."""
+        self._process = await trio.lowlevel.open_process(
+            _argv(self.port, self._workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = trio.current_time() + STARTUP_TIMEOUT_S
+        while not await _ping_once(self.port):
+            if self._process.poll() is not None:
+                raise RedisServerError(
+                    f"redis-server exited with {self._process.returncode} on port "
+                    f"{self.port}: {_log_tail(self._workdir)}"
+                )
+            if trio.current_time() > deadline:
+                await self.stop()
+                raise RedisServerError(f"redis-server did not answer on port {self.port}")
+            await trio.sleep(_POLL_INTERVAL_S)
+        log.debug("redis_server.started", port=self.port, pid=self._process.pid)
+
+    async def stop(self) -> None:
+        """Kill the process and wait for it; safe when not running.
+
+        SIGKILL, not SIGTERM: nothing is persisted, and a graceful shutdown
+        waits for the server's next cron tick (~100 ms) for nothing.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        # Shielded: a cancelled test must still not leave a server behind.
+        with trio.CancelScope(shield=True):
+            process.kill()
+            with trio.move_on_after(STOP_TIMEOUT_S):
+                await process.wait()
+        log.debug("redis_server.stopped", port=self.port)
+
+    async def restart(self) -> None:
+        """Stop the server and start a fresh, empty one on the same port."""
+        await self.stop()
+        await self.start()
+
+
+@contextlib.asynccontextmanager
+async def open_redis_server(*, port: int | None = None) -> AsyncIterator[RedisServerHandle]:
+    """Start a real ``redis-server`` on a free loopback port; stop it on exit."""
+    with tempfile.TemporaryDirectory(prefix="switchboard-redis-") as tmp:
+        handle = RedisServerHandle(port or free_port(), Path(tmp))
+        try:
+            await handle.start()
+            yield handle
+        finally:
+            await handle.stop()
+
+
+class RedisServerProcess:
+    """Synchronous twin of ``open_redis_server`` for code that is not in Trio."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RedisServerError("redis-server is not running")
+        return self._process.pid
+
+    def start(self) -> None:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="switchboard-redis-")
+        workdir = Path(self._tmp.name)
+        self._process = subprocess.Popen(
+            _argv(self.port, workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _ping_once_sync(self.port):
+            if self._process.poll() is not None:
+                raise RedisServerError(
+                    f"redis-server exited with {self._process.returncode} on port "
+                    f"{self.port}: {_log_tail(workdir)}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RedisServerError(f"redis-server did not answer on port {self.port}")
+            time.sleep(_POLL_INTERVAL_S)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait(STOP_TIMEOUT_S)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> RedisServerProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
