@@ -62,6 +62,18 @@ class Actor(abc.ABC):
     group: str
     keys: Keys
     concurrency: int = 1
+    _bus: Bus | None = None
+
+    def attach(self, bus: Bus) -> None:
+        """Give the actor its bus; ``serve_actor`` calls it before any ``handle``."""
+        self._bus = bus
+
+    @property
+    def bus(self) -> Bus:
+        """The bus the actor is served on (writes from ``handle`` go here)."""
+        if self._bus is None:
+            raise RuntimeError(f"actor {self.name!r} is not attached to a bus")
+        return self._bus
 
     @abc.abstractmethod
     def streams(self) -> Sequence[str]:
@@ -97,6 +109,7 @@ async def serve_actor(
     ``task_status.started()``; from then on every entry appended to one of the
     actor's streams is handled. See the module docstring for the delivery rules.
     """
+    actor.attach(bus)
     streams = list(actor.streams())
     for stream in streams:
         await bus.ensure_group(stream, actor.group)
