@@ -1,0 +1,56 @@
+"""Prometheus metrics of one gateway, in its own registry.
+
+No global registry: several gateways may run in one process (tests, ``dev``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import generate_latest
+
+
+class GatewayMetrics:
+    """Counters and gauges of one gateway; ``render()`` is the /metrics body."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.frames_in = Counter(
+            "switchboard_gateway_frames_in",
+            "Frames accepted from Twilio, by message type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.frames_out = Counter(
+            "switchboard_gateway_frames_out",
+            "Frames sent to Twilio, by message type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.frames_rejected = Counter(
+            "switchboard_gateway_frames_rejected",
+            "Frames from Twilio that were logged and dropped, by error kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.outbound_dropped = Counter(
+            "switchboard_gateway_outbound_dropped",
+            "Bus messages for a caller that were not sent, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.active_calls = Gauge(
+            "switchboard_gateway_active_calls",
+            "Relay sessions currently open.",
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "switchboard_gateway_webhooks",
+            "Webhook requests, by path and status code.",
+            ["path", "status"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,571 @@
+"""The gateway: Twilio's webhooks and ConversationRelay sockets on one port.
+
+``serve_gateway(bus, config)`` runs three kinds of task:
+
+- the HTTP front (:mod:`gateway.http`): webhooks, health, metrics, and the
+  ``/relay`` upgrade, every Twilio request signature-checked first;
+- one *relay session* per socket: frames are parsed by the sans-IO core
+  (:mod:`gateway.protocol`) strictly in order, stamped and appended to the
+  call's partition stream. A bad frame is logged (``frame_rejected``) and
+  dropped, never answered and never a reason to close;
+- one *dispatcher* tailing ``keys.gateway(gateway_id)``: ``llm.tokens`` and
+  ``gateway.send`` entries are routed by call sid to the live session, after
+  turn fencing and de-duplication, into the session's bounded outbox. A
+  per-session sender task drains it, so one slow socket never blocks the
+  dispatcher. When an outbox is full the frame is dropped and counted
+  (``outbound_dropped{reason="queue_full"}``): a socket that cannot absorb
+  ``OUTBOX_FRAMES`` frames is dead or hopelessly behind, and waiting for it
+  would stall every other call on this gateway.
+
+Fencing (shared contract with the actors): a session's ``fence`` is the seq
+of the latest final prompt or interrupt; tokens are forwarded only when the
+envelope's session is the live session of the call, ``reply_to >= fence``,
+and ``index`` is above the last index forwarded for that ``reply_to``.
+
+Oversize frames: trio-websocket enforces ``max_message_size`` itself and
+closes the socket with 1009 (Message Too Big); we log that as
+``frame_rejected kind=too_large`` and end the session like any other close.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+import trio_websocket
+
+from bus.base import Bus, BusError, Entry, MalformedEntry
+from bus.envelope import Envelope, Kind
+from gateway import signature
+from gateway.config import GatewayConfig
+from gateway.http import (
+    HttpLimits,
+    Request,
+    Response,
+    Router,
+    bound_port,
+    open_listeners,
+    serve_http,
+    text_response,
+    xml_response,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import (
+    Dtmf,
+    End,
+    Error,
+    InboundMessage,
+    Info,
+    Interrupt,
+    OutboundMessage,
+    Prompt,
+    ProtocolError,
+    RelayConnection,
+    RemoteProtocolError,
+    Setup,
+    Text,
+    outbound_from_wire,
+    to_wire,
+)
+from gateway.twiml import connect_twiml, hangup_twiml
+
+log = structlog.get_logger()
+
+OUTBOX_FRAMES = 256  # per-session outbound queue (frames)
+READ_BLOCK_MS = 1000  # dispatcher's blocking read on the gateway stream
+CLOSE_TIMEOUT = 2.0  # bound on a shielded WebSocket close handshake
+PUBLISH_TIMEOUT = 2.0  # bound on the shielded ``call.closed`` append
+END_CLOSE_TIMEOUT = 5.0  # after ``end``, how long Twilio gets to close the socket
+HANDSHAKE_TIMEOUT = 10.0
+READ_RETRY_S = 0.5  # back-off after a failed read of the gateway stream
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TOO_BIG = 1009
+
+_INBOUND_KINDS: dict[type[Any], Kind] = {
+    Setup: Kind.CALL_SETUP,
+    Prompt: Kind.CALL_PROMPT,
+    Dtmf: Kind.CALL_DTMF,
+    Interrupt: Kind.CALL_INTERRUPT,
+    Info: Kind.CALL_INFO,
+    Error: Kind.CALL_ERROR,
+}
+
+
+@dataclass(eq=False, slots=True)
+class _Session:
+    """State of one relay socket. Registered by call sid once ``setup`` arrived."""
+
+    ws: trio_websocket.WebSocketConnection
+    relay: RelayConnection
+    outbox: trio.MemorySendChannel[tuple[str, str]]
+    call_sid: str = ""
+    session_id: str = ""
+    seq: int = 0  # frames accepted from Twilio; 1 = setup
+    turn: int = 0  # final prompts seen
+    fence: int = 0
+    last_index: dict[int, int] = field(default_factory=dict)
+    peer_closed: trio.Event = field(default_factory=trio.Event)
+
+
+def _wire_type(frame: str) -> str:
+    try:
+        return str(json.loads(frame).get("type", "?"))
+    except (ValueError, AttributeError):
+        return "?"
+
+
+class Gateway:
+    """One gateway process's state: sessions by call sid, metrics, readiness.
+
+    Most code wants :func:`serve_gateway`; the class is public so a composition
+    root can reach ``metrics`` or ``sessions`` (e.g. for a shutdown report).
+    """
+
+    def __init__(self, bus: Bus, config: GatewayConfig) -> None:
+        self.bus = bus
+        self.config = config
+        self.keys = config.keys
+        self.metrics = GatewayMetrics()
+        self.sessions: dict[str, _Session] = {}
+        self.ready = False
+
+    # ----------------------------------------------------------------- serving
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind, report the bound port through ``task_status``, serve until cancelled."""
+        structlog.contextvars.bind_contextvars(actor="gateway")
+        if self.config.auth_token is None:
+            log.warning(
+                "signature_check_disabled",
+                gateway_id=self.config.gateway_id,
+                hint="no Twilio auth token: anyone can open calls on this gateway",
+            )
+        listeners = await open_listeners(self.config.host, self.config.port)
+        port = bound_port(listeners)
+        limits = HttpLimits(max_body_bytes=self.config.max_body_bytes)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._dispatch)
+            nursery.start_soon(serve_http, self.router(), listeners, limits)
+            self.ready = True
+            log.info(
+                "gateway_listening",
+                gateway_id=self.config.gateway_id,
+                host=self.config.host,
+                port=port,
+                public_url=self.config.public_url,
+            )
+            task_status.started(port)
+
+    def router(self) -> Router:
+        router = Router()
+        router.add("GET", "/healthz", self._healthz)
+        router.add("GET", "/readyz", self._readyz)
+        router.add("GET", "/metrics", self._metrics)
+        router.add("POST", "/twiml", self._twiml)
+        router.add("POST", "/action", self._action)
+        router.add("POST", "/status", self._status)
+        router.websocket("/relay", gate=self._relay_gate, handler=self._relay)
+        return router
+
+    # ---------------------------------------------------------------- webhooks
+
+    def _signed(self, request: Request, url: str, params: dict[str, str]) -> bool:
+        token = self.config.auth_token
+        if token is None:
+            return True
+        if request.query:
+            url = f"{url}?{request.query}"
+        ok = signature.verify(token, url, params, request.header("x-twilio-signature"))
+        if not ok:
+            log.warning(
+                "signature_rejected",
+                path=request.path,
+                signed_url=url,
+                has_signature=request.header("x-twilio-signature") is not None,
+            )
+        return ok
+
+    async def _webhook(
+        self, request: Request, answer: Callable[[dict[str, str]], Response]
+    ) -> Response:
+        params = request.form()
+        if not self._signed(request, self.config.public(request.path), params):
+            response = text_response(403, "invalid signature")
+        else:
+            response = answer(params)
+        self.metrics.webhooks.labels(request.path, str(response.status)).inc()
+        return response
+
+    async def _twiml(self, request: Request) -> Response:
+        def answer(params: dict[str, str]) -> Response:
+            log.info(
+                "call_incoming",
+                call_sid=params.get("CallSid"),
+                from_=params.get("From"),
+                to=params.get("To"),
+                direction=params.get("Direction"),
+            )
+            return xml_response(connect_twiml(self.config))
+
+        return await self._webhook(request, answer)
+
+    async def _action(self, request: Request) -> Response:
+        def answer(params: dict[str, str]) -> Response:
+            log.info(
+                "relay_session_ended",
+                call_sid=params.get("CallSid"),
+                session_id=params.get("SessionId"),
+                session_status=params.get("SessionStatus"),
+                session_duration=params.get("SessionDuration"),
+                handoff_data=params.get("HandoffData"),
+                error_code=params.get("ErrorCode"),
+                error_message=params.get("ErrorMessage"),
+            )
+            return xml_response(hangup_twiml())
+
+        return await self._webhook(request, answer)
+
+    async def _status(self, request: Request) -> Response:
+        def answer(params: dict[str, str]) -> Response:
+            log.info(
+                "call_status",
+                call_sid=params.get("CallSid"),
+                call_status=params.get("CallStatus"),
+                call_duration=params.get("CallDuration"),
+            )
+            return Response(204)
+
+        return await self._webhook(request, answer)
+
+    async def _healthz(self, request: Request) -> Response:
+        return text_response(200, "ok")
+
+    async def _readyz(self, request: Request) -> Response:
+        return text_response(200, "ready") if self.ready else text_response(503, "starting")
+
+    async def _metrics(self, request: Request) -> Response:
+        self.metrics.active_calls.set(len(self.sessions))
+        return Response(200, self.metrics.render(), content_type=self.metrics.content_type)
+
+    # ------------------------------------------------------------ relay socket
+
+    async def _relay_gate(self, request: Request) -> Response | None:
+        if request.header("sec-websocket-key") is None:
+            return text_response(400, "not a websocket handshake")
+        if not self._signed(request, self.config.relay_url, {}):
+            self.metrics.webhooks.labels(request.path, "403").inc()
+            return text_response(403, "invalid signature")
+        return None
+
+    async def _relay(self, request: Request, stream: trio.abc.Stream) -> None:
+        """Run one relay session on an upgraded connection; isolate its failures."""
+        ws_request: trio_websocket.WebSocketRequest | None = None
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                ws_request = await trio_websocket.wrap_server_stream(
+                    nursery, stream, max_message_size=self.config.max_frame_bytes
+                )
+            if ws_request is None:  # pragma: no cover - handshake timed out
+                nursery.cancel_scope.cancel()
+                return
+            ws = await ws_request.accept()
+            outbox, inbox = trio.open_memory_channel[tuple[str, str]](OUTBOX_FRAMES)
+            session = _Session(ws, RelayConnection(max_bytes=self.config.max_frame_bytes), outbox)
+            code, reason = CLOSE_GOING_AWAY, "going away"  # unless the session ends by itself
+            try:
+                await self._run_session(session, inbox)
+                code, reason = 1000, "session over"
+            except* Exception as group:
+                code, reason = CLOSE_INTERNAL_ERROR, "internal error"
+                log.error(
+                    "session_failed",
+                    call_sid=session.call_sid or None,
+                    session_id=session.session_id or None,
+                    exc_info=group,
+                )
+            finally:
+                peer = ws.closed  # set when Twilio (or the size limit) closed first
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(CLOSE_TIMEOUT):
+                        await ws.aclose(code, reason)
+                    self._unregister(session)
+                    closed_code = peer.code if peer is not None else code
+                    closed_reason = (peer.reason or "") if peer is not None else reason
+                    with trio.move_on_after(PUBLISH_TIMEOUT):
+                        await self._publish_closed(session, closed_code, closed_reason)
+                nursery.cancel_scope.cancel()
+
+    async def _run_session(
+        self, session: _Session, inbox: trio.MemoryReceiveChannel[tuple[str, str]]
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    frame = await session.ws.get_message()
+                except trio_websocket.ConnectionClosed as exc:
+                    session.peer_closed.set()
+                    self._log_close(session, exc)
+                    break
+                msg = self._receive(session, frame)
+                if msg is None:
+                    continue
+                if isinstance(msg, Setup):
+                    self._register(session, msg)
+                    nursery.start_soon(self._sender, session, inbox)
+                await self._publish(session, msg)
+            nursery.cancel_scope.cancel()
+
+    def _receive(self, session: _Session, frame: str | bytes) -> InboundMessage | None:
+        """Parse one frame; a bad one is logged, counted and dropped (None)."""
+        try:
+            msg = session.relay.receive(frame)
+        except RemoteProtocolError as exc:
+            self._rejected(session, exc)
+            return None
+        session.seq += 1
+        if isinstance(msg, Prompt) and msg.last:
+            session.turn += 1
+            structlog.contextvars.bind_contextvars(turn=session.turn)
+        if isinstance(msg, Interrupt) or (isinstance(msg, Prompt) and msg.last):
+            # Fence at once: tokens of the reply being cut off must never play.
+            session.fence = session.seq
+            for reply_to in [r for r in session.last_index if r < session.fence]:
+                del session.last_index[reply_to]
+        self.metrics.frames_in.labels(str(to_wire(msg)["type"])).inc()
+        return msg
+
+    def _rejected(self, session: _Session, exc: ProtocolError) -> None:
+        self.metrics.frames_rejected.labels(exc.kind.value).inc()
+        log.warning(
+            "frame_rejected",
+            kind=exc.kind.value,
+            detail=exc.detail,
+            excerpt=exc.frame_excerpt,
+            call_sid=session.call_sid or None,
+            session_id=session.session_id or None,
+        )
+
+    def _log_close(self, session: _Session, exc: trio_websocket.ConnectionClosed) -> None:
+        reason = exc.reason
+        code = reason.code if reason is not None else None
+        if code == CLOSE_TOO_BIG:
+            self.metrics.frames_rejected.labels("too_large").inc()
+            log.warning(
+                "frame_rejected",
+                kind="too_large",
+                detail=reason.reason if reason is not None else None,
+                limit=self.config.max_frame_bytes,
+                call_sid=session.call_sid or None,
+                session_id=session.session_id or None,
+            )
+        log.info(
+            "relay_socket_closed",
+            code=code,
+            reason=reason.reason if reason is not None else None,
+            call_sid=session.call_sid or None,
+            frames=session.seq,
+        )
+
+    def _register(self, session: _Session, setup: Setup) -> None:
+        session.call_sid = setup.call_sid
+        session.session_id = setup.session_id
+        structlog.contextvars.bind_contextvars(call_sid=setup.call_sid, turn=0)
+        previous = self.sessions.get(setup.call_sid)
+        if previous is not None:
+            # A new <Connect> on the same call: the newest session is the live one.
+            log.info("session_replaced", old_session_id=previous.session_id)
+        self.sessions[setup.call_sid] = session
+        self.metrics.active_calls.set(len(self.sessions))
+        log.info(
+            "session_started",
+            call_sid=setup.call_sid,
+            session_id=setup.session_id,
+            call_status=setup.call_status,
+            direction=setup.direction,
+        )
+
+    def _unregister(self, session: _Session) -> None:
+        if session.call_sid and self.sessions.get(session.call_sid) is session:
+            del self.sessions[session.call_sid]
+        self.metrics.active_calls.set(len(self.sessions))
+        session.outbox.close()
+
+    def _envelope(self, session: _Session, kind: Kind, body: dict[str, Any]) -> Envelope:
+        return Envelope(
+            kind=kind,
+            call=session.call_sid,
+            body=body,
+            session=session.session_id,
+            gateway=self.config.gateway_id,
+            seq=session.seq,
+            turn=session.turn,
+        )
+
+    async def _publish(self, session: _Session, msg: InboundMessage) -> None:
+        env = self._envelope(session, _INBOUND_KINDS[type(msg)], to_wire(msg))
+        await self.bus.append(self.keys.calls_for(session.call_sid), env.encode())
+
+    async def _publish_closed(self, session: _Session, code: int | None, reason: str) -> None:
+        if not session.call_sid:
+            return  # never set up: nobody downstream knows this socket
+        # The close is not a Twilio frame, but it gets the next seq so that it
+        # orders after every caller event of the session and stays unique.
+        session.seq += 1
+        env = self._envelope(session, Kind.CALL_CLOSED, {"code": code, "reason": reason})
+        try:
+            await self.bus.append(self.keys.calls_for(session.call_sid), env.encode())
+        except BusError as exc:
+            log.error("call_closed_not_published", call_sid=session.call_sid, error=repr(exc))
+
+    async def _sender(
+        self, session: _Session, inbox: trio.MemoryReceiveChannel[tuple[str, str]]
+    ) -> None:
+        """Drain the session's outbox to the socket, in order."""
+        async with inbox:
+            async for frame, kind in inbox:
+                try:
+                    await session.ws.send_message(frame)
+                except trio_websocket.ConnectionClosed:
+                    return
+                self.metrics.frames_out.labels(kind).inc()
+                if kind == "end":
+                    # Twilio closes the socket after ``end``; close it ourselves
+                    # only if it does not.
+                    with trio.move_on_after(END_CLOSE_TIMEOUT):
+                        await session.peer_closed.wait()
+                    if not session.peer_closed.is_set():
+                        log.info("end_not_followed_by_close", timeout_s=END_CLOSE_TIMEOUT)
+                        await session.ws.aclose(1000, "session ended")
+                    return
+
+    # -------------------------------------------------------------- dispatcher
+
+    async def _dispatch(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Tail this gateway's stream and route entries to sessions, forever."""
+        stream = self.keys.gateway(self.config.gateway_id)
+        after = await self.bus.last_id(stream)
+        task_status.started()
+        while True:
+            try:
+                entries = await self.bus.read(stream, after, count=100, block_ms=READ_BLOCK_MS)
+            except BusError as exc:
+                log.warning("gateway_stream_read_failed", stream=stream, error=repr(exc))
+                await trio.sleep(READ_RETRY_S)
+                continue
+            for entry in entries:
+                after = entry.id
+                self._route(entry)
+
+    def _route(self, entry: Entry) -> None:
+        """Route one entry of the gateway stream; never blocks."""
+        try:
+            env = Envelope.decode(entry.fields)
+        except MalformedEntry as exc:
+            log.warning("bus_entry_malformed", entry_id=entry.id, error=str(exc))
+            return
+        with structlog.contextvars.bound_contextvars(call_sid=env.call, turn=env.turn):
+            if env.kind == Kind.LLM_TOKENS:
+                self._route_tokens(env)
+            elif env.kind == Kind.GATEWAY_SEND:
+                self._route_send(env)
+            else:
+                log.debug("bus_entry_ignored", kind=env.kind, entry_id=entry.id)
+
+    def _live(self, env: Envelope, *, strict: bool) -> _Session | None:
+        session = self.sessions.get(env.call)
+        if session is None:
+            self._dropped(env, "no_session")
+            return None
+        if (strict or env.session) and env.session != session.session_id:
+            self._dropped(env, "stale_session")
+            return None
+        return session
+
+    def _dropped(self, env: Envelope, reason: str, **fields: Any) -> None:
+        self.metrics.outbound_dropped.labels(reason).inc()
+        log.debug("outbound_dropped", kind=env.kind, reason=reason, call_sid=env.call, **fields)
+
+    def _route_tokens(self, env: Envelope) -> None:
+        body = env.body
+        text, index, last, reply_to = (
+            body.get("text"),
+            body.get("index"),
+            body.get("last"),
+            body.get("reply_to"),
+        )
+        if not (
+            isinstance(text, str)
+            and isinstance(index, int)
+            and isinstance(last, bool)
+            and isinstance(reply_to, int)
+        ):
+            log.warning("bus_body_invalid", kind=env.kind, call_sid=env.call, body=body)
+            return
+        session = self._live(env, strict=True)
+        if session is None:
+            return
+        if reply_to < session.fence:
+            self._dropped(env, "fenced", reply_to=reply_to, fence=session.fence)
+            return
+        if index <= session.last_index.get(reply_to, -1):
+            self._dropped(env, "duplicate", reply_to=reply_to, index=index)
+            return
+        if self._offer(session, env, Text(token=text, last=last)):
+            session.last_index[reply_to] = index
+
+    def _route_send(self, env: Envelope) -> None:
+        frame = env.body.get("frame")
+        if not isinstance(frame, dict):
+            log.warning("bus_body_invalid", kind=env.kind, call_sid=env.call, body=env.body)
+            return
+        try:
+            msg = outbound_from_wire(frame)
+        except RemoteProtocolError as exc:
+            log.warning(
+                "gateway_send_invalid", kind=exc.kind.value, detail=exc.detail, call_sid=env.call
+            )
+            return
+        session = self._live(env, strict=False)
+        if session is not None:
+            self._offer(session, env, msg)
+
+    def _offer(self, session: _Session, env: Envelope, msg: OutboundMessage) -> bool:
+        try:
+            frame = session.relay.send(msg)
+        except ProtocolError as exc:
+            log.warning("outbound_invalid", kind=exc.kind.value, detail=exc.detail)
+            return False
+        kind = "end" if isinstance(msg, End) else str(to_wire(msg)["type"])
+        try:
+            session.outbox.send_nowait((frame, kind))
+        except trio.WouldBlock:
+            self._dropped(env, "queue_full")
+            log.warning("outbox_full", call_sid=session.call_sid, capacity=OUTBOX_FRAMES)
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._dropped(env, "session_closing")
+            return False
+        return True
+
+
+async def serve_gateway(
+    bus: Bus,
+    config: GatewayConfig,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the gateway on ``config.host:config.port`` until cancelled.
+
+    Reports the bound port (useful with port 0) through ``task_status``.
+    On cancel every relay socket is closed with 1001 (going away), shielded
+    and time-limited, and a ``call.closed`` is appended for each.
+    """
+    await Gateway(bus, config).serve(task_status=task_status)
