@@ -1,0 +1,382 @@
+"""``RedisBus``: the ``Bus`` protocol on Redis Streams (Redis >= 7.0).
+
+Built on ``bus.resp.RedisClient``. How each operation maps to Redis:
+
+- ``append``: ``XADD key MINID ~ <now - retention> * k v ...``. ``~`` trims
+  whole internal nodes only (up to 100 entries each), so a few entries older
+  than the retention may remain; the contract only says they *may* vanish.
+- ``append_many``: the same XADDs in one pipeline (one write, N replies).
+- ``ensure_group``: ``XGROUP CREATE ... MKSTREAM``; ``BUSYGROUP`` is success.
+- ``read_group`` with ``">"``: ``XREADGROUP``; with ``BLOCK`` it runs on a
+  connection of its own (``RedisClient.execute_blocking``).
+- ``read_group`` with an id (``"0"``: own pending): a Lua script that lists
+  the caller's pending ids (``XPENDING ... consumer``) and ``XCLAIM``s them to
+  the caller again, atomically. Plain ``XREADGROUP 0`` would neither count
+  the re-read as a delivery nor reset the idle time; the script does both,
+  as the contract (and ``MemoryBus``) say, and returns true delivery counts.
+- ``claim_idle``: ``XAUTOCLAIM`` steps (each a small script that also reads
+  the new delivery counts) looped from Python until the cursor wraps or
+  ``count`` entries were claimed, so no single script scans a whole PEL.
+- Pending entries whose stream entry was trimmed are dropped from the PEL
+  (Redis 7 does this in ``XCLAIM``/``XAUTOCLAIM``; the scripts ``XACK`` them
+  for older servers), logged, and never returned.
+- ``read``: ``XREAD``; ``last_id``: ``XREVRANGE + - COUNT 1``; ``range``:
+  ``XRANGE``; ``get``/``set``/``delete``: ``GET``/``SET [PX]``/``DEL``.
+- Leases: the lease key holds the owner (``SET NX PX``); the fencing epoch
+  is ``INCR``-ed on ``<name>:epoch`` in the same script. Keep a hash tag in
+  ``name`` (``bus.keys.Keys.lease`` does) so both keys share a cluster slot.
+  Renew and release compare owner *and* epoch, so a stale ``Lease`` from an
+  earlier acquisition by the same owner cannot act.
+
+Scripts are sent with ``EVALSHA`` and fall back to ``EVAL`` after a server
+restart (``NOSCRIPT``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import structlog
+
+from bus.base import CommandError, Entry, Fields, Lease
+from bus.envelope import now_ms
+from bus.resp import Arg, RedisClient
+
+log = structlog.get_logger()
+
+DEFAULT_RETENTION_MS = 24 * 3600 * 1000
+
+
+class _Script:
+    """A Lua script run by SHA1, loaded on first use or after a restart."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(self, client: RedisClient, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        try:
+            return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except CommandError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await client.execute("EVAL", self.source, len(keys), *keys, *args)
+
+
+# KEYS: stream. ARGV: group, consumer, exclusive start id, count.
+# Returns {{id, fields, deliveries}...}, {trimmed ids...}.
+_REREAD_PENDING = _Script("""
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1], '(' .. ARGV[3], '+', ARGV[4], ARGV[2])
+if #pend == 0 then return {{}, {}} end
+local ids, counts = {}, {}
+for i, p in ipairs(pend) do
+  ids[i] = p[1]
+  counts[p[1]] = p[4]
+end
+local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))
+local out, seen, trimmed = {}, {}, {}
+for _, e in ipairs(claimed) do
+  if e and e[2] then
+    seen[e[1]] = true
+    out[#out + 1] = {e[1], e[2], counts[e[1]] + 1}
+  end
+end
+for _, id in ipairs(ids) do
+  if not seen[id] then trimmed[#trimmed + 1] = id end
+end
+if #trimmed > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(trimmed)) end
+return {out, trimmed}
+""")
+
+# KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count.
+# Returns next cursor, {{id, fields, deliveries}...}, {trimmed ids...}.
+_AUTOCLAIM_STEP = _Script("""
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+local out, trimmed = {}, {}
+for _, e in ipairs(r[2]) do
+  if e and e[2] then
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+    out[#out + 1] = {e[1], e[2], p[1][4]}
+  elseif e then
+    trimmed[#trimmed + 1] = e[1]
+  end
+end
+if r[3] then
+  for _, id in ipairs(r[3]) do trimmed[#trimmed + 1] = id end
+end
+if #trimmed > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(trimmed)) end
+return {r[1], out, trimmed}
+""")
+
+# KEYS: lease, epoch. ARGV: owner, ttl ms. Returns the epoch, or nil when held by another.
+_ACQUIRE = _Script("""
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+elseif cur then
+  return false
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+""")
+
+# KEYS: lease, epoch. ARGV: owner, epoch, ttl ms. Returns 1 when renewed.
+_RENEW = _Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 0
+""")
+
+# KEYS: lease, epoch. ARGV: owner, epoch. Returns 1 when released.
+_RELEASE = _Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+""")
+
+
+def _fields(raw: Sequence[str]) -> dict[str, str]:
+    it = iter(raw)
+    return dict(zip(it, it, strict=True))
+
+
+def _entries(stream: str, raw: Sequence[Any] | None) -> list[Entry]:
+    """Entries from an ``XRANGE``-shaped reply, skipping trimmed (nil) ones."""
+    out: list[Entry] = []
+    for item in raw or ():
+        entry_id, fields = item[0], item[1]
+        if fields is None:
+            log.warning("bus.entry_trimmed", stream=stream, id=entry_id)
+            continue
+        out.append(Entry(stream, entry_id, _fields(fields)))
+    return out
+
+
+def _stream_reply(stream: str, reply: Any) -> list[Entry]:
+    """Entries from an ``XREAD``/``XREADGROUP`` reply for one stream (nil: none)."""
+    if not reply:
+        return []
+    for key, raw in reply:
+        if key == stream:
+            return _entries(stream, raw)
+    return []
+
+
+def _scripted_entries(stream: str, raw: Sequence[Any]) -> list[Entry]:
+    return [Entry(stream, i, _fields(f), int(n)) for i, f, n in raw]
+
+
+def _log_trimmed(stream: str, group: str, trimmed: Sequence[str]) -> None:
+    for entry_id in trimmed:
+        log.warning("bus.pending_entry_trimmed", stream=stream, group=group, id=entry_id)
+
+
+class RedisBus:
+    """``bus.base.Bus`` on Redis Streams. Owns its client: ``aclose`` closes it.
+
+    Construction does no I/O; the first command connects.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+        *,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self.client = client
+        self.retention_ms = retention_ms
+        self._clock_ms = clock_ms
+
+    @classmethod
+    def from_url(cls, url: str, retention_ms: int = DEFAULT_RETENTION_MS) -> RedisBus:
+        """A bus for ``redis://[user:password@]host:port/db`` (no I/O yet)."""
+        return cls(RedisClient.from_url(url), retention_ms)
+
+    # -- streams -----------------------------------------------------------
+
+    def _xadd(self, stream: str, fields: Fields) -> list[Arg]:
+        if not fields:
+            raise CommandError("ERR wrong number of arguments for 'xadd' command")
+        min_id = max(self._clock_ms() - self.retention_ms, 0)
+        cmd: list[Arg] = ["XADD", stream, "MINID", "~", min_id, "*"]
+        for k, v in fields.items():
+            cmd += (k, v)
+        return cmd
+
+    async def append(self, stream: str, fields: Fields) -> str:
+        """Append one entry (trimming by retention); return its id."""
+        entry_id: str = await self.client.execute(*self._xadd(stream, fields))
+        return entry_id
+
+    async def append_many(self, items: Sequence[tuple[str, Fields]]) -> list[str]:
+        """Append several entries in one pipeline; ids in order."""
+        commands = [self._xadd(stream, fields) for stream, fields in items]
+        return [str(r) for r in await self.client.pipeline(commands)]
+
+    async def append_with_id(self, stream: str, entry_id: str, fields: Fields) -> str:
+        """Append with an explicit id (imports and tests); no trimming."""
+        cmd: list[Arg] = ["XADD", stream, entry_id]
+        for k, v in fields.items():
+            cmd += (k, v)
+        result: str = await self.client.execute(*cmd)
+        return result
+
+    async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
+        """Create the consumer group (and the stream) if missing; idempotent."""
+        try:
+            await self.client.execute("XGROUP", "CREATE", stream, group, start, "MKSTREAM")
+        except CommandError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+
+    async def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        start: str = ">",
+        count: int = 100,
+        block_ms: int | None = None,
+    ) -> list[Entry]:
+        """Read as ``consumer`` of ``group``; ``start="0"`` re-reads own pending."""
+        if start != ">":
+            out, trimmed = await _REREAD_PENDING.run(
+                self.client, [stream], [group, consumer, start, count]
+            )
+            _log_trimmed(stream, group, trimmed)
+            return _scripted_entries(stream, out)
+        cmd: list[Arg] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
+        if block_ms is None:
+            reply = await self.client.execute(*cmd, "STREAMS", stream, ">")
+        else:
+            reply = await self.client.execute_blocking(
+                *cmd, "BLOCK", block_ms, "STREAMS", stream, ">"
+            )
+        return _stream_reply(stream, reply)
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge entries; returns how many were pending."""
+        if not ids:
+            return 0
+        done: int = await self.client.execute("XACK", stream, group, *ids)
+        return done
+
+    async def claim_idle(
+        self, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int = 100
+    ) -> list[Entry]:
+        """Take over entries pending (on any consumer) for at least ``min_idle_ms``."""
+        out: list[Entry] = []
+        cursor = "0-0"
+        while len(out) < count:
+            cursor, raw, trimmed = await _AUTOCLAIM_STEP.run(
+                self.client, [stream], [group, consumer, min_idle_ms, cursor, count - len(out)]
+            )
+            _log_trimmed(stream, group, trimmed)
+            out += _scripted_entries(stream, raw)
+            if cursor == "0-0":
+                break
+        return out
+
+    async def pending_count(self, stream: str, group: str) -> int:
+        """How many entries of the group are delivered but not acked."""
+        reply = await self.client.execute("XPENDING", stream, group)
+        return int(reply[0])
+
+    async def read(
+        self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None
+    ) -> list[Entry]:
+        """Plain tail read of entries with id > ``after`` (``"$"``: only new ones)."""
+        if block_ms is None:
+            reply = await self.client.execute("XREAD", "COUNT", count, "STREAMS", stream, after)
+        else:
+            reply = await self.client.execute_blocking(
+                "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", stream, after
+            )
+        return _stream_reply(stream, reply)
+
+    async def last_id(self, stream: str) -> str:
+        """The id of the newest entry, ``"0-0"`` when the stream is empty or missing."""
+        reply = await self.client.execute("XREVRANGE", stream, "+", "-", "COUNT", 1)
+        return str(reply[0][0]) if reply else "0-0"
+
+    async def range(
+        self, stream: str, start: str = "-", end: str = "+", count: int | None = None
+    ) -> list[Entry]:
+        """Entries between two ids inclusive (``(`` makes a bound exclusive)."""
+        cmd: list[Arg] = ["XRANGE", stream, start, end]
+        if count is not None:
+            cmd += ("COUNT", count)
+        return _entries(stream, await self.client.execute(*cmd))
+
+    # -- key/value ---------------------------------------------------------
+
+    async def get(self, key: str) -> str | None:
+        """Read a key/value entry."""
+        value: str | None = await self.client.execute("GET", key)
+        return value
+
+    async def set(self, key: str, value: str, *, ttl_ms: int | None = None) -> None:
+        """Write a key/value entry, optionally expiring."""
+        if ttl_ms is None:
+            await self.client.execute("SET", key, value)
+        else:
+            await self.client.execute("SET", key, value, "PX", ttl_ms)
+
+    async def delete(self, key: str) -> None:
+        """Remove a key/value entry."""
+        await self.client.execute("DEL", key)
+
+    # -- leases ------------------------------------------------------------
+
+    @staticmethod
+    def _lease_keys(name: str) -> list[str]:
+        return [name, f"{name}:epoch"]
+
+    async def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> Lease | None:
+        """Take the lease if free (or already ours); None when someone else holds it.
+
+        A fresh acquisition bumps the epoch; re-acquiring a lease we still hold
+        extends it and keeps the epoch.
+        """
+        if ttl_ms <= 0:
+            raise CommandError("ERR invalid expire time")
+        epoch = await _ACQUIRE.run(self.client, self._lease_keys(name), [owner, ttl_ms])
+        return None if epoch is None else Lease(name, owner, int(epoch))
+
+    async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
+        """Extend the lease; False when it was lost (expired and maybe taken)."""
+        if ttl_ms <= 0:
+            raise CommandError("ERR invalid expire time")
+        done = await _RENEW.run(
+            self.client, self._lease_keys(lease.name), [lease.owner, lease.epoch, ttl_ms]
+        )
+        return bool(done)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up if we still hold it."""
+        await _RELEASE.run(self.client, self._lease_keys(lease.name), [lease.owner, lease.epoch])
+
+    async def aclose(self) -> None:
+        """Close the client and every connection; idempotent."""
+        await self.client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_redis_bus(
+    url: str, *, retention_ms: int = DEFAULT_RETENTION_MS
+) -> AsyncIterator[RedisBus]:
+    """A ``RedisBus`` checked with ``PING`` on entry (fail fast), closed on exit."""
+    bus = RedisBus.from_url(url, retention_ms)
+    try:
+        await bus.client.execute("PING")
+        yield bus
+    finally:
+        await bus.aclose()
