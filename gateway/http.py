@@ -174,6 +174,10 @@ class ReplayStream(trio.abc.Stream):
         await self.stream.aclose()
 
 
+# h11 lets a server answer before a full request head (400, 408) from IDLE.
+_CAN_ANSWER = (h11.IDLE, h11.SEND_RESPONSE)
+
+
 class _Closed(Exception):
     """The peer closed (or broke) the connection before a full request."""
 
@@ -232,14 +236,14 @@ async def handle_connection(stream: trio.abc.Stream, router: Router, limits: Htt
                 except h11.RemoteProtocolError as exc:
                     refusal = text_response(exc.error_status_hint, "bad request")
             if timer.cancelled_caught:
-                if not raw or conn.our_state is not h11.SEND_RESPONSE:
+                if not raw or conn.our_state not in _CAN_ANSWER:
                     return  # idle keep-alive connection: just close it
                 log.info("http_request_timeout", bytes_read=len(raw))
                 refusal = text_response(408, "request timeout")
             if request is None and refusal is None:
                 return  # clean end of a keep-alive connection
             if refusal is not None:
-                if conn.our_state is h11.SEND_RESPONSE:
+                if conn.our_state in _CAN_ANSWER:
                     await _send_response(stream, conn, refusal, close=True)
                 return
             assert request is not None

@@ -1,0 +1,334 @@
+"""Relay sessions end to end: raw WebSocket clients against a real gateway.
+
+Each test plays Twilio with trio-websocket clients on loopback, and the actors
+by reading and writing the bus directly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+from gwkit import (
+    PUBLIC_URL,
+    TOKEN,
+    Running,
+    entries,
+    prompt_frame,
+    setup_frame,
+    start_gateway,
+    wait_for_kind,
+)
+from structlog.testing import capture_logs
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket
+
+from bus.base import Bus
+from bus.envelope import Kind
+from bus.memory import MemoryBus
+from gateway.signature import sign
+
+
+def _ws(port: int, *, signature: str | None = None, path: str = "/relay") -> Any:
+    headers = [] if signature is None else [(b"X-Twilio-Signature", signature.encode())]
+    return open_websocket("127.0.0.1", port, path, use_ssl=False, extra_headers=headers)
+
+
+async def _open_call(gw: Running, ws: Any, call_sid: str, session_id: str) -> None:
+    """Send setup and wait until the gateway published it (the session is live)."""
+    await ws.send_message(setup_frame(call_sid, session_id))
+    await wait_for_kind(gw.bus, gw.calls_stream(call_sid), Kind.CALL_SETUP)
+
+
+async def test_caller_events_land_on_the_partition_stream(nursery: trio.Nursery, bus: Bus) -> None:
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus, gateway_id="gw-a")
+        async with _ws(gw.port) as ws:
+            await ws.send_message(setup_frame("CA100", "VX100", customParameters={"k": "v"}))
+            await ws.send_message(prompt_frame("hello", last=False))
+            await ws.send_message(prompt_frame("hello there"))
+            await ws.send_message(json.dumps({"type": "dtmf", "digit": "5"}))
+            await ws.send_message(
+                json.dumps(
+                    {
+                        "type": "interrupt",
+                        "utteranceUntilInterrupt": "Sentence 2 of",
+                        "durationUntilInterruptMs": "460",
+                        "extraField": 1,
+                    }
+                )
+            )
+            await ws.send_message(
+                json.dumps({"type": "info", "name": "agentSpeaking", "value": "on"})
+            )
+            await ws.send_message(json.dumps({"type": "error", "description": "code: 64107"}))
+            got = await entries(bus, gw.calls_stream("CA100"), 7)
+        closed = await wait_for_kind(bus, gw.calls_stream("CA100"), Kind.CALL_CLOSED)
+    assert [e.kind for e in got] == [
+        "call.setup",
+        "call.prompt",
+        "call.prompt",
+        "call.dtmf",
+        "call.interrupt",
+        "call.info",
+        "call.error",
+    ]
+    assert [e.seq for e in got] == [1, 2, 3, 4, 5, 6, 7]
+    assert {(e.call, e.session, e.gateway) for e in got} == {("CA100", "VX100", "gw-a")}
+    setup = got[0].body
+    assert setup["type"] == "setup"
+    assert setup["callSid"] == "CA100"
+    assert setup["from"] == "+15550001111"
+    assert setup["customParameters"] == {"k": "v"}
+    assert got[1].body == {"type": "prompt", "voicePrompt": "hello", "lang": "en-US", "last": False}
+    assert got[2].body["voicePrompt"] == "hello there"
+    assert got[2].body["last"] is True
+    assert got[3].body == {"type": "dtmf", "digit": "5"}
+    assert got[4].body == {
+        "type": "interrupt",
+        "utteranceUntilInterrupt": "Sentence 2 of",
+        "durationUntilInterruptMs": 460,
+    }
+    assert got[5].body == {"type": "info", "name": "agentSpeaking", "value": "on"}
+    # The client closed normally: call.closed follows with its code, next seq.
+    last = closed[-1]
+    assert last.body["code"] == 1000
+    assert last.seq == 8
+    assert (last.call, last.session, last.gateway) == ("CA100", "VX100", "gw-a")
+
+
+async def test_tokens_reach_the_right_socket(nursery: trio.Nursery, bus: Bus) -> None:
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as one, _ws(gw.port) as two:
+            await _open_call(gw, one, "CA1", "VX1")
+            await _open_call(gw, two, "CA2", "VX2")
+            await one.send_message(prompt_frame("hi"))
+            await gw.tokens("CA2", "VX2", reply_to=0, index=0, text="Welcome ")
+            await gw.tokens("CA1", "VX1", reply_to=2, index=0, text="Hello")
+            await gw.tokens("CA1", "VX1", reply_to=2, index=1, text=" there.", last=False)
+            await gw.tokens("CA1", "VX1", reply_to=2, index=2, text="", last=True)
+            await gw.tokens("CA2", "VX2", reply_to=0, index=1, text="back!", last=True)
+            got_one = [json.loads(await one.get_message()) for _ in range(3)]
+            got_two = [json.loads(await two.get_message()) for _ in range(2)]
+    assert got_one == [
+        {"type": "text", "token": "Hello", "last": False},
+        {"type": "text", "token": " there.", "last": False},
+        {"type": "text", "token": "", "last": True},
+    ]
+    assert got_two == [
+        {"type": "text", "token": "Welcome ", "last": False},
+        {"type": "text", "token": "back!", "last": True},
+    ]
+
+
+async def test_fencing_and_dedup(nursery: trio.Nursery, bus: Bus) -> None:
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as ws:
+            await _open_call(gw, ws, "CA1", "VX1")  # seq 1
+            stream = gw.calls_stream("CA1")
+            await ws.send_message(prompt_frame("first"))  # seq 2
+            await entries(bus, stream, 2)
+            await gw.tokens("CA1", "VX1", reply_to=2, index=0, text="A")
+            await gw.tokens("CA1", "VX1", reply_to=2, index=0, text="A-again")  # duplicate
+            await gw.tokens("CA1", "VX1", reply_to=2, index=1, text="B")
+            assert json.loads(await ws.get_message())["token"] == "A"
+            assert json.loads(await ws.get_message())["token"] == "B"
+            await ws.send_message(
+                json.dumps(
+                    {
+                        "type": "interrupt",
+                        "utteranceUntilInterrupt": "A",
+                        "durationUntilInterruptMs": 100,
+                    }
+                )
+            )  # seq 3: fences reply 2
+            await entries(bus, stream, 3)
+            await gw.tokens("CA1", "VX1", reply_to=2, index=2, text="late", last=True)
+            await ws.send_message(prompt_frame("partial", last=False))  # seq 4: no fence
+            await ws.send_message(prompt_frame("second"))  # seq 5: fences replies < 5
+            await entries(bus, stream, 5)
+            await gw.tokens("CA1", "VX1", reply_to=3, index=0, text="stale")
+            await gw.tokens("CA1", "VX0", reply_to=5, index=0, text="old session")
+            await gw.tokens("CA9", "VX9", reply_to=5, index=0, text="no such call")
+            await gw.tokens("CA1", "VX1", reply_to=5, index=0, text="C")
+            await gw.tokens("CA1", "VX1", reply_to=5, index=1, text="", last=True)
+            after = [json.loads(await ws.get_message()) for _ in range(2)]
+    assert after == [
+        {"type": "text", "token": "C", "last": False},
+        {"type": "text", "token": "", "last": True},
+    ]
+    dropped = gw.gateway.metrics.outbound_dropped
+    assert dropped.labels("duplicate")._value.get() == 1
+    assert dropped.labels("fenced")._value.get() == 2
+    assert dropped.labels("stale_session")._value.get() == 1
+    assert dropped.labels("no_session")._value.get() == 1
+
+
+async def test_gateway_send_end_then_twilio_closes(nursery: trio.Nursery, bus: Bus) -> None:
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as ws:
+            await _open_call(gw, ws, "CA1", "VX1")
+            await gw.send_frame("CA1", "VX1", {"type": "sendDigits", "digits": "12#"})
+            await gw.send_frame("CA1", "VX1", {"type": "bogus"})  # invalid: dropped
+            await gw.send_frame("CA1", "VX1", {"type": "end", "handoffData": '{"to":"human"}'})
+            first = json.loads(await ws.get_message())
+            second = json.loads(await ws.get_message())
+        closed = await wait_for_kind(bus, gw.calls_stream("CA1"), Kind.CALL_CLOSED)
+    assert first == {"type": "sendDigits", "digits": "12#"}
+    assert second == {"type": "end", "handoffData": '{"to":"human"}'}
+    assert closed[-1].body["code"] == 1000
+
+
+async def test_end_without_close_is_closed_by_us(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    # The virtual clock only with the in-process bus: a real redis-server's
+    # replies take real time, during which autojump would race ahead.
+    bus = MemoryBus()
+    with trio.fail_after(30):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as ws:
+            await _open_call(gw, ws, "CA1", "VX1")
+            await gw.send_frame("CA1", "VX1", {"type": "end"})
+            assert json.loads(await ws.get_message()) == {"type": "end"}
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+    assert info.value.reason.code == 1000
+
+
+BAD_FRAMES: list[tuple[str | bytes, str]] = [
+    ("this is not json", "not_json"),
+    ("[1, 2, 3]", "not_object"),
+    ('{"type": "mystery"}', "unknown_type"),
+    ('{"type": "prompt", "lang": "en-US", "last": true}', "missing_field"),
+    ('{"type": "prompt", "voicePrompt": 5, "lang": "en-US", "last": true}', "wrong_type"),
+    (b"\x00\x01binary", "binary"),
+    ('{"type": "setup", "sessionId": "VX2", "callSid": "CA2"}', "duplicate_setup"),
+]
+
+
+async def test_bad_frames_are_logged_and_dropped_other_calls_unaffected(
+    nursery: trio.Nursery, bus: Bus
+) -> None:
+    with trio.fail_after(10), capture_logs() as logs:
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as bad, _ws(gw.port) as good:
+            await bad.send_message(prompt_frame("too early"))
+            await _open_call(gw, bad, "CABAD", "VXBAD")
+            await _open_call(gw, good, "CAGOOD", "VXGOOD")
+            for frame, _ in BAD_FRAMES:
+                await bad.send_message(frame)
+            await good.send_message(prompt_frame("still here"))
+            await bad.send_message(prompt_frame("and me"))
+            bad_events = await entries(bus, gw.calls_stream("CABAD"), 2)
+            good_events = await entries(bus, gw.calls_stream("CAGOOD"), 2)
+            await gw.tokens("CAGOOD", "VXGOOD", reply_to=2, index=0, text="ok", last=True)
+            await gw.tokens("CABAD", "VXBAD", reply_to=2, index=0, text="ok too", last=True)
+            good_reply = json.loads(await good.get_message())
+            bad_reply = json.loads(await bad.get_message())
+    rejected = [e for e in logs if e["event"] == "frame_rejected"]
+    assert [e["kind"] for e in rejected] == ["before_setup"] + [kind for _, kind in BAD_FRAMES]
+    assert rejected[0]["call_sid"] is None
+    assert {e["call_sid"] for e in rejected[1:]} == {"CABAD"}
+    assert all(e["log_level"] == "warning" for e in rejected)
+    # The bad frames never reached the bus and never used up a seq number.
+    assert [(e.kind, e.seq) for e in bad_events] == [("call.setup", 1), ("call.prompt", 2)]
+    assert bad_events[1].body["voicePrompt"] == "and me"
+    assert [(e.kind, e.seq) for e in good_events] == [("call.setup", 1), ("call.prompt", 2)]
+    assert good_reply == {"type": "text", "token": "ok", "last": True}
+    assert bad_reply == {"type": "text", "token": "ok too", "last": True}
+    rejected_metric = gw.gateway.metrics.frames_rejected
+    assert rejected_metric.labels("not_json")._value.get() == 1
+    assert rejected_metric.labels("before_setup")._value.get() == 1
+
+
+async def test_oversize_frame_closes_only_that_socket(nursery: trio.Nursery, bus: Bus) -> None:
+    with trio.fail_after(10), capture_logs() as logs:
+        gw = await start_gateway(nursery, bus, max_frame_bytes=2048)
+        async with _ws(gw.port) as big, _ws(gw.port) as good:
+            await _open_call(gw, big, "CABIG", "VXBIG")
+            await _open_call(gw, good, "CAGOOD", "VXGOOD")
+            await big.send_message(prompt_frame("x" * 5000))
+            closed = await wait_for_kind(bus, gw.calls_stream("CABIG"), Kind.CALL_CLOSED)
+            with pytest.raises(ConnectionClosed) as info:
+                await big.get_message()
+            await good.send_message(prompt_frame("fine"))
+            good_events = await entries(bus, gw.calls_stream("CAGOOD"), 2)
+            await gw.tokens("CAGOOD", "VXGOOD", reply_to=2, index=0, text="yes", last=True)
+            reply = json.loads(await good.get_message())
+    assert info.value.reason.code == 1009
+    assert [e.kind for e in closed] == ["call.setup", "call.closed"]
+    assert closed[-1].body["code"] == 1009
+    rejected = [e for e in logs if e["event"] == "frame_rejected"]
+    assert [(e["kind"], e["call_sid"]) for e in rejected] == [("too_large", "CABIG")]
+    assert good_events[1].body["voicePrompt"] == "fine"
+    assert reply == {"type": "text", "token": "yes", "last": True}
+
+
+async def test_upgrade_signatures(nursery: trio.Nursery, bus: Bus) -> None:
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus, auth_token=TOKEN)
+        port = gw.port
+        refused: list[int] = []
+        for signature in (
+            None,
+            "bm9wZQ==",
+            sign(TOKEN, f"ws://127.0.0.1:{port}/relay", {}),  # the local URL: wrong
+            sign(TOKEN, f"{PUBLIC_URL}/relay", {}),  # https, not the wss url in TwiML
+        ):
+            with pytest.raises(ConnectionRejected) as info:
+                async with _ws(port, signature=signature):
+                    pass  # pragma: no cover - never reached
+            refused.append(info.value.status_code)
+        assert gw.gateway.sessions == {}
+        good = sign(TOKEN, "wss://agent.example.com/relay", {})
+        async with _ws(port, signature=good) as ws:
+            await _open_call(gw, ws, "CA1", "VX1")
+            assert set(gw.gateway.sessions) == {"CA1"}
+        query = sign(TOKEN, "wss://agent.example.com/relay?tenant=acme", {})
+        async with _ws(port, signature=query, path="/relay?tenant=acme") as ws:
+            await _open_call(gw, ws, "CA2", "VX2")
+    assert refused == [403, 403, 403, 403]
+    assert gw.gateway.metrics.webhooks.labels("/relay", "403")._value.get() == 4
+
+
+async def test_cancel_closes_sessions_going_away(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    # The virtual clock only with the in-process bus: a real redis-server's
+    # replies take real time, during which autojump would race ahead.
+    bus = MemoryBus()
+    with trio.fail_after(30):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as ws:
+            await _open_call(gw, ws, "CA1", "VX1")
+            gw.scope.cancel()
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+        closed = await wait_for_kind(bus, gw.calls_stream("CA1"), Kind.CALL_CLOSED)
+    assert info.value.reason.code == 1001
+    assert closed[-1].body == {"code": 1001, "reason": "going away"}
+
+
+async def test_new_session_on_same_call_takes_over(nursery: trio.Nursery, bus: Bus) -> None:
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as old:
+            await _open_call(gw, old, "CA1", "VX1")
+        await wait_for_kind(bus, gw.calls_stream("CA1"), Kind.CALL_CLOSED)
+        async with _ws(gw.port) as new:
+            await new.send_message(setup_frame("CA1", "VX2"))
+            events = await entries(bus, gw.calls_stream("CA1"), 3)
+            await gw.tokens("CA1", "VX1", reply_to=1, index=0, text="old")
+            await gw.tokens("CA1", "VX2", reply_to=1, index=0, text="new", last=True)
+            reply = json.loads(await new.get_message())
+    assert [(e.kind, e.session, e.seq) for e in events] == [
+        ("call.setup", "VX1", 1),
+        ("call.closed", "VX1", 2),
+        ("call.setup", "VX2", 1),
+    ]
+    assert reply["token"] == "new"
