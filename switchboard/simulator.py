@@ -1,0 +1,846 @@
+"""Twilio's side of a ConversationRelay call, for tests, ``switchboard call`` and load runs.
+
+One simulated call does what Twilio does (PROTOCOL.md §Lifecycle, §Security):
+
+1. POST the signed voice webhook to ``<base>/twiml`` and parse the TwiML answer
+   (``<Connect action>``, ``<ConversationRelay url ...>``, ``<Language>``,
+   ``<Parameter>``). A relay ``url`` must be ``wss://`` (``ws://`` is allowed for
+   a loopback host, for local development).
+2. Open the WebSocket to the *local* address of ``base_url`` with the path of the
+   TwiML ``url``, signed over that ``url`` exactly as written, then send ``setup``.
+3. Validate every frame the app sends like Twilio does: an invalid one is dropped
+   and answered with an ``error`` frame (64107); ten in a row close the socket
+   with 1007.
+4. When the session ends (caller hangs up, the app sends ``end``, the app drops
+   the socket, or too many malformed frames), POST the signed ``<Connect action>``
+   callback with ``SessionStatus`` and keep the TwiML it returns.
+
+Signatures cover the *public* URL (``public_url``, default ``base_url``): the URL
+Twilio would have used, not the loopback address the simulator connects to.
+
+Playback is instant for now: every ``text``/``play``/``sendDigits`` counts as heard
+the moment it arrives (:class:`InstantPlayback`). Timed playback with barge-in
+replaces that class without changing :class:`SimulatedCall`'s API.
+
+Errors::
+
+    Exception
+     +-- SimulatorError        the call could not be placed or went wrong
+          +-- HttpError         a webhook answered with a non-2xx status
+          +-- TwimlError        the TwiML is not usable (no relay, bad url, bad XML)
+          +-- RelayConnectError the WebSocket upgrade failed or was rejected
+          +-- SessionClosed     the session ended while waiting (``.partial`` reply)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import secrets
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import h11
+import structlog
+import trio
+import trio_websocket
+from twilio.request_validator import RequestValidator
+
+from gateway.protocol import (
+    CLOSE_NORMAL,
+    DEFAULT_MAX_BYTES,
+    REASON_NORMAL,
+    Dtmf,
+    End,
+    InboundMessage,
+    Interrupt,
+    OutboundMessage,
+    Play,
+    Prompt,
+    RemoteProtocolError,
+    SendDigits,
+    Setup,
+    Text,
+    TwilioSide,
+    to_wire,
+)
+
+__all__ = [
+    "HttpError",
+    "HttpResponse",
+    "InstantPlayback",
+    "RelayConnectError",
+    "RelayTwiml",
+    "Reply",
+    "SessionClosed",
+    "SimulatedCall",
+    "SimulatorError",
+    "TwimlError",
+    "TwimlResponse",
+    "new_sid",
+    "open_call",
+    "parse_twiml",
+    "sign",
+]
+
+log = structlog.get_logger()
+
+API_VERSION: Final = "2010-04-01"
+SIGNATURE_HEADER: Final = "X-Twilio-Signature"
+# Bounds for a simulator talking to our own server: generous, but finite.
+MAX_HTTP_BODY: Final = 1024 * 1024
+CLEANUP_TIMEOUT: Final = 5.0
+DTMF_KEYS: Final = frozenset("0123456789*#")
+
+
+class SimulatorError(Exception):
+    """The simulated call could not be placed or went wrong."""
+
+
+class HttpError(SimulatorError):
+    """A webhook (voice or action) answered with a non-2xx status."""
+
+    def __init__(self, url: str, status: int, body: str) -> None:
+        super().__init__(f"{url} answered HTTP {status}: {body[:200]!r}")
+        self.url = url
+        self.status = status
+        self.body = body
+
+
+class TwimlError(SimulatorError):
+    """The TwiML cannot start a relay session (Twilio would fail the call, 64102)."""
+
+
+class RelayConnectError(SimulatorError):
+    """The WebSocket upgrade failed; ``status_code`` is the HTTP status if rejected."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class SessionClosed(SimulatorError):
+    """The relay session ended while we waited for the app; ``partial`` holds what
+    arrived of the reply being collected."""
+
+    def __init__(self, message: str, partial: Reply | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio-shaped SID: two letters and 32 hex digits (``CA…``, ``VX…``)."""
+    return prefix + secrets.token_hex(16)
+
+
+def sign(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:
+    """``X-Twilio-Signature`` over ``url`` plus sorted form ``params`` (none for the upgrade)."""
+    signature: str = RequestValidator(auth_token).compute_signature(url, dict(params or {}))
+    return signature
+
+
+# --------------------------------------------------------------------------- TwiML
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTwiml:
+    """``<Connect><ConversationRelay>`` as the app wrote it."""
+
+    url: str
+    attributes: Mapping[str, str]
+    languages: tuple[Mapping[str, str], ...] = ()
+    parameters: Mapping[str, str] = field(default_factory=dict, hash=False)
+    action: str | None = None
+    action_method: str = "POST"
+
+    def flag(self, name: str) -> bool:
+        """A boolean attribute (TwiML writes ``"true"``/``"false"``)."""
+        return self.attributes.get(name, "").strip().lower() == "true"
+
+    @property
+    def welcome_greeting(self) -> str | None:
+        return self.attributes.get("welcomeGreeting")
+
+    @property
+    def dtmf_detection(self) -> bool:
+        return self.flag("dtmfDetection")
+
+    @property
+    def partial_prompts(self) -> bool:
+        return self.flag("partialPrompts")
+
+
+@dataclass(frozen=True, slots=True)
+class TwimlResponse:
+    """A TwiML document: its top-level verbs in order, and the relay if it starts one."""
+
+    xml: str
+    verbs: tuple[str, ...]
+    relay: RelayTwiml | None
+
+
+def parse_twiml(xml: str) -> TwimlResponse:
+    """Parse a ``<Response>``. Raises :class:`TwimlError` for bad XML or a bad relay."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise TwimlError(f"TwiML is not XML: {exc}") from None
+    if root.tag != "Response":
+        raise TwimlError(f"TwiML root is <{root.tag}>, not <Response>")
+    relay: RelayTwiml | None = None
+    for connect in root.iter("Connect"):
+        element = connect.find("ConversationRelay")
+        if element is None:
+            continue
+        url = element.get("url")
+        if not url:
+            raise TwimlError("<ConversationRelay> has no url")
+        relay = RelayTwiml(
+            url=url,
+            attributes=MappingProxyType(dict(element.attrib)),
+            languages=tuple(
+                MappingProxyType(dict(lang.attrib)) for lang in element.findall("Language")
+            ),
+            parameters=MappingProxyType(
+                {p.get("name", ""): p.get("value", "") for p in element.findall("Parameter")}
+            ),
+            action=connect.get("action"),
+            action_method=(connect.get("method") or "POST").upper(),
+        )
+        break
+    return TwimlResponse(xml=xml, verbs=tuple(child.tag for child in root), relay=relay)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_relay_url(url: str) -> None:
+    """Twilio only connects to ``wss://``; ``ws://`` passes for loopback development."""
+    parts = urlsplit(url)
+    if parts.scheme == "wss" and parts.hostname:
+        return
+    if parts.scheme == "ws" and parts.hostname and _is_loopback(parts.hostname):
+        return
+    raise TwimlError(f"relay url must be wss:// (ws:// only on loopback): {url!r}")
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """Where the simulator really connects: scheme, host and port of ``base_url``."""
+
+    tls: bool
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, base_url: str) -> _Origin:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SimulatorError(f"base url must be http(s)://host[:port]: {base_url!r}")
+        tls = parts.scheme == "https"
+        return cls(tls=tls, host=parts.hostname, port=parts.port or (443 if tls else 80))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+def _target(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+async def _http_request(
+    origin: _Origin,
+    method: str,
+    public_url: str,
+    params: Mapping[str, str],
+    auth_token: str | None,
+) -> HttpResponse:
+    """One signed webhook request, as Twilio sends it, to the local origin."""
+    headers = [
+        ("Host", urlsplit(public_url).netloc or origin.host),
+        ("User-Agent", "TwilioProxy/1.1"),
+        ("Accept", "*/*"),
+        ("Connection", "close"),
+    ]
+    if method == "GET":
+        url = public_url + (("&" if "?" in public_url else "?") + urlencode(params))
+        body = b""
+        signed = sign(auth_token, url) if auth_token else None
+    else:
+        url = public_url
+        body = urlencode(params).encode()
+        headers += [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Content-Length", str(len(body))),
+        ]
+        signed = sign(auth_token, url, params) if auth_token else None
+    if signed is not None:
+        headers.append((SIGNATURE_HEADER, signed))
+
+    conn = h11.Connection(h11.CLIENT)
+    stream: trio.abc.Stream
+    if origin.tls:
+        stream = await trio.open_ssl_over_tcp_stream(
+            origin.host, origin.port, ssl_context=ssl.create_default_context()
+        )
+    else:
+        stream = await trio.open_tcp_stream(origin.host, origin.port)
+    async with stream:
+        out = conn.send(h11.Request(method=method, target=_target(url), headers=headers))
+        if body:
+            out += conn.send(h11.Data(data=body)) or b""
+        out += conn.send(h11.EndOfMessage()) or b""
+        await stream.send_all(out or b"")
+        status = 0
+        response_headers: tuple[tuple[str, str], ...] = ()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise SimulatorError(f"bad HTTP response from {url}: {exc}") from None
+            if event is h11.NEED_DATA:
+                conn.receive_data(bytes(await stream.receive_some(65536)))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                response_headers = tuple((k.decode(), v.decode()) for k, v in event.headers)
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > MAX_HTTP_BODY:
+                    raise SimulatorError(f"response from {url} exceeds {MAX_HTTP_BODY} bytes")
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+    response = HttpResponse(status=status, headers=response_headers, body=b"".join(chunks))
+    if not 200 <= status < 300:
+        raise HttpError(url, status, response.text)
+    return response
+
+
+# --------------------------------------------------------------------------- the call
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One reply of the agent: the ``text`` frames up to and including ``last: true``."""
+
+    frames: tuple[Text, ...]
+
+    @property
+    def tokens(self) -> list[str]:
+        return [frame.token for frame in self.frames]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.frames) and self.frames[-1].last
+
+
+class InstantPlayback:
+    """The playback model: what the caller has heard so far.
+
+    This one "plays" everything the moment it arrives. A timed model (per-char
+    duration, ``agentSpeaking``/``tokensPlayed`` info, barge-in, preemption) will
+    take its place behind the same two methods.
+    """
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+        self.digits_sent: list[str] = []
+        self.played: list[str] = []
+
+    def enqueue(self, msg: OutboundMessage) -> None:
+        match msg:
+            case Text():
+                self.heard.append(msg.token)
+            case Play():
+                self.played.append(msg.source)
+            case SendDigits():
+                self.digits_sent.append(msg.digits)
+            case _:
+                pass
+
+    def flush(self) -> None:
+        """Barge-in: drop whatever is still queued (nothing is, here)."""
+
+
+class SimulatedCall:
+    """One call in progress, from Twilio's side. Made by :func:`open_call`.
+
+    Caller actions: :meth:`prompt`, :meth:`dtmf`, :meth:`interrupt`, :meth:`hangup`.
+    App output: :attr:`received` (every valid frame, in order), :meth:`reply`,
+    :meth:`next_message`. Protocol violations by the app are in :attr:`violations`.
+    When the session is over, :attr:`session_status` is ``completed``, ``ended`` or
+    ``failed`` and :attr:`action_response` holds the TwiML of the action callback.
+    """
+
+    def __init__(
+        self,
+        *,
+        origin: _Origin,
+        public_url: str,
+        auth_token: str | None,
+        webhook_params: Mapping[str, str],
+        twiml: RelayTwiml,
+        setup: Setup,
+        ws: trio_websocket.WebSocketConnection,
+        max_frame_bytes: int,
+    ) -> None:
+        self.twiml = twiml
+        self.setup = setup
+        self.received: list[OutboundMessage] = []
+        self.violations: list[RemoteProtocolError] = []
+        self.playback = InstantPlayback()
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.session_status: str | None = None
+        self.action_request: dict[str, str] | None = None
+        self.action_response: TwimlResponse | None = None
+        self.side = TwilioSide(max_bytes=max_frame_bytes)
+        self._origin = origin
+        self._public_url = public_url
+        self._auth_token = auth_token
+        self._webhook_params = dict(webhook_params)
+        self._ws = ws
+        self._started = trio.current_time()
+        self._finishing = False
+        self._finished = trio.Event()
+        # Unbounded: the reader must never block on a slow test, and one call's
+        # frames are few and small.
+        self._inbox_send, self._inbox = trio.open_memory_channel[OutboundMessage](math.inf)
+        self._log = log.bind(call_sid=setup.call_sid, session_id=setup.session_id, actor="twilio")
+
+    # -- identity
+
+    @property
+    def call_sid(self) -> str:
+        return self.setup.call_sid
+
+    @property
+    def session_id(self) -> str:
+        return self.setup.session_id
+
+    @property
+    def finished(self) -> bool:
+        """The session is over and its action callback (if any) has been made."""
+        return self._finished.is_set()
+
+    # -- caller -> app
+
+    async def _send(self, msg: InboundMessage) -> None:
+        await self._send_frame(self.side.send(msg))
+
+    async def _send_frame(self, frame: str) -> None:
+        if self._finishing:
+            raise SessionClosed(f"session {self.session_id} is over ({self.session_status})")
+        try:
+            await self._ws.send_message(frame)
+        except trio_websocket.ConnectionClosed:
+            raise SessionClosed(f"session {self.session_id} closed while sending") from None
+
+    async def prompt(self, text: str, *, lang: str = "en-US", partials: bool = False) -> None:
+        """The caller says ``text``. With ``partials``, interim prompts carrying the
+        cumulative words so far (``last: false``) come first, as with ``partialPrompts``."""
+        if partials:
+            words = text.split()
+            for n in range(1, len(words)):
+                await self._send(Prompt(" ".join(words[:n]), lang, False))
+        await self._send(Prompt(text, lang, True))
+
+    async def dtmf(self, digit: str) -> bool:
+        """The caller presses one key. Twilio only reports key presses when the TwiML
+        sets ``dtmfDetection="true"``; otherwise nothing is sent and this returns False."""
+        if len(digit) != 1 or digit not in DTMF_KEYS:
+            raise ValueError(f"not a phone key: {digit!r}")
+        if not self.twiml.dtmf_detection:
+            return False
+        await self._send(Dtmf(digit))
+        return True
+
+    async def interrupt(
+        self,
+        utterance_until_interrupt: str = "",
+        duration_until_interrupt_ms: float = 0.0,
+        *,
+        duration_as_string: bool = False,
+    ) -> None:
+        """The caller barges in. ``duration_as_string`` sends the duration the way an
+        older Twilio revision did (``"460"``), to exercise tolerant parsers."""
+        self.playback.flush()
+        msg = Interrupt(utterance_until_interrupt, duration_until_interrupt_ms)
+        frame = self.side.send(msg)
+        if duration_as_string:
+            wire = to_wire(msg)
+            wire["durationUntilInterruptMs"] = str(wire["durationUntilInterruptMs"])
+            frame = _json(wire)
+        await self._send_frame(frame)
+
+    async def send_raw(self, frame: str) -> None:
+        """Send any text frame as Twilio (for tests of the app's error handling)."""
+        await self._send_frame(frame)
+
+    async def hangup(self) -> TwimlResponse | None:
+        """The caller hangs up: close 1000, then the action callback with
+        ``SessionStatus=completed``. Returns the action's TwiML (moot, the call is over)."""
+        if not self._finishing:
+            await self._finish(
+                CLOSE_NORMAL, REASON_NORMAL, status="completed", call_status="completed"
+            )
+        await self._finished.wait()
+        return self.action_response
+
+    # -- app -> caller
+
+    async def next_message(self) -> OutboundMessage:
+        """The next valid frame from the app; :class:`SessionClosed` once the session
+        is over and everything has been taken."""
+        try:
+            return await self._inbox.receive()
+        except trio.EndOfChannel:
+            raise SessionClosed(
+                f"session {self.session_id} is over ({self.session_status})"
+            ) from None
+
+    async def reply(self, *, on_token: Callable[[Text], Awaitable[None]] | None = None) -> Reply:
+        """Collect ``text`` frames until one has ``last: true``. Other messages are
+        skipped here (they stay in :attr:`received`). ``on_token`` sees each frame as
+        it arrives. Raises :class:`SessionClosed` if the session ends first."""
+        frames: list[Text] = []
+        while True:
+            try:
+                msg = await self.next_message()
+            except SessionClosed as exc:
+                raise SessionClosed(str(exc), partial=Reply(tuple(frames))) from None
+            if not isinstance(msg, Text):
+                continue
+            frames.append(msg)
+            if on_token is not None:
+                await on_token(msg)
+            if msg.last:
+                return Reply(tuple(frames))
+
+    async def wait_ended(self) -> TwimlResponse | None:
+        """Wait until the session is over; the action callback's TwiML, if any."""
+        await self._finished.wait()
+        return self.action_response
+
+    # -- machinery
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        await self._ws.send_message(self.side.send(self.setup))
+        self._log.info("simulator_setup_sent", to=self.setup.to, from_=self.setup.from_)
+        nursery.start_soon(self._pump)
+
+    async def _pump(self) -> None:
+        """Read and validate app frames until the session ends."""
+        while True:
+            try:
+                frame = await self._ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                if not self._finishing:
+                    # The app's side closed or dropped the socket: Twilio fails the session.
+                    reason = exc.reason
+                    self._log.warning(
+                        "simulator_app_closed",
+                        code=getattr(reason, "code", None),
+                        reason=getattr(reason, "reason", None),
+                    )
+                    await self._finish(
+                        None,
+                        None,
+                        status="failed",
+                        call_status="in-progress",
+                        error=("64105", "Websocket ended"),
+                        app_close=(getattr(reason, "code", None), getattr(reason, "reason", None)),
+                    )
+                return
+            verdict = self.side.receive(frame)
+            if verdict.error is not None:
+                self.violations.append(verdict.error)
+                self._log.warning(
+                    "simulator_invalid_app_frame",
+                    kind=verdict.error.kind.value,
+                    excerpt=verdict.error.frame_excerpt,
+                    consecutive=self.side.consecutive_invalid,
+                )
+                if verdict.reply is not None:
+                    try:
+                        await self._ws.send_message(verdict.reply)
+                    except trio_websocket.ConnectionClosed:
+                        continue  # the next get_message reports the close
+                if verdict.close is not None:
+                    code, reason_text = verdict.close
+                    await self._finish(
+                        code,
+                        reason_text,
+                        status="failed",
+                        call_status="in-progress",
+                        error=("64105", "Websocket ended"),
+                    )
+                    return
+                continue
+            msg = verdict.message
+            assert msg is not None
+            self.received.append(msg)
+            self.playback.enqueue(msg)
+            self._inbox_send.send_nowait(msg)
+            if isinstance(msg, End):
+                await self._finish(
+                    CLOSE_NORMAL,
+                    REASON_NORMAL,
+                    status="ended",
+                    call_status="in-progress",
+                    handoff_data=msg.handoff_data,
+                )
+                return
+
+    async def _finish(
+        self,
+        code: int | None,
+        reason: str | None,
+        *,
+        status: str,
+        call_status: str,
+        handoff_data: str | None = None,
+        error: tuple[str, str] | None = None,
+        app_close: tuple[int | None, str | None] | None = None,
+    ) -> None:
+        """Close the socket (unless the app already did), then make the action callback."""
+        if self._finishing:
+            return
+        self._finishing = True
+        self.session_status = status
+        try:
+            with trio.move_on_after(CLEANUP_TIMEOUT) as scope:
+                scope.shield = True
+                if code is not None:
+                    self.close_code, self.close_reason = code, reason
+                    await self._ws.aclose(code, reason)
+                elif app_close is not None:
+                    self.close_code, self.close_reason = app_close
+                await self._post_action(status, call_status, handoff_data, error)
+        finally:
+            self._inbox_send.close()
+            self._finished.set()
+        self._log.info(
+            "simulator_session_over",
+            status=status,
+            close_code=self.close_code,
+            violations=len(self.violations),
+            frames_in=self.side.frames_in,
+        )
+
+    async def _post_action(
+        self,
+        status: str,
+        call_status: str,
+        handoff_data: str | None,
+        error: tuple[str, str] | None,
+    ) -> None:
+        if not self.twiml.action:
+            return
+        params = dict(self._webhook_params)
+        params.update(
+            CallStatus=call_status,
+            SessionId=self.session_id,
+            SessionStatus=status,
+            SessionDuration=str(int(trio.current_time() - self._started)),
+        )
+        if handoff_data is not None:
+            params["HandoffData"] = handoff_data
+        if error is not None:
+            params["ErrorCode"], params["ErrorMessage"] = error
+        url = urljoin(self._public_url + "/twiml", self.twiml.action)
+        self.action_request = params
+        try:
+            response = await _http_request(
+                self._origin, self.twiml.action_method, url, params, self._auth_token
+            )
+            self.action_response = parse_twiml(response.text)
+        except (SimulatorError, OSError, trio.BrokenResourceError) as exc:
+            # Twilio logs a failed callback and ends the call; so do we.
+            self._log.warning("simulator_action_failed", url=url, error=str(exc))
+
+
+def _json(d: Mapping[str, object]) -> str:
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Sequence[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
+@asynccontextmanager
+async def open_call(
+    base_url: str,
+    *,
+    public_url: str | None = None,
+    auth_token: str | None = None,
+    from_: str = "+15550100",
+    to: str = "+15550199",
+    custom: Mapping[str, str] | None = None,
+    call_sid: str | None = None,
+    account_sid: str | None = None,
+    caller_name: str = "",
+    forwarded_from: str = "",
+    call_type: str = "PSTN",
+    max_frame_bytes: int = DEFAULT_MAX_BYTES,
+) -> AsyncIterator[SimulatedCall]:
+    """Place one inbound call against the app at ``base_url`` and yield it in progress.
+
+    ``public_url`` is the URL Twilio would use (what signatures cover); it defaults
+    to ``base_url``. ``custom`` adds form parameters to the voice webhook (as a
+    REST-created call's extra parameters would). On exit the caller hangs up if the
+    session is still open.
+
+    Raises :class:`HttpError`, :class:`TwimlError` or :class:`RelayConnectError`
+    if the call cannot be connected.
+    """
+    origin = _Origin.parse(base_url)
+    public = (public_url or base_url).rstrip("/")
+    call_sid = call_sid or new_sid("CA")
+    account_sid = account_sid or new_sid("AC")
+    params = {
+        "AccountSid": account_sid,
+        "ApiVersion": API_VERSION,
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Called": to,
+        "Caller": from_,
+        "Direction": "inbound",
+        "From": from_,
+        "To": to,
+    }
+    if caller_name:
+        params["CallerName"] = caller_name
+    if forwarded_from:
+        params["ForwardedFrom"] = forwarded_from
+    params.update(custom or {})
+
+    response = await _http_request(origin, "POST", public + "/twiml", params, auth_token)
+    twiml = parse_twiml(response.text)
+    if twiml.relay is None:
+        raise TwimlError(f"TwiML from {public}/twiml starts no ConversationRelay: {twiml.verbs}")
+    relay = twiml.relay
+    check_relay_url(relay.url)
+
+    headers = (
+        [(SIGNATURE_HEADER.encode(), sign(auth_token, relay.url).encode())] if auth_token else []
+    )
+    setup = Setup(
+        session_id=new_sid("VX"),
+        call_sid=call_sid,
+        account_sid=account_sid,
+        parent_call_sid="",
+        from_=from_,
+        to=to,
+        forwarded_from=forwarded_from,
+        caller_name=caller_name,
+        direction="inbound",
+        call_type=call_type,
+        call_status="RINGING",
+        custom_parameters=relay.parameters,
+    )
+    try:
+        async with (
+            _open_relay_socket(origin, relay.url, headers, max_frame_bytes) as ws,
+            trio.open_nursery() as nursery,
+        ):
+            call = SimulatedCall(
+                origin=origin,
+                public_url=public,
+                auth_token=auth_token,
+                webhook_params=params,
+                twiml=relay,
+                setup=setup,
+                ws=ws,
+                max_frame_bytes=max_frame_bytes,
+            )
+            await call._start(nursery)
+            try:
+                yield call
+            finally:
+                if not call._finishing:
+                    with trio.move_on_after(CLEANUP_TIMEOUT) as scope:
+                        scope.shield = True
+                        await call.hangup()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The reader task does not raise, so a group here wraps one exception from
+        # the caller's block (or a cancellation): give it back unwrapped, as the
+        # caller raised it. (except* cannot re-raise a leaf without re-wrapping.)
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+@asynccontextmanager
+async def _open_relay_socket(
+    origin: _Origin,
+    relay_url: str,
+    headers: list[tuple[bytes, bytes]],
+    max_frame_bytes: int,
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """The relay WebSocket: to the local origin, with the path of the TwiML url."""
+    ssl_context: ssl.SSLContext | bool = ssl.create_default_context() if origin.tls else False
+    connected = False
+    try:
+        async with trio_websocket.open_websocket(
+            origin.host,
+            origin.port,
+            _target(relay_url),
+            use_ssl=ssl_context,
+            extra_headers=headers,
+            # Frames over the limit must reach TwilioSide to be judged, not kill the socket.
+            max_message_size=max(4 * max_frame_bytes, 1024 * 1024),
+            connect_timeout=10,
+            disconnect_timeout=CLEANUP_TIMEOUT,
+        ) as ws:
+            connected = True
+            yield ws
+    except trio_websocket.ConnectionRejected as exc:
+        if connected:
+            raise
+        raise RelayConnectError(
+            f"relay upgrade to {relay_url} rejected with HTTP {exc.status_code}", exc.status_code
+        ) from None
+    except (trio_websocket.HandshakeError, OSError) as exc:
+        if connected:
+            raise
+        raise RelayConnectError(f"relay upgrade to {relay_url} failed: {exc!r}") from None
