@@ -132,7 +132,9 @@ class LLMActor(Actor):
                 except trio.EndOfChannel:
                     return index, ""
                 ended = False
-                while True:
+                # The first delta goes out alone: time to first audio matters
+                # more than entry count. Later ones take whatever piled up.
+                while index > 0:
                     try:
                         parts.append(receive.receive_nowait())
                     except trio.WouldBlock:

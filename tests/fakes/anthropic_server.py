@@ -235,8 +235,8 @@ async def _send_json(
                 ("content-type", "application/json"),
                 ("content-length", str(len(raw))),
                 ("request-id", f"req_fake_{n}"),
-                # Tell the SDK not to wait before a retry (tests stay fast).
-                ("retry-after-ms", "0"),
+                # Let the SDK retry almost at once (tests stay fast).
+                ("retry-after-ms", "1"),
             ],
         ),
     )

@@ -1,0 +1,237 @@
+"""The actor runtime on a MemoryBus: acks, redelivery, retries, dead letters.
+
+Every test is bounded by ``trio.fail_after``; waits are on events (a handler
+signalling, a blocking read of the dead-letter stream, ``wait_all_tasks_blocked``),
+never on sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import pytest
+import structlog
+import trio
+import trio.testing
+from structlog.testing import capture_logs
+
+from actors.runtime import Actor, dead_letter_stream, serve_actor
+from bus.base import Bus, Entry
+from bus.envelope import Envelope, Kind
+from bus.keys import Keys
+from bus.memory import MemoryBus
+
+KEYS = Keys(namespace="rt", partitions=2)
+STREAM = "rt:{test}:in"
+GROUP = "testers"
+
+
+def envelope(n: int, call: str = "CA1") -> dict[str, str]:
+    return Envelope(kind=Kind.CALL_DTMF, call=call, seq=n, turn=n, body={"n": n}).encode()
+
+
+class Recorder(Actor):
+    """Records what it handles; behaviour is set per test."""
+
+    name = "recorder"
+    group = GROUP
+    keys = KEYS
+
+    def __init__(self, concurrency: int = 1) -> None:
+        self.concurrency = concurrency
+        self.handled: list[tuple[Envelope, Entry, dict[str, Any]]] = []
+        self.attempts = 0
+        self.fail_first = 0  # raise on this many calls before succeeding
+        self.gates: dict[int, trio.Event] = {}  # seq -> release, when gated
+        self.started: list[int] = []
+        self.started_event = trio.Event()
+
+    def streams(self) -> Sequence[str]:
+        return [STREAM]
+
+    async def handle(self, env: Envelope, entry: Entry) -> None:
+        self.attempts += 1
+        self.started.append(env.seq)
+        self.started_event.set()
+        if self.attempts <= self.fail_first:
+            raise RuntimeError(f"boom {self.attempts}")
+        gate = self.gates.get(env.seq)
+        if gate is not None:
+            await gate.wait()
+        self.handled.append((env, entry, structlog.contextvars.get_contextvars()))
+
+
+async def test_entry_acked_only_after_handler_returns() -> None:
+    bus = MemoryBus()
+    actor = Recorder()
+    actor.gates[1] = trio.Event()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="c1"))
+            await bus.append(STREAM, envelope(1))
+            await actor.started_event.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert await bus.pending_count(STREAM, GROUP) == 1
+            actor.gates[1].set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert await bus.pending_count(STREAM, GROUP) == 0
+            nursery.cancel_scope.cancel()
+    env, entry, context = actor.handled[0]
+    assert env.seq == 1
+    assert entry.stream == STREAM
+    assert context == {"call_sid": "CA1", "actor": "recorder", "turn": 1}
+
+
+async def test_pending_entries_are_reread_after_restart() -> None:
+    bus = MemoryBus()
+    first = Recorder()
+    first.gates[1] = trio.Event()  # never set: the first incarnation dies mid-handle
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, first, consumer="worker-a"))
+            await bus.append(STREAM, envelope(1))
+            await first.started_event.wait()
+            nursery.cancel_scope.cancel()
+        assert first.handled == []
+        assert await bus.pending_count(STREAM, GROUP) == 1
+
+        second = Recorder()
+        async with trio.open_nursery() as nursery:
+            # Same consumer name: it owns the pending entry and re-reads it
+            # before anything new.
+            await nursery.start(partial(serve_actor, bus, second, consumer="worker-a"))
+            await bus.append(STREAM, envelope(2))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert [env.seq for env, _, _ in second.handled] == [1, 2]
+    assert second.handled[0][1].deliveries >= 2
+    assert await bus.pending_count(STREAM, GROUP) == 0
+
+
+async def test_malformed_entry_is_dead_lettered_and_acked() -> None:
+    bus = MemoryBus()
+    actor = Recorder()
+    dead = dead_letter_stream(KEYS)
+    assert dead == "rt:{dead}"
+    with trio.fail_after(5), capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="c1"))
+            bad_id = await bus.append(STREAM, {"garbage": "yes"})
+            await bus.append(STREAM, envelope(7))
+            letters = await bus.read(dead, "0", block_ms=0)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert len(letters) == 1
+    fields = letters[0].fields
+    assert fields["garbage"] == "yes"
+    assert fields["dead.id"] == bad_id
+    assert fields["dead.stream"] == STREAM
+    assert fields["dead.actor"] == "recorder"
+    assert "not an envelope" in fields["dead.error"]
+    assert await bus.pending_count(STREAM, GROUP) == 0
+    # The good entry behind it is still handled.
+    assert [env.seq for env, _, _ in actor.handled] == [7]
+    malformed = [e for e in logs if e["event"] == "entry_malformed"]
+    assert malformed and malformed[0]["entry_id"] == bad_id
+
+
+async def test_failing_handler_is_retried_then_dead_lettered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = MemoryBus()
+    actor = Recorder()
+    actor.fail_first = 100
+    dead = dead_letter_stream(KEYS)
+    with trio.fail_after(30), capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="c1"))
+            entry_id = await bus.append(STREAM, envelope(3))
+            letters = await bus.read(dead, "0", block_ms=0)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert actor.attempts == 3
+    assert len(letters) == 1
+    fields = letters[0].fields
+    assert fields["dead.id"] == entry_id
+    assert fields["dead.error"] == "RuntimeError: boom 3"
+    assert fields["dead.attempts"] == "3"
+    assert Envelope.decode(fields).seq == 3  # original fields kept
+    assert await bus.pending_count(STREAM, GROUP) == 0
+    failures = [e for e in logs if e["event"] == "handler_failed"]
+    assert [e["attempt"] for e in failures] == [1, 2, 3]
+    assert all(e["exc_info"] for e in failures)  # logged with the traceback
+
+
+async def test_handler_that_recovers_is_acked_without_dead_letter(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = MemoryBus()
+    actor = Recorder()
+    actor.fail_first = 2
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="c1"))
+            await bus.append(STREAM, envelope(4))
+            while not actor.handled:
+                await actor.started_event.wait()
+                actor.started_event = trio.Event()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert actor.attempts == 3
+    assert [env.seq for env, _, _ in actor.handled] == [4]
+    assert await bus.last_id(dead_letter_stream(KEYS)) == "0-0"
+    assert await bus.pending_count(STREAM, GROUP) == 0
+
+
+@pytest.mark.parametrize("concurrency", [3])
+async def test_concurrent_handlers_are_bounded_and_acked_one_by_one(concurrency: int) -> None:
+    bus = MemoryBus()
+    actor = Recorder(concurrency=concurrency)
+    for seq in range(1, 6):
+        actor.gates[seq] = trio.Event()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="c1"))
+            # One batch, so one read takes all five and they all go pending.
+            await bus.append_many([(STREAM, envelope(seq)) for seq in range(1, 6)])
+            await trio.testing.wait_all_tasks_blocked()
+            assert sorted(actor.started) == [1, 2, 3]
+            assert await bus.pending_count(STREAM, GROUP) == 5
+
+            actor.gates[2].set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert [env.seq for env, _, _ in actor.handled] == [2]
+            assert await bus.pending_count(STREAM, GROUP) == 4
+            assert sorted(actor.started) == [1, 2, 3, 4]  # the freed slot was taken
+
+            for gate in actor.gates.values():
+                gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert sorted(env.seq for env, _, _ in actor.handled) == [1, 2, 3, 4, 5]
+    assert await bus.pending_count(STREAM, GROUP) == 0
+
+
+async def test_background_runs_with_the_actor() -> None:
+    class WithBackground(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bus_seen: Bus | None = None
+            self.ran = trio.Event()
+
+        async def background(self, bus: Bus) -> None:
+            self.bus_seen = bus
+            self.ran.set()
+            await trio.sleep_forever()
+
+    bus = MemoryBus()
+    actor = WithBackground()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="c1"))
+            await actor.ran.wait()
+            nursery.cancel_scope.cancel()
+    assert actor.bus_seen is bus
+    assert actor.bus is bus
