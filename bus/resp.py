@@ -37,7 +37,14 @@ import trio
 
 from bus.base import BusError, CommandError, ConnectionLost
 
-log = structlog.get_logger()
+
+def _log() -> structlog.typing.FilteringBoundLogger:
+    # Looked up per event (these are rare): a module-level proxy caches its
+    # logger when logging is configured with cache_logger_on_first_use, and
+    # then structlog.testing.capture_logs() no longer sees its events.
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+    return logger
+
 
 Arg = str | bytes | int | float
 Command = Sequence[Arg]
@@ -181,7 +188,7 @@ class RedisClient:
                     conn.close()
                     self._all.discard(conn)
                     raise CommandError(str(reply))
-        log.debug("redis.connected", address=str(addr))
+        _log().debug("redis.connected", address=str(addr))
         return conn
 
     async def _checkout(self) -> _Connection:
@@ -219,12 +226,12 @@ class RedisClient:
             except _IO_ERRORS as exc:
                 self._all.discard(conn)
                 self._drop_idle()
-                log.info("redis.connection_lost", address=str(self.address), error=repr(exc))
+                _log().info("redis.connection_lost", address=str(self.address), error=repr(exc))
                 raise ConnectionLost(f"connection to {self.address} lost: {exc!r}") from exc
             except ConnectionLost:
                 self._all.discard(conn)
                 self._drop_idle()
-                log.info("redis.connection_lost", address=str(self.address))
+                _log().info("redis.connection_lost", address=str(self.address))
                 raise
             finally:
                 if conn.broken:

@@ -26,7 +26,14 @@ from types import TracebackType
 import structlog
 import trio
 
-log = structlog.get_logger()
+
+def _log() -> structlog.typing.FilteringBoundLogger:
+    # Looked up per event (these are rare): a module-level proxy caches its
+    # logger when logging is configured with cache_logger_on_first_use, and
+    # then structlog.testing.capture_logs() no longer sees its events.
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+    return logger
+
 
 STARTUP_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -141,7 +148,7 @@ class RedisServerHandle:
                 await self.stop()
                 raise RedisServerError(f"redis-server did not answer on port {self.port}")
             await trio.sleep(_POLL_INTERVAL_S)
-        log.debug("redis_server.started", port=self.port, pid=self._process.pid)
+        _log().debug("redis_server.started", port=self.port, pid=self._process.pid)
 
     async def stop(self) -> None:
         """Kill the process and wait for it; safe when not running.
@@ -157,7 +164,7 @@ class RedisServerHandle:
             process.kill()
             with trio.move_on_after(STOP_TIMEOUT_S):
                 await process.wait()
-        log.debug("redis_server.stopped", port=self.port)
+        _log().debug("redis_server.stopped", port=self.port)
 
     async def restart(self) -> None:
         """Stop the server and start a fresh, empty one on the same port."""

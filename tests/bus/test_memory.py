@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from structlog.testing import capture_logs
 
 from bus.base import BusError, Entry
 from bus.memory import MemoryBus
@@ -82,7 +83,9 @@ async def test_trimmed_pending_entries_are_dropped_not_returned() -> None:
     new = await bus.append("s", {"n": "new"})  # trims the pending "old"
     assert await bus.pending_count("s", "g") == 1
     assert [e.id for e in await bus.read_group("s", "g", "c")] == [new]
-    assert [e.id for e in await bus.read_group("s", "g", "c", start="0")] == [new]
+    with capture_logs() as logs:
+        assert [e.id for e in await bus.read_group("s", "g", "c", start="0")] == [new]
+    assert [(e["event"], e["id"]) for e in logs] == [("bus.pending_entry_trimmed", old)]
     assert await bus.pending_count("s", "g") == 1
     assert await bus.ack("s", "g", [old]) == 0
 
