@@ -73,6 +73,7 @@ from gateway.protocol import (
 )
 
 __all__ = [
+    "DTMF_KEYS",
     "HttpError",
     "HttpResponse",
     "InstantPlayback",
@@ -84,6 +85,7 @@ __all__ = [
     "SimulatorError",
     "TwimlError",
     "TwimlResponse",
+    "check_relay_url",
     "new_sid",
     "open_call",
     "parse_twiml",

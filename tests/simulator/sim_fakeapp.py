@@ -169,7 +169,8 @@ class FakeApp:
             try:
                 await self._converse(ws)
             except trio_websocket.ConnectionClosed as exc:
-                self.close = (exc.reason.code, exc.reason.reason)
+                reason = exc.reason
+                self.close = (reason.code, reason.reason) if reason else (None, None)
             finally:
                 self.closed.set()
 
