@@ -104,7 +104,7 @@ async def read_reply(stream: trio.abc.Stream, conn: h11.Connection) -> HttpReply
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
+            conn.receive_data(bytes(await stream.receive_some(65536)))
             continue
         if isinstance(event, h11.Response):
             status = event.status_code

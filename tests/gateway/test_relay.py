@@ -16,6 +16,7 @@ from gwkit import (
     TOKEN,
     Running,
     entries,
+    http,
     prompt_frame,
     setup_frame,
     start_gateway,
@@ -24,7 +25,7 @@ from gwkit import (
 from structlog.testing import capture_logs
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket
 
-from bus.base import Bus
+from bus.base import Bus, CommandError, Fields
 from bus.envelope import Kind
 from bus.memory import MemoryBus
 from gateway.signature import sign
@@ -197,6 +198,7 @@ async def test_end_without_close_is_closed_by_us(
             assert json.loads(await ws.get_message()) == {"type": "end"}
             with pytest.raises(ConnectionClosed) as info:
                 await ws.get_message()
+    assert info.value.reason is not None
     assert info.value.reason.code == 1000
 
 
@@ -260,6 +262,7 @@ async def test_oversize_frame_closes_only_that_socket(nursery: trio.Nursery, bus
             good_events = await entries(bus, gw.calls_stream("CAGOOD"), 2)
             await gw.tokens("CAGOOD", "VXGOOD", reply_to=2, index=0, text="yes", last=True)
             reply = json.loads(await good.get_message())
+    assert info.value.reason is not None
     assert info.value.reason.code == 1009
     assert [e.kind for e in closed] == ["call.setup", "call.closed"]
     assert closed[-1].body["code"] == 1009
@@ -310,6 +313,7 @@ async def test_cancel_closes_sessions_going_away(
             with pytest.raises(ConnectionClosed) as info:
                 await ws.get_message()
         closed = await wait_for_kind(bus, gw.calls_stream("CA1"), Kind.CALL_CLOSED)
+    assert info.value.reason is not None
     assert info.value.reason.code == 1001
     assert closed[-1].body == {"code": 1001, "reason": "going away"}
 
@@ -332,3 +336,40 @@ async def test_new_session_on_same_call_takes_over(nursery: trio.Nursery, bus: B
         ("call.setup", "VX2", 1),
     ]
     assert reply["token"] == "new"
+
+
+class _RefusingBus(MemoryBus):
+    """Fault injection: the bus refuses one call's prompts (as a full Redis would)."""
+
+    async def append(self, stream: str, fields: Fields) -> str:
+        if fields.get("c") == "CABOOM" and fields.get("k") == Kind.CALL_PROMPT:
+            raise CommandError("OOM command not allowed when used memory > 'maxmemory'")
+        return await super().append(stream, fields)
+
+
+async def test_a_failing_session_ends_alone(nursery: trio.Nursery) -> None:
+    bus = _RefusingBus()
+    with trio.fail_after(10), capture_logs() as logs:
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as boom, _ws(gw.port) as good:
+            await _open_call(gw, boom, "CABOOM", "VX1")
+            await _open_call(gw, good, "CAGOOD", "VX2")
+            await boom.send_message(prompt_frame("this breaks"))
+            with pytest.raises(ConnectionClosed) as info:
+                await boom.get_message()
+            await good.send_message(prompt_frame("this works"))
+            good_events = await entries(bus, gw.calls_stream("CAGOOD"), 2)
+            await gw.tokens("CAGOOD", "VX2", reply_to=2, index=0, text="fine", last=True)
+            reply = json.loads(await good.get_message())
+            metrics = await http(gw.port, "GET", "/metrics")
+            live = set(gw.gateway.sessions)
+    assert info.value.reason is not None
+    assert info.value.reason.code == 1011
+    failed = [e for e in logs if e["event"] == "session_failed"]
+    assert [(e["call_sid"], e["log_level"]) for e in failed] == [("CABOOM", "error")]
+    assert good_events[1].body["voicePrompt"] == "this works"
+    assert reply == {"type": "text", "token": "fine", "last": True}
+    assert live == {"CAGOOD"}
+    assert "switchboard_gateway_active_calls 1.0" in metrics.text
+    assert 'switchboard_gateway_frames_in_total{type="prompt"} 2.0' in metrics.text
+    assert 'switchboard_gateway_frames_out_total{type="text"} 1.0' in metrics.text
