@@ -20,6 +20,13 @@ Delivery, as the runtime implements it on top of ``bus.base``:
   (per-stream order). With ``concurrency > 1`` up to that many handlers run at
   once per stream, and each entry is acked when its own handler finishes.
 
+Writes: ``serve_actor`` attaches the bus to the actor (``actor.bus``) before
+any loop starts, so handlers publish through ``self.bus``.
+
+Not done here yet: claiming entries left pending by a dead consumer
+(``claim_idle``) and partition leases; a consumer that restarts under the same
+name picks its own pending entries up.
+
 The dead-letter stream is ``dead_letter_stream(actor.keys)``, i.e.
 ``"<namespace>:{dead}"``: the actor carries the ``Keys`` of its config, so the
 composition root needs nothing beyond the actor to run it.

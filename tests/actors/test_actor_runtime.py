@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-import pytest
 import structlog
 import trio
 import trio.testing
@@ -185,10 +184,9 @@ async def test_handler_that_recovers_is_acked_without_dead_letter(
     assert await bus.pending_count(STREAM, GROUP) == 0
 
 
-@pytest.mark.parametrize("concurrency", [3])
-async def test_concurrent_handlers_are_bounded_and_acked_one_by_one(concurrency: int) -> None:
+async def test_concurrent_handlers_are_bounded_and_acked_one_by_one() -> None:
     bus = MemoryBus()
-    actor = Recorder(concurrency=concurrency)
+    actor = Recorder(concurrency=3)
     for seq in range(1, 6):
         actor.gates[seq] = trio.Event()
     with trio.fail_after(5):
