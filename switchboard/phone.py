@@ -117,10 +117,13 @@ async def _talk(call: SimulatedCall, lines: _Lines, screen: _Screen) -> None:
                 if not keys or any(key not in DTMF_KEYS for key in keys):
                     await screen.line("[usage: /dtmf followed by keys 0-9 * #]")
                     continue
+                if not call.twiml.dtmf_detection:
+                    await screen.line('[key not sent: the TwiML has no dtmfDetection="true"]')
+                    continue
+                # Echo first, so the agent's answer cannot land in front of it.
+                await screen.line(f"[pressed {keys}]")
                 for key in keys:
-                    if not await call.dtmf(key):
-                        await screen.line('[key not sent: the TwiML has no dtmfDetection="true"]')
-                        break
+                    await call.dtmf(key)
             elif text.startswith("/"):
                 await screen.line(f"[unknown command {text.split()[0]}]\n{HELP.rstrip()}")
             else:

@@ -49,7 +49,7 @@ async def test_phone_talks_presses_keys_and_quits() -> None:
             await stdin.send_all(b"hello there\r\n")
             await screen.wait_for("agent: You said: hello there\n")
             await stdin.send_all(b"/dtmf 1\n")
-            await screen.wait_for("agent: You pressed 1.\n")
+            await screen.wait_for("[pressed 1]\nagent: You pressed 1.\n")
             await stdin.send_all(b"/bogus\n\n")
             await screen.wait_for("[unknown command /bogus]")
             await stdin.send_all(b"/quit\n")
