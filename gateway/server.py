@@ -264,23 +264,37 @@ class Gateway:
         return None
 
     async def _relay(self, request: Request, stream: trio.abc.Stream) -> None:
-        """Run one relay session on an upgraded connection; isolate its failures."""
-        ws_request: trio_websocket.WebSocketRequest | None = None
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(HANDSHAKE_TIMEOUT):
+        """Run one relay session on an upgraded connection; isolate its failures.
+
+        The socket's reader task must outlive a shutdown so that the 1001 close
+        handshake can complete instead of timing out: the session runs shielded,
+        and a watcher outside the shield turns the outer cancel into ``stop``.
+        """
+        stop = _Stop()
+        async with trio.open_nursery() as watch:
+            watch.start_soon(_cancel_when_cancelled, stop)
+            with trio.CancelScope(shield=True):
+                await self._relay_session(stream, stop)
+            watch.cancel_scope.cancel()
+
+    async def _relay_session(self, stream: trio.abc.Stream, stop: _Stop) -> None:
+        ws: trio_websocket.WebSocketConnection | None = None
+        async with trio.open_nursery() as nursery:  # holds trio-websocket's reader
+            with stop.scope(), trio.move_on_after(HANDSHAKE_TIMEOUT):
                 ws_request = await trio_websocket.wrap_server_stream(
                     nursery, stream, max_message_size=self.config.max_frame_bytes
                 )
-            if ws_request is None:  # pragma: no cover - handshake timed out
+                ws = await ws_request.accept()
+            if ws is None:  # handshake timed out or shutdown came first
                 nursery.cancel_scope.cancel()
                 return
-            ws = await ws_request.accept()
             outbox, inbox = trio.open_memory_channel[tuple[str, str]](OUTBOX_FRAMES)
             session = _Session(ws, RelayConnection(max_bytes=self.config.max_frame_bytes), outbox)
             code, reason = CLOSE_GOING_AWAY, "going away"  # unless the session ends by itself
             try:
-                await self._run_session(session, inbox)
-                code, reason = 1000, "session over"
+                with stop.scope():
+                    await self._run_session(session, inbox)
+                    code, reason = 1000, "session over"
             except* Exception as group:
                 code, reason = CLOSE_INTERNAL_ERROR, "internal error"
                 log.error(
@@ -554,6 +568,34 @@ class Gateway:
             self._dropped(env, "session_closing")
             return False
         return True
+
+
+class _Stop:
+    """Cancels every scope it handed out, including ones made after ``cancel``."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._scopes: list[trio.CancelScope] = []
+
+    def scope(self) -> trio.CancelScope:
+        scope = trio.CancelScope()
+        if self.cancelled:
+            scope.cancel()
+        self._scopes.append(scope)
+        return scope
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for scope in self._scopes:
+            scope.cancel()
+
+
+async def _cancel_when_cancelled(stop: _Stop) -> None:
+    """Sleep until cancelled from outside, then cancel ``stop`` (see ``_relay``)."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        stop.cancel()
 
 
 async def serve_gateway(

@@ -31,6 +31,7 @@ class Running:
     port: int
     bus: Bus
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    finished: trio.Event = field(default_factory=trio.Event)
 
     def calls_stream(self, call_sid: str) -> str:
         return self.config.keys.calls_for(call_sid)
@@ -77,13 +78,17 @@ async def start_gateway(
     config = GatewayConfig(gateway_id=gateway_id, host="127.0.0.1", port=0, **overrides)
     gateway = Gateway(bus, config)
     running_scope = trio.CancelScope()
+    finished = trio.Event()
 
     async def run(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        with running_scope:
-            await gateway.serve(task_status=task_status)
+        try:
+            with running_scope:
+                await gateway.serve(task_status=task_status)
+        finally:
+            finished.set()
 
     port: int = await nursery.start(run)
-    return Running(gateway, config, port, bus, running_scope)
+    return Running(gateway, config, port, bus, running_scope, finished)
 
 
 @dataclass
