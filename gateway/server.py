@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 import trio
@@ -148,6 +149,7 @@ class Gateway:
             )
         listeners = await open_listeners(self.config.host, self.config.port)
         port = bound_port(listeners)
+        self.config = with_bound_port(self.config, port)
         limits = HttpLimits(max_body_bytes=self.config.max_body_bytes)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._dispatch)
@@ -476,7 +478,11 @@ class Gateway:
                 continue
             for entry in entries:
                 after = entry.id
-                self._route(entry)
+                try:
+                    self._route(entry)
+                except Exception:
+                    # One unexpected entry must not stop delivery to every call.
+                    log.exception("dispatch_failed", entry_id=entry.id)
 
     def _route(self, entry: Entry) -> None:
         """Route one entry of the gateway stream; never blocks."""
@@ -568,6 +574,24 @@ class Gateway:
             self._dropped(env, "session_closing")
             return False
         return True
+
+
+def with_bound_port(config: GatewayConfig, port: int) -> GatewayConfig:
+    """``config`` with a public URL naming port 0 pointed at the bound ``port``.
+
+    With ``port=0`` (tests, ``switchboard dev --port 0``) the public URL derived
+    from host and port says ``:0``, which no client can have used; the port we
+    actually bound is what Twilio (or the simulator) signs and connects to.
+    """
+    parts = urlsplit(config.public_url)
+    try:
+        named = parts.port
+    except ValueError:
+        return config
+    if named != 0:
+        return config
+    netloc = parts.netloc.rpartition(":")[0] + f":{port}"
+    return replace(config, public_url=urlunsplit(parts._replace(netloc=netloc)))
 
 
 class _Stop:

@@ -10,7 +10,9 @@ from gwkit import PUBLIC_URL, TOKEN, http, read_reply, request_bytes, start_gate
 
 from bus.base import Bus
 from bus.memory import MemoryBus
+from gateway.config import GatewayConfig
 from gateway.http import ReplayStream
+from gateway.server import with_bound_port
 from gateway.signature import sign
 
 CALL_FORM = {"CallSid": "CA1", "From": "+15550001111", "To": "+15550002222", "Caller": ""}
@@ -222,3 +224,25 @@ async def test_replay_stream_returns_prefix_then_delegates() -> None:
         await replay.send_all(b"back")
         assert await left.receive_some(10) == b"back"
         await replay.aclose()
+
+
+async def test_public_url_on_port_zero_names_the_bound_port(
+    nursery: trio.Nursery, bus: Bus
+) -> None:
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus, public_url="http://127.0.0.1:0", auth_token=TOKEN)
+        url = f"http://127.0.0.1:{gw.port}/twiml"
+        reply = await http(
+            gw.port, "POST", "/twiml", form=CALL_FORM, headers=_signed(url, CALL_FORM)
+        )
+    assert reply.status == 200
+    relay = ET.fromstring(reply.body).find("Connect/ConversationRelay")
+    assert relay is not None
+    assert relay.get("url") == f"ws://127.0.0.1:{gw.port}/relay"
+
+
+def test_with_bound_port_leaves_real_ports_alone() -> None:
+    config = GatewayConfig("gw", public_url="https://agent.example.com")
+    assert with_bound_port(config, 4242) is config
+    zero = GatewayConfig("gw", public_url="http://[::1]:0/prefix")
+    assert with_bound_port(zero, 4242).public_url == "http://[::1]:4242/prefix"
