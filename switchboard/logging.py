@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import sys
+
 import structlog
+
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog and the stdlib root logger (for libraries)."""

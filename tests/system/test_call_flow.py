@@ -117,7 +117,8 @@ async def test_scripted_call_across_three_processes_on_redis() -> None:
             async with open_redis_bus(redis.url) as bus:
                 entries = await bus.range(keys.llm)
                 requests = [Envelope.decode(e.fields) for e in entries]
-                inbound = [Envelope.decode(e.fields) for e in await bus.range(keys.calls_for(call_sid))]
+                partition = await bus.range(keys.calls_for(call_sid))
+                inbound = [Envelope.decode(e.fields) for e in partition]
     _check_replies(replies)
     requests = [r for r in requests if r.call == call_sid and r.kind == Kind.LLM_REQUEST]
     assert [r.turn for r in requests] == [1, 2, 3]
