@@ -10,8 +10,9 @@ Stateless: each ``llm.request`` carries the whole context. For one request:
    backlog. Indexes count 0, 1, 2, ... per request; the final entry has
    ``last=true`` (its text may be empty).
 2. The ``llm.result`` goes to the call's partition stream, so the conversation
-   sees it in order with the caller's events. The final tokens entry and the
-   result are written together with ``append_many``.
+   sees it in order with the caller's events. The result and the final tokens
+   entry are written together with ``append_many``, the result first, so a
+   caller answering the closing token is always ordered after the reply.
 
 On a provider error the caller hears a short apology (as the rest of the reply,
 ``last=true``) and the result carries the error text.
@@ -187,7 +188,10 @@ class LLMActor(Actor):
                 "error": outcome.error,
             },
         )
-        items: list[tuple[str, Fields]] = []
+        # The result goes first: once the caller has the closing token it may
+        # answer at once, and its next prompt must land on the partition stream
+        # after this reply, or the conversation would see them out of order.
+        items: list[tuple[str, Fields]] = [(self.keys.calls_for(env.call), result.encode())]
         if env.gateway:
             items.append(
                 (
@@ -197,7 +201,6 @@ class LLMActor(Actor):
             )
         else:
             log.warning("request_without_gateway", reply_to=reply_to)
-        items.append((self.keys.calls_for(env.call), result.encode()))
         await self.bus.append_many(items)
         log.info(
             "completion_done",

@@ -62,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"switchboard: {exc}\n")
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    level = settings.log_level
+    if args.command == "call" and not env.get("SWITCHBOARD_LOG_LEVEL"):
+        # The phone's screen is the conversation; only problems go to the log.
+        level = "warning"
+    configure_logging(level, settings.log_format)
     log = structlog.get_logger()
 
     from switchboard import runner

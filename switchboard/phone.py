@@ -58,6 +58,9 @@ class _Screen:
     def __init__(self, stream: trio.abc.SendStream) -> None:
         self._stream = stream
         self.mid_reply = False
+        # Set when the agent's reply to the last prompt has ended (last: true).
+        self.reply_done = trio.Event()
+        self.reply_done.set()
 
     async def write(self, text: str) -> None:
         await self._stream.send_all(text.encode())
@@ -86,6 +89,7 @@ async def _show_agent(call: SimulatedCall, screen: _Screen) -> None:
                 if msg.last:
                     await screen.write("\n")
                     screen.mid_reply = False
+                    screen.reply_done.set()
             case Play():
                 await screen.line(f"[agent plays {msg.source}]")
             case SendDigits():
@@ -100,9 +104,19 @@ async def _show_agent(call: SimulatedCall, screen: _Screen) -> None:
                 await screen.line(f"[agent ended the session{handoff}]")
 
 
+REPLY_WAIT_SECONDS: Final = 60.0
+
+
 async def _talk(call: SimulatedCall, lines: _Lines, screen: _Screen) -> None:
-    """Send what the person types until /quit, end of input, or the session ends."""
+    """Send what the person types until /quit, end of input, or the session ends.
+
+    After each utterance the phone waits for the agent's reply to end before it
+    reads the next line, as a caller would; so piped input (a script of lines)
+    gets every answer instead of hanging up over them.
+    """
     while True:
+        with trio.move_on_after(REPLY_WAIT_SECONDS):
+            await screen.reply_done.wait()
         line = await lines.readline()
         if line is None:
             return
@@ -127,6 +141,7 @@ async def _talk(call: SimulatedCall, lines: _Lines, screen: _Screen) -> None:
             elif text.startswith("/"):
                 await screen.line(f"[unknown command {text.split()[0]}]\n{HELP.rstrip()}")
             else:
+                screen.reply_done = trio.Event()
                 await call.prompt(text)
         except SessionClosed:
             return
