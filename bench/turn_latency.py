@@ -27,9 +27,9 @@ from typing import Any
 
 import trio
 import trio_websocket
-from switchboard.redis_server import open_redis_server
 
 from switchboard.procs import open_switchboard
+from switchboard.redis_server import open_redis_server
 
 SETUP = {
     "type": "setup",
