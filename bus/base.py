@@ -11,12 +11,24 @@ Delivery contract (both implementations honour it, ``tests/bus`` proves it):
   (each re-read bumps the delivery count); ``">"`` reads new entries only.
 - ``claim_idle`` moves entries pending longer than ``min_idle_ms`` (on any
   consumer) to the caller: how a dead consumer's work is taken over.
+- ``touch`` resets the idle time of entries pending on the calling consumer
+  without counting a delivery: a long-running handler calls it so its entry
+  is not taken by ``claim_idle``. Ids not pending on that consumer are ignored.
 - Delivery is therefore at least once; handlers must be idempotent.
 - ``read`` is a plain tail read with no group: every reader sees every entry.
 - ``get``/``set``/``delete`` are a small key/value store with optional TTL.
 - Leases: ``acquire_lease`` is ``SET NX PX`` plus a fencing epoch that grows
   on every acquisition; ``renew_lease``/``release_lease`` only act for the
-  current holder.
+  current holder (same owner *and* epoch).
+- Fencing: ``set_if_lease`` writes a key only while the given lease is still
+  held with that owner and epoch, atomically with the check. A stalled old
+  owner's late writes therefore fail (``False``) instead of overwriting the
+  new owner's state. Keep the key in the lease's hash tag (``bus.keys`` does
+  for call states) so one script can check and write on a cluster.
+- Liveness registry: ``heartbeat`` marks ``member`` of a registry alive for
+  ``ttl_ms``; ``live_members`` drops expired members and returns the live
+  ones sorted by name; ``leave`` removes a member at once (graceful exit).
+  The registry name comes from ``bus.keys.Keys.members``.
 
 Errors::
 
@@ -122,6 +134,13 @@ class Bus(Protocol):
         """Take over entries pending (on any consumer) for at least ``min_idle_ms``."""
         ...
 
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """Reset the idle time of ``ids`` pending on ``consumer``; deliveries unchanged.
+
+        Entries not pending on ``consumer`` (acked, or owned by another) are left alone.
+        """
+        ...
+
     async def pending_count(self, stream: str, group: str) -> int:
         """How many entries of the group are delivered but not acked."""
         ...
@@ -164,6 +183,24 @@ class Bus(Protocol):
 
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease up if we still hold it."""
+        ...
+
+    async def set_if_lease(
+        self, key: str, value: str, lease: Lease, *, ttl_ms: int | None = None
+    ) -> bool:
+        """Write ``key`` only while ``lease`` is held (owner and epoch); False: not written."""
+        ...
+
+    async def heartbeat(self, group: str, member: str, ttl_ms: int) -> None:
+        """Mark ``member`` of registry ``group`` alive for the next ``ttl_ms``."""
+        ...
+
+    async def live_members(self, group: str) -> list[str]:
+        """Members of registry ``group`` whose heartbeat has not expired, sorted."""
+        ...
+
+    async def leave(self, group: str, member: str) -> None:
+        """Remove ``member`` from registry ``group`` at once (graceful exit)."""
         ...
 
     async def aclose(self) -> None:

@@ -45,7 +45,12 @@ class Keys:
         return f"{self.namespace}:{{p{p}}}:state:{call_sid}"
 
     def lease(self, partition: int) -> str:
+        """Ownership lease of a partition (its epoch key is ``<lease>:epoch``)."""
         return f"{self.namespace}:{{p{partition}}}:lease"
+
+    def members(self, group: str) -> str:
+        """Liveness registry of the workers of one role (``Bus.heartbeat``)."""
+        return f"{self.namespace}:{{members:{group}}}"
 
     @property
     def llm(self) -> str:

@@ -153,6 +153,7 @@ class MemoryBus:
         self._kv: dict[str, tuple[str, float]] = {}  # value, expires_at (inf: never)
         self._leases: dict[str, _LeaseState] = {}
         self._epochs: dict[str, int] = {}
+        self._members: dict[str, dict[str, float]] = {}  # registry -> member -> expires_at
         self._closed = False
 
     # -- helpers -----------------------------------------------------------
@@ -365,6 +366,16 @@ class MemoryBus:
             out.append(self._entry(stream, s, sid, p.deliveries))
         return out
 
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """Reset the idle time of ``ids`` pending on ``consumer``; deliveries unchanged."""
+        await self._enter()
+        _, g = self._group(stream, group)
+        now = trio.current_time()
+        for entry_id in ids:
+            p = g.pending.get(_parse_strict(entry_id))
+            if p is not None and p.consumer == consumer:
+                p.delivered_at = now
+
     async def pending_count(self, stream: str, group: str) -> int:
         """How many entries of the group are delivered but not acked."""
         await self._enter()
@@ -502,6 +513,42 @@ class MemoryBus:
         await self._enter()
         if self._holds(lease) is not None:
             del self._leases[lease.name]
+
+    async def set_if_lease(
+        self, key: str, value: str, lease: Lease, *, ttl_ms: int | None = None
+    ) -> bool:
+        """Write ``key`` only while ``lease`` is held (owner and epoch); False: not written."""
+        await self._enter()
+        if ttl_ms is not None and ttl_ms <= 0:
+            raise CommandError("ERR invalid expire time in 'set' command")
+        if self._holds(lease) is None:
+            return False
+        expires_at = math.inf if ttl_ms is None else trio.current_time() + ttl_ms / 1000
+        self._kv[key] = (value, expires_at)
+        return True
+
+    # -- liveness registry -------------------------------------------------
+
+    async def heartbeat(self, group: str, member: str, ttl_ms: int) -> None:
+        """Mark ``member`` of registry ``group`` alive for the next ``ttl_ms``."""
+        await self._enter()
+        if ttl_ms <= 0:
+            raise CommandError("ERR invalid expire time")
+        self._members.setdefault(group, {})[member] = trio.current_time() + ttl_ms / 1000
+
+    async def live_members(self, group: str) -> list[str]:
+        """Members of registry ``group`` whose heartbeat has not expired, sorted."""
+        await self._enter()
+        registry = self._members.get(group, {})
+        now = trio.current_time()
+        for member in [m for m, expires_at in registry.items() if expires_at <= now]:
+            del registry[member]
+        return sorted(registry)
+
+    async def leave(self, group: str, member: str) -> None:
+        """Remove ``member`` from registry ``group`` at once (graceful exit)."""
+        await self._enter()
+        self._members.get(group, {}).pop(member, None)
 
     async def aclose(self) -> None:
         """Close the bus: later calls fail, blocked readers wake and fail. Idempotent."""

@@ -27,6 +27,15 @@ Built on ``bus.resp.RedisClient``. How each operation maps to Redis:
   ``name`` (``bus.keys.Keys.lease`` does) so both keys share a cluster slot.
   Renew and release compare owner *and* epoch, so a stale ``Lease`` from an
   earlier acquisition by the same owner cannot act.
+- ``set_if_lease``: one script checks owner and epoch and ``SET``s the key;
+  the key must share the lease's hash tag (call states do).
+- ``touch``: a script keeps only the ids pending on the caller (``XPENDING``)
+  and ``XCLAIM``s them to it again with min-idle 0 and ``JUSTID``, which
+  resets their idle time without bumping the delivery count.
+- Liveness registry: a sorted set of members scored by expiry time in
+  milliseconds of the *server's* clock (``TIME`` inside the scripts), so
+  workers with skewed clocks agree on who is alive. ``live_members`` removes
+  expired members (``ZREMRANGEBYSCORE``) and returns the rest.
 
 Scripts are sent with ``EVALSHA`` and fall back to ``EVAL`` after a server
 restart (``NOSCRIPT``).
@@ -145,6 +154,48 @@ if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[
   return redis.call('DEL', KEYS[1])
 end
 return 0
+""")
+
+# KEYS: lease, epoch, key. ARGV: owner, epoch, value, ttl ms ('' for none). 1 when written.
+_SET_IF_LEASE = _Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+  if ARGV[4] == '' then
+    redis.call('SET', KEYS[3], ARGV[3])
+  else
+    redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+  end
+  return 1
+end
+return 0
+""")
+
+# KEYS: stream. ARGV: group, consumer, ids... Returns how many were touched.
+_TOUCH = _Script("""
+-- Lua truncates unpack() to one value unless it comes last: build the args.
+local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p > 0 and p[1][2] == ARGV[2] then args[#args + 1] = ARGV[i] end
+end
+if #args == 5 then return 0 end
+args[#args + 1] = 'JUSTID'
+redis.call(unpack(args))
+return #args - 6
+""")
+
+# KEYS: registry. ARGV: member, ttl ms.
+_HEARTBEAT = _Script("""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+""")
+
+# KEYS: registry. Returns the live members.
+_LIVE_MEMBERS = _Script("""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
 """)
 
 
@@ -292,6 +343,14 @@ class RedisBus:
                 break
         return out
 
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """Reset the idle time of ``ids`` pending on ``consumer``; deliveries unchanged."""
+        if not ids:
+            # Still check the group exists, as MemoryBus does.
+            await self.client.execute("XPENDING", stream, group)
+            return
+        await _TOUCH.run(self.client, [stream], [group, consumer, *ids])
+
     async def pending_count(self, stream: str, group: str) -> int:
         """How many entries of the group are delivered but not acked."""
         reply = await self.client.execute("XPENDING", stream, group)
@@ -370,6 +429,36 @@ class RedisBus:
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease up if we still hold it."""
         await _RELEASE.run(self.client, self._lease_keys(lease.name), [lease.owner, lease.epoch])
+
+    async def set_if_lease(
+        self, key: str, value: str, lease: Lease, *, ttl_ms: int | None = None
+    ) -> bool:
+        """Write ``key`` only while ``lease`` is held (owner and epoch); False: not written."""
+        if ttl_ms is not None and ttl_ms <= 0:
+            raise CommandError("ERR invalid expire time in 'set' command")
+        done = await _SET_IF_LEASE.run(
+            self.client,
+            [*self._lease_keys(lease.name), key],
+            [lease.owner, lease.epoch, value, "" if ttl_ms is None else ttl_ms],
+        )
+        return bool(done)
+
+    # -- liveness registry -------------------------------------------------
+
+    async def heartbeat(self, group: str, member: str, ttl_ms: int) -> None:
+        """Mark ``member`` of registry ``group`` alive for the next ``ttl_ms``."""
+        if ttl_ms <= 0:
+            raise CommandError("ERR invalid expire time")
+        await _HEARTBEAT.run(self.client, [group], [member, ttl_ms])
+
+    async def live_members(self, group: str) -> list[str]:
+        """Members of registry ``group`` whose heartbeat has not expired, sorted."""
+        members = await _LIVE_MEMBERS.run(self.client, [group], [])
+        return sorted(str(m) for m in members)
+
+    async def leave(self, group: str, member: str) -> None:
+        """Remove ``member`` from registry ``group`` at once (graceful exit)."""
+        await self.client.execute("ZREM", group, member)
 
     async def aclose(self) -> None:
         """Close the client and every connection; idempotent."""

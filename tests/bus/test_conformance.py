@@ -368,3 +368,80 @@ async def test_concurrent_appends_keep_order(bus: Bus) -> None:
         for w in range(writers):
             mine = [int(e.fields["i"]) for e in entries if e.fields["w"] == str(w)]
             assert mine == list(range(per_writer))
+
+
+async def test_touch_resets_idle_time_without_counting_a_delivery(bus: Bus) -> None:
+    with trio.fail_after(5):
+        await bus.ensure_group("s", "g")
+        sent = [await bus.append("s", {"n": str(i)}) for i in range(3)]
+        await bus.read_group("s", "g", "worker", count=2)
+        await bus.read_group("s", "g", "other", count=1)
+        await trio.sleep(0.25)
+        # Touch our two, plus one that is another consumer's and one never pending.
+        await bus.touch("s", "g", "worker", [sent[0], sent[1], sent[2], "999-0"])
+        await bus.touch("s", "g", "worker", [])
+        # Only the other consumer's entry is idle enough to be claimed now...
+        claimed = await bus.claim_idle("s", "g", "thief", min_idle_ms=200)
+        assert ids(claimed) == [sent[2]]
+        # ...and the touched ones are still ours, delivered once.
+        mine = await bus.read_group("s", "g", "worker", start="0")
+        assert ids(mine) == sent[:2]
+        assert [e.deliveries for e in mine] == [2, 2]  # 1 read + this re-read; touch adds none
+        with pytest.raises(CommandError):
+            await bus.touch("s", "nope", "worker", [sent[0]])
+
+
+async def test_set_if_lease_writes_only_for_the_current_holder(bus: Bus) -> None:
+    with trio.fail_after(5):
+        a = await bus.acquire_lease("{p1}:lease", "a", 60_000)
+        assert a is not None
+        assert await bus.set_if_lease("{p1}:state", "v1", a) is True
+        assert await bus.get("{p1}:state") == "v1"
+        # Another owner with the same epoch number is not the holder.
+        forged = type(a)(a.name, "b", a.epoch)
+        assert await bus.set_if_lease("{p1}:state", "bad", forged) is False
+        assert await bus.get("{p1}:state") == "v1"
+        # After the lease moves, the old holder's late write is refused.
+        await bus.release_lease(a)
+        assert await bus.set_if_lease("{p1}:state", "late", a) is False
+        b = await bus.acquire_lease("{p1}:lease", "b", 60_000)
+        assert b is not None
+        assert await bus.set_if_lease("{p1}:state", "late", a) is False
+        assert await bus.set_if_lease("{p1}:state", "v2", b, ttl_ms=60_000) is True
+        assert await bus.get("{p1}:state") == "v2"
+        # The same owner from an older epoch is fenced too.
+        await bus.release_lease(b)
+        b2 = await bus.acquire_lease("{p1}:lease", "b", 60_000)
+        assert b2 is not None
+        assert await bus.set_if_lease("{p1}:state", "stale", b) is False
+        assert await bus.get("{p1}:state") == "v2"
+
+
+async def test_set_if_lease_ttl_and_expired_lease(bus: Bus) -> None:
+    with trio.fail_after(5):
+        a = await bus.acquire_lease("{p2}:lease", "a", 300)
+        assert a is not None
+        assert await bus.set_if_lease("{p2}:state", "v", a, ttl_ms=200) is True
+        await trio.sleep(0.35)
+        assert await bus.get("{p2}:state") is None
+        # The lease expired: even with nobody else holding it, no write.
+        assert await bus.set_if_lease("{p2}:state", "late", a) is False
+        assert await bus.get("{p2}:state") is None
+
+
+async def test_liveness_registry(bus: Bus) -> None:
+    with trio.fail_after(5):
+        assert await bus.live_members("reg") == []
+        await bus.heartbeat("reg", "w2", 60_000)
+        await bus.heartbeat("reg", "w1", 60_000)
+        await bus.heartbeat("reg", "short", 200)
+        assert await bus.live_members("reg") == ["short", "w1", "w2"]
+        assert await bus.live_members("other") == []
+        await trio.sleep(0.3)
+        assert await bus.live_members("reg") == ["w1", "w2"]
+        # A heartbeat renews; expiry is per member.
+        await bus.heartbeat("reg", "short", 60_000)
+        assert await bus.live_members("reg") == ["short", "w1", "w2"]
+        await bus.leave("reg", "w1")
+        await bus.leave("reg", "never")
+        assert await bus.live_members("reg") == ["short", "w2"]
