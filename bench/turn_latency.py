@@ -28,6 +28,7 @@ from typing import Any
 import trio
 import trio_websocket
 
+from switchboard.logging import configure_logging
 from switchboard.procs import open_switchboard
 from switchboard.redis_server import open_redis_server
 
@@ -179,6 +180,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    configure_logging("warning")
     summary = trio.run(run, args.calls, args.turns)
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
