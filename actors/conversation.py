@@ -29,6 +29,7 @@ from actors.config import ConversationConfig
 from actors.runtime import Actor
 from bus.base import Entry, parse_id
 from bus.envelope import Envelope, Kind
+from bus.facts import fact_item, wall_ms
 from bus.keys import GROUP_CONVERSATION
 
 log = structlog.get_logger()
@@ -169,6 +170,7 @@ class ConversationActor(Actor):
         """Apply a prompt; False when it is an interim one (ignored)."""
         if env.body.get("last", True) is not True:
             return False
+        applied_ms = wall_ms()
         text = str(env.body.get("voicePrompt", "")).strip()
         if not text:
             log.info("prompt_empty", seq=env.seq)
@@ -198,7 +200,16 @@ class ConversationActor(Actor):
                 "reply_to": env.seq,
             },
         )
-        request_id = await self.bus.append(self.keys.llm, request.encode())
+        # The turn's facts ride in the request's round trip (bus.facts).
+        fact: dict[str, Any] = {"call": state.call, "session": state.session, "turn": state.turn}
+        fact.update(gateway=state.gateway, seq=env.seq, reply_to=env.seq)
+        request_id, *_ = await self.bus.append_many(
+            [
+                (self.keys.llm, request.encode()),
+                fact_item(self.keys, "prompt_applied", t_ms=applied_ms, **fact),
+                fact_item(self.keys, "llm_requested", **fact),
+            ]
+        )
         with structlog.contextvars.bound_contextvars(turn=state.turn):
             log.info(
                 "prompt_applied",

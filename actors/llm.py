@@ -33,6 +33,7 @@ from actors.providers.base import CompletionRequest, Provider, Usage
 from actors.runtime import Actor
 from bus.base import Entry, Fields
 from bus.envelope import Envelope, Kind
+from bus.facts import fact_item, wall_ms
 from bus.keys import GROUP_LLM
 
 log = structlog.get_logger()
@@ -46,6 +47,9 @@ class _Outcome:
 
     started: float
     first_token_at: float | None = None
+    # Wall-clock stamps for the turn's facts (bus.facts: one time base).
+    taken_ms: float = field(default_factory=wall_ms)
+    first_token_ms: float | None = None
     text: list[str] = field(default_factory=list)
     stop_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
@@ -104,6 +108,7 @@ class LLMActor(Actor):
                             continue
                         if outcome.first_token_at is None:
                             outcome.first_token_at = trio.current_time()
+                            outcome.first_token_ms = wall_ms()
                         outcome.text.append(delta)
                         send.send_nowait(delta)  # unbounded: never blocks
                     outcome.stop_reason = completion.stop_reason
@@ -201,6 +206,7 @@ class LLMActor(Actor):
             )
         else:
             log.warning("request_without_gateway", reply_to=reply_to)
+        items += self._facts(env, reply_to, outcome)
         await self.bus.append_many(items)
         log.info(
             "completion_done",
@@ -214,6 +220,33 @@ class LLMActor(Actor):
             output_tokens=outcome.usage.output_tokens,
             error=outcome.error,
         )
+
+    def _facts(
+        self, env: Envelope, reply_to: int, outcome: _Outcome
+    ) -> list[tuple[str, Fields]]:
+        """The request's facts, written with its result: no extra round trip."""
+        ctx: dict[str, Any] = {"call": env.call, "session": env.session, "turn": env.turn}
+        ctx.update(gateway=env.gateway, seq=env.seq, reply_to=reply_to)
+        facts = [fact_item(self.keys, "request_taken", t_ms=outcome.taken_ms, **ctx)]
+        if outcome.first_token_ms is not None:
+            facts.append(
+                fact_item(self.keys, "provider_first_token", t_ms=outcome.first_token_ms, **ctx)
+            )
+        if outcome.error is not None:
+            facts.append(fact_item(self.keys, "provider_error", error=outcome.error, **ctx))
+        usage = {"input_tokens": outcome.usage.input_tokens}
+        usage["output_tokens"] = outcome.usage.output_tokens
+        facts.append(
+            fact_item(
+                self.keys,
+                "completion_done",
+                usage=usage,
+                stop_reason=outcome.stop_reason,
+                error=outcome.error,
+                **ctx,
+            )
+        )
+        return facts
 
     def _tokens(
         self, env: Envelope, reply_to: int, text: str, index: int, *, last: bool

@@ -5,6 +5,8 @@ No global registry: several gateways may run in one process (tests, ``dev``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
@@ -14,7 +16,8 @@ class GatewayMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, extra: Sequence[CollectorRegistry] = ()) -> None:
+        self.extra = tuple(extra)
         self.registry = CollectorRegistry(auto_describe=True)
         self.frames_in = Counter(
             "switchboard_gateway_frames_in",
@@ -52,5 +55,23 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.bus_pending = Gauge(
+            "switchboard_bus_pending",
+            "Bus entries delivered to a consumer group but not yet acked (read at scrape).",
+            ["group"],
+            registry=self.registry,
+        )
+        self.dispatch_lag = Gauge(
+            "switchboard_gateway_dispatch_lag_seconds",
+            "Age of the latest entry the dispatcher routed, when it routed it (wall clock).",
+            registry=self.registry,
+        )
+        self.facts_dropped = Gauge(
+            "switchboard_facts_dropped",
+            "Facts this process dropped because its fact queue was full or the bus failed.",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+        """The gateway's metrics followed by those of the ``extra`` registries."""
+        return b"".join(bytes(generate_latest(r)) for r in (self.registry, *self.extra))

@@ -30,7 +30,7 @@ closes the socket with 1009 (Message Too Big); we log that as
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,9 +38,13 @@ from urllib.parse import urlsplit, urlunsplit
 import structlog
 import trio
 import trio_websocket
+from prometheus_client import CollectorRegistry
 
-from bus.base import Bus, BusError, Entry, MalformedEntry
-from bus.envelope import Envelope, Kind
+from bus.base import Bus, BusError, Entry, MalformedEntry, parse_id
+from bus.envelope import Envelope, Kind, now_ms
+from bus.facts import FactPublisher
+from bus.keys import GROUP_CONVERSATION, GROUP_LLM, GROUP_TELEMETRY
+from bus.retry import Backoff, retry_bus
 from gateway import signature
 from gateway.config import GatewayConfig
 from gateway.http import (
@@ -82,7 +86,8 @@ CLOSE_TIMEOUT = 2.0  # bound on a shielded WebSocket close handshake
 PUBLISH_TIMEOUT = 2.0  # bound on the shielded ``call.closed`` append
 END_CLOSE_TIMEOUT = 5.0  # after ``end``, how long Twilio gets to close the socket
 HANDSHAKE_TIMEOUT = 10.0
-READ_RETRY_S = 0.5  # back-off after a failed read of the gateway stream
+
+PENDING_SCRAPE_TIMEOUT = 1.0  # bound on reading pending counts for /metrics
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL_ERROR = 1011
@@ -98,13 +103,26 @@ _INBOUND_KINDS: dict[type[Any], Kind] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _SentFacts:
+    """Facts to publish once a token frame has really been written to the socket."""
+
+    names: tuple[str, ...]
+    reply_to: int
+    turn: int
+
+
+# An outbox item: the frame, its wire type (for metrics), facts to emit once sent.
+_Outgoing = tuple[str, str, _SentFacts | None]
+
+
 @dataclass(eq=False, slots=True)
 class _Session:
     """State of one relay socket. Registered by call sid once ``setup`` arrived."""
 
     ws: trio_websocket.WebSocketConnection
     relay: RelayConnection
-    outbox: trio.MemorySendChannel[tuple[str, str]]
+    outbox: trio.MemorySendChannel[_Outgoing]
     call_sid: str = ""
     session_id: str = ""
     seq: int = 0  # frames accepted from Twilio; 1 = setup
@@ -128,11 +146,15 @@ class Gateway:
     root can reach ``metrics`` or ``sessions`` (e.g. for a shutdown report).
     """
 
-    def __init__(self, bus: Bus, config: GatewayConfig) -> None:
+    def __init__(
+        self, bus: Bus, config: GatewayConfig, *, registries: Sequence[CollectorRegistry] = ()
+    ) -> None:
         self.bus = bus
         self.config = config
         self.keys = config.keys
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(extra=registries)
+        self.facts = FactPublisher(bus, self.keys)
+        self._scrape_lock = trio.Lock()
         self.sessions: dict[str, _Session] = {}
         self.ready = False
 
@@ -152,6 +174,7 @@ class Gateway:
         self.config = with_bound_port(self.config, port)
         limits = HttpLimits(max_body_bytes=self.config.max_body_bytes)
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.facts.serve)
             await nursery.start(self._dispatch)
             nursery.start_soon(serve_http, self.router(), listeners, limits)
             self.ready = True
@@ -253,7 +276,31 @@ class Gateway:
 
     async def _metrics(self, request: Request) -> Response:
         self.metrics.active_calls.set(len(self.sessions))
+        self.metrics.facts_dropped.set(self.facts.dropped)
+        await self._scrape_pending()
         return Response(200, self.metrics.render(), content_type=self.metrics.content_type)
+
+    async def _scrape_pending(self) -> None:
+        """Pending (delivered, unacked) entries per consumer group, bounded in time.
+
+        Read at scrape time only, so the bus sees a few cheap commands per
+        scrape and nothing on the caller's path. One scrape at a time.
+        """
+        groups = {
+            GROUP_CONVERSATION: self.keys.all_calls(),
+            GROUP_LLM: [self.keys.llm],
+            GROUP_TELEMETRY: [self.keys.events],
+        }
+        async with self._scrape_lock:
+            with trio.move_on_after(PENDING_SCRAPE_TIMEOUT):
+                for group, streams in groups.items():
+                    total = 0
+                    for stream in streams:
+                        try:
+                            total += await self.bus.pending_count(stream, group)
+                        except BusError:
+                            continue  # no such group (yet): nothing pending there
+                    self.metrics.bus_pending.labels(group).set(total)
 
     # ------------------------------------------------------------ relay socket
 
@@ -290,7 +337,7 @@ class Gateway:
             if ws is None:  # handshake timed out or shutdown came first
                 nursery.cancel_scope.cancel()
                 return
-            outbox, inbox = trio.open_memory_channel[tuple[str, str]](OUTBOX_FRAMES)
+            outbox, inbox = trio.open_memory_channel[_Outgoing](OUTBOX_FRAMES)
             session = _Session(ws, RelayConnection(max_bytes=self.config.max_frame_bytes), outbox)
             code, reason = CLOSE_GOING_AWAY, "going away"  # unless the session ends by itself
             try:
@@ -315,10 +362,12 @@ class Gateway:
                     closed_reason = (peer.reason or "") if peer is not None else reason
                     with trio.move_on_after(PUBLISH_TIMEOUT):
                         await self._publish_closed(session, closed_code, closed_reason)
+                    if session.call_sid:
+                        self._fact(session, "call_ended", code=closed_code, reason=closed_reason)
                 nursery.cancel_scope.cancel()
 
     async def _run_session(
-        self, session: _Session, inbox: trio.MemoryReceiveChannel[tuple[str, str]]
+        self, session: _Session, inbox: trio.MemoryReceiveChannel[_Outgoing]
     ) -> None:
         async with trio.open_nursery() as nursery:
             while True:
@@ -353,11 +402,29 @@ class Gateway:
             session.fence = session.seq
             for reply_to in [r for r in session.last_index if r < session.fence]:
                 del session.last_index[reply_to]
+        if isinstance(msg, Prompt) and msg.last:
+            chars = len(msg.voice_prompt)
+            self._fact(session, "prompt_received", reply_to=session.seq, chars=chars)
+        elif isinstance(msg, Interrupt):
+            self._fact(session, "interrupt_received", heard=msg.utterance_until_interrupt)
         self.metrics.frames_in.labels(str(to_wire(msg)["type"])).inc()
         return msg
 
+    def _fact(self, session: _Session, name: str, **fields: Any) -> None:
+        """Publish a fact about ``session`` without waiting (see ``bus.facts``)."""
+        self.facts.emit(
+            name,
+            call=session.call_sid,
+            session=session.session_id,
+            gateway=self.config.gateway_id,
+            seq=session.seq,
+            turn=session.turn,
+            **fields,
+        )
+
     def _rejected(self, session: _Session, exc: ProtocolError) -> None:
         self.metrics.frames_rejected.labels(exc.kind.value).inc()
+        self._fact(session, "frame_rejected", reason=exc.kind.value)
         log.warning(
             "frame_rejected",
             kind=exc.kind.value,
@@ -398,6 +465,7 @@ class Gateway:
             log.info("session_replaced", old_session_id=previous.session_id)
         self.sessions[setup.call_sid] = session
         self.metrics.active_calls.set(len(self.sessions))
+        self._fact(session, "call_started", direction=setup.direction)
         log.info(
             "session_started",
             call_sid=setup.call_sid,
@@ -440,16 +508,26 @@ class Gateway:
             log.error("call_closed_not_published", call_sid=session.call_sid, error=repr(exc))
 
     async def _sender(
-        self, session: _Session, inbox: trio.MemoryReceiveChannel[tuple[str, str]]
+        self, session: _Session, inbox: trio.MemoryReceiveChannel[_Outgoing]
     ) -> None:
         """Drain the session's outbox to the socket, in order."""
         async with inbox:
-            async for frame, kind in inbox:
+            async for frame, kind, sent in inbox:
                 try:
                     await session.ws.send_message(frame)
                 except trio_websocket.ConnectionClosed:
                     return
                 self.metrics.frames_out.labels(kind).inc()
+                if sent is not None:
+                    for name in sent.names:
+                        self.facts.emit(
+                            name,
+                            call=session.call_sid,
+                            session=session.session_id,
+                            gateway=self.config.gateway_id,
+                            turn=sent.turn,
+                            reply_to=sent.reply_to,
+                        )
                 if kind == "end":
                     # Twilio closes the socket after ``end``; close it ourselves
                     # only if it does not.
@@ -467,17 +545,27 @@ class Gateway:
     ) -> None:
         """Tail this gateway's stream and route entries to sessions, forever."""
         stream = self.keys.gateway(self.config.gateway_id)
-        after = await self.bus.last_id(stream)
+        backoff = Backoff("gateway_tail", stream=stream)
+        after = await retry_bus("gateway_tail", lambda: self.bus.last_id(stream), backoff=backoff)
         task_status.started()
         while True:
             try:
                 entries = await self.bus.read(stream, after, count=100, block_ms=READ_BLOCK_MS)
             except BusError as exc:
-                log.warning("gateway_stream_read_failed", stream=stream, error=repr(exc))
-                await trio.sleep(READ_RETRY_S)
+                # Redis away (restart, network): back off with jitter and keep
+                # ``after``. Ids are time-based, so a restarted, empty Redis
+                # hands out ids above it and the tail picks up new entries.
+                if not exc.retriable:
+                    # Not an outage; still never a reason to stop every call.
+                    log.error("gateway_stream_read_failed", stream=stream, error=repr(exc))
+                    await trio.sleep(backoff.cap_s)
+                    continue
+                await backoff.failed(exc)
                 continue
+            backoff.succeeded()
             for entry in entries:
                 after = entry.id
+                self.metrics.dispatch_lag.set(max(0, now_ms() - parse_id(entry.id)[0]) / 1000)
                 try:
                     self._route(entry)
                 except Exception:
@@ -538,7 +626,11 @@ class Gateway:
         if index <= session.last_index.get(reply_to, -1):
             self._dropped(env, "duplicate", reply_to=reply_to, index=index)
             return
-        if self._offer(session, env, Text(token=text, last=last)):
+        names: tuple[str, ...] = ("first_token_sent",) if reply_to not in session.last_index else ()
+        if last:
+            names += ("last_token_sent",)
+        sent = _SentFacts(names, reply_to, env.turn) if names else None
+        if self._offer(session, env, Text(token=text, last=last), sent):
             session.last_index[reply_to] = index
 
     def _route_send(self, env: Envelope) -> None:
@@ -557,7 +649,13 @@ class Gateway:
         if session is not None:
             self._offer(session, env, msg)
 
-    def _offer(self, session: _Session, env: Envelope, msg: OutboundMessage) -> bool:
+    def _offer(
+        self,
+        session: _Session,
+        env: Envelope,
+        msg: OutboundMessage,
+        sent: _SentFacts | None = None,
+    ) -> bool:
         try:
             frame = session.relay.send(msg)
         except ProtocolError as exc:
@@ -565,7 +663,7 @@ class Gateway:
             return False
         kind = "end" if isinstance(msg, End) else str(to_wire(msg)["type"])
         try:
-            session.outbox.send_nowait((frame, kind))
+            session.outbox.send_nowait((frame, kind, sent))
         except trio.WouldBlock:
             self._dropped(env, "queue_full")
             log.warning("outbox_full", call_sid=session.call_sid, capacity=OUTBOX_FRAMES)
@@ -626,6 +724,7 @@ async def serve_gateway(
     bus: Bus,
     config: GatewayConfig,
     *,
+    registries: Sequence[CollectorRegistry] = (),
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the gateway on ``config.host:config.port`` until cancelled.
@@ -633,5 +732,7 @@ async def serve_gateway(
     Reports the bound port (useful with port 0) through ``task_status``.
     On cancel every relay socket is closed with 1001 (going away), shielded
     and time-limited, and a ``call.closed`` is appended for each.
+    ``registries`` are rendered on ``/metrics`` after the gateway's own (the
+    one-process ``dev`` composition shows the telemetry actor's there).
     """
-    await Gateway(bus, config).serve(task_status=task_status)
+    await Gateway(bus, config, registries=registries).serve(task_status=task_status)

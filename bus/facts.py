@@ -1,0 +1,129 @@
+"""Facts: what happened, when, published on ``keys.events`` for telemetry and plug-ins.
+
+A fact is an ``Envelope(kind="event")`` whose body is ``{"fact": NAME,
+"t_ms": T, ...}``. ``T`` is wall-clock milliseconds (``time.time()``, with
+sub-millisecond precision as a float): the only clock every process of a
+deployment shares. Durations between facts of different processes are exact
+only up to the clock skew between their hosts (NTP keeps it to ~1 ms).
+
+Facts never sit on the caller's path. Two ways to publish one:
+
+- ``fact_item(keys, ...)``: a ``(stream, fields)`` pair to put into an
+  ``append_many`` the actor already makes (no extra round trip). The fact
+  carries its own ``t_ms``, so it may be written later than it happened.
+- ``FactPublisher``: a bounded fire-and-forget queue drained by one task
+  (``serve``) in batches. ``emit`` never blocks; when the queue is full the
+  fact is dropped and counted (``dropped``), because losing a measurement
+  beats slowing a call down.
+
+Fact names used by the built-in parts (body fields besides ``fact``/``t_ms``):
+
+- gateway: ``call_started``, ``prompt_received`` (``reply_to``, ``chars``),
+  ``interrupt_received`` (``seq``, ``heard``), ``first_token_sent`` and
+  ``last_token_sent`` (``reply_to``), ``frame_rejected`` (``reason``),
+  ``call_ended`` (``code``, ``reason``);
+- conversation: ``prompt_applied``, ``llm_requested`` (``reply_to``);
+- llm: ``request_taken``, ``provider_first_token``, ``completion_done``
+  (``reply_to``, ``usage``, ``stop_reason``), ``provider_error`` (``error``);
+- reserved: ``tool_called`` (``name``), emitted once tools exist.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import structlog
+import trio
+
+from bus.base import Bus, BusError, Fields
+from bus.envelope import Envelope, Kind
+from bus.keys import Keys
+
+log = structlog.get_logger()
+
+FACT_QUEUE = 4096  # facts a FactPublisher holds before it starts dropping
+FACT_BATCH = 256  # facts written per append_many
+
+
+def wall_ms() -> float:
+    """Wall-clock milliseconds, the time base of every fact's ``t_ms``."""
+    return round(time.time() * 1000, 3)
+
+
+def fact_envelope(
+    name: str,
+    *,
+    call: str,
+    turn: int = 0,
+    session: str = "",
+    gateway: str = "",
+    seq: int = 0,
+    t_ms: float | None = None,
+    **fields: Any,
+) -> Envelope:
+    """The envelope of one fact; ``t_ms`` defaults to now."""
+    body: dict[str, Any] = {"fact": name, "t_ms": wall_ms() if t_ms is None else t_ms}
+    body.update(fields)
+    return Envelope(
+        kind=Kind.EVENT,
+        call=call,
+        body=body,
+        session=session,
+        gateway=gateway,
+        seq=seq,
+        turn=turn,
+    )
+
+
+def fact_item(keys: Keys, name: str, **kwargs: Any) -> tuple[str, Fields]:
+    """A fact as an ``append_many`` item for ``keys.events`` (see ``fact_envelope``)."""
+    return keys.events, fact_envelope(name, **kwargs).encode()
+
+
+class FactPublisher:
+    """Fire-and-forget facts: ``emit`` queues (never blocks), ``serve`` writes.
+
+    Run ``serve`` in a nursery for as long as facts may be emitted. Facts
+    emitted while the bus is down are retried by the next batch until the
+    queue overflows; overflowing facts are dropped and counted.
+    """
+
+    def __init__(self, bus: Bus, keys: Keys, *, capacity: int = FACT_QUEUE) -> None:
+        self.bus = bus
+        self.keys = keys
+        self.dropped = 0
+        self.published = 0
+        self._send, self._receive = trio.open_memory_channel[Fields](max(1, capacity))
+
+    def emit(self, name: str, **kwargs: Any) -> None:
+        """Queue one fact (``fact_envelope`` arguments); drop it if the queue is full."""
+        try:
+            self._send.send_nowait(fact_envelope(name, **kwargs).encode())
+        except trio.WouldBlock:
+            self.dropped += 1
+            if self.dropped == 1 or math.log2(self.dropped).is_integer():
+                log.warning("facts_dropped", dropped=self.dropped, fact=name)
+        except trio.ClosedResourceError:
+            self.dropped += 1
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write queued facts in batches until cancelled."""
+        task_status.started()
+        while True:
+            batch = [await self._receive.receive()]
+            while len(batch) < FACT_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                await self.bus.append_many([(self.keys.events, fields) for fields in batch])
+                self.published += len(batch)
+            except BusError as exc:
+                if not exc.retriable:
+                    raise
+                self.dropped += len(batch)
+                log.warning("facts_not_published", count=len(batch), error=repr(exc))
+                await trio.sleep(0.5)
