@@ -35,3 +35,12 @@ class LLMConfig:
     scripted_token_gap_ms: float = 0.0
     # Requests one LLM worker streams at once.
     concurrency: int = 256
+    # A request pending this long on a worker that neither finished nor
+    # touched it is taken over by another worker (its worker is presumed
+    # dead). Live workers touch their requests every third of this.
+    claim_idle_ms: int = 5000
+    # How often each worker looks for such requests.
+    claim_interval_s: float = 1.0
+    # A request delivered more often than this is dead-lettered (and the
+    # caller hears the apology) instead of being tried again.
+    max_deliveries: int = 5

@@ -43,6 +43,7 @@ import trio
 from bus.base import Bus, BusError, Entry, MalformedEntry
 from bus.envelope import Envelope, now_ms
 from bus.keys import Keys
+from bus.retry import Backoff, missing_group
 
 log = structlog.get_logger()
 
@@ -69,6 +70,9 @@ class Actor(abc.ABC):
     group: str
     keys: Keys
     concurrency: int = 1
+    # The consumer name ``serve_actor`` runs the actor as (set before any
+    # loop starts): background loops that claim or touch entries need it.
+    consumer: str = ""
     _bus: Bus | None = None
 
     def attach(self, bus: Bus) -> None:
@@ -116,6 +120,7 @@ async def serve_actor(
     ``task_status.started()``; from then on every entry appended to one of the
     actor's streams is handled. See the module docstring for the delivery rules.
     """
+    actor.consumer = consumer
     actor.attach(bus)
     streams = list(actor.streams())
     for stream in streams:
@@ -152,7 +157,7 @@ class _StreamWorker:
     async def serve(self, stream: str) -> None:
         limiter = trio.CapacityLimiter(max(1, self.actor.concurrency))
         await self._drain_pending(stream, limiter)
-        failures = 0
+        backoff = Backoff("actor_read", actor=self.actor.name, stream=stream)
         async with trio.open_nursery() as nursery:
             while True:
                 try:
@@ -164,30 +169,25 @@ class _StreamWorker:
                         block_ms=self.block_ms,
                     )
                 except BusError as exc:
-                    if not exc.retriable:
-                        raise
-                    failures += 1
-                    await self._bus_backoff(stream, exc, failures)
+                    await self._recover(stream, exc, backoff)
                     continue
-                failures = 0
+                backoff.succeeded()
                 for entry in entries:
                     await self._dispatch(nursery, limiter, entry)
 
     async def _drain_pending(self, stream: str, limiter: trio.CapacityLimiter) -> None:
         """Handle what this consumer took before (a restart) until none is left."""
         seen: set[str] = set()
-        failures = 0
+        backoff = Backoff("actor_pending", actor=self.actor.name, stream=stream)
         while True:
             try:
                 entries = await self.bus.read_group(
                     stream, self.actor.group, self.consumer, start="0"
                 )
             except BusError as exc:
-                if not exc.retriable:
-                    raise
-                failures += 1
-                await self._bus_backoff(stream, exc, failures)
+                await self._recover(stream, exc, backoff)
                 continue
+            backoff.succeeded()
             fresh = [e for e in entries if e.id not in seen]
             if not fresh:
                 # Empty, or only entries whose ack failed: the ">" loop and a
@@ -318,13 +318,15 @@ class _StreamWorker:
                 error=f"{type(exc).__name__}: {exc}",
             )
 
-    async def _bus_backoff(self, stream: str, exc: BusError, failures: int) -> None:
-        delay = min(_RETRY_CAP_S, _RETRY_BASE_S * 2 ** min(failures, 16))
-        log.warning(
-            "bus_read_failed",
-            actor=self.actor.name,
-            stream=stream,
-            error=f"{type(exc).__name__}: {exc}",
-            retry_in_s=delay,
-        )
-        await trio.sleep(delay)
+    async def _recover(self, stream: str, exc: BusError, backoff: Backoff) -> None:
+        """After a failed read: re-create a lost group, else back off (jittered)."""
+        if missing_group(exc):
+            # Redis lost its data (a restart without persistence): the group
+            # is gone with it. Re-create it and read on; nothing was pending.
+            log.warning("consumer_group_recreated", actor=self.actor.name, stream=stream)
+            try:
+                await self.bus.ensure_group(stream, self.actor.group)
+                return
+            except BusError as again:
+                exc = again
+        await backoff.failed(exc)

@@ -94,6 +94,8 @@ class Settings:
     scripted_first_token_ms: float = 0.0
     scripted_token_gap_ms: float = 0.0
     llm_concurrency: int = 256
+    llm_claim_idle_ms: int = 5000
+    max_deliveries: int = 5
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     relay: RelayAttributes = field(default_factory=RelayAttributes)
     log_level: str = "info"
@@ -156,6 +158,8 @@ class Settings:
             scripted_first_token_ms=_float(env, "SWITCHBOARD_SCRIPTED_FIRST_TOKEN_MS", 0.0),
             scripted_token_gap_ms=_float(env, "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS", 0.0),
             llm_concurrency=_int(env, "SWITCHBOARD_LLM_CONCURRENCY", 256, minimum=1),
+            llm_claim_idle_ms=_int(env, "SWITCHBOARD_LLM_CLAIM_IDLE_MS", 5000, minimum=100),
+            max_deliveries=_int(env, "SWITCHBOARD_MAX_DELIVERIES", 5, minimum=1),
             system_prompt=env.get("SWITCHBOARD_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
             relay=relay,
             log_level=env.get("SWITCHBOARD_LOG_LEVEL") or "info",
@@ -194,4 +198,6 @@ class Settings:
             scripted_first_token_ms=self.scripted_first_token_ms,
             scripted_token_gap_ms=self.scripted_token_gap_ms,
             concurrency=self.llm_concurrency,
+            claim_idle_ms=self.llm_claim_idle_ms,
+            max_deliveries=self.max_deliveries,
         )

@@ -1,0 +1,140 @@
+"""Riding out bus outages: exponential backoff with full jitter, logged once.
+
+Every long-running loop that talks to the bus (actor read loops, the LLM
+reclaimer, the gateway's tail, heartbeats) keeps one ``Backoff``. On a
+retriable ``BusError`` (``ConnectionLost``: Redis restarted, the network
+blinked) it calls ``await backoff.failed(exc)``, which sleeps a random time
+in ``[0, min(cap, base * 2**n)]`` ("full jitter": many workers that lost
+Redis at the same moment do not reconnect in lock-step); after the next
+success it calls ``backoff.succeeded()``.
+
+Logging is per outage, not per attempt: ``bus_unavailable`` once when the
+first failure of an outage happens (warning), ``bus_recovered`` once when
+the loop works again (with how long the outage lasted and how many attempts
+failed). A dead Redis therefore costs one log line per loop, not one per
+retry, and no loop spins.
+
+``missing_group`` recognises the error a consumer-group command gets after
+Redis lost its data (a restart without persistence): the loop re-creates its
+group and carries on instead of crashing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+import trio
+
+from bus.base import BusError, CommandError
+
+T = TypeVar("T")
+
+DEFAULT_BASE_S = 0.05
+DEFAULT_CAP_S = 2.0
+
+
+def _log() -> structlog.typing.FilteringBoundLogger:
+    # Looked up per event (outages are rare), so capture_logs() sees them.
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+    return logger
+
+
+def missing_group(exc: BaseException) -> bool:
+    """True for ``NOGROUP``: the stream or its consumer group is gone (data lost)."""
+    return isinstance(exc, CommandError) and "NOGROUP" in str(exc)
+
+
+class Backoff:
+    """Backoff state of one loop. ``what`` names the loop in the log events.
+
+    ``random`` is injectable so tests can pin the jitter; delays come from
+    ``trio.sleep``, so ``autojump_clock`` tests run them instantly.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        base_s: float = DEFAULT_BASE_S,
+        cap_s: float = DEFAULT_CAP_S,
+        rng: Callable[[], float] = random.random,
+        **fields: Any,
+    ) -> None:
+        self.what = what
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self._rng = rng
+        self._fields = fields
+        self.failures = 0
+        self._outage_started: float | None = None
+
+    @property
+    def in_outage(self) -> bool:
+        """True between the first failure and the next success."""
+        return self.failures > 0
+
+    def next_delay(self) -> float:
+        """The sleep before the next attempt: uniform in ``[0, min(cap, base*2**n)]``."""
+        ceiling = min(self.cap_s, self.base_s * (1 << min(self.failures, 30)))
+        return float(self._rng()) * ceiling
+
+    async def failed(self, exc: BusError) -> None:
+        """Record a failed attempt and sleep before the next one.
+
+        Re-raises ``exc`` when it is not retriable: a refused command will
+        not work better later, and hiding it would turn a bug into a spin.
+        """
+        if not exc.retriable:
+            raise exc
+        if self.failures == 0:
+            self._outage_started = trio.current_time()
+            _log().warning(
+                "bus_unavailable",
+                loop=self.what,
+                error=f"{type(exc).__name__}: {exc}",
+                **self._fields,
+            )
+        self.failures += 1
+        await trio.sleep(self.next_delay())
+
+    def succeeded(self) -> None:
+        """Record a successful attempt; logs ``bus_recovered`` after an outage."""
+        if self.failures == 0:
+            return
+        started = self._outage_started if self._outage_started is not None else 0.0
+        _log().info(
+            "bus_recovered",
+            loop=self.what,
+            failed_attempts=self.failures,
+            outage_s=round(trio.current_time() - started, 3),
+            **self._fields,
+        )
+        self.failures = 0
+        self._outage_started = None
+
+
+async def retry_bus(
+    what: str,
+    op: Callable[[], Awaitable[T]],
+    *,
+    backoff: Backoff | None = None,
+    **fields: Any,
+) -> T:
+    """Run ``op`` until it succeeds, backing off on retriable bus errors.
+
+    Non-retriable errors propagate. Meant for the few commands a loop cannot
+    go on without (creating its group at start-up, a dispatcher's first
+    ``last_id``); ordinary loops keep a ``Backoff`` of their own instead.
+    """
+    backoff = backoff if backoff is not None else Backoff(what, **fields)
+    while True:
+        try:
+            result = await op()
+        except BusError as exc:
+            await backoff.failed(exc)
+            continue
+        backoff.succeeded()
+        return result
