@@ -1,0 +1,140 @@
+"""What the caller actually heard of a reply that was cut off.
+
+Twilio tells us in two ways, and neither is a plain prefix of our text:
+
+- ``info tokensPlayed`` (when subscribed): the exact text of each synthesized
+  chunk as it finished playing, including the partial chunk at a barge-in.
+  The best record: the heard text is their concatenation.
+- ``interrupt.utteranceUntilInterrupt``: only the chunk that was playing when
+  the caller barged in (observed on real calls: ``"Sentence 2 of"`` after
+  sentence 1 had played fully), and ``durationUntilInterruptMs`` for it.
+
+Either way the text may differ from what we sent in whitespace, case,
+punctuation and SSML tags, so matching is done on a normalised form that keeps
+a map back to positions in the original reply. ``locate_heard`` returns the
+longest prefix of the reply the caller heard, cut at the end of the matched
+text; when nothing matches it falls back to an estimate from the playback
+duration, cut at a word boundary, and says which method it used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Typical TTS speaking rate: ~150 words a minute, ~14 characters a second.
+DEFAULT_CHARS_PER_SECOND = 14.0
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """The part of a reply the caller heard, and how we know."""
+
+    text: str
+    method: str  # "complete" | "tokens_played" | "fragment" | "duration" | "none"
+
+
+def _normalise(text: str) -> tuple[str, list[int]]:
+    """Lower-case letters and digits with single spaces; map to original indices.
+
+    SSML tags vanish; every other run of non-alphanumerics becomes one space.
+    ``index[i]`` is the position in ``text`` just after normalised char ``i``.
+    """
+    out: list[str] = []
+    index: list[int] = []
+    pos = 0
+    pending_space = False
+    while pos < len(text):
+        tag = _TAG.match(text, pos)
+        if tag:
+            pos = tag.end()
+            pending_space = True
+            continue
+        ch = text[pos]
+        pos += 1
+        if ch.isalnum():
+            if pending_space and out:
+                out.append(" ")
+                index.append(pos - 1)
+            pending_space = False
+            out.append(ch.lower())
+            index.append(pos)
+        else:
+            pending_space = True
+    return "".join(out), index
+
+
+def _find_end(reply: str, heard: str, *, start: int = 0) -> int | None:
+    """Position in ``reply`` just after the first match of ``heard`` at or after
+    normalised offset ``start``; None when it is not there."""
+    norm_reply, index = _normalise(reply)
+    norm_heard, _ = _normalise(heard)
+    if not norm_heard:
+        return None
+    at = norm_reply.find(norm_heard, start)
+    if at < 0:
+        return None
+    return index[at + len(norm_heard) - 1]
+
+
+def _extend_to_word_end(reply: str, end: int) -> int:
+    """A match may end inside a word the TTS split oddly; never cut mid-word."""
+    while end < len(reply) and reply[end].isalnum():
+        end += 1
+    return end
+
+
+def _cut_at_word(reply: str, chars: int) -> str:
+    if chars >= len(reply):
+        return reply
+    cut = reply.rfind(" ", 0, max(chars, 0) + 1)
+    return reply[:cut] if cut > 0 else ""
+
+
+def locate_heard(
+    reply: str,
+    *,
+    played: Sequence[str] = (),
+    fragment: str = "",
+    duration_ms: float | None = None,
+    chars_per_second: float = DEFAULT_CHARS_PER_SECOND,
+) -> Heard:
+    """The prefix of ``reply`` the caller heard before the cut.
+
+    ``played``: the ``tokensPlayed`` texts of this reply, in order (may be
+    empty when not subscribed). ``fragment``/``duration_ms``: from the
+    ``interrupt`` message (the chunk that was playing).
+    """
+    if not reply:
+        return Heard("", "none")
+    played_text = "".join(played)
+    played_end = 0
+    if played_text.strip():
+        end = _find_end(reply, played_text)
+        if end is None and played:
+            # The chunks may not join cleanly (spaces dropped between them):
+            # match the last chunk, which ends where the caller stopped hearing.
+            end = _find_end(reply, played[-1])
+        if end is not None:
+            played_end = _extend_to_word_end(reply, end)
+            if not fragment.strip():
+                return Heard(reply[:played_end].rstrip(), "tokens_played")
+    if fragment.strip():
+        # The fragment is from the chunk that was playing: search after what
+        # had certainly played, and take the first match (the conservative one).
+        start = len(_normalise(reply[:played_end])[0])
+        end = _find_end(reply, fragment, start=start)
+        if end is None and start:
+            end = _find_end(reply, fragment)
+        if end is not None:
+            end = _extend_to_word_end(reply, max(end, played_end))
+            return Heard(reply[:end].rstrip(), "fragment")
+    if played_end:
+        return Heard(reply[:played_end].rstrip(), "tokens_played")
+    if duration_ms is not None and duration_ms > 0:
+        estimate = int(duration_ms / 1000 * chars_per_second)
+        return Heard(_cut_at_word(reply, estimate).rstrip(), "duration")
+    return Heard("", "none")

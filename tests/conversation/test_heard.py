@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.heard import locate_heard
+
+REPLY = "Sentence 1 of the reply. Sentence 2 of the reply. Sentence 3 of the reply."
+
+
+def test_fragment_of_a_later_chunk_is_located_inside_the_reply() -> None:
+    # Observed on real calls: the fragment covers only the chunk that was playing.
+    heard = locate_heard(REPLY, fragment="Sentence 2 of", duration_ms=684)
+    assert heard.text == "Sentence 1 of the reply. Sentence 2 of"
+    assert heard.method == "fragment"
+
+
+def test_fragment_matching_tolerates_case_punctuation_whitespace_and_ssml() -> None:
+    reply = 'Okay! <break time="300ms"/> Your order,   number 42, ships   tomorrow.'
+    heard = locate_heard(reply, fragment="okay your ORDER number 42")
+    assert heard.text == 'Okay! <break time="300ms"/> Your order,   number 42'
+
+
+def test_tokens_played_are_the_exact_record() -> None:
+    played = ["Sentence 1 of the reply.", " Sentence 2 of"]
+    heard = locate_heard(REPLY, played=played)
+    assert heard.text == "Sentence 1 of the reply. Sentence 2 of"
+    assert heard.method == "tokens_played"
+
+
+def test_fragment_searched_after_played_chunks() -> None:
+    reply = "Yes. I can help. Yes. I can book it."
+    heard = locate_heard(reply, played=["Yes. I can help."], fragment="Yes. I can")
+    assert heard.text == "Yes. I can help. Yes. I can"
+
+
+def test_match_never_ends_mid_word() -> None:
+    heard = locate_heard("Absolutely wonderful news.", fragment="Absolutely wond")
+    assert heard.text == "Absolutely wonderful"
+
+
+def test_unknown_fragment_falls_back_to_duration_at_a_word_boundary() -> None:
+    heard = locate_heard(REPLY, fragment="something else entirely", duration_ms=1000)
+    assert heard.method == "duration"
+    assert REPLY.startswith(heard.text)
+    assert len(heard.text) <= 14
+    assert heard.text == "Sentence 1 of"
+
+
+def test_nothing_known_means_nothing_heard() -> None:
+    assert locate_heard(REPLY).text == ""
+    assert locate_heard("", fragment="x").text == ""
+
+
+@given(st.text(alphabet="abc .,<>/", max_size=60), st.integers(0, 60), st.integers(0, 60))
+def test_heard_text_is_always_a_prefix(reply: str, a: int, b: int) -> None:
+    fragment = reply[min(a, b) : max(a, b)]
+    heard = locate_heard(reply, fragment=fragment, duration_ms=float(a * 100))
+    assert reply.startswith(heard.text)
