@@ -14,30 +14,48 @@ from contextlib import asynccontextmanager
 
 import structlog
 import trio
+from prometheus_client import CollectorRegistry
 
+from actors import plugins
 from actors.conversation import ConversationActor
 from actors.llm import LLMActor
 from actors.providers import make_provider
 from actors.runtime import Actor, serve_actor
+from actors.telemetry import TelemetryActor
 from bus.base import Bus
 from bus.memory import MemoryBus
 from bus.redis import open_redis_bus
 from gateway.server import serve_gateway
+from switchboard.metrics_http import serve_metrics
 from switchboard.settings import Settings
 
 log = structlog.get_logger()
 
-BUILTIN_ACTORS = ("conversation", "llm")
+BUILTIN_ACTORS = ("conversation", "llm", "telemetry")
 
 
-def build_actor(settings: Settings, role: str) -> Actor:
-    """The built-in actor for ``role``."""
+def build_actor(settings: Settings, role: str, registry: CollectorRegistry | None = None) -> Actor:
+    """The actor for ``role``: a built-in one, else an installed plug-in.
+
+    ``registry`` is the process's Prometheus registry (telemetry and plug-ins
+    register their metrics there). Raises ``plugins.PluginError`` for a name
+    that is neither.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
     if role == "conversation":
         return ConversationActor(settings.conversation_config())
     if role == "llm":
         config = settings.llm_config()
         return LLMActor(config, make_provider(config))
-    raise ValueError(f"unknown actor {role!r}; built-in actors: {', '.join(BUILTIN_ACTORS)}")
+    if role == "telemetry":
+        return TelemetryActor(settings.telemetry_config(), registry)
+    context = plugins.PluginContext(
+        keys=settings.keys,
+        worker_id=settings.worker_id,
+        retention_ms=settings.retention_ms,
+        registry=registry,
+    )
+    return plugins.load(role, context)
 
 
 @asynccontextmanager
@@ -63,18 +81,37 @@ async def run_until_signalled(main: Callable[[trio.Nursery], Awaitable[None]]) -
     log.info("shutdown_complete")
 
 
-async def start_dev(nursery: trio.Nursery, settings: Settings, bus: Bus) -> int:
-    """Start every built-in actor and the gateway on ``bus``; returns the bound port."""
+async def start_dev(
+    nursery: trio.Nursery,
+    settings: Settings,
+    bus: Bus,
+    *,
+    telemetry: TelemetryActor | None = None,
+) -> int:
+    """Start every built-in actor and the gateway on ``bus``; returns the bound port.
+
+    The gateway's ``/metrics`` also shows the telemetry actor's metrics (one
+    port for everything in one process). Pass ``telemetry`` to keep a handle
+    on the telemetry actor (tests read its turn timings).
+    """
+    registry = CollectorRegistry()
     for role in BUILTIN_ACTORS:
+        actor = (
+            telemetry
+            if role == "telemetry" and telemetry is not None
+            else build_actor(settings, role, registry)
+        )
         await nursery.start(
-            lambda task_status, role=role: serve_actor(
-                bus,
-                build_actor(settings, role),
-                consumer=f"{settings.worker_id}-{role}",
-                task_status=task_status,
+            lambda task_status, actor=actor, role=role: serve_actor(
+                bus, actor, consumer=f"{settings.worker_id}-{role}", task_status=task_status
             )
         )
-    port: int = await nursery.start(serve_gateway, bus, settings.gateway_config())
+    registries = [telemetry.registry if telemetry is not None else registry]
+    port: int = await nursery.start(
+        lambda task_status: serve_gateway(
+            bus, settings.gateway_config(), registries=registries, task_status=task_status
+        )
+    )
     return port
 
 
@@ -115,8 +152,13 @@ async def run_gateway(settings: Settings) -> None:
 
 
 async def run_actor(settings: Settings, role: str) -> None:
-    """``switchboard actor ROLE``: one actor role, on Redis."""
-    actor = build_actor(settings, role)
+    """``switchboard actor ROLE``: one actor role (built-in or plug-in), on Redis.
+
+    With ``SWITCHBOARD_METRICS_PORT`` set, the process also serves ``/metrics``
+    (its registry) and ``/healthz`` on that port.
+    """
+    registry = CollectorRegistry()
+    actor = build_actor(settings, role, registry)
     async with open_bus(settings) as bus:
 
         async def main(nursery: trio.Nursery) -> None:
@@ -125,6 +167,17 @@ async def run_actor(settings: Settings, role: str) -> None:
                     bus, actor, consumer=f"{settings.worker_id}", task_status=task_status
                 )
             )
-            log.info("switchboard_ready", mode="actor", actor=role, worker_id=settings.worker_id)
+            metrics_port: int | None = None
+            if settings.metrics_port is not None:
+                metrics_port = await nursery.start(
+                    serve_metrics, settings.host, settings.metrics_port, [registry]
+                )
+            log.info(
+                "switchboard_ready",
+                mode="actor",
+                actor=role,
+                worker_id=settings.worker_id,
+                metrics_port=metrics_port,
+            )
 
         await run_until_signalled(main)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from actors.config import DEFAULT_SYSTEM_PROMPT, ConversationConfig, LLMConfig
+from actors.telemetry import TelemetryConfig
 from bus.keys import Keys
 from gateway.config import GatewayConfig, RelayAttributes
 
@@ -100,6 +101,8 @@ class Settings:
     relay: RelayAttributes = field(default_factory=RelayAttributes)
     log_level: str = "info"
     log_format: str = "auto"
+    # Actor processes serve /metrics and /healthz on this port; None: no server.
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +167,11 @@ class Settings:
             relay=relay,
             log_level=env.get("SWITCHBOARD_LOG_LEVEL") or "info",
             log_format=_choice(env, "SWITCHBOARD_LOG_FORMAT", "auto", {"auto", "json", "console"}),
+            metrics_port=(
+                _int(env, "SWITCHBOARD_METRICS_PORT", 0)
+                if env.get("SWITCHBOARD_METRICS_PORT")
+                else None
+            ),
         )
 
     @property
@@ -188,6 +196,9 @@ class Settings:
             welcome_greeting=self.relay.welcome_greeting,
             state_ttl_ms=self.retention_ms,
         )
+
+    def telemetry_config(self) -> TelemetryConfig:
+        return TelemetryConfig(keys=self.keys)
 
     def llm_config(self) -> LLMConfig:
         return LLMConfig(
