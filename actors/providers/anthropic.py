@@ -18,10 +18,21 @@ combines them.
 
 SDK errors are translated at this boundary into ``ProviderError`` with
 ``retriable`` set for overload, rate limits, server errors and network errors.
+
+Resuming a reply (``CompletionRequest.prefill``, after a failover): the text
+the caller already heard goes in as a final ``assistant`` message, which
+Claude continues ("prefill"); the API returns only the continuation. The API
+rejects a prefill that ends in whitespace, so trailing whitespace is cut off
+and the continuation's leading whitespace dropped once (the caller heard the
+space already). Claude 4.6 and later models reject prefill altogether (400
+"does not support assistant message prefill"), as does extended thinking;
+for those (by model name, or on that 400) the reply is generated again from
+the original history and the first ``len(prefill)`` characters are skipped.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,7 +40,13 @@ from typing import Any
 import anthropic
 import trio
 
-from actors.providers.base import Completion, CompletionRequest, ProviderError, Usage
+from actors.providers.base import (
+    Completion,
+    CompletionRequest,
+    ProviderError,
+    Usage,
+    skip_prefix,
+)
 
 FIRST_USER_NOTE = "[The call connected.]"
 
@@ -53,6 +70,24 @@ def shape_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return shaped
 
 
+# Claude 4.6+ (and every later family) refuse a trailing assistant message.
+_VERSIONED_MODEL = re.compile(r"claude-(?:opus|sonnet|haiku)-(\d+)(?:-(\d{1,2}))?(?:\b|-|$)")
+
+
+def supports_prefill(model: str) -> bool:
+    """Whether ``model`` continues a prefilled assistant turn (pre-4.6 models)."""
+    match = _VERSIONED_MODEL.search(model)
+    if match is None:
+        return True  # unknown naming: try, and fall back on the 400
+    major = int(match.group(1))
+    minor = int(match.group(2)) if match.group(2) else 0
+    return (major, minor) < (4, 6)
+
+
+def _prefill_refused(exc: anthropic.AnthropicError) -> bool:
+    return isinstance(exc, anthropic.BadRequestError) and "prefill" in str(exc).lower()
+
+
 def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
     """An SDK exception as a ``ProviderError`` carrying its retry policy."""
     retriable = isinstance(
@@ -74,8 +109,10 @@ def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
 
 
 class _AnthropicCompletion:
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, *, skip: str = "", lstrip_first: bool = False) -> None:
         self._stream = stream
+        self._skip = skip
+        self._lstrip_first = lstrip_first
         self._stop_reason: str | None = None
         self._usage = Usage()
 
@@ -87,11 +124,24 @@ class _AnthropicCompletion:
     def usage(self) -> Usage:
         return self._usage
 
+    async def _texts(self) -> AsyncIterator[str]:
+        async for text in self._stream.text_stream:
+            if text:
+                yield text
+
     async def deltas(self) -> AsyncIterator[str]:
+        texts = self._texts()
+        if self._skip:
+            texts = skip_prefix(texts, self._skip)
+        lstrip = self._lstrip_first
         try:
-            async for text in self._stream.text_stream:
-                if text:
-                    yield text
+            async for text in texts:
+                if lstrip:
+                    text = text.lstrip()
+                    if not text:
+                        continue
+                    lstrip = False
+                yield text
             final = await self._stream.get_final_message()
         except anthropic.AnthropicError as exc:
             raise translate_error(exc) from exc
@@ -115,10 +165,14 @@ class AnthropicProvider:
         model: str,
         max_tokens: int,
         client: anthropic.AsyncAnthropic | None = None,
+        *,
+        prefill: bool | None = None,
     ) -> None:
         self.model = model
         self.max_tokens = max_tokens
         self._client = client
+        # None: decide per model name (``supports_prefill``).
+        self.prefill = prefill
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
@@ -130,21 +184,50 @@ class AnthropicProvider:
             )
         return self._client
 
-    @asynccontextmanager
-    async def complete(self, request: CompletionRequest) -> AsyncIterator[Completion]:
-        """Open a streaming completion; the HTTP stream closes when the block exits."""
-        manager = self.client.messages.stream(
+    def _open(self, request: CompletionRequest, messages: list[dict[str, str]]) -> Any:
+        return self.client.messages.stream(
             model=request.model or self.model,
             max_tokens=request.max_tokens or self.max_tokens,
             system=request.system,
-            messages=shape_messages(request.messages),  # type: ignore[arg-type]
+            messages=messages,  # type: ignore[arg-type]
+        )
+
+    @asynccontextmanager
+    async def complete(self, request: CompletionRequest) -> AsyncIterator[Completion]:
+        """Open a streaming completion; the HTTP stream closes when the block exits.
+
+        With ``request.prefill`` only the continuation is yielded (module
+        docstring: by prefill, or by regenerating and skipping).
+        """
+        messages = shape_messages(request.messages)
+        model = request.model or self.model
+        prefill = request.prefill
+        head = prefill.rstrip()
+        use_prefill = bool(head) and (
+            self.prefill if self.prefill is not None else supports_prefill(model)
+        )
+        skip = prefill if prefill and not use_prefill else ""
+        # A prefill that ended in whitespace (cut off for the API) or that is
+        # only whitespace: the caller heard that space, the model repeats it.
+        lstrip_first = bool(prefill) and head != prefill and not skip
+        manager = self._open(
+            request,
+            [*messages, {"role": "assistant", "content": head}] if use_prefill else messages,
         )
         try:
             stream = await manager.__aenter__()
         except anthropic.AnthropicError as exc:
-            raise translate_error(exc) from exc
+            if not (use_prefill and _prefill_refused(exc)):
+                raise translate_error(exc) from exc
+            # This model cannot continue a prefilled turn: generate again.
+            skip, lstrip_first = prefill, False
+            manager = self._open(request, messages)
+            try:
+                stream = await manager.__aenter__()
+            except anthropic.AnthropicError as exc2:
+                raise translate_error(exc2) from exc2
         try:
-            yield _AnthropicCompletion(stream)
+            yield _AnthropicCompletion(stream, skip=skip, lstrip_first=lstrip_first)
         finally:
             # Shielded and bounded: a cancel must not leave the response
             # half-read in the SDK's connection pool.

@@ -24,12 +24,20 @@ class CompletionRequest:
 
     ``messages`` are ``{"role": "user" | "assistant", "content": str}`` in
     order. ``model`` empty and ``max_tokens`` 0 mean "the provider's default".
+
+    ``prefill`` is the start of this very reply that the caller already heard
+    (a request resumed by another worker after its first worker died). The
+    provider then yields only what comes *after* it, so nothing is said
+    twice: by continuing from it where the model can (Claude's prefilled
+    assistant turn), else by generating again and skipping that many
+    characters (``skip_prefix``).
     """
 
     system: str
     messages: list[dict[str, str]]
     model: str = ""
     max_tokens: int = 0
+    prefill: str = ""
 
 
 @dataclass(slots=True)
@@ -46,6 +54,23 @@ class ProviderError(Exception):
     def __init__(self, message: str, *, retriable: bool = False) -> None:
         super().__init__(message)
         self.retriable = retriable
+
+
+async def skip_prefix(deltas: AsyncIterator[str], prefix: str) -> AsyncIterator[str]:
+    """``deltas`` without their first ``len(prefix)`` characters.
+
+    For a reply generated again after a failover: the caller already heard
+    ``prefix``. A deterministic provider regenerates exactly it; a sampling
+    model may not, and then dropping the same *amount* of text is the best
+    cut available without a way to make the model continue.
+    """
+    remaining = len(prefix)
+    async for delta in deltas:
+        if remaining >= len(delta):
+            remaining -= len(delta)
+            continue
+        yield delta[remaining:]
+        remaining = 0
 
 
 class Completion(Protocol):

@@ -4,7 +4,8 @@ The reply is derived from the conversation only, so the same history always
 gives the same reply: "You said: <caller's last words>. That was message <n>
 from you." It is streamed word by word with the spaces kept, paced by
 ``first_token_ms`` and ``token_gap_ms`` (``trio.sleep`` only when above 0,
-so tests under ``autojump_clock`` stay instantaneous).
+so tests under ``autojump_clock`` stay instantaneous). A request with a
+``prefill`` (a resumed reply) streams only the rest of the same reply.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class _ScriptedCompletion:
 
     async def deltas(self) -> AsyncIterator[str]:
         reply = scripted_reply(self._request.messages)
+        # Resuming after a failover: the same history gives the same reply,
+        # so the part already spoken is cut off and the rest streamed as usual.
+        reply = reply[len(self._request.prefill) :]
         pieces = _PIECES.findall(reply)
         prompt_words = len(self._request.system.split()) + sum(
             len(m.get("content", "").split()) for m in self._request.messages

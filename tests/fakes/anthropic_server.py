@@ -9,6 +9,10 @@ assert what the client sent. ``error_status`` answers every request with that
 HTTP status and the API's error JSON (529 ``overloaded_error``, 500
 ``api_error``, ...); ``stream_error_after`` sends an in-stream ``error`` event
 after that many deltas, as the API does when it overloads mid-reply.
+``reject_prefill`` answers a request whose last message is ``assistant``
+with the 400 that Claude 4.6+ models give ("does not support assistant
+message prefill"); the API also rejects a prefill ending in whitespace, and
+so does this fake, always.
 
 Usage::
 
@@ -49,6 +53,7 @@ class FakeAnthropic:
         input_tokens: int = 21,
         stop_reason: str = "end_turn",
         delta_gap_s: float = 0.0,
+        reject_prefill: bool = False,
     ) -> None:
         self.reply = list(reply)
         self.error_status = error_status
@@ -56,6 +61,7 @@ class FakeAnthropic:
         self.input_tokens = input_tokens
         self.stop_reason = stop_reason
         self.delta_gap_s = delta_gap_s
+        self.reject_prefill = reject_prefill
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.port = 0
@@ -64,6 +70,21 @@ class FakeAnthropic:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def _prefill_refusal(self, payload: dict[str, Any]) -> str | None:
+        messages = payload.get("messages") or []
+        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+        if last.get("role") != "assistant":
+            return None
+        content = last.get("content")
+        if isinstance(content, str) and content != content.rstrip():
+            return "messages: final assistant content cannot end with trailing whitespace"
+        if self.reject_prefill:
+            return (
+                "This model does not support assistant message prefill. "
+                "The conversation must end with a user message."
+            )
+        return None
 
     async def handle_connection(self, stream: trio.SocketStream) -> None:
         """Serve HTTP/1.1 requests on one connection until the client closes it."""
@@ -99,6 +120,10 @@ class FakeAnthropic:
             await _send_json(
                 conn, stream, self.error_status, _error_body(self.error_status, "fake error"), n
             )
+            return
+        refusal = self._prefill_refusal(payload)
+        if refusal is not None:
+            await _send_json(conn, stream, 400, _error_body(400, refusal), n)
             return
         model = str(payload.get("model", ""))
         await _send(
