@@ -1,16 +1,23 @@
 """The conversation actor: applies caller events and LLM results to a call.
 
-It reads every partition stream (``keys.all_calls()``), where the gateway puts
+It reads the partition streams (``keys.calls(p)``), where the gateway puts
 caller events and the LLM actor puts finished replies, so both arrive in one
-order per call. The call's state lives in the bus key/value store at
-``keys.state(call)`` as JSON (``CallState``), so another process can take a
-partition over and carry on.
+order per call. It is a partitioned actor: each worker reads only the
+partitions whose lease it holds (``actors.partitions``). The call's state
+lives in the bus key/value store at ``keys.state(call)`` as JSON
+(``CallState``), so another process can take a partition over and carry on.
 
 Idempotency: the state records the id of the last entry applied
 (``last_entry_id``); an entry at or below it is a redelivery and is skipped.
 The order of effects for a final prompt is publish-then-persist: if the
 process dies in between, the prompt is delivered again, produces the same
 ``llm.request`` (same turn, same ``reply_to``), and downstream de-duplicates.
+
+Fencing: the state is written with ``bus.set_if_lease`` under the partition's
+lease, and requests carry the lease's ``epoch``. A refused write means another
+worker owns the partition now: ``lease_lost()`` stops this one at once,
+without acking, so a stalled old owner can never overwrite the new owner's
+state.
 
 Trust: caller speech only ever becomes a ``user`` message. The system prompt
 comes from the configuration alone, never from anything a caller said.
@@ -26,7 +33,7 @@ from typing import Any
 import structlog
 
 from actors.config import ConversationConfig
-from actors.runtime import Actor
+from actors.runtime import Actor, current_lease, lease_lost
 from bus.base import Entry, parse_id
 from bus.envelope import Envelope, Kind
 from bus.facts import fact_item, wall_ms
@@ -80,6 +87,7 @@ class ConversationActor(Actor):
     name = "conversation"
     group = GROUP_CONVERSATION
     concurrency = 1  # per-call order: a call lives on one partition stream
+    partitioned = True  # one owner per partition, by lease
 
     def __init__(self, config: ConversationConfig) -> None:
         self.config = config
@@ -194,6 +202,7 @@ class ConversationActor(Actor):
             gateway=state.gateway,
             seq=env.seq,
             turn=state.turn,
+            epoch=_epoch(),
             body={
                 "system": self.config.system_prompt,
                 "messages": [dict(m) for m in history],
@@ -259,6 +268,18 @@ class ConversationActor(Actor):
             log.warning("caller_error", seq=env.seq, description=body.get("description"))
 
     async def _persist(self, state: CallState) -> None:
-        await self.bus.set(
-            self.keys.state(state.call), state.to_json(), ttl_ms=self.config.state_ttl_ms
-        )
+        key, value, ttl_ms = self.keys.state(state.call), state.to_json(), self.config.state_ttl_ms
+        lease = current_lease()
+        if lease is None:
+            # Handled outside a partition's lease (direct calls in tools/tests).
+            await self.bus.set(key, value, ttl_ms=ttl_ms)
+            return
+        if not await self.bus.set_if_lease(key, value, lease, ttl_ms=ttl_ms):
+            log.warning("state_write_fenced", epoch=lease.epoch, entry_id=state.last_entry_id)
+            await lease_lost()
+
+
+def _epoch() -> int:
+    """The fencing epoch of the partition being handled (0 outside one)."""
+    lease = current_lease()
+    return lease.epoch if lease is not None else 0

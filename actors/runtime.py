@@ -23,9 +23,27 @@ Delivery, as the runtime implements it on top of ``bus.base``:
 Writes: ``serve_actor`` attaches the bus to the actor (``actor.bus``) before
 any loop starts, so handlers publish through ``self.bus``.
 
-Not done here yet: claiming entries left pending by a dead consumer
-(``claim_idle``) and partition leases; a consumer that restarts under the same
-name picks its own pending entries up.
+Partitioned actors (``partitioned = True``, the conversation) are served
+differently: instead of one loop per stream, a ``PartitionManager``
+(``actors.partitions``) takes a fair share of the partitions by lease and
+runs one loop per *held* partition, reading ``partition_stream(p)`` as
+consumer ``p{p}`` (so a new owner inherits the pending list). The handler
+gets the partition's lease from ``current_lease()``: it stamps
+``lease.epoch`` on what it publishes and persists with
+``bus.set_if_lease``; if that returns False it calls ``await lease_lost()``,
+which cancels the partition's work at once (nothing acked). ``consumer`` is
+then the worker's member name in the liveness registry; ``lease_ttl_ms``
+sets the lease TTL.
+
+Stopping: cancelling ``serve_actor`` stops everything where it is (a
+partitioned actor's leases are abandoned and expire, as if it had died).
+Setting the ``stop`` event is the graceful path: a partitioned actor stops
+taking entries, lets the ones in flight finish (at most ``drain_timeout_s``),
+releases its leases and leaves the registry; then ``serve_actor`` returns.
+
+Not done here yet: claiming entries left pending by a dead consumer of a
+plain actor (``claim_idle``); a consumer that restarts under the same name
+picks its own pending entries up.
 
 The dead-letter stream is ``dead_letter_stream(actor.keys)``, i.e.
 ``"<namespace>:{dead}"``: the actor carries the ``Keys`` of its config, so the
@@ -40,10 +58,24 @@ from collections.abc import Sequence
 import structlog
 import trio
 
+from actors.partitions import (
+    DEFAULT_LEASE_TTL_MS,
+    PartitionManager,
+    current_lease,
+    lease_lost,
+)
 from bus.base import Bus, BusError, Entry, MalformedEntry
 from bus.envelope import Envelope, now_ms
 from bus.keys import Keys
 from bus.retry import Backoff, missing_group
+
+__all__ = [
+    "Actor",
+    "current_lease",
+    "dead_letter_stream",
+    "lease_lost",
+    "serve_actor",
+]
 
 log = structlog.get_logger()
 
@@ -104,6 +136,14 @@ class Actor(abc.ABC):
         """
         return None
 
+    # A partitioned actor's streams are read one partition per owner, by
+    # lease, instead of by every worker (see the module docstring).
+    partitioned: bool = False
+
+    def partition_stream(self, partition: int) -> str:
+        """The stream of ``partition`` (partitioned actors; ``keys.partitions`` of them)."""
+        return self.keys.calls(partition)
+
 
 async def serve_actor(
     bus: Bus,
@@ -112,13 +152,18 @@ async def serve_actor(
     consumer: str,
     block_ms: int = 1000,
     max_attempts: int = 3,
+    lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+    stop: trio.Event | None = None,
+    drain_timeout_s: float = 5.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run ``actor`` as ``consumer`` of its group until cancelled.
+    """Run ``actor`` as ``consumer`` of its group until cancelled or ``stop`` is set.
 
     Creates the consumer group on every stream, then reports readiness with
     ``task_status.started()``; from then on every entry appended to one of the
-    actor's streams is handled. See the module docstring for the delivery rules.
+    actor's streams is handled. A partitioned actor is ready once its first
+    ownership round is done (a lone worker then holds every partition). See
+    the module docstring for the delivery rules and the two ways to stop.
     """
     actor.consumer = consumer
     actor.attach(bus)
@@ -134,11 +179,41 @@ async def serve_actor(
         concurrency=actor.concurrency,
     )
     worker = _StreamWorker(bus, actor, consumer, block_ms, max_attempts)
+    manager: PartitionManager | None = None
+    if actor.partitioned:
+        manager = PartitionManager(
+            bus,
+            keys=actor.keys,
+            group=actor.group,
+            member=consumer,
+            stream_of=actor.partition_stream,
+            process_for=lambda name: _StreamWorker(
+                bus, actor, name, block_ms, max_attempts
+            )._process,
+            lease_ttl_ms=lease_ttl_ms,
+            block_ms=block_ms,
+            actor=actor.name,
+        )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(actor.background, bus)
-        for stream in streams:
-            nursery.start_soon(worker.serve, stream)
+        if manager is not None:
+            await nursery.start(manager.serve)
+        else:
+            for stream in streams:
+                nursery.start_soon(worker.serve, stream)
         task_status.started()
+        if stop is not None:
+            await stop.wait()
+            log.info("actor_stopping", actor=actor.name, consumer=consumer)
+            if manager is not None:
+                manager.stop()
+                # Bounded: a handler stuck past the bound is cancelled, its
+                # entry stays pending and its lease expires on its own.
+                with trio.move_on_after(drain_timeout_s):
+                    await manager.stopped.wait()
+            nursery.cancel_scope.cancel()
+    if stop is not None and stop.is_set():
+        log.info("actor_stopped", actor=actor.name, consumer=consumer)
 
 
 class _StreamWorker:

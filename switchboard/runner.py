@@ -65,8 +65,15 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
         yield bus
 
 
-async def run_until_signalled(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
-    """Run ``main`` (which starts services in the nursery) until SIGINT/SIGTERM."""
+async def run_until_signalled(
+    main: Callable[[trio.Nursery], Awaitable[None]], *, stop: trio.Event | None = None
+) -> None:
+    """Run ``main`` (which starts services in the nursery) until SIGINT/SIGTERM.
+
+    Without ``stop`` a signal cancels everything at once. With ``stop`` the
+    first signal only sets it (``main``'s services drain and then cancel the
+    nursery themselves); a second signal cancels at once.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await main(nursery)
@@ -74,6 +81,9 @@ async def run_until_signalled(main: Callable[[trio.Nursery], Awaitable[None]]) -
             async def watch() -> None:
                 async for signum in signals:
                     log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                    if stop is not None and not stop.is_set():
+                        stop.set()
+                        continue
                     nursery.cancel_scope.cancel()
                     return
 
@@ -103,7 +113,11 @@ async def start_dev(
         )
         await nursery.start(
             lambda task_status, actor=actor, role=role: serve_actor(
-                bus, actor, consumer=f"{settings.worker_id}-{role}", task_status=task_status
+                bus,
+                actor,
+                consumer=f"{settings.worker_id}-{role}",
+                lease_ttl_ms=settings.lease_ttl_ms,
+                task_status=task_status,
             )
         )
     registries = [telemetry.registry if telemetry is not None else registry]
@@ -159,14 +173,23 @@ async def run_actor(settings: Settings, role: str) -> None:
     """
     registry = CollectorRegistry()
     actor = build_actor(settings, role, registry)
+    # SIGTERM drains: in-flight entries finish, partition leases are released.
+    stop = trio.Event()
     async with open_bus(settings) as bus:
 
         async def main(nursery: trio.Nursery) -> None:
-            await nursery.start(
-                lambda task_status: serve_actor(
-                    bus, actor, consumer=f"{settings.worker_id}", task_status=task_status
+            async def serve(task_status: trio.TaskStatus[None]) -> None:
+                await serve_actor(
+                    bus,
+                    actor,
+                    consumer=f"{settings.worker_id}",
+                    lease_ttl_ms=settings.lease_ttl_ms,
+                    stop=stop,
+                    task_status=task_status,
                 )
-            )
+                nursery.cancel_scope.cancel()  # drained: stop the rest too
+
+            await nursery.start(serve)
             metrics_port: int | None = None
             if settings.metrics_port is not None:
                 metrics_port = await nursery.start(
@@ -180,4 +203,4 @@ async def run_actor(settings: Settings, role: str) -> None:
                 metrics_port=metrics_port,
             )
 
-        await run_until_signalled(main)
+        await run_until_signalled(main, stop=stop)

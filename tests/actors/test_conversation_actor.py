@@ -191,10 +191,14 @@ async def test_interim_prompts_are_ignored() -> None:
     assert state is not None and state.turn == 1
 
 
-async def test_state_survives_a_new_actor_instance() -> None:
+async def test_state_survives_a_new_actor_instance(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     bus = MemoryBus()
     caller = Caller(bus)
-    with trio.fail_after(5):
+    # The old worker dies holding its leases: the successor owns the
+    # partitions once they expire (the lease TTL, on the autojump clock).
+    with trio.fail_after(30):
         async with serving(bus, ConversationActor(config()), consumer="conv-old"):
             await caller.setup()
             await caller.say("first")
