@@ -31,8 +31,24 @@ def _parser() -> argparse.ArgumentParser:
     gw.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
 
     actor = sub.add_parser("actor", help="run one actor role against Redis")
-    actor.add_argument("name", help="conversation | llm")
+    actor.add_argument("name", help="conversation | llm | telemetry | an installed plug-in")
     actor.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
+
+    replay = sub.add_parser("replay", help="rebuild one call's timeline from the streams")
+    replay.add_argument("call_sid", help="the call's CallSid (CA...)")
+    replay.add_argument("--json", action="store_true", help="JSON for tools instead of text")
+    replay.add_argument(
+        "--rerun",
+        action="store_true",
+        help="re-drive the call through today's conversation actor and show what changed",
+    )
+    replay.add_argument("--export", metavar="FILE", help="write the call as a scenario file")
+    replay.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
+
+    tail = sub.add_parser("tail", help="follow live entries on every stream")
+    tail.add_argument("--call", help="only this call sid")
+    tail.add_argument("--kind", help="only this kind or fact (prefix: llm, call, event)")
+    tail.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
 
     call = sub.add_parser("call", help="a terminal phone: talk to an agent as a caller")
     call.add_argument("--url", default="http://127.0.0.1:8080", help="the agent's base URL")
@@ -42,6 +58,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.add_argument("--from", dest="from_", default="+15550100", help="caller number")
     call.add_argument("--to", default="+15550199", help="called number")
+
+    sim = sub.add_parser(
+        "simulate", help="load-test: many Twilio-faithful calls at once, checked and measured"
+    )
+    sim.add_argument("--url", default="http://127.0.0.1:8080", help="the agent's base URL")
+    sim.add_argument("--public-url", help="the URL Twilio would use (what signatures cover)")
+    sim.add_argument("--scenario", required=True, help="scenario file (.json or .toml)")
+    sim.add_argument("--calls", type=int, default=10, help="calls in total")
+    sim.add_argument("--concurrency", type=int, default=10, help="calls at once")
+    sim.add_argument("--ramp", type=float, default=0.0, help="seconds to start the first wave")
+    sim.add_argument("--json", dest="json_out", help="write the report as JSON here")
+    sim.add_argument("--plot", dest="plot_out", help="write an SVG picture here")
+    sim.add_argument("--seed", type=int, default=0, help="seed for the pacing jitter")
+    sim.add_argument(
+        "--content",
+        choices=("scripted", "any"),
+        default="scripted",
+        help="check replies against the scripted provider (default) or not at all",
+    )
+    sim.add_argument(
+        "--provider-ttft-ms",
+        type=float,
+        help="provider time to first token subtracted for 'overhead' "
+        "(default SWITCHBOARD_SCRIPTED_FIRST_TOKEN_MS)",
+    )
+    sim.add_argument("--turn-timeout", type=float, default=30.0, help="seconds per reply")
     return parser
 
 
@@ -63,9 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"switchboard: {exc}\n")
         return 2
     level = settings.log_level
-    if args.command == "call" and not env.get("SWITCHBOARD_LOG_LEVEL"):
+    if args.command in ("call", "simulate") and not env.get("SWITCHBOARD_LOG_LEVEL"):
         # The phone's screen is the conversation; only problems go to the log.
         level = "warning"
+    if args.command in ("replay", "tail") and not env.get("SWITCHBOARD_LOG_LEVEL"):
+        level = "warning"  # stdout is the report; the log only for problems
     configure_logging(level, settings.log_format)
     log = structlog.get_logger()
 
@@ -77,13 +121,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "gateway":
             trio.run(runner.run_gateway, settings)
         elif args.command == "actor":
-            if args.name not in runner.BUILTIN_ACTORS:
+            from actors import plugins
+
+            installed = plugins.available()
+            if args.name not in runner.BUILTIN_ACTORS and args.name not in installed:
                 sys.stderr.write(
                     f"switchboard: unknown actor {args.name!r} "
-                    f"(built-in: {', '.join(runner.BUILTIN_ACTORS)})\n"
+                    f"(built-in: {', '.join(runner.BUILTIN_ACTORS)}; "
+                    f"plug-ins: {', '.join(sorted(installed)) or 'none installed'})\n"
                 )
                 return 2
-            trio.run(runner.run_actor, settings, args.name)
+            try:
+                trio.run(runner.run_actor, settings, args.name)
+            except plugins.PluginError as exc:
+                sys.stderr.write(f"switchboard: {exc}\n")
+                return 2
+        elif args.command == "replay":
+            code: int = trio.run(
+                runner.run_replay, settings, args.call_sid, args.json, args.rerun, args.export
+            )
+            return code
+        elif args.command == "tail":
+            from switchboard.tail import run_tail
+
+            trio.run(
+                lambda: run_tail(settings.redis_url, settings.keys, call=args.call, kind=args.kind)
+            )
         elif args.command == "call":
             from switchboard.phone import run_phone
 
@@ -95,6 +158,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                     from_=args.from_,
                     to=args.to,
                 )
+            )
+        elif args.command == "simulate":
+            from switchboard import simulate
+
+            ttft = args.provider_ttft_ms
+            return simulate.main(
+                url=args.url,
+                scenario_path=args.scenario,
+                calls=args.calls,
+                concurrency=args.concurrency,
+                public_url=args.public_url,
+                auth_token=settings.twilio_auth_token,
+                json_out=args.json_out,
+                plot_out=args.plot_out,
+                seed=args.seed,
+                ramp_s=args.ramp,
+                content=args.content,
+                provider_ttft_ms=settings.scripted_first_token_ms if ttft is None else ttft,
+                turn_timeout_s=args.turn_timeout,
             )
     except KeyboardInterrupt:
         log.info("interrupted")

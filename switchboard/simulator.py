@@ -420,6 +420,9 @@ class SimulatedCall:
         self.twiml = twiml
         self.setup = setup
         self.received: list[OutboundMessage] = []
+        # Arrival time (trio clock) of each entry of ``received``, same index:
+        # latency measurements need the moment the frame came off the socket.
+        self.received_at: list[float] = []
         self.violations: list[RemoteProtocolError] = []
         self.playback = InstantPlayback()
         self.close_code: int | None = None
@@ -613,6 +616,7 @@ class SimulatedCall:
             msg = verdict.message
             assert msg is not None
             self.received.append(msg)
+            self.received_at.append(trio.current_time())
             self.playback.enqueue(msg)
             self._inbox_send.send_nowait(msg)
             if isinstance(msg, End):
@@ -722,6 +726,7 @@ async def open_call(
     forwarded_from: str = "",
     call_type: str = "PSTN",
     max_frame_bytes: int = DEFAULT_MAX_BYTES,
+    twiml: str | None = None,
 ) -> AsyncIterator[SimulatedCall]:
     """Place one inbound call against the app at ``base_url`` and yield it in progress.
 
@@ -729,6 +734,9 @@ async def open_call(
     to ``base_url``. ``custom`` adds form parameters to the voice webhook (as a
     REST-created call's extra parameters would). On exit the caller hangs up if the
     session is still open.
+
+    ``twiml`` skips the voice webhook and uses this TwiML instead, for servers
+    that only speak the relay WebSocket (bare baselines in benchmarks).
 
     Raises :class:`HttpError`, :class:`TwimlError` or :class:`RelayConnectError`
     if the call cannot be connected.
@@ -754,11 +762,15 @@ async def open_call(
         params["ForwardedFrom"] = forwarded_from
     params.update(custom or {})
 
-    response = await _http_request(origin, "POST", public + "/twiml", params, auth_token)
-    twiml = parse_twiml(response.text)
-    if twiml.relay is None:
-        raise TwimlError(f"TwiML from {public}/twiml starts no ConversationRelay: {twiml.verbs}")
-    relay = twiml.relay
+    if twiml is None:
+        response = await _http_request(origin, "POST", public + "/twiml", params, auth_token)
+        twiml = response.text
+    document = parse_twiml(twiml)
+    if document.relay is None:
+        raise TwimlError(
+            f"TwiML from {public}/twiml starts no ConversationRelay: {document.verbs}"
+        )
+    relay = document.relay
     check_relay_url(relay.url)
 
     headers = (

@@ -1,0 +1,268 @@
+"""Load-run results as figures: percentiles, a text table, JSON and an SVG picture.
+
+Pure functions over plain data, no I/O beyond the ``write_*`` helpers, so the
+load simulator (``switchboard.simulate``) and the benchmarks (``bench/load.py``)
+share one definition of "p99" and one output format.
+
+Percentiles interpolate linearly between the closest ranks (numpy's default,
+"type 7"), so p50 of ``[1, 2, 3, 4]`` is 2.5 and any value in ``[0, 100]`` works
+on any non-empty sample.
+
+The JSON document (``SCHEMA``) is::
+
+    {"schema": "switchboard.simulate/1", "label": str, "config": {...},
+     "counts": {name: int, ...},
+     "latency_ms": {"first_token": Stats, "turn": Stats, "overhead": Stats},
+     "errors": {kind: int}, "violations": [str, ...] (first few, as examples),
+     "samples": [[t_s, first_token_ms, turn_ms | null], ...]}   # optional
+
+with ``Stats = {"n", "min", "mean", "p50", "p95", "p99", "max"}`` (null when n == 0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from xml.sax.saxutils import escape
+
+__all__ = [
+    "SCHEMA",
+    "LatencyStats",
+    "histogram",
+    "percentile",
+    "render_svg",
+    "render_table",
+    "summarize",
+    "write_json",
+    "write_svg",
+]
+
+SCHEMA: Final = "switchboard.simulate/1"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``values``, linear between ranks.
+
+    Raises ``ValueError`` for an empty sample or ``q`` outside 0..100.
+    """
+    if not values:
+        raise ValueError("percentile of an empty sample")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, got {q}")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyStats:
+    """Summary of one latency sample, in milliseconds."""
+
+    n: int
+    min: float | None = None
+    mean: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+    def to_json(self) -> dict[str, float | int | None]:
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 3)
+
+        return {
+            "n": self.n,
+            "min": r(self.min),
+            "mean": r(self.mean),
+            "p50": r(self.p50),
+            "p95": r(self.p95),
+            "p99": r(self.p99),
+            "max": r(self.max),
+        }
+
+
+def summarize(values: Sequence[float]) -> LatencyStats:
+    """n, min, mean, p50, p95, p99 and max of ``values`` (all None but n when empty)."""
+    if not values:
+        return LatencyStats(n=0)
+    return LatencyStats(
+        n=len(values),
+        min=min(values),
+        mean=sum(values) / len(values),
+        p50=percentile(values, 50),
+        p95=percentile(values, 95),
+        p99=percentile(values, 99),
+        max=max(values),
+    )
+
+
+def histogram(values: Sequence[float], bins: int = 30) -> list[tuple[float, float, int]]:
+    """``bins`` equal-width buckets ``(low, high, count)`` spanning min..max."""
+    if not values:
+        return []
+    lo, hi = min(values), max(values)
+    if hi <= lo:
+        return [(lo, hi, len(values))]
+    width = (hi - lo) / bins
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int((v - lo) / width))] += 1
+    return [(lo + i * width, lo + (i + 1) * width, c) for i, c in enumerate(counts)]
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def render_table(doc: Mapping[str, Any]) -> str:
+    """A human-readable summary of a result document (see the module docstring)."""
+    lines = [f"{doc.get('label', 'simulation')}"]
+    counts: Mapping[str, int] = doc.get("counts", {})
+    lines.append("  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
+    lines.append(
+        f"  {'latency (ms)':<24}{'n':>7}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}"
+    )
+    for name, label in (
+        ("first_token", "prompt -> first token"),
+        ("turn", "prompt -> last:true"),
+        ("overhead", "overhead (- provider)"),
+    ):
+        s: Mapping[str, Any] = doc.get("latency_ms", {}).get(name) or {"n": 0}
+        lines.append(
+            f"  {label:<24}{s['n']:>7}{_fmt(s.get('p50')):>10}{_fmt(s.get('p95')):>10}"
+            f"{_fmt(s.get('p99')):>10}{_fmt(s.get('max')):>10}"
+        )
+    errors: Mapping[str, int] = doc.get("errors", {})
+    if errors:
+        lines.append("  errors: " + ", ".join(f"{k}={v}" for k, v in sorted(errors.items())))
+    for example in doc.get("violations", [])[:5]:
+        lines.append(f"  violation: {example}")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, doc: Mapping[str, Any]) -> None:
+    """Write ``doc`` as indented JSON."""
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- SVG
+
+_W: Final = 900
+_PANEL_H: Final = 300
+_MARGIN: Final = 60
+
+
+def _nice_max(v: float) -> float:
+    """A round axis maximum at or above ``v`` (1, 2, 5 x 10^k)."""
+    if v <= 0:
+        return 1.0
+    exp = 10 ** math.floor(math.log10(v))
+    for step in (1, 2, 5, 10):
+        if step * exp >= v:
+            return float(step * exp)
+    return float(10 * exp)
+
+
+def _axes(
+    out: list[str], top: float, x_max: float, y_max: float, x_label: str, y_label: str
+) -> None:
+    left, right = _MARGIN, _W - 20
+    bottom = top + _PANEL_H - 40
+    out.append(
+        f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#333"/>'
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#333"/>'
+    )
+    for i in range(6):
+        x = left + (right - left) * i / 5
+        y = bottom - (bottom - top) * i / 5
+        out.append(
+            f'<text x="{x:.1f}" y="{bottom + 15}" font-size="10" text-anchor="middle">'
+            f"{x_max * i / 5:g}</text>"
+            f'<text x="{left - 5}" y="{y + 3:.1f}" font-size="10" text-anchor="end">'
+            f"{y_max * i / 5:g}</text>"
+            f'<line x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#eee"/>'
+        )
+    out.append(
+        f'<text x="{(left + right) / 2}" y="{bottom + 32}" font-size="11" '
+        f'text-anchor="middle">{escape(x_label)}</text>'
+        f'<text x="14" y="{(top + bottom) / 2}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(top + bottom) / 2})">{escape(y_label)}</text>'
+    )
+
+
+def render_svg(
+    samples: Sequence[tuple[float, float]],
+    *,
+    title: str,
+    value_label: str = "first token (ms)",
+    marks: Mapping[str, float] | None = None,
+) -> str:
+    """Two panels: ``(t_s, ms)`` samples over time (scatter) and their histogram.
+
+    ``marks`` draws labelled horizontal lines (e.g. ``{"p99": 12.3}``) on the
+    scatter. Written by hand so a picture needs no plotting library.
+    """
+    out: list[str] = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{2 * _PANEL_H + 40}" '
+        f'font-family="sans-serif">',
+        f'<rect width="{_W}" height="{2 * _PANEL_H + 40}" fill="white"/>',
+        f'<text x="{_W / 2}" y="20" font-size="14" text-anchor="middle">{escape(title)}</text>',
+    ]
+    values = [v for _, v in samples]
+    left, right = _MARGIN, _W - 20
+    # Panel 1: latency over time.
+    top = 40.0
+    bottom = top + _PANEL_H - 40
+    t_max = _nice_max(max((t for t, _ in samples), default=1.0))
+    v_max = _nice_max(max(values, default=1.0))
+    _axes(out, top, t_max, v_max, "time since start (s)", value_label)
+    points = []
+    for t, v in samples:
+        x = left + (right - left) * t / t_max
+        y = bottom - (bottom - top) * v / v_max
+        points.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.5"/>')
+    out.append(f'<g fill="#1f77b4" fill-opacity="0.5">{"".join(points)}</g>')
+    for name, value in (marks or {}).items():
+        y = bottom - (bottom - top) * min(value, v_max) / v_max
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#d62728" '
+            f'stroke-dasharray="4 3"/><text x="{right - 2}" y="{y - 3:.1f}" font-size="10" '
+            f'text-anchor="end" fill="#d62728">{escape(name)} {value:.1f}</text>'
+        )
+    # Panel 2: histogram.
+    top = 40.0 + _PANEL_H
+    bottom = top + _PANEL_H - 40
+    buckets = histogram(values, bins=40)
+    x_max = _nice_max(max(values, default=1.0))
+    c_max = _nice_max(max((c for _, _, c in buckets), default=1))
+    _axes(out, top, x_max, c_max, value_label, "turns")
+    bars = []
+    for lo, hi, count in buckets:
+        x0 = left + (right - left) * lo / x_max
+        x1 = left + (right - left) * hi / x_max
+        h = (bottom - top) * count / c_max
+        bars.append(
+            f'<rect x="{x0:.1f}" y="{bottom - h:.1f}" width="{max(x1 - x0 - 0.5, 0.5):.1f}" '
+            f'height="{h:.1f}"/>'
+        )
+    out.append(f'<g fill="#2ca02c">{"".join(bars)}</g>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def write_svg(path: str | Path, svg: str) -> None:
+    """Write an SVG document (``.svg`` only: a raster format would need a plotting
+    library, which a load tool does not justify)."""
+    target = Path(path)
+    if target.suffix.lower() != ".svg":
+        raise ValueError(f"plots are written as SVG; use a .svg file name, not {target.name!r}")
+    target.write_text(svg, encoding="utf-8")
