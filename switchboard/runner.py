@@ -9,6 +9,7 @@ in flight stays pending on the bus for another worker, and the process exits 0.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -22,7 +23,7 @@ from actors.llm import LLMActor
 from actors.providers import make_provider
 from actors.runtime import Actor, serve_actor
 from actors.telemetry import TelemetryActor
-from bus.base import Bus
+from bus.base import Bus, BusError
 from bus.memory import MemoryBus
 from bus.redis import open_redis_bus
 from gateway.server import serve_gateway
@@ -204,3 +205,24 @@ async def run_actor(settings: Settings, role: str) -> None:
             )
 
         await run_until_signalled(main, stop=stop)
+
+
+async def run_replay(
+    settings: Settings, call: str, as_json: bool, rerun: bool, export: str | None
+) -> int:
+    """``switchboard replay CALLSID``: read the call from Redis (see ``switchboard.replay``)."""
+    from switchboard.replay import run_replay as replay
+
+    try:
+        async with open_bus(settings) as bus:
+            return await replay(
+                bus,
+                settings.keys,
+                call,
+                as_json=as_json,
+                rerun_config=settings.conversation_config() if rerun else None,
+                export_path=export,
+            )
+    except (BusError, OSError) as exc:
+        sys.stderr.write(f"switchboard replay: cannot read {settings.redis_url}: {exc}\n")
+        return 1

@@ -1,0 +1,179 @@
+"""Replay of a call recorded by the dev composition (memory bus, one process).
+
+The call has an interrupt, so the timeline must show it. Tool calls cannot be
+produced yet (no provider emits them), so none is replayed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from actors.telemetry import TelemetryActor, TelemetryConfig
+from bus.memory import MemoryBus
+from switchboard.replay import (
+    CallNotFound,
+    export_scenario,
+    format_rerun,
+    format_timeline,
+    load_call,
+    rerun,
+    run_replay,
+    timeline_json,
+)
+from switchboard.runner import start_dev
+from switchboard.scenario import play_scenario
+from switchboard.settings import Settings
+from switchboard.simulator import open_call
+
+GREETING = "Hello from the replay test."
+
+
+def _settings(**extra: str) -> Settings:
+    env = {
+        "SWITCHBOARD_PORT": "0",
+        "SWITCHBOARD_PARTITIONS": "4",
+        "SWITCHBOARD_WELCOME_GREETING": GREETING,
+    }
+    env.update(extra)
+    return Settings.from_env(env)
+
+
+@asynccontextmanager
+async def _dev(settings: Settings, bus: MemoryBus) -> AsyncIterator[tuple[int, TelemetryActor]]:
+    telemetry = TelemetryActor(TelemetryConfig(keys=settings.keys))
+    async with trio.open_nursery() as nursery:
+        port = await start_dev(nursery, settings, bus, telemetry=telemetry)
+        yield port, telemetry
+        nursery.cancel_scope.cancel()
+
+
+async def _recorded_call(settings: Settings, bus: MemoryBus) -> str:
+    """One call with two turns, an interrupt and a key press; its sid once it is summarised."""
+    async with _dev(settings, bus) as (port, telemetry):
+        async with open_call(f"http://127.0.0.1:{port}") as call:
+            await call.prompt("Tell me a long story.")
+            await call.reply()
+            await call.interrupt("Tell me", 250.0)
+            await call.prompt("Actually, what time is it?")
+            await call.reply()
+            await call.dtmf("5")
+            sid = call.call_sid
+        # call_ended is published after call.closed: once summarised, all is on the bus.
+        await telemetry.wait_summary(sid)
+    return sid
+
+
+async def test_timeline_shows_the_interrupt_and_every_stream() -> None:
+    settings = _settings()
+    bus = MemoryBus()
+    with trio.fail_after(30):
+        sid = await _recorded_call(settings, bus)
+        rec = await load_call(bus, settings.keys, sid)
+    sources = {item.source for item in rec.items}
+    assert sources == {"calls", "llm", "gateway", "events"}
+    labels = [item.label for item in rec.items]
+    for expected in (
+        "call.setup",
+        "call.prompt",
+        "call.interrupt",
+        "call.dtmf",
+        "call.closed",
+        "llm.request",
+        "llm.tokens",
+        "llm.result",
+        "event:interrupt_received",
+        "event:first_token_sent",
+        "event:call_ended",
+    ):
+        assert expected in labels, expected
+    data = timeline_json(rec)
+    rel = [e["rel_ms"] for e in data["entries"]]
+    assert rel == sorted(rel) and rel[0] == 0
+    assert {e["turn"] for e in data["entries"] if e["kind"] == "llm.request"} == {1, 2}
+    json.dumps(data)  # JSON-ready for tools
+
+    text = format_timeline(rec)
+    assert f"call {sid}" in text
+    interrupt_line = next(line for line in text.splitlines() if "call.interrupt" in line)
+    assert "caller interrupted" in interrupt_line and "Tell me" in interrupt_line
+
+
+async def test_rerun_with_unchanged_code_reports_no_difference() -> None:
+    settings = _settings()
+    bus = MemoryBus()
+    with trio.fail_after(30):
+        sid = await _recorded_call(settings, bus)
+        rec = await load_call(bus, settings.keys, sid)
+        report = await rerun(rec, settings.conversation_config())
+    assert report.differences == []
+    assert format_rerun(report).endswith("no differences")
+    names = [c.name for c in report.comparisons]
+    assert {"greeting", "turn 1 request", "turn 2 request"} <= set(names)
+
+
+async def test_rerun_with_a_changed_greeting_reports_exactly_that() -> None:
+    settings = _settings()
+    bus = MemoryBus()
+    with trio.fail_after(30):
+        sid = await _recorded_call(settings, bus)
+        rec = await load_call(bus, settings.keys, sid)
+        config = dataclasses.replace(
+            settings.conversation_config(), welcome_greeting="A brand new greeting."
+        )
+        report = await rerun(rec, config)
+    assert [(c.name, c.then, c.now) for c in report.differences] == [
+        ("greeting", GREETING, "A brand new greeting.")
+    ]
+    text = format_rerun(report)
+    assert "DIFF  greeting" in text and text.endswith("1 difference")
+
+
+async def test_exported_scenario_plays_back_the_callers_side() -> None:
+    settings = _settings()
+    bus = MemoryBus()
+    with trio.fail_after(30):
+        sid = await _recorded_call(settings, bus)
+        scenario = export_scenario(await load_call(bus, settings.keys, sid))
+    assert [t.get("say") or t.get("dtmf") for t in scenario["turns"]] == [
+        "Tell me a long story.",
+        "Actually, what time is it?",
+        "5",
+    ]
+    assert scenario["turns"][0]["interrupt_after"] >= 1
+    simulate = pytest.importorskip("switchboard.simulate")
+    simulate.parse_scenario(scenario)  # `switchboard simulate --scenario` accepts it
+
+    again = MemoryBus()
+    with trio.fail_after(30):
+        async with _dev(settings, again) as (port, telemetry):
+            async with open_call(f"http://127.0.0.1:{port}") as call:
+                replies = await play_scenario(call, scenario)
+                new_sid = call.call_sid
+            await telemetry.wait_summary(new_sid)
+        played = await load_call(again, settings.keys, new_sid)
+    assert len(replies) == 2 and replies[1].complete
+    assert [i.env.body.get("voicePrompt") for i in played.of_kind("call.prompt")] == [
+        "Tell me a long story.",
+        "Actually, what time is it?",
+    ]
+    assert len(played.of_kind("call.interrupt")) == 1
+    assert [i.env.body["digit"] for i in played.of_kind("call.dtmf")] == ["5"]
+
+
+async def test_unknown_call_gets_a_clear_message_and_exit_code_1() -> None:
+    settings = _settings()
+    bus = MemoryBus()
+    with pytest.raises(CallNotFound, match="older than the retention"):
+        await load_call(bus, settings.keys, "CA00000000000000000000000000000000")
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_replay(bus, settings.keys, "CAunknown", out=out, err=err)
+    assert code == 1
+    assert out.getvalue() == ""
+    assert "CAunknown" in err.getvalue() and "retention" in err.getvalue()
