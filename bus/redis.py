@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from itertools import chain
 from typing import Any
 
 import structlog
@@ -259,23 +260,27 @@ class RedisBus:
 
     # -- streams -----------------------------------------------------------
 
-    def _xadd(self, stream: str, fields: Fields) -> list[Arg]:
+    def _min_id(self) -> int:
+        return max(self._clock_ms() - self.retention_ms, 0)
+
+    def _xadd(self, stream: str, fields: Fields, min_id: int) -> list[Arg]:
         if not fields:
             raise CommandError("ERR wrong number of arguments for 'xadd' command")
-        min_id = max(self._clock_ms() - self.retention_ms, 0)
         cmd: list[Arg] = ["XADD", stream, "MINID", "~", min_id, "*"]
-        for k, v in fields.items():
-            cmd += (k, v)
+        cmd.extend(chain.from_iterable(fields.items()))
         return cmd
 
     async def append(self, stream: str, fields: Fields) -> str:
         """Append one entry (trimming by retention); return its id."""
-        entry_id: str = await self.client.execute(*self._xadd(stream, fields))
+        entry_id: str = await self.client.execute(*self._xadd(stream, fields, self._min_id()))
         return entry_id
 
     async def append_many(self, items: Sequence[tuple[str, Fields]]) -> list[str]:
         """Append several entries in one pipeline; ids in order."""
-        commands = [self._xadd(stream, fields) for stream, fields in items]
+        # One trim bound for the whole batch: the clock read per entry was a
+        # measurable share of a 100-entry pipeline.
+        min_id = self._min_id()
+        commands = [self._xadd(stream, fields, min_id) for stream, fields in items]
         return [str(r) for r in await self.client.pipeline(commands)]
 
     async def append_with_id(self, stream: str, entry_id: str, fields: Fields) -> str:
