@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/switchboard dev
 
-## redis-server: install it when missing (the Redis tests start their own servers)
+## redis-server: install it when missing (the Redis tests start their own servers);
+## redis-tools brings redis-benchmark, the reference bench/bus.py compares against
 redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (Debian package)"; \
+	@{ command -v redis-server && command -v redis-benchmark; } >/dev/null 2>&1 || { \
+	  echo "installing redis-server and redis-tools (Debian packages)"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools >/dev/null; }
 	@redis-server --version
 
 lint: $(STAMP)
@@ -36,6 +37,7 @@ test: $(STAMP) redis-server lint
 
 bench: $(STAMP) redis-server
 	$(BIN)/python bench/turn_latency.py
+	$(BIN)/python bench/bus.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
