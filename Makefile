@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint check redis-server bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/analytics/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Switchboard needs Python 3.11+ (set PYTHON=python3.11)"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The worked example plug-in (docs/WRITING-ACTORS.md); the plug-in tests run it.
+	$(BIN)/python -m pip install --quiet -e examples/analytics
 	touch $(STAMP)
 
 ## run: the whole system in one process on the in-memory bus, on 127.0.0.1:8080
@@ -30,6 +32,7 @@ redis-server:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy examples/analytics/switchboard_analytics
 
 ## test: lint, type-check and run the whole suite (unit, bus conformance, system)
 test: $(STAMP) redis-server lint

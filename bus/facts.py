@@ -18,7 +18,8 @@ Facts never sit on the caller's path. Two ways to publish one:
 
 Fact names used by the built-in parts (body fields besides ``fact``/``t_ms``):
 
-- gateway: ``call_started``, ``prompt_received`` (``reply_to``, ``chars``),
+- gateway: ``call_started``, ``prompt_received`` (``reply_to``, ``text``: the
+  caller's words, kept as long as the partition stream keeps them),
   ``interrupt_received`` (``seq``, ``heard``), ``first_token_sent`` and
   ``last_token_sent`` (``reply_to``), ``frame_rejected`` (``reason``),
   ``call_ended`` (``code``, ``reason``);

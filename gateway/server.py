@@ -403,8 +403,10 @@ class Gateway:
             for reply_to in [r for r in session.last_index if r < session.fence]:
                 del session.last_index[reply_to]
         if isinstance(msg, Prompt) and msg.last:
-            chars = len(msg.voice_prompt)
-            self._fact(session, "prompt_received", reply_to=session.seq, chars=chars)
+            # The caller's words ride along for analytics plug-ins (same retention
+            # as the partition stream that already holds them).
+            text = msg.voice_prompt
+            self._fact(session, "prompt_received", reply_to=session.seq, text=text)
         elif isinstance(msg, Interrupt):
             self._fact(session, "interrupt_received", heard=msg.utterance_until_interrupt)
         self.metrics.frames_in.labels(str(to_wire(msg)["type"])).inc()
