@@ -78,9 +78,15 @@ def _xread(client: redis.Redis, last: dict[str, str]) -> Any:
 
 
 async def tail(
-    redis_url: str, keys: Keys, *, call: str | None = None, kind: str | None = None
+    redis_url: str,
+    keys: Keys,
+    *,
+    call: str | None = None,
+    kind: str | None = None,
+    from_start: bool = False,
 ) -> AsyncIterator[TailLine]:
-    """Yield entries appended from now on that pass the filters, forever."""
+    """Yield entries appended from now on (``from_start``: all) that pass the filters."""
+    initial = "0-0" if from_start else "$"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         last: dict[str, str] = {}
@@ -88,7 +94,7 @@ async def tail(
         while True:
             if trio.current_time() >= next_scan:
                 for stream in await trio.to_thread.run_sync(_streams, client, keys):
-                    last.setdefault(stream, "$")
+                    last.setdefault(stream, initial)
                 next_scan = trio.current_time() + RESCAN_S
                 # "$" is resolved per XREAD call; pin it to the current last id so
                 # entries appended between two reads are not missed.
