@@ -1,0 +1,388 @@
+"""Load, side by side: the same simulated calls against four servers in one run.
+
+- floor: a bare trio-websocket server in its own process that answers each
+  final prompt inline with the scripted reply (no bus, no actors, no HTTP);
+- dev: ``switchboard dev`` (gateway and actors in one process, memory bus);
+- redis: ``switchboard gateway`` (``--gateways N`` of them) + ``actor
+  conversation`` + ``actor llm`` on a real redis-server started here;
+- peer: ``bench/peer/server.js``, one Node.js process with ``ws``, written the
+  way Twilio's quick-start samples are.
+
+Every server uses the same provider timing (time to first token, gap between
+words), so ``overhead = first token at the caller - provider TTFT`` is what the
+server itself adds. The calls come from ``switchboard.simulate`` in this
+process (checked: protocol, ``last: true``, lost/misordered/fenced tokens).
+Only ratios within one run mean much on a shared machine.
+
+    python bench/load.py [--calls 50] [--concurrency 50] [--targets floor,dev,redis,peer]
+                         [--ttft-ms 300] [--gap-ms 20] [--gateways 1] [--docs]
+
+``--docs`` rewrites the "Load" section of docs/BENCHMARKS.md with the figures.
+``python bench/load.py floor-server`` runs the floor alone (used by the bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_websocket
+
+# Run as a script, this folder comes first on sys.path, and its bench/bus.py
+# would shadow the ``bus`` package: look for packages from the project root.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+from actors.providers.scripted import scripted_reply
+from switchboard import report
+from switchboard.logging import configure_logging
+from switchboard.procs import open_switchboard
+from switchboard.redis_server import open_redis_server
+from switchboard.simulate import (
+    SimulationConfig,
+    SimulationResult,
+    load_scenario,
+    progress_printer,
+    run_simulation,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = ROOT / "bench" / "peer"
+DOCS = ROOT / "docs" / "BENCHMARKS.md"
+TWIML_FLOOR = (
+    '<Response><Connect><ConversationRelay url="ws://127.0.0.1:{port}/relay" '
+    'dtmfDetection="true"/></Connect></Response>'
+)
+TARGETS = ("floor", "dev", "redis", "peer")
+
+
+# --------------------------------------------------------------------------- the floor
+
+
+async def serve_floor(ttft_ms: float, gap_ms: float) -> None:
+    """The floor server: inline scripted replies, history in memory, one process."""
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        history: list[dict[str, str]] = []
+        async with trio.open_nursery() as nursery:
+            current: list[trio.CancelScope] = []
+
+            async def answer(scope: trio.CancelScope) -> None:
+                with scope:
+                    reply = scripted_reply(history)
+                    if ttft_ms:
+                        await trio.sleep(ttft_ms / 1000)
+                    words = reply.split(" ")
+                    for i, word in enumerate(words):
+                        if i and gap_ms:
+                            await trio.sleep(gap_ms / 1000)
+                        token = word + (" " if i < len(words) - 1 else "")
+                        await ws.send_message(json.dumps({"type": "text", "token": token}))
+                    await ws.send_message(json.dumps({"type": "text", "token": "", "last": True}))
+                    history.append({"role": "assistant", "content": reply})
+
+            try:
+                while True:
+                    msg = json.loads(await ws.get_message())
+                    kind = msg.get("type")
+                    if kind in ("prompt", "interrupt") and (kind == "interrupt" or msg["last"]):
+                        for scope in current:
+                            scope.cancel()
+                        current.clear()
+                    if kind == "prompt" and msg.get("last"):
+                        history.append({"role": "user", "content": msg["voicePrompt"]})
+                        scope = trio.CancelScope()
+                        current.append(scope)
+                        nursery.start_soon(answer, scope)
+            except trio_websocket.ConnectionClosed:
+                nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
+        sys.stdout.write(json.dumps({"event": "floor_ready", "port": server.port}) + "\n")
+        sys.stdout.flush()
+
+
+@asynccontextmanager
+async def _open_child(argv: list[str], env: dict[str, str]) -> AsyncIterator[int]:
+    """A child printing ``{"port": N}`` as its first stdout line; yields N."""
+    async with trio.open_nursery() as nursery:
+        proc = await trio.lowlevel.open_process(
+            argv, env={**os.environ, **env}, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        try:
+            assert proc.stdout is not None
+            buffer = b""
+            with trio.fail_after(30):
+                while b"\n" not in buffer:
+                    chunk = await proc.stdout.receive_some(4096)
+                    if not chunk:
+                        raise RuntimeError(f"{argv} exited before it was ready")
+                    buffer += chunk
+            yield int(json.loads(buffer.split(b"\n", 1)[0])["port"])
+        finally:
+            with trio.CancelScope(shield=True):
+                proc.terminate()
+                with trio.move_on_after(5):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            nursery.cancel_scope.cancel()
+
+
+def _port(events: list[dict[str, Any]]) -> int:
+    for event in events:
+        if event.get("event") == "switchboard_ready" and "url" in event:
+            return int(str(event["url"]).rsplit(":", 1)[1])
+    raise RuntimeError("no ready event with a url")
+
+
+@asynccontextmanager
+async def open_target(
+    name: str, ttft_ms: float, gap_ms: float, gateways: int
+) -> AsyncIterator[tuple[list[str], str | None]]:
+    """Start one set-up; yield its base URLs and the fixed TwiML (floor only)."""
+    env = {
+        "SWITCHBOARD_LLM_PROVIDER": "scripted",
+        "SWITCHBOARD_SCRIPTED_FIRST_TOKEN_MS": str(ttft_ms),
+        "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS": str(gap_ms),
+        "SWITCHBOARD_LOG_LEVEL": "warning",
+        "TWILIO_AUTH_TOKEN": "",
+        "ANTHROPIC_API_KEY": "",
+        "SWITCHBOARD_WELCOME_GREETING": "",
+    }
+    if name == "floor":
+        argv = [sys.executable, str(Path(__file__)), "floor-server"]
+        argv += ["--ttft-ms", str(ttft_ms), "--gap-ms", str(gap_ms)]
+        async with _open_child(argv, {}) as port:
+            yield [f"http://127.0.0.1:{port}"], TWIML_FLOOR.format(port=port)
+    elif name == "peer":
+        if not (PEER / "node_modules" / "ws").is_dir():
+            npm = shutil.which("npm")
+            if npm is None:
+                raise RuntimeError("the peer needs Node.js and npm")
+            await trio.run_process([npm, "install", "--prefix", str(PEER), "--no-audit"])
+        node = shutil.which("node") or "node"
+        peer_env = {"PORT": "0", "FIRST_TOKEN_MS": str(ttft_ms), "TOKEN_GAP_MS": str(gap_ms)}
+        async with _open_child([node, str(PEER / "server.js")], peer_env) as port:
+            yield [f"http://127.0.0.1:{port}"], None
+    elif name == "dev":
+        env["SWITCHBOARD_LOG_LEVEL"] = "info"  # the ready event carries the port
+        async with open_switchboard("dev", "--port", "0", env=env) as dev:
+            yield [f"http://127.0.0.1:{_port(dev.events)}"], None
+    elif name == "redis":
+        async with open_redis_server() as redis, trio.open_nursery() as nursery:
+            renv = dict(env, SWITCHBOARD_REDIS_URL=redis.url, SWITCHBOARD_LOG_LEVEL="info")
+            urls: list[str] = []
+            stop = trio.Event()
+
+            async def hold(
+                args: tuple[str, ...], env: dict[str, str], task_status: trio.TaskStatus[None]
+            ) -> None:
+                async with open_switchboard(*args, env=env) as proc:
+                    if args[0] == "gateway":
+                        urls.append(f"http://127.0.0.1:{_port(proc.events)}")
+                    task_status.started()
+                    await stop.wait()
+
+            await nursery.start(hold, ("actor", "conversation"), renv)
+            await nursery.start(hold, ("actor", "llm"), renv)
+            for i in range(gateways):
+                gw_env = dict(renv, SWITCHBOARD_GATEWAY_ID=f"bench-gw-{i}")
+                await nursery.start(hold, ("gateway", "--port", "0"), gw_env)
+            try:
+                yield urls, None
+            finally:
+                stop.set()
+    else:
+        raise ValueError(f"unknown target {name!r}")
+
+
+async def measure(
+    name: str, args: argparse.Namespace, progress: bool
+) -> SimulationResult:
+    scenario = load_scenario(args.scenario)
+    async with open_target(name, args.ttft_ms, args.gap_ms, args.gateways) as (urls, twiml):
+        # Calls are split evenly over the gateways; the results merge into one.
+        share = [args.calls // len(urls) + (i < args.calls % len(urls)) for i in range(len(urls))]
+        results: list[SimulationResult] = []
+
+        async def run_on(url: str, calls: int) -> None:
+            config = SimulationConfig(
+                url=url,
+                calls=calls,
+                concurrency=max(1, args.concurrency * calls // args.calls),
+                seed=args.seed,
+                ramp_s=args.ramp,
+                provider_ttft_ms=args.ttft_ms,
+                twiml=twiml,
+                label=name,
+            )
+            show = progress_printer(sys.stderr) if progress and url == urls[0] else None
+            results.append(await run_simulation(config, scenario, progress=show))
+
+        async with trio.open_nursery() as nursery:
+            for url, calls in zip(urls, share, strict=True):
+                nursery.start_soon(run_on, url, calls)
+    merged = results[0]
+    for other in results[1:]:
+        offset = len(merged.calls)
+        for call in other.calls:
+            call.index += offset
+        merged.calls += other.calls
+        merged.duration_s = max(merged.duration_s, other.duration_s)
+    merged.config = SimulationConfig(
+        url=",".join(urls),
+        calls=args.calls,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        provider_ttft_ms=args.ttft_ms,
+        label=name,
+    )
+    return merged
+
+
+def _row(name: str, doc: dict[str, Any], floor: dict[str, Any] | None,
+         peer: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    over = doc["latency_ms"]["overhead"]
+    c = doc["counts"]
+    row: dict[str, Any] = {
+        "target": name,
+        "turns": over["n"],
+        "overhead_p50_ms": over["p50"],
+        "overhead_p95_ms": over["p95"],
+        "overhead_p99_ms": over["p99"],
+        "turn_p50_ms": doc["latency_ms"]["turn"]["p50"],
+        "turn_p99_ms": doc["latency_ms"]["turn"]["p99"],
+        "problems": c["calls_failed"] + c["protocol_violations"] + c["missing_last"]
+        + c["lost_tokens"] + c["misordered_tokens"] + c["fenced_leaks"] + c["stray_frames"],
+    }
+    for base_name, base in (("floor", floor), ("peer", peer)):
+        if base is None:
+            continue
+        b = base["latency_ms"]["overhead"]
+        for q in ("p50", "p99"):
+            mine, theirs = over[q], b[q]
+            row[f"{q}_vs_{base_name}"] = (
+                round(mine / theirs, 2) if mine is not None and theirs else None
+            )
+    return row
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"| {'set-up':<6} | turns | overhead p50 ms | p95 ms | p99 ms | turn p50 ms | "
+        "p50 / floor | p99 / floor | p50 / peer | p99 / peer | problems |"
+    )
+    out = [head, "|" + "|".join("---" for _ in range(11)) + "|"]
+
+    def f(v: Any) -> str:
+        return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+    for r in rows:
+        out.append(
+            f"| {r['target']:<6} | {r['turns']} | {f(r['overhead_p50_ms'])} | "
+            f"{f(r['overhead_p95_ms'])} | {f(r['overhead_p99_ms'])} | {f(r['turn_p50_ms'])} | "
+            f"{f(r.get('p50_vs_floor'))} | {f(r.get('p99_vs_floor'))} | "
+            f"{f(r.get('p50_vs_peer'))} | {f(r.get('p99_vs_peer'))} | {r['problems']} |"
+        )
+    return "\n".join(out)
+
+
+def update_docs(section: str) -> None:
+    """Replace (or append) the ``## Load`` section of docs/BENCHMARKS.md."""
+    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
+    start = text.find("\n## Load\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[: start + 1] + section + (text[end + 1 :] if end >= 0 else "")
+    DOCS.write_text(text, encoding="utf-8")
+
+
+async def run(
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, str]]:
+    docs: dict[str, dict[str, Any]] = {}
+    svgs: dict[str, str] = {}
+    for name in args.targets:
+        sys.stderr.write(f"-- {name}\n")
+        result = await measure(name, args, progress=not args.quiet)
+        if not args.quiet and sys.stderr.isatty():
+            sys.stderr.write("\n")
+        docs[name] = result.to_json()
+        svgs[name] = result.svg()
+        sys.stderr.write(report.render_table(docs[name]) + "\n")
+    rows = [_row(n, d, docs.get("floor"), docs.get("peer")) for n, d in docs.items()]
+    return rows, docs, svgs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    sub = parser.add_subparsers(dest="mode")
+    floor = sub.add_parser("floor-server")
+    floor.add_argument("--ttft-ms", type=float, default=0.0)
+    floor.add_argument("--gap-ms", type=float, default=0.0)
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--scenario", default=str(ROOT / "bench" / "scenarios" / "load.json"))
+    parser.add_argument("--ttft-ms", type=float, default=300.0, help="provider time to first token")
+    parser.add_argument("--gap-ms", type=float, default=20.0, help="provider gap between tokens")
+    parser.add_argument("--gateways", type=int, default=1, help="gateway processes (redis)")
+    parser.add_argument("--ramp", type=float, default=2.0, help="seconds to start all calls")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", dest="json_out", help="write every report here")
+    parser.add_argument("--plot-dir", help="write one SVG per set-up here")
+    parser.add_argument("--docs", action="store_true", help="rewrite docs/BENCHMARKS.md#Load")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    if args.mode == "floor-server":
+        trio.run(serve_floor, args.ttft_ms, args.gap_ms)
+        return
+    args.targets = [t for t in args.targets.split(",") if t]
+    unknown = set(args.targets) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}; choose from {TARGETS}")
+    configure_logging("error")
+    rows, docs, svgs = trio.run(run, args)
+    if args.plot_dir:
+        Path(args.plot_dir).mkdir(parents=True, exist_ok=True)
+        for name, svg in svgs.items():
+            report.write_svg(Path(args.plot_dir) / f"load-{name}.svg", svg)
+    table = _table(rows)
+    sys.stdout.write(table + "\n")
+    if args.json_out:
+        report.write_json(args.json_out, {"rows": rows, "reports": docs})
+    if args.docs:
+        command = "python bench/load.py " + " ".join(sys.argv[1:])
+        today = datetime.date.today().isoformat()
+        section = (
+            "## Load\n\n"
+            f"`{command}` on {today}, {os.cpu_count()} cores ({platform.machine()}, "
+            f"Python {platform.python_version()}). {args.calls} calls, "
+            f"{args.concurrency} at once, scenario `{Path(args.scenario).name}`; provider "
+            f"TTFT {args.ttft_ms:g} ms, {args.gap_ms:g} ms between words; "
+            f"{args.gateways} gateway(s) in the redis set-up. Overhead = first token at "
+            "the caller - provider TTFT. Ratios compare overheads within this run.\n\n"
+            f"{table}\n"
+        )
+        update_docs(section)
+
+
+if __name__ == "__main__":
+    main()
