@@ -4,12 +4,14 @@ One throwaway redis-server is started for the run; every figure below is
 measured against it, in the same run, so only the ratios mean anything on a
 shared, noisy machine:
 
-- **hop latency**: one producer ``RedisBus.append`` -> one consumer blocked in
-  ``RedisBus.read_group(..., block_ms=...)`` (``XREADGROUP BLOCK`` on its own
-  connection), both in this process. Latency is the consumer's receive time
-  minus the producer's send time, on this process's monotonic clock. The
-  producer offers a fixed rate (1k and 10k msgs/s); the rate it achieved is
-  printed too. The consumer acks each batch, as an actor does.
+- **hop latency**: a producer ``RedisBus`` appending (``XADD``) -> one consumer
+  ``RedisBus`` blocked in ``read_group(..., block_ms=...)`` (``XREADGROUP
+  BLOCK`` on its own connection), both in this process. Latency is the
+  consumer's receive time minus the producer's send time, on this process's
+  monotonic clock. The producer offers a fixed rate (1k and 10k msgs/s) from
+  4 tasks sharing one schedule (one task alone offers at most one message
+  per round trip); the rate achieved is printed too. The consumer acks each
+  batch, as an actor does.
 - **pipelined append**: ``RedisBus.append_many`` in batches of 100, back to
   back on one connection.
 - the C client's reference figures, same server, same entry shape
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -89,7 +92,9 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-async def measure_hop(url: str, rate: float, seconds: float, stream: str) -> HopResult:
+async def measure_hop(
+    url: str, rate: float, seconds: float, stream: str, *, producer_tasks: int = 4
+) -> HopResult:
     """Offer ``rate`` msgs/s for ``seconds`` and time each producer->consumer hop.
 
     The first 10% of the messages warm the connections and are not counted.
@@ -116,23 +121,31 @@ async def measure_hop(url: str, rate: float, seconds: float, stream: str) -> Hop
                     await consumer.ack(stream, GROUP, [e.id for e in entries])
             all_received.set()
 
-        async def produce() -> tuple[float, float]:
+        start = trio.current_time() + 0.01
+        finished: list[float] = []
+
+        async def produce(first: int, step: int) -> None:
             # Paced by a schedule, not by sleeps after each send: when a send
             # runs late the next ones go at once, so the offered rate holds
-            # as long as the producer can keep up (the achieved rate says).
-            start = trio.current_time()
-            for n in range(total):
+            # as long as the producers keep up (the achieved rate says).
+            # ``step`` tasks share the schedule, each on its own pooled
+            # connection, as concurrent calls on a gateway do: one task
+            # alone cannot offer more than one message per round trip.
+            for n in range(first, total, step):
                 due = start + n / rate
                 if trio.current_time() < due:
                     await trio.sleep_until(due)
                 fields = {**FIELDS, "n": str(n)}
                 sent_at[n] = time.perf_counter()
                 await producer.append(stream, fields)
-            return start, trio.current_time()
+            finished.append(trio.current_time())
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(consume)
-            start, end = await produce()
+            async with trio.open_nursery() as producers:
+                for first in range(producer_tasks):
+                    producers.start_soon(produce, first, producer_tasks)
+            end = max(finished)
             with trio.fail_after(30):
                 await all_received.wait()
     finally:
@@ -280,7 +293,9 @@ def _span(values: list[float], fmt: str) -> str:
 def _report(s: dict[str, Any]) -> str:
     ratio = s["append_many_ratio"]
     lines = [
-        f"{s['rounds']} rounds; medians over rounds (ratios taken within each round)",
+        f"{s['rounds']} rounds; medians over rounds (ratios taken within each round); "
+        f"{s['machine']['cpus']} CPUs, load {s['machine']['load_1m_before']:.1f} before, "
+        f"{s['machine']['load_1m_after']:.1f} after",
         "redis-benchmark -c 1 XADD (round trip): "
         f"p50 {s['redis_benchmark_roundtrip_p50_ms']:.3f} ms",
         f"redis-benchmark -c 1 -P {BATCH} XADD:      "
@@ -312,7 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging("warning", "console")
     rates = [float(r) for r in args.rates.split(",") if r]
+    load_before = os.getloadavg()[0]
     summary = summarize(trio.run(run, args.seconds, args.appends, rates, args.rounds))
+    # Neighbours' load is the main source of noise: record it with the figures.
+    summary["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_1m_before": load_before,
+        "load_1m_after": os.getloadavg()[0],
+    }
     print(json.dumps(summary, indent=2) if args.json else _report(summary))
     return 0
 
