@@ -24,8 +24,9 @@ call ends (interrupted, failed) is flushed then with whatever it has.
 Call summary: ``call_ended`` (the gateway closed the session) logs ONE
 ``call_summary`` line with the duration, turns, interruptions, tool calls,
 errors and outcome, and forgets the call. Facts of a call that arrive after
-its summary are ignored. State is in memory: a restarted telemetry actor
-starts afresh (the facts stay on the stream for replay). At most
+its summary are ignored until a new session of it starts. State is in
+memory: a restarted telemetry actor starts afresh (the facts stay on the
+stream for replay). At most
 ``max_calls`` calls are tracked; the oldest is summarised as ``evicted``.
 """
 
@@ -254,7 +255,7 @@ class TelemetryActor(Actor):
             t_ms = float(env.body.get("t_ms", env.ts))
         except (TypeError, ValueError):
             t_ms = float(env.ts)
-        if not name or env.call in self._ended:
+        if not name:
             return
         self.apply(env, name, t_ms)
         self._changed.set()
@@ -262,6 +263,10 @@ class TelemetryActor(Actor):
 
     def apply(self, env: Envelope, name: str, t_ms: float) -> None:
         """Fold one fact into the call's state (synchronous: no bus access)."""
+        if env.call in self._ended:
+            if name != "call_started":
+                return  # late fact of a summarised call
+            del self._ended[env.call]  # a new session of the call (e.g. after a handoff)
         call = self._call(env.call)
         body = env.body
         if name == "call_started":
