@@ -123,6 +123,15 @@ class LLMActor(Actor):
             await self._give_up(env, entry, reply_to)
             return
         resumed = entry.deliveries > 1 or entry.id in self._attempted
+        # Which worker took which request: what an operator (or a failover
+        # test) looks for when a worker dies mid-reply.
+        log.info(
+            "completion_started",
+            entry_id=entry.id,
+            deliveries=entry.deliveries,
+            reply_to=reply_to,
+            worker=self.consumer,
+        )
         self._attempted.add(entry.id)
         self._inflight.add(entry.id)
         try:

@@ -1,0 +1,118 @@
+"""An LLM worker is SIGKILLed mid-reply; the other one finishes it, nothing repeated.
+
+Real processes on a real redis-server: one gateway, one conversation actor,
+two LLM workers (scripted provider, 20 ms per word, a long reply). The
+caller (the Twilio-side simulator) asks a question; once a few words of the
+reply have reached the phone, the worker that is streaming it (the one that
+logged ``completion_started``) gets ``kill -9``. The other worker must claim
+the request after ``SWITCHBOARD_LLM_CLAIM_IDLE_MS`` and continue it: the
+caller hears the whole reply exactly once, closed by ``last: true``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from actors.providers.scripted import scripted_reply
+from gateway.protocol import Text
+from switchboard.procs import SwitchboardProcess, open_switchboard
+from switchboard.redis_server import open_redis_server
+from switchboard.simulator import open_call
+
+pytestmark = pytest.mark.system
+
+TOKEN = "failover-test-token"
+CLAIM_IDLE_MS = 1500
+PROMPT = (
+    "I would like to hear about the opening hours of every branch you have in the city, "
+    "the parking options near each of them, and whether any of them open early on Sundays"
+)
+KILL_AFTER_FRAMES = 3
+
+
+def _env(redis_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "SWITCHBOARD_REDIS_URL": redis_url,
+        "SWITCHBOARD_LLM_PROVIDER": "scripted",
+        "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS": "20",
+        "SWITCHBOARD_LLM_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
+        "SWITCHBOARD_PARTITIONS": "4",
+        "SWITCHBOARD_LOG_LEVEL": "info",
+        "ANTHROPIC_API_KEY": "",
+    }
+    env.update(extra)
+    return env
+
+
+def _port(proc: SwitchboardProcess) -> int:
+    for event in proc.events:
+        if event.get("event") == "switchboard_ready" and "url" in event:
+            return int(str(event["url"]).rsplit(":", 1)[1])
+    raise AssertionError("no switchboard_ready event with a url")
+
+
+async def _first_to_log(procs: list[SwitchboardProcess], event: str, **match: Any
+                        ) -> SwitchboardProcess:
+    """The first of ``procs`` that logs ``event`` (with matching fields)."""
+    winner: list[SwitchboardProcess] = []
+    async with trio.open_nursery() as nursery:
+        for proc in procs:
+            async def wait(proc: SwitchboardProcess = proc) -> None:
+                await proc.wait_for(event, **match)
+                winner.append(proc)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait)
+    return winner[0]
+
+
+async def test_a_killed_llm_worker_s_reply_is_finished_by_the_other_without_repeats() -> None:
+    expected = scripted_reply([{"role": "user", "content": PROMPT}])
+    killed: list[SwitchboardProcess] = []
+    with trio.fail_after(60):
+        async with open_redis_server() as redis:
+            env = _env(redis.url)
+            async with (
+                open_switchboard("actor", "conversation", env=env) as conversation,
+                open_switchboard("actor", "llm", env={**env, "SWITCHBOARD_WORKER_ID": "llm-a"}
+                                 ) as llm_a,
+                open_switchboard("actor", "llm", env={**env, "SWITCHBOARD_WORKER_ID": "llm-b"}
+                                 ) as llm_b,
+                open_switchboard("gateway", "--port", "0", env=env) as gateway,
+            ):
+                workers = [llm_a, llm_b]
+                frames_seen = 0
+
+                async def on_token(frame: Text) -> None:
+                    nonlocal frames_seen
+                    frames_seen += 1
+                    if frames_seen == KILL_AFTER_FRAMES and not frame.last:
+                        streaming = await _first_to_log(workers, "completion_started")
+                        streaming.kill9()
+                        killed.append(streaming)
+
+                async with open_call(
+                    f"http://127.0.0.1:{_port(gateway)}", auth_token=TOKEN
+                ) as call:
+                    await call.prompt(PROMPT)
+                    # Claim idle time, the 1 s claim check, the rest of the reply.
+                    with trio.fail_after(CLAIM_IDLE_MS / 1000 + 8):
+                        reply = await call.reply(on_token=on_token)
+                    survivor = llm_b if killed and killed[0] is llm_a else llm_a
+                    with trio.fail_after(5):
+                        resumed = await survivor.wait_for("completion_resumed")
+                        await survivor.wait_for("completion_done")
+                processes = [conversation, survivor, gateway]
+    assert killed, "the reply ended before a worker could be killed mid-reply"
+    assert killed[0].returncode == -9
+    # The caller heard the whole reply once, in order, closed by last:true.
+    assert reply.text == expected
+    assert reply.frames[-1].last is True
+    assert all(frame.last is False for frame in reply.frames[:-1])
+    assert resumed["next_index"] >= KILL_AFTER_FRAMES
+    assert 0 < resumed["chars_sent"] < len(expected)
+    assert all(p.returncode == 0 for p in processes), [p.returncode for p in processes]
