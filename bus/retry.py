@@ -97,8 +97,9 @@ class Backoff:
                 error=f"{type(exc).__name__}: {exc}",
                 **self._fields,
             )
+        delay = self.next_delay()  # the first retry waits up to base_s
         self.failures += 1
-        await trio.sleep(self.next_delay())
+        await trio.sleep(delay)
 
     def succeeded(self) -> None:
         """Record a successful attempt; logs ``bus_recovered`` after an outage."""
