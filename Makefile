@@ -41,6 +41,7 @@ test: $(STAMP) redis-server lint
 bench: $(STAMP) redis-server
 	$(BIN)/python bench/turn_latency.py
 	$(BIN)/python bench/bus.py
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
