@@ -7,9 +7,11 @@ rather than copied into this file:
 - every command line a container runs parses with the CLI's own argparse
   parser (``switchboard.cli``), and every actor it names is built in
   (``switchboard.runner.BUILTIN_ACTORS``);
-- every probe or health-check URL names a GET route of the gateway's router
-  (built by ``gateway.server.Gateway.router``, no I/O) on the port the
-  container's settings give the gateway;
+- every probe or health-check URL names a GET route of what the container
+  serves, on the port its settings give it: the gateway's router (built by
+  ``gateway.server.Gateway.router``, no I/O) on ``SWITCHBOARD_PORT``, or an
+  actor's metrics server (asked over loopback: it has no route table) on
+  ``SWITCHBOARD_METRICS_PORT``;
 - every published or declared port is that port;
 - every ``SWITCHBOARD_*``/``TWILIO_*``/``ANTHROPIC_*`` variable set is one
   ``Settings.from_env`` reads (recorded by handing it a mapping that notes
@@ -34,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 import yaml
 
 from bus.memory import MemoryBus
 from gateway.server import Gateway
 from switchboard import cli, runner
+from switchboard.metrics_http import fetch, serve_metrics
 from switchboard.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +79,8 @@ class _RecordingEnv(Mapping[str, str]):
 class CodeFacts:
     parser: argparse.ArgumentParser
     actors: tuple[str, ...]
-    get_routes: frozenset[str]
+    get_routes: frozenset[str]  # the gateway's, on SWITCHBOARD_PORT
+    actor_routes: frozenset[str]  # an actor's, on SWITCHBOARD_METRICS_PORT
     variables: frozenset[str]
     documented: str
 
@@ -84,6 +89,34 @@ def _gateway_get_routes() -> frozenset[str]:
     gateway = Gateway(MemoryBus(), Settings().gateway_config())
     router = gateway.router()
     return frozenset(path for path, methods in router.routes.items() if "GET" in methods)
+
+
+def _paths_in_manifests() -> set[str]:
+    text = "\n".join(p.read_text() for p in [*DEPLOY.glob("*.yaml"), *K8S.glob("*.yaml")])
+    paths = set(re.findall(r"path:\s*(/\S*)", text))
+    return paths | {path or "/" for _, path in _LOCAL_URL.findall(text)}
+
+
+def _actor_get_routes(candidates: set[str]) -> frozenset[str]:
+    """The candidate paths an actor's metrics server answers with 200.
+
+    Its handler matches paths inline (no router to read), so ask it: serve
+    it on a loopback port and GET each candidate.
+    """
+
+    async def probe() -> frozenset[str]:
+        found = set()
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_metrics, "127.0.0.1", 0, [])
+            for path in sorted(candidates):
+                with trio.fail_after(5):
+                    status, _ = await fetch("127.0.0.1", port, path)
+                if status == 200:
+                    found.add(path)
+            nursery.cancel_scope.cancel()
+        return frozenset(found)
+
+    return trio.run(probe)
 
 
 def _variables_read() -> frozenset[str]:
@@ -98,6 +131,7 @@ def facts() -> CodeFacts:
         parser=cli._parser(),
         actors=tuple(runner.BUILTIN_ACTORS),
         get_routes=_gateway_get_routes(),
+        actor_routes=_actor_get_routes(_paths_in_manifests() | {"/healthz", "/metrics"}),
         variables=_variables_read(),
         documented=(ROOT / "docs" / "OPERATIONS.md").read_text(),
     )
@@ -106,18 +140,39 @@ def facts() -> CodeFacts:
 # ------------------------------------------------------------------- checkers
 
 
-def check_argv(argv: list[str], facts: CodeFacts) -> list[str]:
-    """Problems with running ``switchboard ARGV`` (argv without the program)."""
+def parse_argv(argv: list[str], facts: CodeFacts) -> tuple[argparse.Namespace | None, list[str]]:
+    """``switchboard ARGV`` (argv without the program) parsed, or the problems."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
             args = facts.parser.parse_args(argv)
     except SystemExit:
         message = err.getvalue().strip().splitlines()[-1:] or ["?"]
-        return [f"switchboard {shlex.join(argv)}: {message[0]}"]
+        return None, [f"switchboard {shlex.join(argv)}: {message[0]}"]
     if args.command == "actor" and args.name not in facts.actors:
-        return [f"switchboard {shlex.join(argv)}: no built-in actor {args.name!r}"]
-    return []
+        return None, [f"switchboard {shlex.join(argv)}: no built-in actor {args.name!r}"]
+    return args, []
+
+
+def check_argv(argv: list[str], facts: CodeFacts) -> list[str]:
+    return parse_argv(argv, facts)[1]
+
+
+@dataclass(frozen=True)
+class Serves:
+    """What HTTP a container's process serves, by its role and settings."""
+
+    what: str
+    port: int | None  # None: no HTTP at all
+    routes: frozenset[str]
+
+
+def serves(args: argparse.Namespace | None, settings: Settings, facts: CodeFacts) -> Serves:
+    if args is not None and args.command == "actor":
+        # ``0`` picks a free port: nothing outside can know it.
+        port = settings.metrics_port or None
+        return Serves("the actor's metrics server", port, facts.actor_routes)
+    return Serves("the gateway", settings.port, facts.get_routes)
 
 
 def check_env(where: str, env: Mapping[str, str], facts: CodeFacts) -> tuple[Settings, list[str]]:
@@ -140,26 +195,35 @@ def check_env(where: str, env: Mapping[str, str], facts: CodeFacts) -> tuple[Set
     return settings, problems
 
 
-def check_url(where: str, url_text: str, port: int, facts: CodeFacts) -> list[str]:
+def check_url(where: str, url_text: str, target: Serves) -> list[str]:
     """Problems with every local URL in ``url_text`` (a probe or health check)."""
     problems: list[str] = []
     found = _LOCAL_URL.findall(url_text)
     if not found:
         problems.append(f"{where}: no local URL in {url_text!r}")
     for url_port, path in found:
-        problems += check_http(where, path or "/", int(url_port or 80), port, facts)
+        problems += check_http(where, path or "/", int(url_port or 80), target)
     return problems
 
 
-def check_http(where: str, path: str, used_port: int, port: int, facts: CodeFacts) -> list[str]:
+def check_http(where: str, path: str, used_port: int, target: Serves) -> list[str]:
+    if target.port is None:
+        return [f"{where}: {target.what} serves no HTTP (is SWITCHBOARD_METRICS_PORT set?)"]
     problems = []
-    if path.partition("?")[0] not in facts.get_routes:
+    if path.partition("?")[0] not in target.routes:
         problems.append(
-            f"{where}: GET {path} is not a gateway route ({', '.join(sorted(facts.get_routes))})"
+            f"{where}: GET {path} is not a route of {target.what} "
+            f"({', '.join(sorted(target.routes))})"
         )
-    if used_port != port:
-        problems.append(f"{where}: port {used_port}, but the gateway listens on {port}")
+    if used_port != target.port:
+        problems.append(f"{where}: port {used_port}, but {target.what} listens on {target.port}")
     return problems
+
+
+def check_port(where: str, port: int, target: Serves) -> list[str]:
+    if port != target.port:
+        return [f"{where}: port {port}, but {target.what} listens on {target.port}"]
+    return []
 
 
 def _interpolate(value: Any) -> str:
@@ -237,14 +301,14 @@ def image_problems(image: Image, facts: CodeFacts) -> list[str]:
     problems = []
     if image.entrypoint != [PROGRAM]:
         problems.append(f"Dockerfile: ENTRYPOINT {image.entrypoint}, want [{PROGRAM!r}]")
-    problems += check_argv(image.cmd, facts)
+    args, argv_problems = parse_argv(image.cmd, facts)
+    problems += argv_problems
     settings, env_problems = check_env("Dockerfile ENV", image.env, facts)
     problems += env_problems
+    # EXPOSE documents the default role's port (CMD).
+    target = serves(args, settings, facts)
     for port in image.exposed:
-        if port != settings.port:
-            problems.append(
-                f"Dockerfile: EXPOSE {port}, but the gateway listens on {settings.port}"
-            )
+        problems += check_port(f"Dockerfile EXPOSE {port}", port, target)
     return problems
 
 
@@ -258,20 +322,18 @@ def compose_problems(doc: Mapping[str, Any], image: Image, facts: CodeFacts) -> 
         if entrypoint != [PROGRAM]:
             problems.append(f"{where}: entrypoint {entrypoint}, want [{PROGRAM!r}]")
         argv = _argv_list(service.get("command")) or image.cmd
-        problems += [f"{where}: {p}" for p in check_argv(argv, facts)]
+        args, argv_problems = parse_argv(argv, facts)
+        problems += [f"{where}: {p}" for p in argv_problems]
         settings, env_problems = check_env(where, {**image.env, **_compose_env(service)}, facts)
         problems += env_problems
+        target = serves(args, settings, facts)
         for mapping in service.get("ports") or []:
-            target = int(str(mapping).rsplit(":", 1)[-1].split("/")[0])
-            if target != settings.port:
-                problems.append(
-                    f"{where}: publishes container port {target}, "
-                    f"but the gateway listens on {settings.port}"
-                )
+            port = int(str(mapping).rsplit(":", 1)[-1].split("/")[0])
+            problems += check_port(f"{where} publishes container port {port}", port, target)
         test = (service.get("healthcheck") or {}).get("test")
         if test:
             text = test if isinstance(test, str) else " ".join(str(t) for t in test)
-            problems += check_url(f"{where} healthcheck", text, settings.port, facts)
+            problems += check_url(f"{where} healthcheck", text, target)
     return problems
 
 
@@ -309,7 +371,11 @@ def _named_ports(container: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _probe_problems(
-    where: str, probe: Mapping[str, Any], container: Mapping[str, Any], port: int, facts: CodeFacts
+    where: str,
+    probe: Mapping[str, Any],
+    container: Mapping[str, Any],
+    target: Serves,
+    facts: CodeFacts,
 ) -> list[str]:
     if "httpGet" in probe:
         get = probe["httpGet"]
@@ -319,13 +385,13 @@ def _probe_problems(
             if used not in named:
                 return [f"{where}: port {used!r} is not a named port of the container"]
             used = named[used]
-        return check_http(where, str(get.get("path", "/")), int(used), port, facts)
+        return check_http(where, str(get.get("path", "/")), int(used), target)
     if "exec" in probe:
         argv = [str(a) for a in probe["exec"]["command"]]
         if argv[0] == PROGRAM:
             return [f"{where}: {p}" for p in check_argv(argv[1:], facts)]
         text = " ".join(argv)
-        return check_url(where, text, port, facts) if _LOCAL_URL.search(text) else []
+        return check_url(where, text, target) if _LOCAL_URL.search(text) else []
     return []
 
 
@@ -347,27 +413,26 @@ def k8s_problems(docs: list[dict[str, Any]], image: Image, facts: CodeFacts) -> 
             if entrypoint != [PROGRAM]:
                 problems.append(f"{where}: command {entrypoint}, want [{PROGRAM!r}]")
             argv = _argv_list(container.get("args")) or image.cmd
-            problems += [f"{where}: {p}" for p in check_argv(argv, facts)]
+            args, argv_problems = parse_argv(argv, facts)
+            problems += [f"{where}: {p}" for p in argv_problems]
             env, ref_problems = _k8s_env(container, config_maps)
             problems += [f"{where}: {p}" for p in ref_problems]
             settings, env_problems = check_env(where, {**image.env, **env}, facts)
             problems += env_problems
+            target = serves(args, settings, facts)
             for declared in container.get("ports") or []:
-                if int(declared["containerPort"]) != settings.port:
-                    problems.append(
-                        f"{where}: containerPort {declared['containerPort']}, "
-                        f"but the gateway listens on {settings.port}"
-                    )
+                port = int(declared["containerPort"])
+                problems += check_port(f"{where} containerPort {port}", port, target)
             for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
                 if kind in container:
                     problems += _probe_problems(
-                        f"{where} {kind}", container[kind], container, settings.port, facts
+                        f"{where} {kind}", container[kind], container, target, facts
                     )
             for hook in ("preStop", "postStart"):
                 handler = (container.get("lifecycle") or {}).get(hook)
                 if handler:
                     problems += _probe_problems(
-                        f"{where} {hook}", handler, container, settings.port, facts
+                        f"{where} {hook}", handler, container, target, facts
                     )
     return problems
 
@@ -397,6 +462,8 @@ def test_the_code_facts_are_found(facts: CodeFacts) -> None:
     assert {"SWITCHBOARD_PORT", "SWITCHBOARD_REDIS_URL", "TWILIO_AUTH_TOKEN"} <= facts.variables
     assert {"ANTHROPIC_API_KEY"} <= facts.variables
     assert {"conversation", "llm"} <= set(facts.actors)
+    assert {"/healthz", "/metrics"} <= facts.actor_routes
+    assert "/readyz" not in facts.actor_routes
 
 
 def test_dockerfile(image: Image, facts: CodeFacts) -> None:
@@ -425,6 +492,8 @@ def test_compose(compose: dict[str, Any], image: Image, facts: CodeFacts) -> Non
         env = _compose_env(service)
         assert env["SWITCHBOARD_REDIS_URL"] == "redis://redis:6379/0", name
         assert "redis" in service["depends_on"], name
+    for role in ("conversation", "llm", "telemetry"):
+        assert services[role].get("healthcheck"), f"{role}: probe its /healthz"
     assert "TWILIO_AUTH_TOKEN" in services["gateway"]["environment"]
     assert "SWITCHBOARD_PUBLIC_URL" in services["gateway"]["environment"]
     assert "ANTHROPIC_API_KEY" in services["llm"]["environment"]
@@ -489,6 +558,13 @@ def test_kubernetes(k8s: list[dict[str, Any]], image: Image, facts: CodeFacts) -
         assert "cpu" in requests["requests"], "CPU utilization needs a CPU request"
         scaled.add(target)
     assert {"switchboard-conversation", "switchboard-llm"} <= scaled
+    # Telemetry joins in memory: exactly one, never two during a rollout.
+    telemetry = deployments["switchboard-telemetry"]["spec"]
+    assert telemetry["replicas"] == 1 and telemetry["strategy"]["type"] == "Recreate"
+    assert "switchboard-telemetry" not in scaled
+    for role in ("conversation", "llm", "telemetry"):
+        (actor,) = deployments[f"switchboard-{role}"]["spec"]["template"]["spec"]["containers"]
+        assert actor["livenessProbe"]["httpGet"]["path"] == "/healthz", role
 
     budgets = _by_kind(k8s, "PodDisruptionBudget")
     covered = {
@@ -514,12 +590,15 @@ def test_the_checkers_catch_bogus_compose(
     services["gateway"]["environment"]["SWITCHBOARD_NO_SUCH_SETTING"] = "1"
     services["gateway"]["ports"] = ["8080:9090"]
     services["gateway"]["healthcheck"]["test"] = ["CMD", "curl", "http://127.0.0.1:8080/nope"]
+    # The gateway's readiness route is not one an actor serves.
+    services["telemetry"]["healthcheck"] = {"test": "curl -f http://127.0.0.1:9090/readyz"}
     problems = "\n".join(compose_problems(bogus, image, facts))
     assert "no built-in actor 'bogus'" in problems
     assert "--bogus-flag" in problems
     assert "SWITCHBOARD_NO_SUCH_SETTING is not a variable" in problems
-    assert "publishes container port 9090" in problems
-    assert "GET /nope is not a gateway route" in problems
+    assert "publishes container port 9090: port 9090, but the gateway listens on 8080" in problems
+    assert "GET /nope is not a route of the gateway" in problems
+    assert "GET /readyz is not a route of the actor's metrics server" in problems
 
 
 def test_the_checkers_catch_bogus_kubernetes(
@@ -534,10 +613,18 @@ def test_the_checkers_catch_bogus_kubernetes(
     gateway["env"].append({"name": "TWILIO_NO_SUCH_TOKEN", "value": "x"})
     config = _by_kind(bogus, "ConfigMap")["switchboard"]
     config["data"]["SWITCHBOARD_PARTITIONS"] = "many"
+    llm = deployments["switchboard-llm"]["spec"]["template"]["spec"]["containers"][0]
+    llm["livenessProbe"]["httpGet"]["port"] = 8080  # the gateway's port, not the actor's
+    telemetry = deployments["switchboard-telemetry"]["spec"]["template"]["spec"]["containers"][0]
+    telemetry["env"] = []  # no SWITCHBOARD_METRICS_PORT: nothing to probe
     problems = "\n".join(k8s_problems(bogus, image, facts))
     assert "invalid choice: 'gatewy'" in problems
-    assert "GET /ready is not a gateway route" in problems
+    assert "GET /ready is not a route of the gateway" in problems
     assert "port 9999, but the gateway listens on 8080" in problems
+    assert (
+        "llm livenessProbe: port 8080, but the actor's metrics server listens on 9090" in problems
+    )
+    assert "telemetry livenessProbe: the actor's metrics server serves no HTTP" in problems
     assert "TWILIO_NO_SUCH_TOKEN is not a variable" in problems
     assert "SWITCHBOARD_PARTITIONS must be an integer" in problems
 
