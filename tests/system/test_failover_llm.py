@@ -91,7 +91,7 @@ async def test_a_killed_llm_worker_s_reply_is_finished_by_the_other_without_repe
                     nonlocal frames_seen
                     frames_seen += 1
                     if frames_seen == KILL_AFTER_FRAMES and not frame.last:
-                        streaming = await _first_to_log(workers, "completion_started")
+                        streaming = await _first_to_log(workers, "completion_started", turn=1)
                         streaming.kill9()
                         killed.append(streaming)
 
