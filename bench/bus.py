@@ -9,8 +9,8 @@ shared, noisy machine:
   BLOCK`` on its own connection), both in this process. Latency is the
   consumer's receive time minus the producer's send time, on this process's
   monotonic clock. The producer offers a fixed rate (1k and 10k msgs/s) from
-  4 tasks sharing one schedule (one task alone offers at most one message
-  per round trip); the rate achieved is printed too. The consumer acks each
+  one task per 2,500 msgs/s sharing one schedule (one task alone offers at
+  most one message per round trip); the rate achieved is printed too. The consumer acks each
   batch, as an actor does.
 - **pipelined append**: ``RedisBus.append_many`` in batches of 100, back to
   back on one connection.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -45,6 +46,7 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
+import hiredis  # noqa: E402
 import trio  # noqa: E402
 
 from bus.redis import RedisBus  # noqa: E402
@@ -93,12 +95,17 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def measure_hop(
-    url: str, rate: float, seconds: float, stream: str, *, producer_tasks: int = 4
+    url: str, rate: float, seconds: float, stream: str, *, producer_tasks: int | None = None
 ) -> HopResult:
     """Offer ``rate`` msgs/s for ``seconds`` and time each producer->consumer hop.
 
     The first 10% of the messages warm the connections and are not counted.
+    ``producer_tasks`` defaults to one task per 2,500 msgs/s offered: one
+    task in step with its round trips keeps up with that much, and several
+    at 1k/s measured slower than one.
     """
+    if producer_tasks is None:
+        producer_tasks = max(1, math.ceil(rate / 2500))
     producer = RedisBus.from_url(url)
     consumer = RedisBus.from_url(url)
     total = max(1, int(rate * seconds))
@@ -167,6 +174,53 @@ async def measure_hop(
     )
 
 
+async def measure_floor_hop(port: int, rate: float, seconds: float, stream: str) -> float:
+    """The same hop with no bus code: bare Trio sockets and ``hiredis``.
+
+    One XADD per round trip on one socket, ``XREADGROUP BLOCK`` on another,
+    both parsed by ``hiredis.Reader``: what Trio and Python cost by
+    themselves, so the report can say how much of a hop is ``RedisBus``.
+    Returns the p50 in ms (first 10% not counted).
+    """
+    producer = await trio.open_tcp_stream("127.0.0.1", port)
+    consumer = await trio.open_tcp_stream("127.0.0.1", port)
+
+    async def command(stream_: trio.SocketStream, reader: hiredis.Reader, *args: str) -> Any:
+        await stream_.send_all(hiredis.pack_command(args))
+        while (reply := reader.gets()) is False:
+            reader.feed(await stream_.receive_some(65536))
+        return reply
+
+    total = max(1, int(rate * seconds))
+    sent_at = [0.0] * total
+    latencies: list[float] = []
+    preader, creader = hiredis.Reader(encoding="utf-8"), hiredis.Reader(encoding="utf-8")
+    async with producer, consumer:
+        await command(producer, preader, "XGROUP", "CREATE", stream, GROUP, "$", "MKSTREAM")
+
+        async def consume() -> None:
+            while len(latencies) < total:
+                reply = await command(
+                    consumer, creader, "XREADGROUP", "GROUP", GROUP, "c1", "COUNT",
+                    str(BATCH), "BLOCK", "1000", "STREAMS", stream, ">",
+                )  # fmt: skip
+                now = time.perf_counter()
+                for _id, raw in reply[0][1] if reply else ():
+                    latencies.append(now - sent_at[int(raw[raw.index("n") + 1])])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            start = trio.current_time() + 0.01
+            xadd = _xadd_args(stream)
+            for n in range(total):
+                await trio.sleep_until(start + n / rate)
+                sent_at[n] = time.perf_counter()
+                await command(producer, preader, *xadd, "n", str(n))
+        await command(producer, preader, "DEL", stream)
+    measured = sorted(latencies[total // 10 :])
+    return _percentile(measured, 0.50) * 1000
+
+
 async def measure_append_many(url: str, count: int, stream: str) -> float:
     """Entries per second through ``append_many`` batches of 100, one connection."""
     bus = RedisBus.from_url(url)
@@ -232,6 +286,7 @@ class Round:
     pipelined: CResult
     append_many_rps: float
     hops: list[HopResult]
+    floor_hop_p50_ms: float
 
 
 async def _round(
@@ -243,7 +298,8 @@ async def _round(
     await server_del(url, f"bench:c:rt:{n}", f"bench:c:piped:{n}")
     ours = await measure_append_many(url, appends, f"bench:piped:{n}")
     hops = [await measure_hop(url, rate, seconds, f"bench:hop:{int(rate)}:{n}") for rate in rates]
-    return Round(rt, piped, ours, hops)
+    floor = await measure_floor_hop(server.port, min(rates), seconds, f"bench:floor:{n}")
+    return Round(rt, piped, ours, hops, floor)
 
 
 async def server_del(url: str, *keys: str) -> None:
@@ -267,6 +323,9 @@ def summarize(rounds: list[Round]) -> dict[str, Any]:
         "append_many_rps": _median([r.append_many_rps for r in rounds]),
         "append_many_ratios": [r.append_many_rps / r.pipelined.rps for r in rounds],
         "hops": [],
+        "floor_hop_p50_ms": _median([r.floor_hop_p50_ms for r in rounds]),
+        "floor_hop_ratio": _median([r.floor_hop_p50_ms / r.roundtrip.p50_ms for r in rounds]),
+        "floor_rate": min(r.offered for r in rounds[0].hops),
     }
     summary["append_many_ratio"] = _median(summary["append_many_ratios"])
     for i, first in enumerate(rounds[0].hops):
@@ -312,6 +371,11 @@ def _report(s: dict[str, Any]) -> str:
             f"round trip (rounds {_span(hop['p50_ratios'], '.1f')}; target <= 2.5x: "
             f"{'met' if hop['p50_ratio'] <= 2.5 else 'MISSED'}); p99 {hop['p99_ms']:.3f} ms"
         )
+    lines.append(
+        f"floor: the same hop on bare Trio sockets + hiredis, no bus code, at "
+        f"{s['floor_rate']:,.0f}/s: p50 {s['floor_hop_p50_ms']:.3f} ms = "
+        f"{s['floor_hop_ratio']:.1f}x round trip"
+    )
     return "\n".join(lines)
 
 
