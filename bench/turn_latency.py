@@ -23,10 +23,16 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
 import trio_websocket
+
+# Run as a script, this folder comes first on sys.path, and bench/bus.py
+# would shadow the ``bus`` package: look for packages from the project root.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
 
 from switchboard.logging import configure_logging
 from switchboard.procs import open_switchboard
