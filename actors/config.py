@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bus.keys import Keys
+
+DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
+DEFAULT_REPROMPT_TEXT = "Are you still there?"
+DEFAULT_GOODBYE_TEXT = "I haven't heard from you, so I'll end the call now. Goodbye!"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly, concise voice assistant on a phone call. Your words are "
@@ -22,6 +27,23 @@ class ConversationConfig:
     welcome_greeting: str | None = None
     # How long a call's state outlives its last event.
     state_ttl_ms: int = 24 * 3600 * 1000
+    # Said (and recorded) when a call comes back on a new session after the
+    # old one failed; the gateway's resume TwiML speaks the same words.
+    resume_greeting: str = DEFAULT_RESUME_GREETING
+    # Silence: after this long without caller input (counted from when the
+    # agent's last words should have finished playing) the agent re-prompts;
+    # after ``silence_max_reprompts`` re-prompts it says goodbye and ends the
+    # call. ``silence_reprompt_s = 0`` turns the silence timer off.
+    silence_reprompt_s: float = 10.0
+    silence_max_reprompts: int = 2
+    reprompt_text: str = DEFAULT_REPROMPT_TEXT
+    goodbye_text: str = DEFAULT_GOODBYE_TEXT
+    # DTMF: digits are buffered until '#' or until this long after the last one.
+    dtmf_idle_s: float = 3.0
+    # A single-key entry found here is delivered as these words of the caller.
+    dtmf_menu: Mapping[str, str] = field(default_factory=dict)
+    # Speaking rate used to estimate when a reply has finished playing.
+    speech_chars_per_second: float = 14.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +66,22 @@ class LLMConfig:
     # A request delivered more often than this is dead-lettered (and the
     # caller hears the apology) instead of being tried again.
     max_deliveries: int = 5
+    # Tools the model may call (actors/tools.py): built-in names
+    # (end_call, transfer, send_digits, switch_language) and user tools from
+    # the ``switchboard.tools`` entry points. Empty: no tools. The
+    # composition root maps them from the profile's [tools] enabled.
+    tools: tuple[str, ...] = ()
+    # Where ``transfer`` sends the caller (profile tools.transfer_number /
+    # tools.transfer_queue); the number wins unless the model asks for the queue.
+    transfer_number: str | None = None
+    transfer_queue: str | None = None
+    # Language codes ``switch_language`` may switch to (the profile's
+    # voice.language and every [[voice.languages]] code).
+    languages: tuple[str, ...] = ()
+    # Completion rounds per reply (each round after the first answers tool
+    # results): bounds a model that keeps calling tools.
+    max_tool_rounds: int = 4
+    # A cancelled (call, session, reply_to) seen on the control stream is
+    # remembered this long, so a request that arrives after its cancel is
+    # not generated at all.
+    cancel_memory_s: float = 120.0

@@ -17,6 +17,27 @@ Stateless: each ``llm.request`` carries the whole context. For one request:
 On a provider error the caller hears a short apology (as the rest of the reply,
 ``last=true``) and the result carries the error text.
 
+Tools (``actors/tools.py``): the request offers the enabled tools. When the
+provider stops with ``tool_use``, the tools run (each with its timeout, at
+most once per idempotency key) and the completion continues with their
+results, up to ``max_tool_rounds`` rounds; text of every round streams to
+the caller as above. Frames a tool sends (``sendDigits``, ``language``) go
+to the gateway in order with the text; ``end`` frames (``after_speech``)
+go after the closing token. The result carries ``messages``: the history
+messages the reply produced (assistant text/``tool_use``, user
+``tool_result``, ...), every ``tool_use`` followed by its result, and the
+text blocks joined equal to ``text``; and a ``tool_calls`` summary.
+
+Cancel (``control.cancel``, tail-read from "now" by every worker in
+``background``): the generation of that ``(call, session, reply_to)`` is
+cancelled at once, provider stream and running tool alike; open tool uses
+get the result ``"cancelled: the caller interrupted"`` (``is_error``), a
+pending ``end`` is not sent, and the result is still written, with
+``cancelled: true``, together with a ``generation_cancelled`` fact stamped
+when the cancel was read. A cancel is remembered for ``cancel_memory_s``:
+a request that arrives after its cancel is answered with an empty
+cancelled result without calling the provider.
+
 Failover (at-least-once without repeats):
 
 - Reclaim: every worker looks for requests pending longer than
@@ -51,9 +72,16 @@ import trio
 from actors.config import LLMConfig
 from actors.providers.base import CompletionRequest, Provider, Usage
 from actors.runtime import Actor, dead_letter_stream
+from actors.tools import (
+    CANCELLED_RESULT,
+    ToolContext,
+    ToolOutcome,
+    ToolRegistry,
+    tool_registry,
+)
 from bus.base import Bus, BusError, Entry, Fields, MalformedEntry
 from bus.envelope import Envelope, Kind, now_ms
-from bus.facts import fact_item, wall_ms
+from bus.facts import fact_envelope, fact_item, wall_ms
 from bus.keys import GROUP_LLM
 from bus.retry import Backoff, missing_group
 
@@ -77,6 +105,129 @@ class SentSoFar:
     result_written: bool = False
 
 
+GenerationKey = tuple[str, str, int]  # (call, session, reply_to)
+
+
+@dataclass(slots=True)
+class _Generation:
+    """One reply being generated: what a ``control.cancel`` needs to stop it."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    reason: str | None = None
+    cancelled_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """An app-to-Twilio frame a tool sends, in order with the reply's text."""
+
+    frame: dict[str, Any]
+
+
+class ReplyMessages:
+    """The history messages one reply produces, built as it streams.
+
+    Assistant text and ``tool_use`` blocks of a round form one assistant
+    message; the round's tool results form the user message after it. The
+    text blocks joined in order always equal the reply's ``text`` (what was
+    streamed to the caller), which is what the conversation truncates by.
+    ``close`` leaves no ``tool_use`` without its ``tool_result``.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._round_text: list[str] = [prefix] if prefix else []
+        self._pending: list[dict[str, Any]] = []
+        self._results: dict[str, ToolOutcome] = {}
+        self.outcomes: list[ToolOutcome] = []
+
+    def add_text(self, delta: str) -> None:
+        self._round_text.append(delta)
+
+    def end_round(self, tool_uses: Sequence[dict[str, Any]]) -> None:
+        """The round's text and tool uses become one assistant message."""
+        content: list[dict[str, Any]] = []
+        text = "".join(self._round_text)
+        if text:
+            content.append({"type": "text", "text": text})
+        for use in tool_uses:
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": str(use["id"]),
+                    "name": str(use["name"]),
+                    "input": dict(use.get("input") or {}),
+                }
+            )
+        if content:
+            self.messages.append({"role": "assistant", "content": content})
+        self._round_text = []
+        self._pending = [dict(u) for u in tool_uses]
+        self._results = {}
+
+    def add_outcome(self, outcome: ToolOutcome) -> None:
+        self._results[outcome.tool_use_id] = outcome
+        self.outcomes.append(outcome)
+
+    def end_tools(self, *, cancelled_ids: frozenset[str] = frozenset()) -> None:
+        """The user message with a result for every pending tool use.
+
+        A use without an outcome, or listed in ``cancelled_ids`` (its effect
+        was dropped), gets the cancelled error result.
+        """
+        if not self._pending:
+            return
+        blocks = []
+        for use in self._pending:
+            use_id = str(use["id"])
+            done = self._results.get(use_id)
+            if done is None or use_id in cancelled_ids:
+                done = ToolOutcome(
+                    use_id, str(use["name"]), dict(use.get("input") or {}),
+                    CANCELLED_RESULT, True,
+                )
+                self.outcomes = [o for o in self.outcomes if o.tool_use_id != use_id]
+                self.outcomes.append(done)
+            blocks.append(done.result_block())
+        self.messages.append({"role": "user", "content": blocks})
+        self._pending = []
+        self._results = {}
+
+    def close(self, *, cancelled_ids: frozenset[str] = frozenset()) -> None:
+        """Flush text of an unfinished round; close open tool uses (see class doc)."""
+        if self._round_text:
+            self.end_round(())
+        self.end_tools(cancelled_ids=cancelled_ids)
+        if not cancelled_ids:
+            return
+        # Tools that already answered but whose effect was dropped.
+        for message in self.messages:
+            if message["role"] != "user" or not isinstance(message["content"], list):
+                continue
+            for i, block in enumerate(message["content"]):
+                if block.get("type") == "tool_result" and block["tool_use_id"] in cancelled_ids:
+                    message["content"][i] = {
+                        "type": "tool_result",
+                        "tool_use_id": block["tool_use_id"],
+                        "content": CANCELLED_RESULT,
+                        "is_error": True,
+                    }
+        self.outcomes = [
+            ToolOutcome(o.tool_use_id, o.name, o.input, CANCELLED_RESULT, True)
+            if o.tool_use_id in cancelled_ids
+            else o
+            for o in self.outcomes
+        ]
+
+    def append_text(self, text: str) -> None:
+        """Text said after the reply closed (the apology)."""
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last["role"] == "assistant":
+            last["content"].append({"type": "text", "text": text})
+        else:
+            self.messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+
+
 @dataclass(slots=True)
 class _Outcome:
     """What the producer learned, read by the sender once the stream ended."""
@@ -92,6 +243,17 @@ class _Outcome:
     stop_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     error: str | None = None
+    reply: ReplyMessages | None = None
+    # Frames tools asked to send once the reply was spoken (``end``), with
+    # the tool use that asked for each.
+    deferred: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    cancelled: str | None = None  # the reason, once cancelled
+    cancelled_ms: float | None = None
+
+    def messages(self) -> ReplyMessages:
+        if self.reply is None:
+            self.reply = ReplyMessages(self.prefix)
+        return self.reply
 
 
 class LLMActor(Actor):
@@ -100,16 +262,26 @@ class LLMActor(Actor):
     name = "llm"
     group = GROUP_LLM
 
-    def __init__(self, config: LLMConfig, provider: Provider) -> None:
+    def __init__(
+        self, config: LLMConfig, provider: Provider, tools: ToolRegistry | None = None
+    ) -> None:
         self.config = config
         self.keys = config.keys
         self.provider = provider
         self.concurrency = max(1, config.concurrency)
+        self.tools = tools if tools is not None else tool_registry(config)
         # Entries this process started handling: a retry of one of them
         # resumes like a redelivery. Entries being handled right now are
         # never taken over again by this process's own reclaimer.
         self._attempted: set[str] = set()
         self._inflight: set[str] = set()
+        # Replies being generated, by (call, session, reply_to): what a
+        # control.cancel stops. And cancels seen, remembered for
+        # ``cancel_memory_s`` (a request may arrive after its cancel).
+        self._generations: dict[GenerationKey, _Generation] = {}
+        self._cancelled: dict[GenerationKey, tuple[float, str, float]] = {}
+        # Set once the control stream is tailed (tests wait for it).
+        self.control_ready = trio.Event()
 
     def streams(self) -> Sequence[str]:
         return [self.keys.llm]
@@ -159,22 +331,95 @@ class LLMActor(Actor):
         request = CompletionRequest(
             system=str(body.get("system", "")),
             messages=[
-                {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
+                {"role": str(m.get("role", "")), "content": m.get("content", "")}
                 for m in body.get("messages", [])
                 if isinstance(m, dict)
             ],
             model=self.config.model,
             max_tokens=self.config.max_tokens,
             prefill=sent.text,
+            tools=self.tools.definitions(),
         )
         outcome = _Outcome(started=trio.current_time(), prefix=sent.text)
-        send, receive = trio.open_memory_channel[str](math.inf)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._produce, request, send, outcome)
-            index, leftover = await self._send_tokens(
-                env, reply_to, receive, start_index=sent.next_index
+        key: GenerationKey = (env.call, env.session, reply_to)
+        early = self._cancelled.get(key)
+        if early is not None:
+            # The cancel overtook the request: nothing is generated.
+            _, outcome.cancelled, outcome.cancelled_ms = early
+            log.info(
+                "generation_cancelled", reply_to=reply_to, reason=outcome.cancelled, early=True
             )
+            await self._finish(env, reply_to, sent.next_index, "", outcome)
+            return
+        generation = _Generation()
+        self._generations[key] = generation
+        try:
+            send, receive = trio.open_memory_channel[str | _Frame](math.inf)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._produce, env, reply_to, request, send, outcome, generation)
+                index, leftover = await self._send_tokens(
+                    env, reply_to, receive, start_index=sent.next_index
+                )
+        finally:
+            self._generations.pop(key, None)
+        if generation.reason is not None:
+            outcome.cancelled = generation.reason
+            outcome.cancelled_ms = generation.cancelled_ms
         await self._finish(env, reply_to, index, leftover, outcome)
+
+    # ------------------------------------------------------------- cancelling
+
+    async def _tail_control(self, bus: Bus) -> None:
+        """Cancel generations named by ``control.cancel`` entries, from now on."""
+        backoff = Backoff("llm_control", actor=self.name)
+        after: str | None = None
+        while True:
+            try:
+                if after is None:
+                    after = await bus.last_id(self.keys.control)
+                    self.control_ready.set()
+                entries = await bus.read(self.keys.control, after, count=100, block_ms=1000)
+            except BusError as exc:
+                await backoff.failed(exc)
+                continue
+            backoff.succeeded()
+            for entry in entries:
+                after = entry.id
+                if entry.fields.get("k") != Kind.CONTROL_CANCEL:
+                    continue
+                try:
+                    env = Envelope.decode(entry.fields)
+                    reply_to = int(env.body["reply_to"])
+                except (MalformedEntry, KeyError, ValueError, TypeError):
+                    log.warning("control_entry_malformed", entry_id=entry.id)
+                    continue
+                self.cancel(env.call, env.session, reply_to, str(env.body.get("reason", "")))
+
+    def cancel(self, call: str, session: str, reply_to: int, reason: str) -> bool:
+        """Stop the generation of ``(call, session, reply_to)`` now, or before it starts.
+
+        Returns whether a running generation was cancelled. The cancel is
+        remembered for ``cancel_memory_s`` so a request arriving later is
+        answered with an empty cancelled result instead of being generated.
+        """
+        now = trio.current_time()
+        t_ms = wall_ms()
+        key: GenerationKey = (call, session, reply_to)
+        # Oldest first (insertion order): drop the expired ones.
+        for old, (expiry, _, _) in list(self._cancelled.items()):
+            if expiry > now:
+                break
+            del self._cancelled[old]
+        self._cancelled.setdefault(key, (now + self.config.cancel_memory_s, reason, t_ms))
+        generation = self._generations.get(key)
+        if generation is None or generation.reason is not None:
+            return False
+        generation.reason = reason
+        generation.cancelled_ms = t_ms
+        generation.scope.cancel()
+        with structlog.contextvars.bound_contextvars(call_sid=call, actor=self.name):
+            log.info("generation_cancelled", reply_to=reply_to, reason=reason)
+        return True
 
     # ------------------------------------------------------------- failover
 
@@ -296,6 +541,12 @@ class LLMActor(Actor):
         await self._finish(env, reply_to, sent.next_index, "", outcome)
 
     async def background(self, bus: Bus) -> None:
+        """The control tail (cancels) and the reclaimer, side by side."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._tail_control, bus)
+            nursery.start_soon(self._reclaim, bus)
+
+    async def _reclaim(self, bus: Bus) -> None:
         """The reclaimer: take over requests a dead worker left pending."""
         backoff = Backoff("llm_reclaim", actor=self.name)
         limiter = trio.CapacityLimiter(self.concurrency)
@@ -360,64 +611,150 @@ class LLMActor(Actor):
 
     async def _produce(
         self,
+        env: Envelope,
+        reply_to: int,
         request: CompletionRequest,
-        send: trio.MemorySendChannel[str],
+        send: trio.MemorySendChannel[str | _Frame],
         outcome: _Outcome,
+        generation: _Generation,
     ) -> None:
+        """Run the completion rounds (tools in between) into ``send``.
+
+        Cancelled by ``generation.scope`` (a ``control.cancel``): the provider
+        stream and any running tool stop at once; the reply's messages are
+        then closed so every tool use keeps its result.
+        """
+        reply = outcome.messages()
+        base = list(request.messages)
+        current_use = ""
+
+        async def sink(frame: dict[str, Any], *, after_speech: bool) -> None:
+            if after_speech:
+                outcome.deferred.append((current_use, frame))
+            else:
+                send.send_nowait(_Frame(frame))  # unbounded: never blocks
+
         async with send:
-            try:
-                async with self.provider.complete(request) as completion:
-                    async for delta in completion.deltas():
-                        if not delta:
-                            continue
-                        if outcome.first_token_at is None:
-                            outcome.first_token_at = trio.current_time()
-                            outcome.first_token_ms = wall_ms()
-                        outcome.text.append(delta)
-                        send.send_nowait(delta)  # unbounded: never blocks
-                    outcome.stop_reason = completion.stop_reason
-                    outcome.usage = completion.usage
-            except Exception as exc:  # trio.Cancelled is a BaseException: never caught
-                outcome.error = f"{type(exc).__name__}: {exc}"
-                log.error(
-                    "provider_failed",
-                    error=outcome.error,
-                    retriable=bool(getattr(exc, "retriable", False)),
-                    chars_before_error=sum(len(t) for t in outcome.text),
-                )
+            with generation.scope:
+                try:
+                    for round_no in range(max(1, self.config.max_tool_rounds)):
+                        this = CompletionRequest(
+                            system=request.system,
+                            messages=base + reply.messages,
+                            model=request.model,
+                            max_tokens=request.max_tokens,
+                            prefill=request.prefill if round_no == 0 else "",
+                            tools=request.tools,
+                        )
+                        # Rounds stream back to back: keep a word break
+                        # between "...now." and "Done." for the voice.
+                        spaced = round_no == 0
+                        async with self.provider.complete(this) as completion:
+                            async for delta in completion.deltas():
+                                if not delta:
+                                    continue
+                                if not spaced:
+                                    spaced = True
+                                    said = "".join(outcome.text[-1:])
+                                    if said and not said[-1].isspace() and not delta[0].isspace():
+                                        delta = " " + delta
+                                if outcome.first_token_at is None:
+                                    outcome.first_token_at = trio.current_time()
+                                    outcome.first_token_ms = wall_ms()
+                                outcome.text.append(delta)
+                                reply.add_text(delta)
+                                send.send_nowait(delta)  # unbounded: never blocks
+                            outcome.stop_reason = completion.stop_reason
+                            outcome.usage.input_tokens += completion.usage.input_tokens
+                            outcome.usage.output_tokens += completion.usage.output_tokens
+                            uses = list(getattr(completion, "tool_uses", None) or [])
+                        if outcome.stop_reason != "tool_use" or not uses:
+                            reply.end_round(())
+                            break
+                        reply.end_round(uses)
+                        for use in uses:
+                            current_use = str(use["id"])
+                            ctx = ToolContext(
+                                call=env.call,
+                                session=env.session,
+                                turn=env.turn,
+                                reply_to=reply_to,
+                                tool_use_id=current_use,
+                                transfer_number=self.config.transfer_number,
+                                transfer_queue=self.config.transfer_queue,
+                                languages=self.config.languages,
+                                _sink=sink,
+                            )
+                            reply.add_outcome(
+                                await self.tools.run(
+                                    self.bus,
+                                    self.keys,
+                                    ctx,
+                                    str(use["name"]),
+                                    dict(use.get("input") or {}),
+                                )
+                            )
+                        reply.end_tools()
+                except Exception as exc:  # trio.Cancelled is a BaseException: never caught
+                    outcome.error = f"{type(exc).__name__}: {exc}"
+                    log.error(
+                        "provider_failed",
+                        error=outcome.error,
+                        retriable=bool(getattr(exc, "retriable", False)),
+                        chars_before_error=sum(len(t) for t in outcome.text),
+                    )
+            # Reached on a normal end, an error and a cancel alike (the scope
+            # absorbs its own cancel). A cancelled reply's ``end`` is not
+            # sent (the caller is still talking): its tool result says so.
+            dropped: frozenset[str] = frozenset()
+            if generation.reason is not None:
+                dropped = frozenset(use_id for use_id, _ in outcome.deferred)
+                outcome.deferred.clear()
+            reply.close(cancelled_ids=dropped)
 
     async def _send_tokens(
         self,
         env: Envelope,
         reply_to: int,
-        receive: trio.MemoryReceiveChannel[str],
+        receive: trio.MemoryReceiveChannel[str | _Frame],
         *,
         start_index: int = 0,
     ) -> tuple[int, str]:
-        """Forward deltas as coalesced entries until the stream ends.
+        """Forward deltas as coalesced entries (and tools' frames) until the end.
 
         Returns the next index and the text received but not yet sent (it
         goes out in the final entry). A resumed reply starts at
-        ``start_index``, after the entries an earlier delivery sent.
+        ``start_index``, after the entries an earlier delivery sent. A frame
+        goes out after the text received before it, so e.g. a ``language``
+        switch lands between the sentences around it.
         """
         index = start_index
         async with receive:
             while True:
                 try:
-                    parts = [await receive.receive()]
+                    first = await receive.receive()
                 except trio.EndOfChannel:
                     return index, ""
+                if isinstance(first, _Frame):
+                    await self._send_frame(env, first.frame)
+                    continue
+                parts = [first]
+                frame: _Frame | None = None
                 ended = False
                 # The first delta goes out alone: time to first audio matters
                 # more than entry count. Later ones take whatever piled up.
                 while index > 0:
                     try:
-                        parts.append(receive.receive_nowait())
+                        more = receive.receive_nowait()
                     except trio.WouldBlock:
                         break
                     except trio.EndOfChannel:
                         ended = True
                         break
+                    if isinstance(more, _Frame):
+                        frame = more
+                        break
+                    parts.append(more)
                 if ended:
                     return index, "".join(parts)
                 if env.gateway:
@@ -426,6 +763,27 @@ class LLMActor(Actor):
                         self._tokens(env, reply_to, "".join(parts), index, last=False),
                     )
                 index += 1
+                if frame is not None:
+                    await self._send_frame(env, frame.frame)
+
+    async def _send_frame(self, env: Envelope, frame: dict[str, Any]) -> None:
+        if env.gateway:
+            await self.bus.append(
+                self.keys.gateway(env.gateway), self._gateway_send(env, frame).encode()
+            )
+
+    def _gateway_send(
+        self, env: Envelope, frame: dict[str, Any], *, after_speech: bool = False
+    ) -> Envelope:
+        return Envelope(
+            kind=Kind.GATEWAY_SEND,
+            call=env.call,
+            session=env.session,
+            gateway=env.gateway,
+            seq=env.seq,
+            turn=env.turn,
+            body={"frame": frame, "after_speech": after_speech},
+        )
 
     async def _finish(
         self,
@@ -438,12 +796,15 @@ class LLMActor(Actor):
         close_reply: bool = True,
     ) -> None:
         spoken = outcome.prefix + "".join(outcome.text)
+        reply = outcome.messages()
+        reply.close()
         final = leftover
         if outcome.error is not None:
             # Whatever was already said stays said; the apology completes it.
             apology = f" {APOLOGY}" if spoken else APOLOGY
             final += apology
             spoken += apology
+            reply.append_text(apology)
         now = trio.current_time()
         first_ms = (
             None
@@ -468,6 +829,9 @@ class LLMActor(Actor):
                 },
                 "timings": {"first_token_ms": first_ms, "total_ms": total_ms},
                 "error": outcome.error,
+                "cancelled": outcome.cancelled is not None,
+                "messages": reply.messages,
+                "tool_calls": [o.summary() for o in reply.outcomes],
             },
         )
         # The result goes first: once the caller has the closing token it may
@@ -475,12 +839,12 @@ class LLMActor(Actor):
         # after this reply, or the conversation would see them out of order.
         items: list[tuple[str, Fields]] = [(self.keys.calls_for(env.call), result.encode())]
         if env.gateway and close_reply:
-            items.append(
-                (
-                    self.keys.gateway(env.gateway),
-                    self._tokens(env, reply_to, final, index, last=True),
-                )
-            )
+            out = self.keys.gateway(env.gateway)
+            items.append((out, self._tokens(env, reply_to, final, index, last=True)))
+            # ``end`` and the like: after the closing token, held by the
+            # gateway until the caller has heard the reply.
+            for _, frame in outcome.deferred:
+                items.append((out, self._gateway_send(env, frame, after_speech=True).encode()))
         elif not env.gateway:
             log.warning("request_without_gateway", reply_to=reply_to)
         items += self._facts(env, reply_to, outcome)
@@ -496,6 +860,8 @@ class LLMActor(Actor):
             input_tokens=outcome.usage.input_tokens,
             output_tokens=outcome.usage.output_tokens,
             error=outcome.error,
+            cancelled=outcome.cancelled,
+            tool_calls=len(reply.outcomes),
         )
 
     def _facts(
@@ -511,6 +877,22 @@ class LLMActor(Actor):
             )
         if outcome.error is not None:
             facts.append(fact_item(self.keys, "provider_error", error=outcome.error, **ctx))
+        for tool_outcome in outcome.messages().outcomes:
+            # Telemetry reads the tool's name from the fact's ``name`` field,
+            # which ``fact_item``'s own ``name`` parameter would shadow.
+            called = fact_envelope("tool_called", is_error=tool_outcome.is_error, **ctx)
+            called.body["name"] = tool_outcome.name
+            facts.append((self.keys.events, called.encode()))
+        if outcome.cancelled is not None:
+            facts.append(
+                fact_item(
+                    self.keys,
+                    "generation_cancelled",
+                    t_ms=outcome.cancelled_ms,
+                    reason=outcome.cancelled,
+                    **ctx,
+                )
+            )
         usage = {"input_tokens": outcome.usage.input_tokens}
         usage["output_tokens"] = outcome.usage.output_tokens
         facts.append(
@@ -520,6 +902,7 @@ class LLMActor(Actor):
                 usage=usage,
                 stop_reason=outcome.stop_reason,
                 error=outcome.error,
+                cancelled=outcome.cancelled is not None,
                 **ctx,
             )
         )

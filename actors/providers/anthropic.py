@@ -58,13 +58,34 @@ _CLOSE_TIMEOUT_S = 2.0
 _RETRIABLE_KINDS = frozenset({"overloaded_error", "rate_limit_error", "api_error"})
 
 
-def shape_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The history as the Messages API should see it (see the module docstring)."""
-    shaped = [
-        {"role": m["role"], "content": m["content"]}
-        for m in messages
-        if m.get("role") in ("user", "assistant") and m.get("content", "").strip()
+def _shape_content(content: Any) -> str | list[dict[str, Any]]:
+    """Content without empty text (the API rejects empty text blocks)."""
+    if isinstance(content, str):
+        return content if content.strip() else ""
+    if not isinstance(content, list):
+        return ""
+    return [
+        dict(b)
+        for b in content
+        if isinstance(b, dict)
+        and b.get("type") in ("text", "tool_use", "tool_result")
+        and (b.get("type") != "text" or str(b.get("text", "")).strip())
     ]
+
+
+def shape_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history as the Messages API should see it (see the module docstring).
+
+    Content is a string or a list of ``text``/``tool_use``/``tool_result``
+    blocks and is passed on as-is, minus empty text.
+    """
+    shaped: list[dict[str, Any]] = []
+    for m in messages:
+        if m.get("role") not in ("user", "assistant"):
+            continue
+        content = _shape_content(m.get("content", ""))
+        if content:
+            shaped.append({"role": m["role"], "content": content})
     if not shaped or shaped[0]["role"] != "user":
         shaped.insert(0, {"role": "user", "content": FIRST_USER_NOTE})
     return shaped
@@ -115,6 +136,11 @@ class _AnthropicCompletion:
         self._lstrip_first = lstrip_first
         self._stop_reason: str | None = None
         self._usage = Usage()
+        self._tool_uses: list[dict[str, Any]] = []
+
+    @property
+    def tool_uses(self) -> list[dict[str, Any]]:
+        return self._tool_uses
 
     @property
     def stop_reason(self) -> str | None:
@@ -146,6 +172,13 @@ class _AnthropicCompletion:
         except anthropic.AnthropicError as exc:
             raise translate_error(exc) from exc
         self._stop_reason = final.stop_reason
+        # The SDK's stream accumulated each tool_use's input_json_delta
+        # pieces into the parsed ``input`` of the final message.
+        self._tool_uses = [
+            {"id": block.id, "name": block.name, "input": dict(block.input or {})}
+            for block in final.content
+            if getattr(block, "type", None) == "tool_use"
+        ]
         self._usage = Usage(
             input_tokens=int(final.usage.input_tokens or 0),
             output_tokens=int(final.usage.output_tokens or 0),
@@ -184,12 +217,16 @@ class AnthropicProvider:
             )
         return self._client
 
-    def _open(self, request: CompletionRequest, messages: list[dict[str, str]]) -> Any:
+    def _open(self, request: CompletionRequest, messages: list[dict[str, Any]]) -> Any:
+        options: dict[str, Any] = {}
+        if request.tools:
+            options["tools"] = request.tools
         return self.client.messages.stream(
             model=request.model or self.model,
             max_tokens=request.max_tokens or self.max_tokens,
             system=request.system,
             messages=messages,  # type: ignore[arg-type]
+            **options,
         )
 
     @asynccontextmanager

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
     """What to complete: the conversation so far and the limits.
 
-    ``messages`` are ``{"role": "user" | "assistant", "content": str}`` in
-    order. ``model`` empty and ``max_tokens`` 0 mean "the provider's default".
+    ``messages`` are Anthropic Messages API messages in order: ``{"role":
+    "user" | "assistant", "content": str | list[block]}`` with ``text``,
+    ``tool_use`` and ``tool_result`` blocks. ``model`` empty and
+    ``max_tokens`` 0 mean "the provider's default". ``tools`` are tool
+    definitions (``{"name", "description", "input_schema"}``) the model may
+    call; empty: none.
 
     ``prefill`` is the start of this very reply that the caller already heard
     (a request resumed by another worker after its first worker died). The
@@ -34,10 +38,11 @@ class CompletionRequest:
     """
 
     system: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     model: str = ""
     max_tokens: int = 0
     prefill: str = ""
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -89,6 +94,29 @@ class Completion(Protocol):
     def usage(self) -> Usage:
         """Token usage; complete once ``deltas()`` is exhausted."""
         ...
+
+    @property
+    def tool_uses(self) -> list[dict[str, Any]]:
+        """The tools the model asked for, ``{"id", "name", "input"}`` in order.
+
+        Complete once ``deltas()`` is exhausted; then ``stop_reason`` is
+        ``"tool_use"`` when the model waits for their results.
+        """
+        ...
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The plain text of a history message (its text blocks joined)."""
+    content = message.get("content", "")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "".join(
+        str(b.get("text", ""))
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "text"
+    )
 
 
 class Provider(Protocol):

@@ -6,6 +6,28 @@ from you." It is streamed word by word with the spaces kept, paced by
 ``first_token_ms`` and ``token_gap_ms`` (``trio.sleep`` only when above 0,
 so tests under ``autojump_clock`` stay instantaneous). A request with a
 ``prefill`` (a resumed reply) streams only the rest of the same reply.
+
+Tools, so end-to-end tests need no network: when the request offers a tool
+and the caller's last words (the last user message with text) ask for it,
+the reply is a short sentence and a ``tool_use`` (stop reason
+``tool_use``); once the request ends with the tool results, the reply is
+the follow-up in ``FOLLOW_UP`` (empty for ``end_call`` and ``transfer``;
+"Sorry, I could not do that." when a result is an error). Triggers, on
+whole words, case-insensitive:
+
+- ``end_call``: "goodbye", "bye" -> "Thanks for calling. Goodbye!"
+- ``transfer``: "transfer", "agent", "person", "human" -> "Let me transfer
+  you to a person."
+- ``send_digits``: "press" or "dial" followed by digits, e.g. "press 1 2 3"
+  -> digits "123".
+- ``switch_language``: "spanish"/"español" -> "es-ES", "french"/"français"
+  -> "fr-FR", "english" -> "en-US".
+- any other (user) tool: its name, underscores read as spaces, in the
+  caller's words -> input ``{"query": <the caller's words>}``.
+
+Tool use ids are deterministic (``toolu_scripted_<n>_<name>``, n = number
+of assistant tool uses in the history so far), so a redelivered request asks
+for the same tool use and the idempotency cache recognises it.
 """
 
 from __future__ import annotations
@@ -13,21 +35,108 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
-from actors.providers.base import Completion, CompletionRequest, Usage
+from actors.providers.base import Completion, CompletionRequest, Usage, message_text
 
 _PIECES = re.compile(r"\s*\S+\s*")
+_WORDS = re.compile(r"[\w']+")
+_DIGITS_AFTER = re.compile(r"\b(?:press|dial)\b((?:[\s,]*[0-9*#])+)", re.IGNORECASE)
+_LANGUAGES = {
+    "spanish": "es-ES",
+    "español": "es-ES",
+    "espanol": "es-ES",
+    "french": "fr-FR",
+    "français": "fr-FR",
+    "francais": "fr-FR",
+    "english": "en-US",
+}
+_LEAD_IN = {
+    "end_call": "Thanks for calling. Goodbye!",
+    "transfer": "Let me transfer you to a person.",
+    "send_digits": "Sending the digits now.",
+    "switch_language": "Switching languages.",
+}
+FOLLOW_UP = {
+    "end_call": "",
+    "transfer": "",
+    "send_digits": "Done.",
+    "switch_language": "Listo. ¿En qué puedo ayudarle?",
+}
+_TOOL_ERROR = "Sorry, I could not do that."
 
 
-def scripted_reply(messages: list[dict[str, str]]) -> str:
-    """The reply the scripted provider gives to ``messages``."""
-    said = [m.get("content", "") for m in messages if m.get("role") == "user"]
+def _said(messages: list[dict[str, Any]]) -> list[str]:
+    """The caller's words: user messages with text (tool results are not words)."""
+    out = []
+    for m in messages:
+        if m.get("role") == "user":
+            text = message_text(m)
+            if text.strip():
+                out.append(text)
+    return out
+
+
+def scripted_reply(messages: list[dict[str, Any]]) -> str:
+    """The reply the scripted provider gives to ``messages`` when no tool applies."""
+    said = _said(messages)
     if not said:
         return "Hello! How can I help you today?"
     last = said[-1].strip().rstrip(".!?").strip() or "nothing"
     return f"You said: {last}. That was message {len(said)} from you."
+
+
+def scripted_tool_use(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> tuple[str, dict[str, Any]] | None:
+    """The tool (name, input) the caller's last words ask for, if offered."""
+    said = _said(messages)
+    if not said:
+        return None
+    words_text = said[-1]
+    words = {w.lower() for w in _WORDS.findall(words_text)}
+    offered = [str(t.get("name", "")) for t in tools]
+    for name in offered:
+        if name == "end_call" and words & {"goodbye", "bye"}:
+            return name, {}
+        if name == "transfer" and words & {"transfer", "agent", "person", "human"}:
+            return name, {}
+        if name == "send_digits":
+            match = _DIGITS_AFTER.search(words_text)
+            if match:
+                return name, {"digits": re.sub(r"[\s,]", "", match.group(1))}
+        if name == "switch_language":
+            for word, code in _LANGUAGES.items():
+                if word in words:
+                    return name, {"language": code}
+        if name and name not in _LEAD_IN:
+            spoken = name.replace("_", " ").lower()
+            if re.search(rf"\b{re.escape(spoken)}\b", words_text.lower()):
+                return name, {"query": words_text.strip()}
+    return None
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tool_result blocks of the last message, when it holds them."""
+    if not messages or messages[-1].get("role") != "user":
+        return []
+    content = messages[-1].get("content")
+    if not isinstance(content, list):
+        return []
+    return [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+def _tool_names(messages: list[dict[str, Any]]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for m in messages:
+        content = m.get("content")
+        if m.get("role") == "assistant" and isinstance(content, list):
+            for b in content:
+                if isinstance(b, dict) and b.get("type") == "tool_use":
+                    names[str(b.get("id"))] = str(b.get("name"))
+    return names
 
 
 class _ScriptedCompletion:
@@ -36,6 +145,7 @@ class _ScriptedCompletion:
         self._request = request
         self._stop_reason: str | None = None
         self._usage = Usage()
+        self._tool_uses: list[dict[str, Any]] = []
 
     @property
     def stop_reason(self) -> str | None:
@@ -45,14 +155,35 @@ class _ScriptedCompletion:
     def usage(self) -> Usage:
         return self._usage
 
+    @property
+    def tool_uses(self) -> list[dict[str, Any]]:
+        return self._tool_uses
+
+    def _plan(self) -> tuple[str, list[dict[str, Any]]]:
+        messages = self._request.messages
+        results = _tool_results(messages)
+        if results:
+            if any(r.get("is_error") for r in results):
+                return _TOOL_ERROR, []
+            names = _tool_names(messages)
+            follow = [FOLLOW_UP.get(names.get(str(r.get("tool_use_id")), ""), "") for r in results]
+            return " ".join(f for f in follow if f), []
+        wanted = scripted_tool_use(messages, self._request.tools)
+        if wanted is None:
+            return scripted_reply(messages), []
+        name, tool_input = wanted
+        n = len(_tool_names(messages))
+        use = {"id": f"toolu_scripted_{n}_{name}", "name": name, "input": tool_input}
+        return _LEAD_IN.get(name, "One moment."), [use]
+
     async def deltas(self) -> AsyncIterator[str]:
-        reply = scripted_reply(self._request.messages)
+        reply, tool_uses = self._plan()
         # Resuming after a failover: the same history gives the same reply,
         # so the part already spoken is cut off and the rest streamed as usual.
         reply = reply[len(self._request.prefill) :]
         pieces = _PIECES.findall(reply)
         prompt_words = len(self._request.system.split()) + sum(
-            len(m.get("content", "").split()) for m in self._request.messages
+            len(message_text(m).split()) for m in self._request.messages
         )
         self._usage = Usage(input_tokens=prompt_words, output_tokens=0)
         if self._provider.first_token_ms > 0:
@@ -62,7 +193,8 @@ class _ScriptedCompletion:
                 await trio.sleep(self._provider.token_gap_ms / 1000)
             self._usage.output_tokens += 1
             yield piece
-        self._stop_reason = "end_turn"
+        self._tool_uses = tool_uses
+        self._stop_reason = "tool_use" if tool_uses else "end_turn"
 
 
 class ScriptedProvider:

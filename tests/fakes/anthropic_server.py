@@ -14,6 +14,13 @@ with the 400 that Claude 4.6+ models give ("does not support assistant
 message prefill"); the API also rejects a prefill ending in whitespace, and
 so does this fake, always.
 
+Tool use: ``responder(payload) -> FakeReply`` picks the reply per request
+(e.g. a ``tool_use`` first, then text once the request holds the
+``tool_result``). A ``FakeReply`` with ``tool_uses`` streams, after its text
+block, one ``tool_use`` content block per use, its input as
+``input_json_delta`` pieces (split mid-JSON, as the API does), and stops
+with ``stop_reason: "tool_use"``. ``delta_gap_s`` paces every delta.
+
 Usage::
 
     async with open_fake_anthropic(reply=["Hi", " there"]) as fake:
@@ -24,8 +31,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -41,6 +49,15 @@ _ERROR_TYPES = {
 }
 
 
+@dataclass
+class FakeReply:
+    """One streamed answer: text pieces, then tool uses ``{"id","name","input"}``."""
+
+    text: Sequence[str] = ()
+    tool_uses: Sequence[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str | None = None  # default: "tool_use" with uses, else "end_turn"
+
+
 class FakeAnthropic:
     """The fake's settings and what it saw; ``base_url`` once it is serving."""
 
@@ -54,6 +71,7 @@ class FakeAnthropic:
         stop_reason: str = "end_turn",
         delta_gap_s: float = 0.0,
         reject_prefill: bool = False,
+        responder: Callable[[dict[str, Any]], FakeReply] | None = None,
     ) -> None:
         self.reply = list(reply)
         self.error_status = error_status
@@ -62,6 +80,7 @@ class FakeAnthropic:
         self.stop_reason = stop_reason
         self.delta_gap_s = delta_gap_s
         self.reject_prefill = reject_prefill
+        self.responder = responder
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.port = 0
@@ -162,9 +181,15 @@ class FakeAnthropic:
             ),
             ("ping", {"type": "ping"}),
         ]
+        answer = (
+            self.responder(payload)
+            if self.responder is not None
+            else FakeReply(self.reply, stop_reason=self.stop_reason)
+        )
         for event in events:
             await _send_event(conn, stream, *event)
-        for i, piece in enumerate(self.reply):
+        pieces = list(answer.text)
+        for i, piece in enumerate(pieces):
             if self.stream_error_after is not None and i >= self.stream_error_after:
                 await _send_event(
                     conn, stream, "error", _error_body(529, "Overloaded")
@@ -183,14 +208,38 @@ class FakeAnthropic:
         await _send_event(
             conn, stream, "content_block_stop", {"type": "content_block_stop", "index": 0}
         )
+        for n, use in enumerate(answer.tool_uses, start=1):
+            await _send_event(
+                conn,
+                stream,
+                "content_block_start",
+                {"type": "content_block_start", "index": n,
+                 "content_block": {"type": "tool_use", "id": use["id"], "name": use["name"],
+                                   "input": {}}},
+            )
+            raw = json.dumps(use.get("input") or {})
+            for part in (raw[: len(raw) // 2], raw[len(raw) // 2 :]):
+                if self.delta_gap_s > 0:
+                    await trio.sleep(self.delta_gap_s)
+                await _send_event(
+                    conn,
+                    stream,
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": n,
+                     "delta": {"type": "input_json_delta", "partial_json": part}},
+                )
+            await _send_event(
+                conn, stream, "content_block_stop", {"type": "content_block_stop", "index": n}
+            )
+        stop_reason = answer.stop_reason or ("tool_use" if answer.tool_uses else "end_turn")
         await _send_event(
             conn,
             stream,
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": len(self.reply)},
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": len(pieces) + len(answer.tool_uses)},
             },
         )
         await _send_event(conn, stream, "message_stop", {"type": "message_stop"})

@@ -1,0 +1,401 @@
+"""Tools the model may call: the built-ins and user tools from entry points.
+
+A tool is a ``Tool``: a name, a description and a JSON schema (what Claude
+sees), an async callable ``run(input, ctx) -> str`` and a timeout. Its
+string result goes back to the model as the ``tool_result``; an exception,
+or running past ``timeout_s``, becomes a ``tool_result`` with
+``is_error: true`` carrying the reason, so the model can apologise instead
+of the reply failing.
+
+Built-ins (enabled per profile, ``LLMConfig.tools``):
+
+- ``end_call``: the call ends once the reply has been spoken
+  (``end`` with ``handoffData {"reason": "end_call"}``, ``after_speech``).
+- ``transfer``: the same with ``{"reason": "transfer", "number": ...}`` or
+  ``{"reason": "transfer", "queue": ...}`` from ``LLMConfig``; the gateway's
+  ``/action`` answers ``<Dial>`` or ``<Enqueue>``.
+- ``send_digits``: a ``sendDigits`` frame (``0-9 * # w``).
+- ``switch_language``: a ``language`` frame, limited to ``LLMConfig.languages``.
+
+User tools register under the ``switchboard.tools`` entry-point group; the
+entry point names a ``Tool`` (``switchboard.tools.weather = "my_pkg:weather"``),
+usually built with the ``tool`` decorator::
+
+    @tool(description="Look up an order", input_schema={...}, timeout_s=3.0)
+    async def lookup_order(input: dict[str, Any], ctx: ToolContext) -> str:
+        ...
+
+Side effects run at most once per tool use: a tool's result is cached in the
+bus key/value store under ``ToolContext.idempotency_key``
+(``"{call}:{reply_to}:{tool_use_id}"``), so a request redelivered to another
+worker after a crash gets the recorded result instead of running the tool
+again. Frames a tool asked to send after the speech are recorded with the
+result and sent again on such a replay (``end`` twice is harmless; a
+``sendDigits`` is never repeated).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+import structlog
+import trio
+
+from actors.config import LLMConfig
+from bus.base import Bus, BusError
+from bus.keys import Keys, partition_of
+
+log = structlog.get_logger()
+
+ENTRY_POINT_GROUP = "switchboard.tools"
+DEFAULT_TIMEOUT_S = 5.0
+# How long a tool's recorded result outlives the call (redelivery window).
+RESULT_TTL_MS = 24 * 3600 * 1000
+CANCELLED_RESULT = "cancelled: the caller interrupted"
+BUILTIN_TOOLS = ("end_call", "transfer", "send_digits", "switch_language")
+_DIGITS = re.compile(r"^[0-9*#w]{1,64}$")
+
+
+class FrameSink(Protocol):
+    """Where a tool's frames for the caller go (the LLM actor provides it)."""
+
+    async def __call__(self, frame: dict[str, Any], *, after_speech: bool) -> None: ...
+
+
+@dataclass(slots=True)
+class ToolContext:
+    """What a running tool knows about its call, and how it reaches the caller.
+
+    ``send`` queues an app-to-Twilio wire frame (``{"type": "sendDigits",
+    ...}``) on the call's gateway, in order with the reply's text; with
+    ``after_speech=True`` it goes out after the reply's last token and the
+    gateway holds it until the caller has heard the reply (used by ``end``).
+    """
+
+    call: str
+    session: str
+    turn: int
+    reply_to: int
+    tool_use_id: str
+    transfer_number: str | None = None
+    transfer_queue: str | None = None
+    languages: tuple[str, ...] = ()
+    _sink: FrameSink | None = None
+    # Frames sent with after_speech (recorded with a cached result).
+    deferred: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Unique per tool use: ``"{call}:{reply_to}:{tool_use_id}"``."""
+        return f"{self.call}:{self.reply_to}:{self.tool_use_id}"
+
+    async def send(self, frame: dict[str, Any], *, after_speech: bool = False) -> None:
+        """Send ``frame`` to the caller's ConversationRelay session (see class docstring)."""
+        if after_speech:
+            self.deferred.append(frame)
+        if self._sink is not None:
+            await self._sink(frame, after_speech=after_speech)
+
+
+ToolFunc = Callable[[dict[str, Any], ToolContext], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """One tool: what the model sees (``definition``) and what runs."""
+
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]
+    run: ToolFunc
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def definition(self) -> dict[str, Any]:
+        """The tool as the Messages API's ``tools`` parameter lists it."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": dict(self.input_schema),
+        }
+
+
+def tool(
+    *,
+    description: str,
+    input_schema: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Callable[[ToolFunc], Tool]:
+    """Make a ``Tool`` of an ``async def f(input, ctx) -> str`` (name defaults to f's)."""
+
+    def wrap(func: ToolFunc) -> Tool:
+        return Tool(
+            name=name or str(getattr(func, "__name__", "tool")),
+            description=description,
+            input_schema=input_schema or {"type": "object", "properties": {}},
+            run=func,
+            timeout_s=timeout_s,
+        )
+
+    return wrap
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """What one tool use produced (the ``tool_result`` and the summary)."""
+
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+    content: str
+    is_error: bool = False
+
+    def result_block(self) -> dict[str, Any]:
+        block: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": self.tool_use_id,
+            "content": self.content,
+        }
+        if self.is_error:
+            block["is_error"] = True
+        return block
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.tool_use_id,
+            "name": self.name,
+            "input": self.input,
+            "result": self.content,
+            "is_error": self.is_error,
+        }
+
+
+class ToolError(Exception):
+    """A tool refused its input; the message goes back to the model."""
+
+
+# ------------------------------------------------------------------ built-ins
+
+
+async def _end_call(input: dict[str, Any], ctx: ToolContext) -> str:
+    await ctx.send(
+        {"type": "end", "handoffData": json.dumps({"reason": "end_call"})}, after_speech=True
+    )
+    return "The call will end after your goodbye has been spoken."
+
+
+async def _transfer(input: dict[str, Any], ctx: ToolContext) -> str:
+    destination = str(input.get("destination") or "")
+    handoff: dict[str, str] = {"reason": "transfer"}
+    if ctx.transfer_queue and (destination == "queue" or not ctx.transfer_number):
+        handoff["queue"] = ctx.transfer_queue
+    elif ctx.transfer_number:
+        handoff["number"] = ctx.transfer_number
+    else:
+        raise ToolError("no transfer number or queue is configured")
+    await ctx.send({"type": "end", "handoffData": json.dumps(handoff)}, after_speech=True)
+    return "The caller will be transferred after your last words have been spoken."
+
+
+async def _send_digits(input: dict[str, Any], ctx: ToolContext) -> str:
+    digits = str(input.get("digits", "")).replace(" ", "")
+    if not _DIGITS.match(digits):
+        raise ToolError(f"digits must be 1-64 of 0-9 * # w, got {digits!r}")
+    await ctx.send({"type": "sendDigits", "digits": digits})
+    return f"Sent the digits {digits}."
+
+
+async def _switch_language(input: dict[str, Any], ctx: ToolContext) -> str:
+    language = str(input.get("language", ""))
+    if language not in ctx.languages:
+        raise ToolError(
+            f"language {language!r} is not available (available: {', '.join(ctx.languages)})"
+        )
+    await ctx.send(
+        {"type": "language", "ttsLanguage": language, "transcriptionLanguage": language}
+    )
+    return f"Speech and transcription are now in {language}; answer in that language."
+
+
+def builtin_tools(languages: Sequence[str] = ()) -> dict[str, Tool]:
+    """The built-in tools; ``switch_language`` offers ``languages`` as its choices."""
+    language_schema: dict[str, Any] = {"type": "string", "description": "BCP-47 code"}
+    if languages:
+        language_schema["enum"] = list(languages)
+    return {
+        "end_call": Tool(
+            "end_call",
+            "End the phone call. Say a short goodbye in the same reply first; the call "
+            "ends once it has been spoken. Use when the caller is done or says goodbye.",
+            {"type": "object", "properties": {}},
+            _end_call,
+        ),
+        "transfer": Tool(
+            "transfer",
+            "Transfer the caller to a human. Tell the caller you are transferring them "
+            "in the same reply first; the transfer happens once that has been spoken.",
+            {
+                "type": "object",
+                "properties": {
+                    "destination": {
+                        "type": "string",
+                        "enum": ["number", "queue"],
+                        "description": "a person's number, or the waiting queue",
+                    }
+                },
+            },
+            _transfer,
+        ),
+        "send_digits": Tool(
+            "send_digits",
+            "Press keys on the phone line (DTMF), e.g. to navigate another system's "
+            "menu. Digits 0-9, * and #; w waits half a second.",
+            {
+                "type": "object",
+                "properties": {"digits": {"type": "string", "pattern": "^[0-9*#w]+$"}},
+                "required": ["digits"],
+            },
+            _send_digits,
+        ),
+        "switch_language": Tool(
+            "switch_language",
+            "Switch the language the caller hears and is understood in. Use when the "
+            "caller asks to speak another language; then answer in it.",
+            {
+                "type": "object",
+                "properties": {"language": language_schema},
+                "required": ["language"],
+            },
+            _switch_language,
+        ),
+    }
+
+
+def entry_point_tools() -> dict[str, Tool]:
+    """User tools registered under the ``switchboard.tools`` entry-point group.
+
+    Each entry point must load to a ``Tool``; its ``name`` is the tool's name
+    (the entry point's name is used when they differ only to report errors).
+    """
+    found: dict[str, Tool] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        loaded = ep.load()
+        if not isinstance(loaded, Tool):
+            raise TypeError(
+                f"entry point {ENTRY_POINT_GROUP}:{ep.name} = {ep.value} is not a "
+                "switchboard Tool (decorate it with actors.tools.tool)"
+            )
+        found[loaded.name] = loaded
+    return found
+
+
+def tool_result_key(keys: Keys, call: str, idempotency_key: str) -> str:
+    """Where a tool use's result is recorded (in the call's partition slot)."""
+    p = partition_of(call, keys.partitions)
+    return f"{keys.namespace}:{{p{p}}}:tool:{idempotency_key}"
+
+
+class ToolRegistry:
+    """The tools enabled for the model, and how to run one use of them."""
+
+    def __init__(self, tools: Mapping[str, Tool], enabled: Iterable[str]) -> None:
+        enabled = tuple(enabled)
+        unknown = [n for n in enabled if n not in tools]
+        if unknown:
+            raise ValueError(
+                f"unknown tool(s) {', '.join(unknown)} (known: {', '.join(sorted(tools))})"
+            )
+        self.tools = {n: tools[n] for n in enabled}
+
+    def __bool__(self) -> bool:
+        return bool(self.tools)
+
+    def definitions(self) -> list[dict[str, Any]]:
+        """The ``tools`` parameter for the provider (empty: no tools)."""
+        return [t.definition() for t in self.tools.values()]
+
+    async def run(
+        self,
+        bus: Bus,
+        keys: Keys,
+        ctx: ToolContext,
+        name: str,
+        input: dict[str, Any],
+        *,
+        ttl_ms: int = RESULT_TTL_MS,
+    ) -> ToolOutcome:
+        """Run one tool use, at most once per ``ctx.idempotency_key``.
+
+        Never raises for a tool's own failure (unknown tool, bad input,
+        exception, timeout): the outcome is then an error result. Cancellation
+        propagates (the caller closes the pair with a cancelled result).
+        """
+        key = tool_result_key(keys, ctx.call, ctx.idempotency_key)
+        try:
+            cached = await bus.get(key)
+        except BusError as exc:
+            log.warning("tool_cache_unavailable", tool=name, error=str(exc))
+            cached = None
+        if cached is not None:
+            data = json.loads(cached)
+            for frame in data.get("deferred", []):
+                await ctx.send(frame, after_speech=True)
+            log.info("tool_result_replayed", tool=name, tool_use_id=ctx.tool_use_id)
+            return ToolOutcome(
+                ctx.tool_use_id, name, input, str(data["content"]), bool(data["is_error"])
+            )
+        outcome = await self._run_once(ctx, name, input)
+        record: dict[str, Any] = {"content": outcome.content, "is_error": outcome.is_error}
+        record["deferred"] = ctx.deferred
+        try:
+            await bus.set(key, json.dumps(record), ttl_ms=ttl_ms)
+        except BusError as exc:
+            log.warning("tool_cache_unavailable", tool=name, error=str(exc))
+        return outcome
+
+    async def _run_once(self, ctx: ToolContext, name: str, input: dict[str, Any]) -> ToolOutcome:
+        found = self.tools.get(name)
+        if found is None:
+            return ToolOutcome(ctx.tool_use_id, name, input, f"unknown tool {name!r}", True)
+        started = trio.current_time()
+        content: str
+        is_error = False
+        with trio.move_on_after(found.timeout_s) as scope:
+            try:
+                content = str(await found.run(input, ctx))
+            except ToolError as exc:
+                content, is_error = str(exc), True
+            except Exception as exc:  # trio.Cancelled is a BaseException: never caught
+                log.exception("tool_failed", tool=name, tool_use_id=ctx.tool_use_id)
+                content, is_error = f"{type(exc).__name__}: {exc}", True
+        if scope.cancelled_caught:
+            content, is_error = f"timed out after {found.timeout_s:g} s", True
+        log.info(
+            "tool_called",
+            tool=name,
+            tool_use_id=ctx.tool_use_id,
+            is_error=is_error,
+            ms=round((trio.current_time() - started) * 1000, 3),
+        )
+        return ToolOutcome(ctx.tool_use_id, name, input, content, is_error)
+
+
+def tool_registry(config: LLMConfig) -> ToolRegistry:
+    """The registry for ``config.tools``: built-ins plus entry-point tools.
+
+    Entry points are loaded only when some tool is enabled. A user tool may
+    not take a built-in's name.
+    """
+    if not config.tools:
+        return ToolRegistry({}, ())
+    available = builtin_tools(config.languages)
+    for name, found in entry_point_tools().items():
+        if name in available:
+            raise ValueError(f"user tool {name!r} takes the name of a built-in tool")
+        available[name] = found
+    return ToolRegistry(available, config.tools)
