@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from bus.keys import Keys
 
+DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
+
 
 @dataclass(frozen=True, slots=True)
 class LanguageOption:
@@ -49,6 +51,8 @@ class RelayAttributes:
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
+    """Everything the gateway needs; the composition root builds it once."""
+
     gateway_id: str
     host: str = "127.0.0.1"
     port: int = 8080
@@ -61,6 +65,9 @@ class GatewayConfig:
     keys: Keys = field(default_factory=Keys)
     max_frame_bytes: int = 64 * 1024
     max_body_bytes: int = 64 * 1024
+    # Spoken as welcomeGreeting of the fresh session that /action answers
+    # after a failed one (the same callSid continues its history).
+    resume_greeting: str = DEFAULT_RESUME_GREETING
 
     @property
     def relay_url(self) -> str:

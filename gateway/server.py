@@ -22,6 +22,21 @@ of the latest final prompt or interrupt; tokens are forwarded only when the
 envelope's session is the live session of the call, ``reply_to >= fence``,
 and ``index`` is above the last index forwarded for that ``reply_to``.
 
+``after_speech`` (``gateway.send`` body flag): the frame waits until the
+current reply has finished playing, then joins the outbox. With speaker
+events subscribed (the TwiML ``debug`` attribute names ``speaker-events``) that
+is the ``info agentSpeaking off`` after the last text sent; otherwise an
+estimate: the characters sent since the reply began (or since the last
+``agentSpeaking on``) at ``SPEECH_CHARS_PER_S``, capped at ``SPEECH_CAP_S``,
+counted from the moment the reply's ``last: true`` was forwarded. A waiting
+frame is released at the latest ``SPEECH_CAP_S`` after the reply ended (a lost
+``off`` must not keep a goodbye from ever ending the call) and dies with its
+session. After-speech frames of a session leave in order.
+
+Fencing also applies at the socket: a token already queued in the outbox when
+the interrupt arrives is dropped by the sender, so nothing of the cut-off
+reply is written after the gateway read the interrupt.
+
 Oversize frames: trio-websocket enforces ``max_message_size`` itself and
 closes the socket with 1009 (Message Too Big); we log that as
 ``frame_rejected kind=too_large`` and end the session like any other close.
@@ -30,6 +45,7 @@ closes the socket with 1009 (Message Too Big); we log that as
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -76,7 +92,7 @@ from gateway.protocol import (
     outbound_from_wire,
     to_wire,
 )
-from gateway.twiml import connect_twiml, hangup_twiml
+from gateway.twiml import action_twiml, connect_twiml
 
 log = structlog.get_logger()
 
@@ -86,6 +102,10 @@ CLOSE_TIMEOUT = 2.0  # bound on a shielded WebSocket close handshake
 PUBLISH_TIMEOUT = 2.0  # bound on the shielded ``call.closed`` append
 END_CLOSE_TIMEOUT = 5.0  # after ``end``, how long Twilio gets to close the socket
 HANDSHAKE_TIMEOUT = 10.0
+SPEECH_CHARS_PER_S = 14.0  # speaking rate behind the after_speech estimate
+SPEECH_CAP_S = 15.0  # bound on any after_speech wait once the reply has ended
+REPLY_OPEN_CAP_S = 60.0  # a reply that never sends last:true stops blocking after this
+DEFERRED_FRAMES = 16  # after_speech frames waiting per session
 
 PENDING_SCRAPE_TIMEOUT = 1.0  # bound on reading pending counts for /metrics
 
@@ -105,7 +125,10 @@ _INBOUND_KINDS: dict[type[Any], Kind] = {
 
 @dataclass(frozen=True, slots=True)
 class _SentFacts:
-    """Facts to publish once a token frame has really been written to the socket."""
+    """Facts to publish once a token frame has really been written to the socket.
+
+    Also carries the token's ``reply_to`` so the sender can fence at write time.
+    """
 
     names: tuple[str, ...]
     reply_to: int
@@ -114,6 +137,73 @@ class _SentFacts:
 
 # An outbox item: the frame, its wire type (for metrics), facts to emit once sent.
 _Outgoing = tuple[str, str, _SentFacts | None]
+# An after_speech frame waiting for the reply to finish playing.
+_Deferred = tuple[Envelope, OutboundMessage]
+
+
+@dataclass(eq=False, slots=True)
+class _Speech:
+    """What the gateway knows about the agent's speech on one session.
+
+    Feeds the ``after_speech`` wait. Times are ``trio.current_time()``.
+    """
+
+    speaker_events: bool = False  # the session reports agentSpeaking on/off
+    speaking: bool = False  # last agentSpeaking value seen
+    reply_open: bool = False  # text forwarded, its ``last: true`` not yet
+    chars: int = 0  # characters sent since the reply began / last ``on``
+    unplayed: int = 0  # characters sent since the last ``off`` (speaker events)
+    ended_at: float = -math.inf  # when the last reply's ``last: true`` went out
+    opened_at: float = -math.inf  # when the open reply's first text went out
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    def touch(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def text(self, token: str, last: bool, now: float) -> None:
+        if not self.reply_open:
+            self.reply_open = True
+            self.opened_at = now
+            self.chars = 0
+        spoken = len(token.strip())
+        self.chars += spoken
+        self.unplayed += spoken
+        if last:
+            self.reply_open = False
+            self.ended_at = now
+        self.touch()
+
+    def info(self, name: str, value: str) -> None:
+        if name != "agentSpeaking":
+            return
+        if value == "on":
+            self.speaking = True
+            self.chars = 0
+        elif value == "off":
+            self.speaking = False
+            self.unplayed = 0
+        self.touch()
+
+    def interrupted(self) -> None:
+        # Twilio flushed its queue: nothing of the reply is left to play.
+        self.speaking = False
+        self.reply_open = False
+        self.chars = self.unplayed = 0
+        self.touch()
+
+    def release_at(self) -> float:
+        """The trio time at which an after_speech frame may go, unless something
+        changes first (then ask again)."""
+        if self.reply_open:
+            return self.opened_at + REPLY_OPEN_CAP_S
+        cap = self.ended_at + SPEECH_CAP_S
+        if self.speaker_events:
+            if not self.speaking and self.unplayed == 0:
+                return -math.inf
+            return cap
+        estimate = self.ended_at + min(self.chars / SPEECH_CHARS_PER_S, SPEECH_CAP_S)
+        return min(estimate, cap)
 
 
 @dataclass(eq=False, slots=True)
@@ -130,6 +220,8 @@ class _Session:
     fence: int = 0
     last_index: dict[int, int] = field(default_factory=dict)
     peer_closed: trio.Event = field(default_factory=trio.Event)
+    speech: _Speech = field(default_factory=_Speech)
+    deferred: trio.MemorySendChannel[_Deferred] | None = None
 
 
 def _wire_type(frame: str) -> str:
@@ -252,7 +344,18 @@ class Gateway:
                 error_code=params.get("ErrorCode"),
                 error_message=params.get("ErrorMessage"),
             )
-            return xml_response(hangup_twiml())
+            decision = action_twiml(self.config, params)
+            log.info(
+                "action_answered",
+                call_sid=params.get("CallSid"),
+                outcome=decision.outcome,
+                detail=decision.detail,
+            )
+            if decision.outcome == "refused":
+                log.warning(
+                    "handoff_refused", call_sid=params.get("CallSid"), detail=decision.detail
+                )
+            return xml_response(decision.twiml)
 
         return await self._webhook(request, answer)
 
@@ -383,6 +486,9 @@ class Gateway:
                 if isinstance(msg, Setup):
                     self._register(session, msg)
                     nursery.start_soon(self._sender, session, inbox)
+                    deferred, waiting = trio.open_memory_channel[_Deferred](DEFERRED_FRAMES)
+                    session.deferred = deferred
+                    nursery.start_soon(self._after_speech, session, waiting)
                 await self._publish(session, msg)
             nursery.cancel_scope.cancel()
 
@@ -409,6 +515,10 @@ class Gateway:
             self._fact(session, "prompt_received", reply_to=session.seq, text=text)
         elif isinstance(msg, Interrupt):
             self._fact(session, "interrupt_received", heard=msg.utterance_until_interrupt)
+        if isinstance(msg, Interrupt):
+            session.speech.interrupted()
+        elif isinstance(msg, Info):
+            session.speech.info(msg.name, msg.value)
         self.metrics.frames_in.labels(str(to_wire(msg)["type"])).inc()
         return msg
 
@@ -467,6 +577,13 @@ class Gateway:
             log.info("session_replaced", old_session_id=previous.session_id)
         self.sessions[setup.call_sid] = session
         self.metrics.active_calls.set(len(self.sessions))
+        relay = self.config.relay
+        session.speech.speaker_events = "speaker-events" in (relay.debug or "").split()
+        resumed = setup.custom_parameters.get("resumed") == "true"
+        greeting = self.config.resume_greeting if resumed else relay.welcome_greeting
+        if greeting:
+            # Twilio speaks the welcome greeting itself: it counts as a reply.
+            session.speech.text(greeting, True, trio.current_time())
         self._fact(session, "call_started", direction=setup.direction)
         log.info(
             "session_started",
@@ -481,6 +598,8 @@ class Gateway:
             del self.sessions[session.call_sid]
         self.metrics.active_calls.set(len(self.sessions))
         session.outbox.close()
+        if session.deferred is not None:
+            session.deferred.close()
 
     def _envelope(self, session: _Session, kind: Kind, body: dict[str, Any]) -> Envelope:
         return Envelope(
@@ -515,6 +634,10 @@ class Gateway:
         """Drain the session's outbox to the socket, in order."""
         async with inbox:
             async for frame, kind, sent in inbox:
+                if kind == "text" and sent is not None and sent.reply_to < session.fence:
+                    # Queued before the interrupt (or a newer prompt) arrived.
+                    self.metrics.outbound_dropped.labels("fenced").inc()
+                    continue
                 try:
                     await session.ws.send_message(frame)
                 except trio_websocket.ConnectionClosed:
@@ -631,7 +754,7 @@ class Gateway:
         names: tuple[str, ...] = ("first_token_sent",) if reply_to not in session.last_index else ()
         if last:
             names += ("last_token_sent",)
-        sent = _SentFacts(names, reply_to, env.turn) if names else None
+        sent = _SentFacts(names, reply_to, env.turn)
         if self._offer(session, env, Text(token=text, last=last), sent):
             session.last_index[reply_to] = index
 
@@ -647,9 +770,44 @@ class Gateway:
                 "gateway_send_invalid", kind=exc.kind.value, detail=exc.detail, call_sid=env.call
             )
             return
-        session = self._live(env, strict=False)
-        if session is not None:
+        after_speech = env.body.get("after_speech", False) is True
+        session = self._live(env, strict=after_speech)
+        if session is None:
+            return
+        if not after_speech:
             self._offer(session, env, msg)
+            return
+        if session.deferred is None:
+            self._dropped(env, "session_closing")
+            return
+        try:
+            session.deferred.send_nowait((env, msg))
+        except trio.WouldBlock:
+            self._dropped(env, "queue_full")
+            log.warning("after_speech_queue_full", capacity=DEFERRED_FRAMES)
+
+    async def _after_speech(
+        self, session: _Session, waiting: trio.MemoryReceiveChannel[_Deferred]
+    ) -> None:
+        """Release after_speech frames, in order, once the reply has been spoken."""
+        async with waiting:
+            async for env, msg in waiting:
+                queued = trio.current_time()
+                while True:
+                    speech = session.speech
+                    changed = speech.changed
+                    release = speech.release_at()
+                    if trio.current_time() >= release:
+                        break
+                    with trio.move_on_at(release):
+                        await changed.wait()
+                log.info(
+                    "after_speech_released",
+                    frame=str(to_wire(msg)["type"]),
+                    waited_ms=round((trio.current_time() - queued) * 1000, 1),
+                    speaker_events=session.speech.speaker_events,
+                )
+                self._offer(session, env, msg)
 
     def _offer(
         self,
@@ -673,6 +831,8 @@ class Gateway:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             self._dropped(env, "session_closing")
             return False
+        if isinstance(msg, Text):
+            session.speech.text(msg.token, msg.last, trio.current_time())
         return True
 
 

@@ -18,9 +18,27 @@ One simulated call does what Twilio does (PROTOCOL.md §Lifecycle, §Security):
 Signatures cover the *public* URL (``public_url``, default ``base_url``): the URL
 Twilio would have used, not the loopback address the simulator connects to.
 
-Playback is instant for now: every ``text``/``play``/``sendDigits`` counts as heard
-the moment it arrives (:class:`InstantPlayback`). Timed playback with barge-in
-replaces that class without changing :class:`SimulatedCall`'s API.
+Playback: by default every ``text``/``play``/``sendDigits`` counts as heard the
+moment it arrives (:class:`InstantPlayback`, for load runs). With
+``open_call(..., playback_rate=CHARS_PER_S)`` a :class:`TimedPlayback` models
+Twilio's speech: text joins one FIFO queue, is synthesized in clause/sentence
+chunks and spoken at that rate; ``info agentSpeaking on/off`` and per-chunk
+``info tokensPlayed`` are sent when the TwiML ``debug`` attribute subscribes
+(``speaker-events`` / ``tokens-played``), the welcome greeting included.
+:meth:`SimulatedCall.barge_in` interrupts as Twilio does: flush the queue,
+``tokensPlayed`` for the heard part of the current chunk, ``interrupt`` with
+that chunk-scoped fragment and its elapsed ms, then the caller's words. Text
+that arrives after the interrupt and before the caller's next prompt is a
+violation of turn fencing and is recorded in :attr:`SimulatedCall.late_tokens`
+(frames the app wrote before it could have read the interrupt — those that
+arrive before a ping/pong round trip — are flushed silently, as Twilio does).
+
+Session changes: :meth:`SimulatedCall.drop` fails the session as a broken
+socket does (action ``SessionStatus=failed``, 64105) and returns the action
+TwiML; when that TwiML (or the one after ``end``) starts a fresh
+``<Connect><ConversationRelay>``, :meth:`SimulatedCall.follow_action` opens the
+new session: new ``VX`` id, ``callStatus`` ``IN_PROGRESS``, same callSid,
+``customParameters`` from its ``<Parameter>`` children.
 
 Errors::
 
@@ -37,12 +55,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import re
 import secrets
 import ssl
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -60,6 +80,7 @@ from gateway.protocol import (
     Dtmf,
     End,
     InboundMessage,
+    Info,
     Interrupt,
     OutboundMessage,
     Play,
@@ -83,6 +104,7 @@ __all__ = [
     "SessionClosed",
     "SimulatedCall",
     "SimulatorError",
+    "TimedPlayback",
     "TwimlError",
     "TwimlResponse",
     "check_relay_url",
@@ -100,6 +122,7 @@ SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 MAX_HTTP_BODY: Final = 1024 * 1024
 CLEANUP_TIMEOUT: Final = 5.0
 DTMF_KEYS: Final = frozenset("0123456789*#")
+CLOSE_INTERNAL_ERROR: Final = 1011  # how drop() breaks the socket (anything but 1000)
 
 
 class SimulatorError(Exception):
@@ -395,12 +418,234 @@ class InstantPlayback:
         """Barge-in: drop whatever is still queued (nothing is, here)."""
 
 
+# A chunk ends at one of these after at least ``min_chunk`` characters (Twilio
+# synthesizes clause- or sentence-sized chunks, visible through tokensPlayed).
+_CHUNK_END = re.compile(r"[.!?,;:](?=\s|$)")
+_INTERRUPTIBLE_BY_SPEECH = frozenset({"any", "speech", "true"})
+
+
+def _by_speech(value: str | None, default: bool) -> bool:
+    """Whether an ``interruptible`` TwiML value lets caller speech cut the agent off."""
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() in _INTERRUPTIBLE_BY_SPEECH
+
+
+@dataclass(slots=True)
+class _Chunk:
+    text: str
+    interruptible: bool
+
+
+class TimedPlayback:
+    """Twilio's speech, timed: a FIFO of text spoken at ``chars_per_s``.
+
+    Text is cut into chunks at clause/sentence ends (``. ! ? , ; :`` after at
+    least ``min_chunk`` characters) or at the end of a reply (``last: true``);
+    a chunk is only started once it is complete, as a TTS engine would.
+    ``heard`` holds every chunk spoken in full plus the heard part of a chunk
+    cut off by barge-in (stripped, as ``tokensPlayed`` reports them).
+
+    ``send_info`` sends an ``info`` frame to the app; it is only called for the
+    events the TwiML subscribed to.
+    """
+
+    def __init__(
+        self,
+        *,
+        chars_per_s: float,
+        send_info: Callable[[Info], Awaitable[None]],
+        speaker_events: bool = False,
+        tokens_played: bool = False,
+        interruptible: bool = True,
+        min_chunk: int = 12,
+    ) -> None:
+        if chars_per_s <= 0:
+            raise ValueError("chars_per_s must be positive")
+        self.chars_per_s = chars_per_s
+        self.min_chunk = min_chunk
+        self.speaker_events = speaker_events
+        self.tokens_played = tokens_played
+        self.interruptible = interruptible
+        self.heard: list[str] = []
+        self.digits_sent: list[str] = []
+        self.played: list[str] = []
+        self.speaking = False
+        self._send_info = send_info
+        self._buffer = ""  # text received, not yet cut into chunks
+        self._buffer_interruptible = interruptible
+        self._buffer_closed = False  # the buffered text ends its reply
+        self._chunks: deque[_Chunk] = deque()
+        self._current: _Chunk | None = None
+        self._current_started = 0.0
+        self._current_scope: trio.CancelScope | None = None
+        self._wake = trio.Event()
+        self._progress = trio.Event()
+
+    # -- what the app sends
+
+    def enqueue(self, msg: OutboundMessage) -> None:
+        match msg:
+            case Text():
+                self._buffer += msg.token
+                if msg.interruptible is not None:
+                    self._buffer_interruptible = msg.interruptible
+                if msg.last:
+                    self._buffer_closed = True
+                self._cut()
+            case Play():
+                self.played.append(msg.source)
+            case SendDigits():
+                self.digits_sent.append(msg.digits)
+            case _:
+                return
+        self._poke()
+
+    def say(self, text: str, *, interruptible: bool | None = None) -> None:
+        """Queue a whole utterance Twilio speaks itself (the welcome greeting)."""
+        self._buffer += text
+        self._buffer_interruptible = self.interruptible if interruptible is None else interruptible
+        self._buffer_closed = True
+        self._cut()
+        self._poke()
+
+    def _cut(self) -> None:
+        while True:
+            found = None
+            for match in _CHUNK_END.finditer(self._buffer):
+                if match.end() >= self.min_chunk:
+                    found = match.end()
+                    break
+            if found is None:
+                break
+            self._push(self._buffer[:found])
+            self._buffer = self._buffer[found:]
+        if self._buffer_closed:
+            self._push(self._buffer)
+            self._buffer = ""
+            self._buffer_closed = False
+            self._buffer_interruptible = self.interruptible
+
+    def _push(self, text: str) -> None:
+        if text.strip():
+            self._chunks.append(_Chunk(text.strip(), self._buffer_interruptible))
+
+    def _poke(self) -> None:
+        self._wake.set()
+        self._wake = trio.Event()
+
+    # -- state
+
+    @property
+    def active(self) -> bool:
+        """Something is being spoken or waits to be."""
+        return self._current is not None or bool(self._chunks) or bool(self._buffer.strip())
+
+    @property
+    def heard_text(self) -> str:
+        return " ".join(self.heard)
+
+    async def wait_heard(self, chunks: int = 1) -> None:
+        """Wait until ``chunks`` chunks have been spoken in full (all time)."""
+        while len(self.heard) < chunks:
+            progress = self._progress
+            await progress.wait()
+
+    async def wait_speaking(self) -> None:
+        """Wait until a chunk is being spoken."""
+        while self._current is None:
+            progress = self._progress
+            await progress.wait()
+
+    async def wait_into_chunk(self, chars: int) -> None:
+        """Wait until the chunk being spoken has played ``chars`` characters (the
+        caller's timing for a barge-in mid-chunk); returns early if it ends."""
+        await self.wait_speaking()
+        current = self._current
+        with trio.move_on_at(self._current_started + chars / self.chars_per_s):
+            while self._current is current:
+                progress = self._progress
+                await progress.wait()
+
+    # -- barge-in
+
+    def cut(self) -> tuple[str, float] | None:
+        """Barge-in on the current chunk if it may be interrupted by speech: flush
+        everything, return (heard part of the chunk, elapsed ms). None (and nothing
+        flushed) when nothing is playing or the chunk is not interruptible."""
+        current = self._current
+        if current is None or not current.interruptible:
+            return None
+        elapsed = trio.current_time() - self._current_started
+        spoken = min(len(current.text), int(elapsed * self.chars_per_s))
+        fragment = current.text[:spoken]
+        if spoken < len(current.text) and not current.text[spoken].isspace():
+            # Only whole words come out of the TTS before the cut.
+            fragment = fragment.rpartition(" ")[0]
+        fragment = fragment.strip()
+        self.flush()
+        if fragment:
+            self.heard.append(fragment)
+        return fragment, round(elapsed * 1000, 1)
+
+    def flush(self) -> None:
+        """Drop the current chunk and everything queued (the caller barged in)."""
+        self._chunks.clear()
+        self._buffer = ""
+        self._buffer_closed = False
+        self._buffer_interruptible = self.interruptible
+        self._current = None
+        if self._current_scope is not None:
+            self._current_scope.cancel()
+        self._poke()
+
+    # -- the speaker
+
+    async def run(self) -> None:
+        """Speak queued chunks until cancelled."""
+        while True:
+            if not self._chunks:
+                if self.speaking:
+                    self.speaking = False
+                    if self.speaker_events:
+                        await self._send_info(Info("agentSpeaking", "off"))
+                wake = self._wake
+                await wake.wait()
+                continue
+            chunk = self._chunks.popleft()
+            if not self.speaking:
+                self.speaking = True
+                if self.speaker_events:
+                    await self._send_info(Info("agentSpeaking", "on"))
+            self._current = chunk
+            self._current_started = trio.current_time()
+            self._tick()
+            with trio.CancelScope() as scope:
+                self._current_scope = scope
+                await trio.sleep(len(chunk.text) / self.chars_per_s)
+            self._current_scope = None
+            if scope.cancelled_caught or self._current is not chunk:
+                continue  # barge-in: cut() reported the fragment
+            self._current = None
+            self.heard.append(chunk.text)
+            self._tick()
+            if self.tokens_played:
+                await self._send_info(Info("tokensPlayed", chunk.text))
+
+    def _tick(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+
 class SimulatedCall:
     """One call in progress, from Twilio's side. Made by :func:`open_call`.
 
-    Caller actions: :meth:`prompt`, :meth:`dtmf`, :meth:`interrupt`, :meth:`hangup`.
+    Caller actions: :meth:`prompt`, :meth:`dtmf`, :meth:`barge_in`,
+    :meth:`interrupt` (a bare interrupt frame), :meth:`hangup`, :meth:`drop`.
     App output: :attr:`received` (every valid frame, in order), :meth:`reply`,
-    :meth:`next_message`. Protocol violations by the app are in :attr:`violations`.
+    :meth:`next_message`. Protocol violations by the app are in :attr:`violations`;
+    text of an interrupted reply that arrived after the interrupt is in
+    :attr:`late_tokens`. :attr:`playback` is the playback model.
     When the session is over, :attr:`session_status` is ``completed``, ``ended`` or
     ``failed`` and :attr:`action_response` holds the TwiML of the action callback.
     """
@@ -416,6 +661,8 @@ class SimulatedCall:
         setup: Setup,
         ws: trio_websocket.WebSocketConnection,
         max_frame_bytes: int,
+        playback_rate: float | None = None,
+        min_chunk: int = 12,
     ) -> None:
         self.twiml = twiml
         self.setup = setup
@@ -424,7 +671,31 @@ class SimulatedCall:
         # latency measurements need the moment the frame came off the socket.
         self.received_at: list[float] = []
         self.violations: list[RemoteProtocolError] = []
-        self.playback = InstantPlayback()
+        self.playback: InstantPlayback | TimedPlayback
+        if playback_rate is None:
+            self.playback = InstantPlayback()
+        else:
+            events = set((twiml.attributes.get("debug") or "").split())
+            events |= set((twiml.attributes.get("events") or "").split())
+            self.playback = TimedPlayback(
+                chars_per_s=playback_rate,
+                send_info=self._send_info,
+                speaker_events="speaker-events" in events,
+                tokens_played="tokens-played" in events,
+                interruptible=_by_speech(twiml.attributes.get("interruptible"), True),
+                min_chunk=min_chunk,
+            )
+        # Barge-in window: None, "in_flight" (until a ping round trip shows the
+        # app has read the interrupt) or "late" (until the caller speaks again).
+        self._window: str | None = None
+        self.flushed: list[OutboundMessage] = []
+        self.late_tokens: list[str] = []
+        self.interrupts: list[Interrupt] = []
+        self._nursery: trio.Nursery | None = None
+        self._arrived = trio.Event()  # set (and replaced) whenever a frame arrives
+        self._playback_rate = playback_rate
+        self._max_frame_bytes = max_frame_bytes
+        self._min_chunk = min_chunk
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.session_status: str | None = None
@@ -475,6 +746,7 @@ class SimulatedCall:
     async def prompt(self, text: str, *, lang: str = "en-US", partials: bool = False) -> None:
         """The caller says ``text``. With ``partials``, interim prompts carrying the
         cumulative words so far (``last: false``) come first, as with ``partialPrompts``."""
+        self._window = None
         if partials:
             words = text.split()
             for n in range(1, len(words)):
@@ -488,6 +760,7 @@ class SimulatedCall:
             raise ValueError(f"not a phone key: {digit!r}")
         if not self.twiml.dtmf_detection:
             return False
+        self._window = None
         await self._send(Dtmf(digit))
         return True
 
@@ -508,6 +781,107 @@ class SimulatedCall:
             wire["durationUntilInterruptMs"] = str(wire["durationUntilInterruptMs"])
             frame = _json(wire)
         await self._send_frame(frame)
+
+    async def barge_in(self, text: str | None = None, *, lang: str = "en-US") -> bool:
+        """The caller talks over the agent, as Twilio reports it.
+
+        If something is playing and may be interrupted by speech: the queue is
+        flushed (unread text frames of the reply leave the inbox too),
+        ``info tokensPlayed`` reports the heard part of the current chunk (when
+        subscribed), then ``interrupt`` with that fragment and the chunk's
+        elapsed ms. Then ``text`` (if given) is sent as the caller's prompt;
+        without it, text arriving before the next :meth:`prompt` lands in
+        :attr:`late_tokens`. Returns whether an interrupt was sent (False when
+        nothing was playing or it was not interruptible: only the prompt goes).
+        Needs timed playback (``open_call(playback_rate=...)``).
+        """
+        if not isinstance(self.playback, TimedPlayback):
+            raise SimulatorError("barge_in needs timed playback (open_call(playback_rate=...))")
+        cut = self.playback.cut()
+        if cut is not None:
+            fragment, elapsed_ms = cut
+            self._drain_inbox_text()
+            self._window = "in_flight"
+            if fragment and self.playback.tokens_played:
+                await self._send(Info("tokensPlayed", fragment))
+            msg = Interrupt(fragment, elapsed_ms)
+            self.interrupts.append(msg)
+            await self._send(msg)
+            self._log.info("simulator_barge_in", heard=fragment, elapsed_ms=elapsed_ms)
+            # Frames the app wrote before it read the interrupt are still on the
+            # wire; a ping round trip lets them arrive (flushed, as Twilio does).
+            with suppress(trio_websocket.ConnectionClosed):
+                await self._ws.ping()
+            if self._window == "in_flight":
+                self._window = "late"
+        if text is not None:
+            await self.prompt(text, lang=lang)
+        return cut is not None
+
+    def _drain_inbox_text(self) -> None:
+        """Take unread text frames out of the inbox (the caller will never hear
+        them); other unread frames keep their order."""
+        kept: list[OutboundMessage] = []
+        while True:
+            try:
+                msg = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if isinstance(msg, Text):
+                self.flushed.append(msg)
+            else:
+                kept.append(msg)
+        for msg in kept:
+            self._inbox_send.send_nowait(msg)
+
+    async def _send_info(self, info: Info) -> None:
+        """Playback events to the app; a closed session just stops them."""
+        with suppress(SessionClosed):
+            await self._send(info)
+
+    async def drop(self) -> TwimlResponse | None:
+        """The socket breaks (no 1000 close): the action callback reports the session
+        ``failed`` with 64105. Returns the action's TwiML (e.g. a fresh relay to resume)."""
+        if not self._finishing:
+            await self._finish(
+                CLOSE_INTERNAL_ERROR,
+                "connection lost",
+                status="failed",
+                call_status="in-progress",
+                error=("64105", "Websocket ended"),
+            )
+        await self._finished.wait()
+        return self.action_response
+
+    @asynccontextmanager
+    async def follow_action(self) -> AsyncIterator[SimulatedCall]:
+        """Start the session the action TwiML asks for (a fresh ``<Connect>
+        <ConversationRelay>``): new session id, ``callStatus`` ``IN_PROGRESS``,
+        the same callSid and playback settings. Waits for this session to end."""
+        await self._finished.wait()
+        document = self.action_response
+        if document is None or document.relay is None:
+            verbs = document.verbs if document is not None else ()
+            raise TwimlError(f"the action TwiML starts no ConversationRelay: {verbs}")
+        setup = replace(
+            self.setup,
+            session_id=new_sid("VX"),
+            call_status="IN_PROGRESS",
+            custom_parameters=document.relay.parameters,
+        )
+        params = dict(self._webhook_params, CallStatus="in-progress")
+        async with _open_session(
+            origin=self._origin,
+            public_url=self._public_url,
+            auth_token=self._auth_token,
+            webhook_params=params,
+            relay=document.relay,
+            setup=setup,
+            max_frame_bytes=self._max_frame_bytes,
+            playback_rate=self._playback_rate,
+            min_chunk=self._min_chunk,
+        ) as call:
+            yield call
 
     async def send_raw(self, frame: str) -> None:
         """Send any text frame as Twilio (for tests of the app's error handling)."""
@@ -553,6 +927,14 @@ class SimulatedCall:
             if msg.last:
                 return Reply(tuple(frames))
 
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds, checking it after every app frame
+        (e.g. ``lambda: call.late_tokens``). Returns at once if the session is over."""
+        while not predicate() and not self._finished.is_set():
+            arrived = self._arrived
+            with trio.move_on_after(CLEANUP_TIMEOUT):
+                await arrived.wait()
+
     async def wait_ended(self) -> TwimlResponse | None:
         """Wait until the session is over; the action callback's TwiML, if any."""
         await self._finished.wait()
@@ -561,8 +943,19 @@ class SimulatedCall:
     # -- machinery
 
     async def _start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
         await self._ws.send_message(self.side.send(self.setup))
         self._log.info("simulator_setup_sent", to=self.setup.to, from_=self.setup.from_)
+        if isinstance(self.playback, TimedPlayback):
+            nursery.start_soon(self.playback.run)
+            greeting = self.twiml.welcome_greeting
+            if greeting:
+                self.playback.say(
+                    greeting,
+                    interruptible=_by_speech(
+                        self.twiml.attributes.get("welcomeGreetingInterruptible"), True
+                    ),
+                )
         nursery.start_soon(self._pump)
 
     async def _pump(self) -> None:
@@ -617,6 +1010,16 @@ class SimulatedCall:
             assert msg is not None
             self.received.append(msg)
             self.received_at.append(trio.current_time())
+            self._arrived.set()
+            self._arrived = trio.Event()
+            if self._window is not None and isinstance(msg, Text):
+                # Text after a barge-in, before the caller spoke again.
+                if self._window == "late":
+                    self.late_tokens.append(msg.token)
+                    self._log.warning("simulator_late_token", token=msg.token)
+                else:
+                    self.flushed.append(msg)
+                continue
             self.playback.enqueue(msg)
             self._inbox_send.send_nowait(msg)
             if isinstance(msg, End):
@@ -727,6 +1130,8 @@ async def open_call(
     call_type: str = "PSTN",
     max_frame_bytes: int = DEFAULT_MAX_BYTES,
     twiml: str | None = None,
+    playback_rate: float | None = None,
+    min_chunk: int = 12,
 ) -> AsyncIterator[SimulatedCall]:
     """Place one inbound call against the app at ``base_url`` and yield it in progress.
 
@@ -737,6 +1142,10 @@ async def open_call(
 
     ``twiml`` skips the voice webhook and uses this TwiML instead, for servers
     that only speak the relay WebSocket (bare baselines in benchmarks).
+
+    ``playback_rate`` (characters per second) switches on timed playback
+    (:class:`TimedPlayback`, needed for :meth:`SimulatedCall.barge_in`);
+    ``min_chunk`` is its shortest synthesized chunk. Default: instant playback.
 
     Raises :class:`HttpError`, :class:`TwimlError` or :class:`RelayConnectError`
     if the call cannot be connected.
@@ -771,11 +1180,6 @@ async def open_call(
             f"TwiML from {public}/twiml starts no ConversationRelay: {document.verbs}"
         )
     relay = document.relay
-    check_relay_url(relay.url)
-
-    headers = (
-        [(SIGNATURE_HEADER.encode(), sign(auth_token, relay.url).encode())] if auth_token else []
-    )
     setup = Setup(
         session_id=new_sid("VX"),
         call_sid=call_sid,
@@ -790,6 +1194,38 @@ async def open_call(
         call_status="RINGING",
         custom_parameters=relay.parameters,
     )
+    async with _open_session(
+        origin=origin,
+        public_url=public,
+        auth_token=auth_token,
+        webhook_params=params,
+        relay=relay,
+        setup=setup,
+        max_frame_bytes=max_frame_bytes,
+        playback_rate=playback_rate,
+        min_chunk=min_chunk,
+    ) as call:
+        yield call
+
+
+@asynccontextmanager
+async def _open_session(
+    *,
+    origin: _Origin,
+    public_url: str,
+    auth_token: str | None,
+    webhook_params: Mapping[str, str],
+    relay: RelayTwiml,
+    setup: Setup,
+    max_frame_bytes: int,
+    playback_rate: float | None,
+    min_chunk: int,
+) -> AsyncIterator[SimulatedCall]:
+    """One relay session: the signed upgrade, ``setup``, the reader; hang up on exit."""
+    check_relay_url(relay.url)
+    headers = (
+        [(SIGNATURE_HEADER.encode(), sign(auth_token, relay.url).encode())] if auth_token else []
+    )
     try:
         async with (
             _open_relay_socket(origin, relay.url, headers, max_frame_bytes) as ws,
@@ -797,13 +1233,15 @@ async def open_call(
         ):
             call = SimulatedCall(
                 origin=origin,
-                public_url=public,
+                public_url=public_url,
                 auth_token=auth_token,
-                webhook_params=params,
+                webhook_params=webhook_params,
                 twiml=relay,
                 setup=setup,
                 ws=ws,
                 max_frame_bytes=max_frame_bytes,
+                playback_rate=playback_rate,
+                min_chunk=min_chunk,
             )
             await call._start(nursery)
             try:
