@@ -37,9 +37,10 @@ sets the lease TTL.
 
 Stopping: cancelling ``serve_actor`` stops everything where it is (a
 partitioned actor's leases are abandoned and expire, as if it had died).
-Setting the ``stop`` event is the graceful path: a partitioned actor stops
-taking entries, lets the ones in flight finish (at most ``drain_timeout_s``),
-releases its leases and leaves the registry; then ``serve_actor`` returns.
+Setting the ``stop`` event is the graceful path: the actor stops taking
+entries and lets the ones in flight finish (at most ``drain_timeout_s``); a
+partitioned actor then releases its leases and leaves the registry; then
+``serve_actor`` returns.
 
 Not done here yet: claiming entries left pending by a dead consumer of a
 plain actor (``claim_idle``); a consumer that restarts under the same name
@@ -196,21 +197,32 @@ async def serve_actor(
         )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(actor.background, bus)
+        streams_done = trio.Event()
         if manager is not None:
             await nursery.start(manager.serve)
         else:
-            for stream in streams:
-                nursery.start_soon(worker.serve, stream)
+
+            async def serve_streams() -> None:
+                async with trio.open_nursery() as loops:
+                    for stream in streams:
+                        loops.start_soon(worker.serve, stream)
+                streams_done.set()
+
+            nursery.start_soon(serve_streams)
         task_status.started()
         if stop is not None:
             await stop.wait()
             log.info("actor_stopping", actor=actor.name, consumer=consumer)
-            if manager is not None:
-                manager.stop()
-                # Bounded: a handler stuck past the bound is cancelled, its
-                # entry stays pending and its lease expires on its own.
-                with trio.move_on_after(drain_timeout_s):
+            # Bounded: a handler stuck past the bound is cancelled, its entry
+            # stays pending (reclaimed by another worker; a partition's lease
+            # expires on its own).
+            with trio.move_on_after(drain_timeout_s):
+                if manager is not None:
+                    manager.stop()
                     await manager.stopped.wait()
+                else:
+                    worker.stop_reading()
+                    await streams_done.wait()
             nursery.cancel_scope.cancel()
     if stop is not None and stop.is_set():
         log.info("actor_stopped", actor=actor.name, consumer=consumer)
@@ -228,27 +240,43 @@ class _StreamWorker:
         self.block_ms = block_ms
         self.max_attempts = max(1, max_attempts)
         self.dead = dead_letter_stream(actor.keys)
+        # Graceful stop: each stream's read loop runs in a scope of its own.
+        self._reading: list[trio.CancelScope] = []
+        self._stopped_reading = False
+
+    def stop_reading(self) -> None:
+        """Graceful stop: take no new entries; handlers in flight run to the end."""
+        self._stopped_reading = True
+        for scope in self._reading:
+            scope.cancel()
 
     async def serve(self, stream: str) -> None:
         limiter = trio.CapacityLimiter(max(1, self.actor.concurrency))
-        await self._drain_pending(stream, limiter)
         backoff = Backoff("actor_read", actor=self.actor.name, stream=stream)
+        # The nursery outlives the read loop: after ``stop_reading`` the
+        # handlers already started finish, then ``serve`` returns.
+        reading = trio.CancelScope()
+        self._reading.append(reading)
+        if self._stopped_reading:
+            reading.cancel()
         async with trio.open_nursery() as nursery:
-            while True:
-                try:
-                    entries = await self.bus.read_group(
-                        stream,
-                        self.actor.group,
-                        self.consumer,
-                        start=">",
-                        block_ms=self.block_ms,
-                    )
-                except BusError as exc:
-                    await self._recover(stream, exc, backoff)
-                    continue
-                backoff.succeeded()
-                for entry in entries:
-                    await self._dispatch(nursery, limiter, entry)
+            with reading:
+                await self._drain_pending(stream, limiter)
+                while True:
+                    try:
+                        entries = await self.bus.read_group(
+                            stream,
+                            self.actor.group,
+                            self.consumer,
+                            start=">",
+                            block_ms=self.block_ms,
+                        )
+                    except BusError as exc:
+                        await self._recover(stream, exc, backoff)
+                        continue
+                    backoff.succeeded()
+                    for entry in entries:
+                        await self._dispatch(nursery, limiter, entry)
 
     async def _drain_pending(self, stream: str, limiter: trio.CapacityLimiter) -> None:
         """Handle what this consumer took before (a restart) until none is left."""

@@ -32,6 +32,9 @@ from switchboard.settings import Settings
 
 log = structlog.get_logger()
 
+# How long a role may take to finish in-flight work after SIGTERM.
+DRAIN_SECONDS = {"llm": 20.0, "conversation": 5.0}
+
 BUILTIN_ACTORS = ("conversation", "llm", "telemetry")
 
 
@@ -186,6 +189,9 @@ async def run_actor(settings: Settings, role: str) -> None:
                     consumer=f"{settings.worker_id}",
                     lease_ttl_ms=settings.lease_ttl_ms,
                     stop=stop,
+                    # A reply in flight is worth finishing: the caller is
+                    # listening. Past the bound it is left to another worker.
+                    drain_timeout_s=DRAIN_SECONDS.get(role, 5.0),
                     task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()  # drained: stop the rest too

@@ -233,3 +233,54 @@ async def test_background_runs_with_the_actor() -> None:
             nursery.cancel_scope.cancel()
     assert actor.bus_seen is bus
     assert actor.bus is bus
+
+
+async def test_graceful_stop_finishes_handlers_in_flight_and_takes_nothing_new() -> None:
+    bus = MemoryBus()
+    actor = Recorder(concurrency=4)
+    actor.gates[1] = trio.Event()
+    stop = trio.Event()
+    returned = trio.Event()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def run(task_status: trio.TaskStatus[None]) -> None:
+                await serve_actor(bus, actor, consumer="c1", stop=stop, task_status=task_status)
+                returned.set()
+
+            await nursery.start(run)
+            await bus.append(STREAM, envelope(1))
+            await actor.started_event.wait()
+            stop.set()
+            await trio.testing.wait_all_tasks_blocked()
+            # Still draining: the handler in flight holds the actor open.
+            assert not returned.is_set()
+            await bus.append(STREAM, envelope(2))
+            await trio.testing.wait_all_tasks_blocked()
+            assert actor.started == [1], "no new entry is taken after stop"
+            actor.gates[1].set()
+            await returned.wait()
+    assert [env.seq for env, _, _ in actor.handled] == [1]
+    # The finished entry is acked and the new one was never handed out: it
+    # waits in the stream for another consumer.
+    assert await bus.pending_count(STREAM, GROUP) == 0
+    assert len(await bus.range(STREAM)) == 2
+
+
+async def test_graceful_stop_is_bounded_by_the_drain_timeout(autojump_clock: object) -> None:
+    bus = MemoryBus()
+    actor = Recorder(concurrency=2)
+    actor.gates[1] = trio.Event()  # never set: a handler stuck for good
+    stop = trio.Event()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(serve_actor, bus, actor, consumer="c1", stop=stop, drain_timeout_s=3.0)
+            )
+            await bus.append(STREAM, envelope(1))
+            await actor.started_event.wait()
+            stopped_at = trio.current_time()
+            stop.set()
+        assert trio.current_time() - stopped_at >= 3.0
+    # Cancelled past the bound: not acked, so another worker gets it.
+    assert await bus.pending_count(STREAM, GROUP) == 1
