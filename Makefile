@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint check redis-server bench clean
 
-$(STAMP): pyproject.toml examples/analytics/pyproject.toml
+$(STAMP): pyproject.toml examples/analytics/pyproject.toml examples/tools_demo/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Switchboard needs Python 3.11+ (set PYTHON=python3.11)"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	# The worked example plug-in (docs/WRITING-ACTORS.md); the plug-in tests run it.
 	$(BIN)/python -m pip install --quiet -e examples/analytics
+	# The example user tool (docs/WRITING-ACTORS.md, Tools); the tool tests call it.
+	$(BIN)/python -m pip install --quiet -e examples/tools_demo
 	touch $(STAMP)
 
 ## run: the whole system in one process on the in-memory bus, on 127.0.0.1:8080
@@ -33,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/mypy examples/analytics/switchboard_analytics
+	$(BIN)/mypy examples/tools_demo/switchboard_tools_demo
 
 ## test: lint, type-check and run the whole suite (unit, bus conformance, system)
 test: $(STAMP) redis-server lint

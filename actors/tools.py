@@ -279,8 +279,8 @@ def builtin_tools(languages: Sequence[str] = ()) -> dict[str, Tool]:
 def entry_point_tools() -> dict[str, Tool]:
     """User tools registered under the ``switchboard.tools`` entry-point group.
 
-    Each entry point must load to a ``Tool``; its ``name`` is the tool's name
-    (the entry point's name is used when they differ only to report errors).
+    Each entry point must load to a ``Tool`` whose ``name`` is the entry
+    point's name (so settings can check names without importing the tools).
     """
     found: dict[str, Tool] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -289,6 +289,11 @@ def entry_point_tools() -> dict[str, Tool]:
             raise TypeError(
                 f"entry point {ENTRY_POINT_GROUP}:{ep.name} = {ep.value} is not a "
                 "switchboard Tool (decorate it with actors.tools.tool)"
+            )
+        if loaded.name != ep.name:
+            raise TypeError(
+                f"entry point {ENTRY_POINT_GROUP}:{ep.name} = {ep.value} names a tool "
+                f"called {loaded.name!r}: the entry point's name must be the tool's name"
             )
         found[loaded.name] = loaded
     return found
@@ -399,3 +404,8 @@ def tool_registry(config: LLMConfig) -> ToolRegistry:
             raise ValueError(f"user tool {name!r} takes the name of a built-in tool")
         available[name] = found
     return ToolRegistry(available, config.tools)
+
+
+def entry_point_tool_names() -> list[str]:
+    """Names of the registered ``switchboard.tools`` entry points, without loading them."""
+    return [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)]

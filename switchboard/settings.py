@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from actors.config import DEFAULT_SYSTEM_PROMPT, ConversationConfig, LLMConfig
 from actors.telemetry import TelemetryConfig
+from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
 from bus.keys import Keys
 from gateway.config import GatewayConfig, RelayAttributes
 
@@ -67,6 +68,32 @@ def _str(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     return default if raw is None or raw == "" else raw
 
 
+def _tools(env: Mapping[str, str]) -> tuple[str, ...]:
+    """SWITCHBOARD_TOOLS: comma-separated tool names, each known (built-in or entry point)."""
+    names = tuple(n.strip() for n in (env.get("SWITCHBOARD_TOOLS") or "").split(",") if n.strip())
+    known = set(BUILTIN_TOOLS) | set(entry_point_tool_names()) if names else set()
+    for name in names:
+        if name not in known:
+            raise SettingsError(
+                f"SWITCHBOARD_TOOLS names an unknown tool {name!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+    if "transfer" in names and not (
+        env.get("SWITCHBOARD_TRANSFER_NUMBER") or env.get("SWITCHBOARD_TRANSFER_QUEUE")
+    ):
+        raise SettingsError(
+            "SWITCHBOARD_TOOLS enables 'transfer' but neither SWITCHBOARD_TRANSFER_NUMBER "
+            "nor SWITCHBOARD_TRANSFER_QUEUE is set"
+        )
+    return names
+
+
+def _languages(main: str | None, extra: str) -> tuple[str, ...]:
+    """The relay's language, then SWITCHBOARD_LANGUAGES (comma-separated), de-duplicated."""
+    codes = [main or "", *extra.split(",")]
+    return tuple(dict.fromkeys(c.strip() for c in codes if c.strip()))
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
     value = env.get(name) or default
     if value not in choices:
@@ -99,6 +126,14 @@ class Settings:
     lease_ttl_ms: int = 5000
     max_deliveries: int = 5
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # Tools the model may call (LLMConfig.tools) and their targets; a
+    # profile's [tools] maps onto these (environment variables override it).
+    tools: tuple[str, ...] = ()
+    transfer_number: str | None = None
+    transfer_queue: str | None = None
+    # Languages switch_language may pick (LLMConfig.languages); empty: the
+    # relay's language plus SWITCHBOARD_LANGUAGES.
+    languages: tuple[str, ...] = ()
     relay: RelayAttributes = field(default_factory=RelayAttributes)
     log_level: str = "info"
     log_format: str = "auto"
@@ -166,6 +201,10 @@ class Settings:
             lease_ttl_ms=_int(env, "SWITCHBOARD_LEASE_TTL_MS", 5000, minimum=100),
             max_deliveries=_int(env, "SWITCHBOARD_MAX_DELIVERIES", 5, minimum=1),
             system_prompt=env.get("SWITCHBOARD_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
+            tools=_tools(env),
+            transfer_number=_str(env, "SWITCHBOARD_TRANSFER_NUMBER", None),
+            transfer_queue=_str(env, "SWITCHBOARD_TRANSFER_QUEUE", None),
+            languages=_languages(relay.language, env.get("SWITCHBOARD_LANGUAGES") or ""),
             relay=relay,
             log_level=env.get("SWITCHBOARD_LOG_LEVEL") or "info",
             log_format=_choice(env, "SWITCHBOARD_LOG_FORMAT", "auto", {"auto", "json", "console"}),
@@ -213,4 +252,8 @@ class Settings:
             concurrency=self.llm_concurrency,
             claim_idle_ms=self.llm_claim_idle_ms,
             max_deliveries=self.max_deliveries,
+            tools=self.tools,
+            transfer_number=self.transfer_number,
+            transfer_queue=self.transfer_queue,
+            languages=self.languages,
         )

@@ -12,7 +12,8 @@ and the caller's last words (the last user message with text) ask for it,
 the reply is a short sentence and a ``tool_use`` (stop reason
 ``tool_use``); once the request ends with the tool results, the reply is
 the follow-up in ``FOLLOW_UP`` (empty for ``end_call`` and ``transfer``;
-"Sorry, I could not do that." when a result is an error). Triggers, on
+a user tool's result read out as it is; "Sorry, I could not do that." when
+a result is an error). Triggers, on
 whole words, case-insensitive:
 
 - ``end_call``: "goodbye", "bye" -> "Thanks for calling. Goodbye!"
@@ -166,7 +167,11 @@ class _ScriptedCompletion:
             if any(r.get("is_error") for r in results):
                 return _TOOL_ERROR, []
             names = _tool_names(messages)
-            follow = [FOLLOW_UP.get(names.get(str(r.get("tool_use_id")), ""), "") for r in results]
+            # A user tool's result is read out as it is.
+            follow = [
+                FOLLOW_UP.get(names.get(str(r.get("tool_use_id")), ""), str(r.get("content", "")))
+                for r in results
+            ]
             return " ".join(f for f in follow if f), []
         wanted = scripted_tool_use(messages, self._request.tools)
         if wanted is None:
