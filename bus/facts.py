@@ -25,8 +25,9 @@ Fact names used by the built-in parts (body fields besides ``fact``/``t_ms``):
   ``call_ended`` (``code``, ``reason``);
 - conversation: ``prompt_applied``, ``llm_requested`` (``reply_to``);
 - llm: ``request_taken``, ``provider_first_token``, ``completion_done``
-  (``reply_to``, ``usage``, ``stop_reason``), ``provider_error`` (``error``);
-- reserved: ``tool_called`` (``name``), emitted once tools exist.
+  (``reply_to``, ``usage``, ``stop_reason``, ``cancelled``),
+  ``provider_error`` (``error``), ``tool_called`` (``name``, ``is_error``),
+  ``generation_cancelled`` (``reason``; ``t_ms`` = when the cancel was read).
 """
 
 from __future__ import annotations
