@@ -219,6 +219,21 @@ class ReplyMessages:
             for o in self.outcomes
         ]
 
+    def compact(self) -> list[dict[str, Any]]:
+        """The messages, a lone text block stored as a plain string (same meaning).
+
+        A reply without tools then reads exactly like the plain assistant
+        message histories held before tools existed (replays compare them).
+        """
+        out: list[dict[str, Any]] = []
+        for m in self.messages:
+            content = m["content"]
+            if len(content) == 1 and content[0].get("type") == "text":
+                out.append({"role": m["role"], "content": content[0]["text"]})
+            else:
+                out.append({"role": m["role"], "content": content})
+        return out
+
     def append_text(self, text: str) -> None:
         """Text said after the reply closed (the apology)."""
         last = self.messages[-1] if self.messages else None
@@ -830,7 +845,7 @@ class LLMActor(Actor):
                 "timings": {"first_token_ms": first_ms, "total_ms": total_ms},
                 "error": outcome.error,
                 "cancelled": outcome.cancelled is not None,
-                "messages": reply.messages,
+                "messages": reply.compact(),
                 "tool_calls": [o.summary() for o in reply.outcomes],
             },
         )
