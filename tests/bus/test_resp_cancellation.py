@@ -238,3 +238,37 @@ async def test_aclose_fails_a_blocked_command(redis_url: str) -> None:
             await client.aclose()
         await client.aclose()  # idempotent
         assert len(failures) == 1
+
+
+async def test_pipelined_callers_cancelled_at_random_keep_replies_in_step(redis_url: str) -> None:
+    """Many callers on two connections: queued commands go out as shared
+    pipelines, and a caller cancelled while queued or in flight never costs
+    another caller its reply or its connection."""
+    client = RedisClient.from_url(redis_url, max_connections=2)
+    wrong: list[tuple[str, object]] = []
+    outcomes = {"cancelled": 0, "completed": 0}
+
+    async def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for i in range(40):
+            key = f"p{seed}:{i % 3}"
+            with trio.move_on_after(rng.uniform(0, 0.002)) as scope:
+                await client.pipeline([("SET", key, f"{seed}:{i}"), ("ECHO", f"{seed}:{i}")])
+            if scope.cancelled_caught:
+                outcomes["cancelled"] += 1
+                continue
+            outcomes["completed"] += 1
+            got = await client.pipeline([("GET", key), ("ECHO", str(seed))])
+            if got != [f"{seed}:{i}", str(seed)]:
+                wrong.append((key, got))
+
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for seed in range(64):
+                    nursery.start_soon(worker, seed)
+            assert wrong == []
+            assert outcomes["cancelled"] >= 20
+            assert outcomes["completed"] >= 20
+    finally:
+        await client.aclose()
