@@ -35,6 +35,12 @@ While it holds partition ``p`` the worker:
   epoch and state is persisted with ``Bus.set_if_lease``. A refused write
   means the lease is gone: the handler calls ``lease_lost()``, which stops
   the partition at once without acking.
+- runs the actor's per-partition side task, if it has one
+  (``partition_task(p, task_status=...)``, e.g. the conversation's timers):
+  started before the first entry is read (so it can load what it needs
+  first; it calls ``task_status.started()`` when ready), with the same
+  ``current_lease()``, and cancelled with the partition's work when the
+  partition is drained or lost.
 
 Cancelling the manager abandons its leases (they expire, as if the process
 had died); ``stop()`` is the graceful path: stop taking work, finish the
@@ -160,6 +166,8 @@ async def lease_lost() -> NoReturn:
 # -- the manager --------------------------------------------------------------
 
 Process = Callable[[Entry], Awaitable[None]]
+# A per-partition side task: ``task(partition, task_status=...)``.
+PartitionTask = Callable[..., Awaitable[None]]
 
 
 class PartitionManager:
@@ -168,6 +176,8 @@ class PartitionManager:
     ``process_for(consumer)`` returns the function that handles one entry
     (retries, dead letters and the ack included) as ``consumer``; the runtime
     supplies it. ``stream_of(p)`` names partition ``p``'s stream.
+    ``partition_task``, when given, runs beside each held partition's reads
+    (see the module docstring).
     """
 
     def __init__(
@@ -182,6 +192,7 @@ class PartitionManager:
         lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
         block_ms: int = 1000,
         actor: str = "",
+        partition_task: PartitionTask | None = None,
     ) -> None:
         if lease_ttl_ms < 30:
             raise ValueError(f"lease_ttl_ms too small: {lease_ttl_ms}")
@@ -194,6 +205,7 @@ class PartitionManager:
         self.ttl_ms = lease_ttl_ms
         self.block_ms = min(block_ms, lease_ttl_ms)
         self.actor = actor or group
+        self.partition_task = partition_task
         self.registry = keys.members(group)
         self.held: dict[int, _Held] = {}
         self._stopping = False
@@ -283,6 +295,8 @@ class PartitionManager:
             with held.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._renew, held, valid_until)
+                    if self.partition_task is not None:
+                        await nursery.start(self._side, held)
                     await self._work(held)
                     nursery.cancel_scope.cancel()
                 if not held.lost:
@@ -300,6 +314,13 @@ class PartitionManager:
             held.done.set()
         if released:
             log.info("partition_released", partition=p, epoch=held.lease.epoch)
+
+    async def _side(
+        self, held: _Held, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self.partition_task is not None
+        _current.set(held)  # this task only: current_lease() works in it too
+        await self.partition_task(held.partition, task_status=task_status)
 
     async def _renew(self, held: _Held, valid_until: float) -> None:
         interval = self.ttl_ms / 3000

@@ -33,7 +33,9 @@ gets the partition's lease from ``current_lease()``: it stamps
 ``bus.set_if_lease``; if that returns False it calls ``await lease_lost()``,
 which cancels the partition's work at once (nothing acked). ``consumer`` is
 then the worker's member name in the liveness registry; ``lease_ttl_ms``
-sets the lease TTL.
+sets the lease TTL. A partitioned actor may also run a side task per held
+partition (``partition_task``; the conversation's timers): it starts before
+the partition's first entry is handled and is cancelled with the partition.
 
 Stopping: cancelling ``serve_actor`` stops everything where it is (a
 partitioned actor's leases are abandoned and expire, as if it had died).
@@ -145,6 +147,23 @@ class Actor(abc.ABC):
         """The stream of ``partition`` (partitioned actors; ``keys.partitions`` of them)."""
         return self.keys.calls(partition)
 
+    # Set to True by a partitioned actor that overrides ``partition_task``.
+    has_partition_task: bool = False
+
+    async def partition_task(
+        self, partition: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """A side task that runs while this worker holds ``partition``.
+
+        Partitioned actors with ``has_partition_task = True`` only. Started
+        before the partition's first entry is handled: call
+        ``task_status.started()`` once ready (entries wait until then). It runs
+        with the partition's ``current_lease()`` and is cancelled when the
+        partition is drained, lost or abandoned. It should not return early
+        (returning is allowed; an exception stops the worker's partitions).
+        """
+        task_status.started()
+
 
 async def serve_actor(
     bus: Bus,
@@ -194,6 +213,7 @@ async def serve_actor(
             lease_ttl_ms=lease_ttl_ms,
             block_ms=block_ms,
             actor=actor.name,
+            partition_task=actor.partition_task if actor.has_partition_task else None,
         )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(actor.background, bus)

@@ -44,6 +44,14 @@ class Keys:
         p = partition_of(call_sid, self.partitions)
         return f"{self.namespace}:{{p{p}}}:state:{call_sid}"
 
+    def timers(self, partition: int) -> str:
+        """Pending conversation timers of a partition's calls (same slot as its stream).
+
+        A JSON object ``{call_sid: {timer_name: deadline_ms}}`` kept by the
+        partition's owner, so a new owner re-arms the timers (failover).
+        """
+        return f"{self.namespace}:{{p{partition}}}:timers"
+
     def lease(self, partition: int) -> str:
         """Ownership lease of a partition (its epoch key is ``<lease>:epoch``)."""
         return f"{self.namespace}:{{p{partition}}}:lease"

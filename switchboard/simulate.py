@@ -341,6 +341,7 @@ class CallResult:
     dtmf_sent: int = 0
     interrupts: int = 0
     frames_after_interrupt: int = 0
+    dtmf_reply_frames: int = 0  # the agent answering a keypad entry (not a fault)
     stray_frames: int = 0
     violations: list[str] = field(default_factory=list)
     error: str | None = None
@@ -403,6 +404,7 @@ class SimulationResult:
             "fenced_leaks": faults.get("fenced", 0),
             "stray_frames": sum(c.stray_frames for c in self.calls),
             "frames_after_interrupt": sum(c.frames_after_interrupt for c in self.calls),
+            "dtmf_reply_frames": sum(c.dtmf_reply_frames for c in self.calls),
         }
 
     @property
@@ -519,6 +521,7 @@ class _CallDriver:
         self.rng = rng
         self.current: TurnResult | None = None
         self.after_interrupt = False
+        self.after_dtmf = False
         self.closed = False
         self.changed = trio.Event()  # set whenever a frame was attributed
 
@@ -547,6 +550,10 @@ class _CallDriver:
                 if self.after_interrupt:
                     # Sent before the gateway saw the interrupt: in flight, not a fault.
                     self.result.frames_after_interrupt += 1
+                elif self.after_dtmf:
+                    # A keypad entry ('#' or the idle timeout) is a turn: this is
+                    # its reply, until the next prompt supersedes it.
+                    self.result.dtmf_reply_frames += 1
                 else:
                     self.result.stray_frames += 1
                     self.result.violations.append(f"text frame outside any turn: {msg.token!r}")
@@ -591,6 +598,7 @@ class _CallDriver:
         self.result.turns.append(record)
         # Attribution starts before the send, so an instant reply is not missed.
         self.after_interrupt = False
+        self.after_dtmf = False
         self.current = record
         await self.call.prompt(turn.text, lang=self.scenario.lang)
         await self._wait_for(record, turn.interrupt_after)
@@ -624,6 +632,7 @@ class _CallDriver:
                     # After a barge-in the caller is already speaking the next turn.
                     thinking = turn.interrupt_after is None
                 elif isinstance(turn, Dtmf):
+                    self.after_dtmf = True
                     for i, digit in enumerate(turn.digits):
                         if i:
                             await self.sleep_ms(self.scenario.dtmf_gap_ms)

@@ -16,6 +16,7 @@ import trio.testing
 
 from actors.config import ConversationConfig
 from actors.conversation import CallState, ConversationActor
+from actors.history import request_messages
 from actors.runtime import serve_actor
 from bus.base import Entry
 from bus.envelope import Envelope, Kind
@@ -241,9 +242,21 @@ async def test_stale_results_are_ignored_and_unanswered_prompts_merge() -> None:
     assert r2.turn == 2
     assert r2.body["messages"] == [{"role": "user", "content": "book a table for two people"}]
     assert state is not None
+    # The superseded reply was never heard (no tokensPlayed): it is dropped;
+    # the two prompts stay one user turn as the model sees it.
     assert state.history == [
+        {"role": "user", "content": "book a table"},
+        {"role": "user", "content": "for two people"},
+        {"role": "assistant", "content": "A table for two, sure."},
+    ]
+    assert request_messages(state.history) == [
         {"role": "user", "content": "book a table for two people"},
         {"role": "assistant", "content": "A table for two, sure."},
+    ]
+    # The superseded generation was cancelled on the control stream.
+    cancels = [Envelope.decode(e.fields) for e in await bus.range(KEYS.control)]
+    assert [(c.kind, c.body) for c in cancels] == [
+        (Kind.CONTROL_CANCEL, {"reply_to": r1.body["reply_to"], "reason": "superseded"})
     ]
 
 
