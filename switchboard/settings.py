@@ -10,13 +10,21 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from actors.config import DEFAULT_SYSTEM_PROMPT, ConversationConfig, LLMConfig
+from actors.config import (
+    DEFAULT_GOODBYE_TEXT,
+    DEFAULT_REPROMPT_TEXT,
+    DEFAULT_RESUME_GREETING,
+    DEFAULT_SYSTEM_PROMPT,
+    ConversationConfig,
+    LLMConfig,
+)
 from actors.telemetry import TelemetryConfig
 from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
 from bus.keys import Keys
-from gateway.config import GatewayConfig, RelayAttributes
+from gateway.config import GatewayConfig, LanguageOption, RelayAttributes
+from switchboard.profile import Profile, ProfileError, load_profile
 
 DEFAULT_GREETING = "Hello! This is the Switchboard demo agent. How can I help you today?"
 
@@ -94,6 +102,38 @@ def _languages(main: str | None, extra: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(c.strip() for c in codes if c.strip()))
 
 
+def _profile_env(profile: Profile) -> dict[str, str]:
+    """A profile's values under the environment variables they stand in for.
+
+    ``Settings.from_env`` lays the real environment over these, so an
+    environment variable overrides the profile's value of the same setting.
+    """
+    out: dict[str, str] = {}
+
+    def put(name: str, value: object) -> None:
+        if value is None:
+            return
+        out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    put("SWITCHBOARD_SYSTEM_PROMPT", profile.system_prompt)
+    put("SWITCHBOARD_WELCOME_GREETING", profile.greeting)
+    put("SWITCHBOARD_RESUME_GREETING", profile.resume_greeting)
+    put("SWITCHBOARD_MODEL", profile.model)
+    put("SWITCHBOARD_MAX_TOKENS", profile.max_tokens)
+    for key, value in profile.voice.items():
+        # [voice] keys are the relay settings' names: voice.tts_provider is
+        # SWITCHBOARD_TTS_PROVIDER, and so on.
+        put(f"SWITCHBOARD_{key.upper()}", value)
+    if profile.tools is not None:
+        out["SWITCHBOARD_TOOLS"] = ",".join(profile.tools)
+    put("SWITCHBOARD_TRANSFER_NUMBER", profile.transfer_number)
+    put("SWITCHBOARD_TRANSFER_QUEUE", profile.transfer_queue)
+    put("SWITCHBOARD_SILENCE_REPROMPT_S", profile.silence_reprompt_s)
+    put("SWITCHBOARD_SILENCE_MAX_REPROMPTS", profile.silence_max_reprompts)
+    put("SWITCHBOARD_DTMF_IDLE_S", profile.dtmf_idle_s)
+    return out
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
     value = env.get(name) or default
     if value not in choices:
@@ -135,6 +175,17 @@ class Settings:
     # relay's language plus SWITCHBOARD_LANGUAGES.
     languages: tuple[str, ...] = ()
     relay: RelayAttributes = field(default_factory=RelayAttributes)
+    # Conversation behaviour (ConversationConfig); a profile's [agent],
+    # [timers] and [dtmf] map onto these.
+    resume_greeting: str = DEFAULT_RESUME_GREETING
+    silence_reprompt_s: float = 10.0
+    silence_max_reprompts: int = 2
+    reprompt_text: str = DEFAULT_REPROMPT_TEXT
+    goodbye_text: str = DEFAULT_GOODBYE_TEXT
+    dtmf_idle_s: float = 3.0
+    dtmf_menu: Mapping[str, str] = field(default_factory=dict)
+    # The agent profile these settings were built with (SWITCHBOARD_PROFILE).
+    profile_path: str | None = None
     log_level: str = "info"
     log_format: str = "auto"
     # Actor processes serve /metrics and /healthz on this port; None: no server.
@@ -142,8 +193,22 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``env`` (default ``os.environ``)."""
+        """Build settings from ``env`` (default ``os.environ``).
+
+        With ``SWITCHBOARD_PROFILE`` set, the agent profile it names is loaded
+        and validated first (``switchboard.profile``); its values stand in for
+        the environment variables of the same settings, and a variable that
+        is set (non-empty) overrides the profile.
+        """
         env = os.environ if env is None else env
+        profile_path = env.get("SWITCHBOARD_PROFILE") or None
+        profile = Profile()
+        if profile_path is not None:
+            try:
+                profile = load_profile(profile_path, tools=tuple(entry_point_tool_names()))
+            except ProfileError as exc:
+                raise SettingsError(f"SWITCHBOARD_PROFILE: {exc}") from None
+            env = {**_profile_env(profile), **{k: v for k, v in env.items() if v != ""}}
         port = _int(env, "SWITCHBOARD_PORT", 8080)
         host = env.get("SWITCHBOARD_HOST") or "127.0.0.1"
         public_url = (env.get("SWITCHBOARD_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
@@ -164,6 +229,8 @@ class Settings:
                 env, "SWITCHBOARD_WELCOME_GREETING_INTERRUPTIBLE", None
             ),
             language=_str(env, "SWITCHBOARD_LANGUAGE", "en-US"),
+            tts_language=_str(env, "SWITCHBOARD_TTS_LANGUAGE", None),
+            transcription_language=_str(env, "SWITCHBOARD_TRANSCRIPTION_LANGUAGE", None),
             tts_provider=_str(env, "SWITCHBOARD_TTS_PROVIDER", None),
             voice=_str(env, "SWITCHBOARD_VOICE", None),
             transcription_provider=_str(env, "SWITCHBOARD_TRANSCRIPTION_PROVIDER", None),
@@ -175,8 +242,19 @@ class Settings:
                 env, "SWITCHBOARD_REPORT_INPUT_DURING_AGENT_SPEECH", None
             ),
             partial_prompts=_bool(env, "SWITCHBOARD_PARTIAL_PROMPTS", None),
+            preemptible=_bool(env, "SWITCHBOARD_PREEMPTIBLE", None),
             hints=_str(env, "SWITCHBOARD_HINTS", None),
             debug=_str(env, "SWITCHBOARD_DEBUG", None),
+            intelligence_service=_str(env, "SWITCHBOARD_INTELLIGENCE_SERVICE", None),
+            languages=tuple(LanguageOption(**asdict(lang)) for lang in profile.languages),
+        )
+        silence_reprompt_s = _float(env, "SWITCHBOARD_SILENCE_REPROMPT_S", 10.0)
+        dtmf_idle_s = _float(env, "SWITCHBOARD_DTMF_IDLE_S", 3.0)
+        if dtmf_idle_s <= 0:
+            raise SettingsError(f"SWITCHBOARD_DTMF_IDLE_S must be > 0, got {dtmf_idle_s}")
+        # switch_language may pick the profile's [[voice.languages]] too.
+        extra_languages = ",".join(
+            [*(lang.code for lang in profile.languages), env.get("SWITCHBOARD_LANGUAGES") or ""]
         )
         return cls(
             host=host,
@@ -204,8 +282,17 @@ class Settings:
             tools=_tools(env),
             transfer_number=_str(env, "SWITCHBOARD_TRANSFER_NUMBER", None),
             transfer_queue=_str(env, "SWITCHBOARD_TRANSFER_QUEUE", None),
-            languages=_languages(relay.language, env.get("SWITCHBOARD_LANGUAGES") or ""),
+            languages=_languages(relay.language, extra_languages),
             relay=relay,
+            resume_greeting=_str(env, "SWITCHBOARD_RESUME_GREETING", DEFAULT_RESUME_GREETING)
+            or DEFAULT_RESUME_GREETING,
+            silence_reprompt_s=silence_reprompt_s,
+            silence_max_reprompts=_int(env, "SWITCHBOARD_SILENCE_MAX_REPROMPTS", 2),
+            reprompt_text=env.get("SWITCHBOARD_REPROMPT_TEXT") or DEFAULT_REPROMPT_TEXT,
+            goodbye_text=env.get("SWITCHBOARD_GOODBYE_TEXT") or DEFAULT_GOODBYE_TEXT,
+            dtmf_idle_s=dtmf_idle_s,
+            dtmf_menu=dict(profile.dtmf_menu),
+            profile_path=profile_path,
             log_level=env.get("SWITCHBOARD_LOG_LEVEL") or "info",
             log_format=_choice(env, "SWITCHBOARD_LOG_FORMAT", "auto", {"auto", "json", "console"}),
             metrics_port=(
@@ -228,6 +315,7 @@ class Settings:
             auth_token=self.twilio_auth_token,
             relay=self.relay,
             keys=self.keys,
+            resume_greeting=self.resume_greeting,
         )
 
     def conversation_config(self) -> ConversationConfig:
@@ -236,6 +324,13 @@ class Settings:
             system_prompt=self.system_prompt,
             welcome_greeting=self.relay.welcome_greeting,
             state_ttl_ms=self.retention_ms,
+            resume_greeting=self.resume_greeting,
+            silence_reprompt_s=self.silence_reprompt_s,
+            silence_max_reprompts=self.silence_max_reprompts,
+            reprompt_text=self.reprompt_text,
+            goodbye_text=self.goodbye_text,
+            dtmf_idle_s=self.dtmf_idle_s,
+            dtmf_menu=dict(self.dtmf_menu),
         )
 
     def telemetry_config(self) -> TelemetryConfig:
