@@ -84,6 +84,8 @@ log = structlog.get_logger()
 TIMER_KIND = "conversation.timer"
 SILENCE = "silence"
 DTMF = "dtmf"
+REQUEST = "request"  # bounds how long a turn's request waits for an older result
+REQUEST_WAIT_MS = 1000
 _DTMF_KEYS = frozenset("0123456789*")
 _DTMF_MAX = 64  # digits kept in one entry; more is a stuck key
 
@@ -102,6 +104,9 @@ class OpenTurn:
     duration_ms: float | None = None
     superseded: bool = False  # a newer turn started (or the session ended)
     cancelled: bool = False  # a control.cancel was published for it
+    # False while the request waits for an older turn's (cancelled) result,
+    # so that it carries what the caller heard of that turn.
+    requested: bool = True
 
 
 @dataclass(slots=True)
@@ -283,7 +288,7 @@ class ConversationActor(Actor):
             if state is None:
                 log.warning("llm_result_without_call", entry_id=entry.id)
                 return
-            self._apply_result(state, env, now)
+            self._apply_result(state, env, now, out)
         elif env.kind == Kind.CALL_CLOSED:
             if state is None:
                 log.info("call_closed_without_state", entry_id=entry.id)
@@ -382,19 +387,37 @@ class ConversationActor(Actor):
         applied_ms: float,
         out: list[tuple[str, Fields]],
     ) -> None:
-        """Open a turn for the caller's ``text`` and ask for its reply."""
+        """Open a turn for the caller's ``text`` and ask for its reply.
+
+        While an older turn's result is outstanding (it was just cancelled),
+        the request waits for it, at most ``REQUEST_WAIT_MS``: the model then
+        sees what the caller heard of that turn.
+        """
         for t in state.open_turns:
             if not t.superseded:
                 t.superseded = True
                 self._cancel(state, t, "superseded", out)
+        waiting = bool(state.open_turns)
         state.history.append({"role": "user", "content": text})
         state.turn += 1
         state.reply_to = reply_to
-        state.open_turns.append(
-            OpenTurn(turn=state.turn, reply_to=reply_to, index=len(state.history))
-        )
+        turn = OpenTurn(turn=state.turn, reply_to=reply_to, index=len(state.history))
+        state.open_turns.append(turn)
         state.speaking = None
         state.timers.pop(SILENCE, None)
+        if waiting:
+            turn.requested = False
+            state.timers[REQUEST] = int(self.clock() + REQUEST_WAIT_MS)
+            log.info("request_waits_for_cancelled_turn", reply_to=reply_to)
+            return
+        self._request(state, turn, applied_ms, out)
+
+    def _request(
+        self, state: CallState, turn: OpenTurn, applied_ms: float, out: list[tuple[str, Fields]]
+    ) -> None:
+        turn.requested = True
+        state.timers.pop(REQUEST, None)
+        reply_to = turn.reply_to
         messages = request_messages(state.history)
         request = Envelope(
             kind=Kind.LLM_REQUEST,
@@ -416,12 +439,13 @@ class ConversationActor(Actor):
             log.info(
                 "prompt_applied",
                 seq=reply_to,
-                chars=len(text),
                 messages=len(messages),
                 open_turns=len(state.open_turns),
             )
 
-    def _apply_result(self, state: CallState, env: Envelope, now: float) -> None:
+    def _apply_result(
+        self, state: CallState, env: Envelope, now: float, out: list[tuple[str, Fields]]
+    ) -> None:
         body = env.body
         turn = next((t for t in state.open_turns if t.turn == env.turn), None)
         if turn is None:
@@ -464,6 +488,10 @@ class ConversationActor(Actor):
             if tools & {"end_call", "transfer"} and not body.get("cancelled"):
                 state.ending = True  # the LLM actor ends the call after the goodbye
             self._arm_silence(state, now, "" if turn.interrupted else text)
+        current = state.current()
+        if current is not None and not current.requested and len(state.open_turns) == 1:
+            # The older turns are settled: ask for the waiting turn's reply.
+            self._request(state, current, wall_ms(), out)
         log.info(
             "llm_result_applied",
             chars=len(text),
@@ -585,6 +613,11 @@ class ConversationActor(Actor):
                 self._start_turn(state, self._dtmf_words(entry), state.dtmf_seq, wall_ms(), out)
         elif name == SILENCE:
             self._on_silence(state, now, out)
+        elif name == REQUEST:
+            current = state.current()
+            if current is not None and not current.requested:
+                log.warning("request_wait_timed_out", reply_to=current.reply_to)
+                self._request(state, current, wall_ms(), out)
 
     def _on_silence(self, state: CallState, now: float, out: list[tuple[str, Fields]]) -> None:
         if state.current() is not None or state.ending:

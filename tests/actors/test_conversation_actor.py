@@ -47,7 +47,11 @@ class Caller:
     async def send(self, kind: str, body: dict[str, Any]) -> tuple[str, Envelope]:
         self.seq += 1
         env = Envelope(
-            kind=kind, call=self.call, session=self.session, gateway="gw1", seq=self.seq,
+            kind=kind,
+            call=self.call,
+            session=self.session,
+            gateway="gw1",
+            seq=self.seq,
             body=body,
         )
         entry_id = await self.bus.append(KEYS.calls_for(self.call), env.encode())
@@ -56,8 +60,14 @@ class Caller:
     async def setup(self) -> tuple[str, Envelope]:
         return await self.send(
             Kind.CALL_SETUP,
-            {"type": "setup", "sessionId": self.session, "callSid": self.call,
-             "from": "+15550001", "to": "+15550002", "customParameters": {}},
+            {
+                "type": "setup",
+                "sessionId": self.session,
+                "callSid": self.call,
+                "from": "+15550001",
+                "to": "+15550002",
+                "customParameters": {},
+            },
         )
 
     async def say(self, text: str, *, last: bool = True) -> tuple[str, Envelope]:
@@ -69,11 +79,19 @@ class Caller:
     async def reply(self, turn: int, text: str, reply_to: int) -> None:
         """Play the LLM actor: a finished reply for ``turn``."""
         env = Envelope(
-            kind=Kind.LLM_RESULT, call=self.call, session=self.session, gateway="gw1",
+            kind=Kind.LLM_RESULT,
+            call=self.call,
+            session=self.session,
+            gateway="gw1",
             turn=turn,
-            body={"text": text, "reply_to": reply_to, "stop_reason": "end_turn",
-                  "usage": {"input_tokens": 1, "output_tokens": 1},
-                  "timings": {"first_token_ms": 1.0, "total_ms": 2.0}, "error": None},
+            body={
+                "text": text,
+                "reply_to": reply_to,
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 1, "output_tokens": 1},
+                "timings": {"first_token_ms": 1.0, "total_ms": 2.0},
+                "error": None,
+            },
         )
         await self.bus.append(KEYS.calls_for(self.call), env.encode())
 
@@ -232,8 +250,9 @@ async def test_stale_results_are_ignored_and_unanswered_prompts_merge() -> None:
             r1 = await caller.next_request()
             # The caller speaks again before the reply came back.
             await caller.say("for two people")
-            r2 = await caller.next_request()
+            # Turn 2's request waits for turn 1's (cancelled) result.
             await caller.reply(r1.turn, "late answer to turn one", r1.body["reply_to"])
+            r2 = await caller.next_request()
             await caller.reply(r2.turn, "A table for two, sure.", r2.body["reply_to"])
             # A duplicate result for the same turn (the request ran twice).
             await caller.reply(r2.turn, "A table for two, sure.", r2.body["reply_to"])
@@ -289,14 +308,23 @@ async def test_resumed_call_keeps_history_and_close_is_recorded() -> None:
     assert r2.turn == 2
     assert r2.body["messages"][0] == {"role": "assistant", "content": GREETING}
     assert [m["role"] for m in r2.body["messages"]] == [
-        "assistant", "user", "assistant", "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
     ]
 
 
 def test_call_state_round_trips_through_json() -> None:
     state = CallState(
-        call=CALL, session=SESSION, gateway="gw1", turn=3,
-        history=[{"role": "user", "content": "x"}], last_entry_id="5-1", reply_to=9,
-        answered_turn=2, closed=True,
+        call=CALL,
+        session=SESSION,
+        gateway="gw1",
+        turn=3,
+        history=[{"role": "user", "content": "x"}],
+        last_entry_id="5-1",
+        reply_to=9,
+        answered_turn=2,
+        closed=True,
     )
     assert CallState.from_json(state.to_json()) == state

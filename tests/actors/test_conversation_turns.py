@@ -244,13 +244,18 @@ async def test_superseded_reply_keeps_only_tool_pairs_when_unheard() -> None:
             r1 = await line.request()
             await line.say("actually wait")
             cancel = await line.cancel()
-            r2 = await line.request()
+            # The new turn's request waits for the cancelled turn's result.
             await line.result(r1, "Dialling now.Done, I pressed them.", messages=messages,
                               cancelled=True)  # fmt: skip
+            r2 = await line.request()
             await line.result(r2, "Waiting.")
         state = await state_of(actor)
     assert cancel.body == {"reply_to": r1.body["reply_to"], "reason": "superseded"}
-    assert r2.body["messages"] == [{"role": "user", "content": "press one two three actually wait"}]
+    assert r2.body["messages"] == [
+        {"role": "user", "content": "press one two three"},
+        {"role": "assistant", "content": [tool_use]},
+        {"role": "user", "content": [tool_result, {"type": "text", "text": "actually wait"}]},
+    ]
     # The caller heard nothing of turn 1 (no tokensPlayed): its text is gone,
     # the tool pair stays, before the prompt that superseded it.
     assert state.history == [
@@ -275,8 +280,8 @@ async def test_superseded_reply_keeps_what_tokens_played_say_was_heard() -> None
             r1 = await line.request()
             await line.played("Sure. We open at nine ")
             await line.say("never mind")
-            r2 = await line.request()
             await line.result(r1, REPLY, cancelled=True)
+            r2 = await line.request()
             await line.result(r2, "OK.")
             await line.say("bye")
             r3 = await line.request()
@@ -287,6 +292,24 @@ async def test_superseded_reply_keeps_what_tokens_played_say_was_heard() -> None
         {"role": "assistant", "content": "OK."},
         {"role": "user", "content": "bye"},
     ]
+
+
+async def test_a_request_waiting_for_a_lost_result_goes_out_after_a_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus, actor = MemoryBus(), make_actor(welcome_greeting=None)
+    line = Line(bus)
+    with trio.fail_after(30):
+        async with serving(bus, actor):
+            await line.setup()
+            await line.say("one")
+            await line.request()
+            await line.say("two")
+            start = trio.current_time()
+            r2 = await line.request()  # turn 1's result never comes
+            waited = trio.current_time() - start
+    assert r2.turn == 2 and waited >= 1.0
+    assert r2.body["messages"] == [{"role": "user", "content": "one two"}]
 
 
 async def test_dtmf_entry_ends_with_hash_and_with_the_idle_timer(
