@@ -68,6 +68,14 @@ class SwitchboardProcess:
                 )
             await self._changed.wait()
 
+    @property
+    def port(self) -> int:
+        """The port a serving process bound, from its ``switchboard_ready`` event."""
+        for event in self.events:
+            if event.get("event") == "switchboard_ready" and "url" in event:
+                return int(str(event["url"]).rsplit(":", 1)[1])
+        raise LookupError(f"{' '.join(self.args)} logged no switchboard_ready with a url")
+
     def kill9(self) -> None:
         """SIGKILL: the way a worker dies in production failures."""
         self.process.send_signal(signal.SIGKILL)
