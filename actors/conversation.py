@@ -654,7 +654,7 @@ class ConversationActor(Actor):
             gateway=state.gateway,
             turn=state.turn,
             epoch=_epoch(),
-            body={"frame": frame, "after_speech": after_speech},
+            body={"frame": frame, "after_speech": after_speech, "origin": "conversation"},
         )
         return self.keys.gateway(state.gateway), env.encode()
 

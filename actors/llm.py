@@ -797,7 +797,8 @@ class LLMActor(Actor):
             gateway=env.gateway,
             seq=env.seq,
             turn=env.turn,
-            body={"frame": frame, "after_speech": after_speech},
+            # ``origin`` tells replay which frames the conversation sent itself.
+            body={"frame": frame, "after_speech": after_speech, "origin": "llm"},
         )
 
     async def _finish(

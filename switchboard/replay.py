@@ -207,10 +207,19 @@ def describe(env: Envelope) -> str:
     if kind == Kind.LLM_RESULT:
         timings = b.get("timings") or {}
         error = f" error={_clip(b.get('error'))}" if b.get("error") else ""
+        cancelled = f" cancelled={b.get('cancelled')}" if b.get("cancelled") else ""
+        tools = "".join(
+            f" tool {call.get('name')}({json.dumps(call.get('input'), ensure_ascii=False)})"
+            f" -> {_clip(call.get('result', ''), 40)}"
+            for call in b.get("tool_calls") or []
+            if isinstance(call, dict)
+        )
         return (
             f"result {_clip(b.get('text', ''))} first_token_ms={timings.get('first_token_ms')} "
-            f"usage={b.get('usage')}{error}"
+            f"usage={b.get('usage')}{cancelled}{tools}{error}"
         )
+    if kind == Kind.CONTROL_CANCEL:
+        return f"cancel reply_to={b.get('reply_to')} reason={b.get('reason')}"
     if kind == Kind.GATEWAY_SEND:
         return f"send {json.dumps(b.get('frame'), ensure_ascii=False)}"
     if kind == Kind.EVENT:
@@ -313,7 +322,13 @@ async def rerun(rec: CallRecording, config: ConversationConfig) -> RerunReport:
         actor.attach(bus)
         recorded = rec.partition_entries()
         requests_then = [i.env for i in rec.of_kind(Kind.LLM_REQUEST, source="llm")]
-        sends_then = [i.env for i in rec.of_kind(Kind.GATEWAY_SEND)]
+        # The rerun replaces the LLM, so only the conversation's own frames
+        # (not a tool's, which the LLM actor sent) can be compared.
+        sends_then = [
+            i.env
+            for i in rec.of_kind(Kind.GATEWAY_SEND)
+            if i.env.body.get("origin") != "llm"
+        ]
         seen_requests = "0-0"
         pending: list[Envelope] = []
         for item in recorded:

@@ -373,11 +373,11 @@ async def test_silence_reprompts_then_ends_the_call(
             end = await line.frame()
         state = await state_of(actor)
     assert first.body == {"frame": {"type": "text", "token": "Still there?", "last": True},
-                          "after_speech": False}  # fmt: skip
+                          "after_speech": False, "origin": "conversation"}  # fmt: skip
     assert second.body["frame"]["token"] == "Still there?"
     assert goodbye.body["frame"] == {"type": "text", "token": "Goodbye for now.", "last": True}
     assert end.body == {"frame": {"type": "end", "handoffData": '{"reason": "silence"}'},
-                        "after_speech": True}  # fmt: skip
+                        "after_speech": True, "origin": "conversation"}  # fmt: skip
     assert all(f.session == SESSION and f.kind == Kind.GATEWAY_SEND for f in (first, end))
     # Silence counts from when the reply should have finished playing.
     assert first_after >= 5.0 + len("Hello! What can I do for you?") / 14.0 - 0.01

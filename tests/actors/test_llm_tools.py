@@ -170,7 +170,9 @@ async def test_send_digits_goes_out_in_order_with_the_text(
     kinds = [e.kind for e in out]
     frame_at = kinds.index(Kind.GATEWAY_SEND)
     assert out[frame_at].body == {
-        "frame": {"type": "sendDigits", "digits": "123#"}, "after_speech": False,
+        "frame": {"type": "sendDigits", "digits": "123#"},
+        "after_speech": False,
+        "origin": "llm",
     }
     assert spoken(out[:frame_at]) == "Sending the digits now."
     assert spoken(out[frame_at:]) == " Done."

@@ -1,7 +1,8 @@
 """Replay of a call recorded by the dev composition (memory bus, one process).
 
-The call has an interrupt, so the timeline must show it. Tool calls cannot be
-produced yet (no provider emits them), so none is replayed here.
+The call has an interrupt and a tool call (the scripted provider asks for
+``send_digits`` when the caller says "press 1 2 3"), so the timeline must
+show both.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from switchboard.replay import (
 from switchboard.runner import start_dev
 from switchboard.scenario import play_scenario
 from switchboard.settings import Settings
+from switchboard.simulate import parse_scenario
 from switchboard.simulator import open_call
 
 GREETING = "Hello from the replay test."
@@ -40,6 +42,8 @@ def _settings(**extra: str) -> Settings:
         "SWITCHBOARD_PORT": "0",
         "SWITCHBOARD_PARTITIONS": "4",
         "SWITCHBOARD_WELCOME_GREETING": GREETING,
+        "SWITCHBOARD_TOOLS": "send_digits",
+        "SWITCHBOARD_SILENCE_REPROMPT_S": "0",
     }
     env.update(extra)
     return Settings.from_env(env)
@@ -55,13 +59,16 @@ async def _dev(settings: Settings, bus: MemoryBus) -> AsyncIterator[tuple[int, T
 
 
 async def _recorded_call(settings: Settings, bus: MemoryBus) -> str:
-    """One call with two turns, an interrupt and a key press; its sid once it is summarised."""
+    """One call with three turns, an interrupt, a tool call and a key press; its sid
+    once it is summarised."""
     async with _dev(settings, bus) as (port, telemetry):
         async with open_call(f"http://127.0.0.1:{port}") as call:
             await call.prompt("Tell me a long story.")
             await call.reply()
             await call.interrupt("Tell me", 250.0)
             await call.prompt("Actually, what time is it?")
+            await call.reply()
+            await call.prompt("Please press 1 2 3 for me.")
             await call.reply()
             await call.dtmf("5")
             sid = call.call_sid
@@ -91,18 +98,24 @@ async def test_timeline_shows_the_interrupt_and_every_stream() -> None:
         "event:interrupt_received",
         "event:first_token_sent",
         "event:call_ended",
+        "event:tool_called",
+        "gateway.send",
     ):
         assert expected in labels, expected
     data = timeline_json(rec)
     rel = [e["rel_ms"] for e in data["entries"]]
     assert rel == sorted(rel) and rel[0] == 0
-    assert {e["turn"] for e in data["entries"] if e["kind"] == "llm.request"} == {1, 2}
+    assert {e["turn"] for e in data["entries"] if e["kind"] == "llm.request"} >= {1, 2, 3}
     json.dumps(data)  # JSON-ready for tools
 
     text = format_timeline(rec)
     assert f"call {sid}" in text
     interrupt_line = next(line for line in text.splitlines() if "call.interrupt" in line)
     assert "caller interrupted" in interrupt_line and "Tell me" in interrupt_line
+    tool_line = next(line for line in text.splitlines() if "tool send_digits" in line)
+    assert '"digits": "123"' in tool_line
+    send_line = next(line for line in text.splitlines() if "gateway.send" in line)
+    assert "sendDigits" in send_line
 
 
 async def test_rerun_with_unchanged_code_reports_no_difference() -> None:
@@ -144,11 +157,11 @@ async def test_exported_scenario_plays_back_the_callers_side() -> None:
     assert [t.get("say") or t.get("dtmf") for t in scenario["turns"]] == [
         "Tell me a long story.",
         "Actually, what time is it?",
+        "Please press 1 2 3 for me.",
         "5",
     ]
     assert scenario["turns"][0]["interrupt_after"] >= 1
-    simulate = pytest.importorskip("switchboard.simulate")
-    simulate.parse_scenario(scenario)  # `switchboard simulate --scenario` accepts it
+    parse_scenario(scenario)  # `switchboard simulate --scenario` accepts it
 
     again = MemoryBus()
     with trio.fail_after(30):
@@ -158,10 +171,11 @@ async def test_exported_scenario_plays_back_the_callers_side() -> None:
                 new_sid = call.call_sid
             await telemetry.wait_summary(new_sid)
         played = await load_call(again, settings.keys, new_sid)
-    assert len(replies) == 2 and replies[1].complete
+    assert len(replies) == 3 and all(r.complete for r in replies[1:])
     assert [i.env.body.get("voicePrompt") for i in played.of_kind("call.prompt")] == [
         "Tell me a long story.",
         "Actually, what time is it?",
+        "Please press 1 2 3 for me.",
     ]
     assert len(played.of_kind("call.interrupt")) == 1
     assert [i.env.body["digit"] for i in played.of_kind("call.dtmf")] == ["5"]
