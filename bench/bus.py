@@ -14,6 +14,11 @@ shared, noisy machine:
   batch, as an actor does.
 - **pipelined append**: ``RedisBus.append_many`` in batches of 100, back to
   back on one connection.
+- **fan-in**: ``--fanin-tasks`` tasks (200) on one ``RedisBus``, each
+  appending one token-sized entry every 20 ms, as an LLM worker streaming
+  200 replies does: process CPU per append and the append's own latency.
+  This is the load's shape; the concurrent appends share pipelines
+  (``bus.resp``, automatic pipelining).
 - the C client's reference figures, same server, same entry shape
   (``XADD stream MINID ~ <min> * k .. c .. d ..``):
   ``redis-benchmark -c 1 -P 100 XADD ...`` (pipelined throughput) and
@@ -240,6 +245,51 @@ async def measure_append_many(url: str, count: int, stream: str) -> float:
     return batches * BATCH / elapsed
 
 
+@dataclass(frozen=True, slots=True)
+class FanInResult:
+    appends: int
+    rate: float
+    cpu_us_per_append: float
+    p50_ms: float
+    p99_ms: float
+
+
+async def measure_fanin(
+    url: str, tasks: int, seconds: float, stream: str, gap_s: float = 0.02
+) -> FanInResult:
+    """``tasks`` producers each appending one entry every ``gap_s``; CPU and latency."""
+    bus = RedisBus.from_url(url)
+    latencies: list[float] = []
+
+    async def producer(i: int) -> None:
+        await trio.sleep(gap_s * i / tasks)  # spread the starts over one gap
+        end = trio.current_time() + seconds
+        while trio.current_time() < end:
+            sent = time.perf_counter()
+            await bus.append(stream, FIELDS)
+            latencies.append(time.perf_counter() - sent)
+            await trio.sleep(gap_s)
+
+    try:
+        await bus.append(stream, FIELDS)  # connect before the clock starts
+        cpu, wall = time.process_time(), time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for i in range(tasks):
+                nursery.start_soon(producer, i)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        await bus.client.execute("DEL", stream)
+    finally:
+        await bus.aclose()
+    latencies.sort()
+    return FanInResult(
+        appends=len(latencies),
+        rate=len(latencies) / wall,
+        cpu_us_per_append=cpu / len(latencies) * 1e6,
+        p50_ms=_percentile(latencies, 0.5) * 1000,
+        p99_ms=_percentile(latencies, 0.99) * 1000,
+    )
+
+
 def _xadd_args(stream: str) -> list[str]:
     # Same arguments RedisBus sends (MINID ~ <min>, auto id, three fields);
     # a MINID of 0 trims nothing, like a 24 h retention in a short run.
@@ -266,7 +316,9 @@ async def redis_benchmark(port: int, count: int, pipeline: int, stream: str) -> 
     return CResult(rps=rps, p50_ms=p50, p99_ms=p99)
 
 
-async def run(seconds: float, appends: int, rates: list[float], rounds: int) -> list[Round]:
+async def run(
+    seconds: float, appends: int, rates: list[float], rounds: int, fanin_tasks: int
+) -> list[Round]:
     """``rounds`` rounds, each measuring everything once, interleaved.
 
     Other work on a shared machine comes and goes; interleaving puts each
@@ -276,7 +328,7 @@ async def run(seconds: float, appends: int, rates: list[float], rounds: int) -> 
     out: list[Round] = []
     async with open_redis_server() as server:
         for n in range(rounds):
-            out.append(await _round(server, seconds, appends, rates, n))
+            out.append(await _round(server, seconds, appends, rates, n, fanin_tasks))
     return out
 
 
@@ -287,10 +339,16 @@ class Round:
     append_many_rps: float
     hops: list[HopResult]
     floor_hop_p50_ms: float
+    fanin: FanInResult | None
 
 
 async def _round(
-    server: RedisServerHandle, seconds: float, appends: int, rates: list[float], n: int
+    server: RedisServerHandle,
+    seconds: float,
+    appends: int,
+    rates: list[float],
+    n: int,
+    fanin_tasks: int,
 ) -> Round:
     url = server.url
     rt = await redis_benchmark(server.port, 20_000, 1, f"bench:c:rt:{n}")
@@ -299,7 +357,10 @@ async def _round(
     ours = await measure_append_many(url, appends, f"bench:piped:{n}")
     hops = [await measure_hop(url, rate, seconds, f"bench:hop:{int(rate)}:{n}") for rate in rates]
     floor = await measure_floor_hop(server.port, min(rates), seconds, f"bench:floor:{n}")
-    return Round(rt, piped, ours, hops, floor)
+    fanin = (
+        await measure_fanin(url, fanin_tasks, seconds, f"bench:fanin:{n}") if fanin_tasks else None
+    )
+    return Round(rt, piped, ours, hops, floor, fanin)
 
 
 async def server_del(url: str, *keys: str) -> None:
@@ -328,6 +389,16 @@ def summarize(rounds: list[Round]) -> dict[str, Any]:
         "floor_rate": min(r.offered for r in rounds[0].hops),
     }
     summary["append_many_ratio"] = _median(summary["append_many_ratios"])
+    fanins = [r.fanin for r in rounds if r.fanin is not None]
+    if fanins:
+        summary["fanin"] = {
+            "tasks_gap_ms": 20,
+            "rate": _median([f.rate for f in fanins]),
+            "cpu_us_per_append": _median([f.cpu_us_per_append for f in fanins]),
+            "cpu_us_per_append_rounds": [f.cpu_us_per_append for f in fanins],
+            "p50_ms": _median([f.p50_ms for f in fanins]),
+            "p99_ms": _median([f.p99_ms for f in fanins]),
+        }
     for i, first in enumerate(rounds[0].hops):
         hops = [r.hops[i] for r in rounds]
         ratios = [h.p50_ms / r.roundtrip.p50_ms for h, r in zip(hops, rounds, strict=True)]
@@ -376,6 +447,14 @@ def _report(s: dict[str, Any]) -> str:
         f"{s['floor_rate']:,.0f}/s: p50 {s['floor_hop_p50_ms']:.3f} ms = "
         f"{s['floor_hop_ratio']:.1f}x round trip"
     )
+    fanin = s.get("fanin")
+    if fanin is not None:
+        lines.append(
+            f"fan-in, {s['fanin_tasks']} tasks x 1 append / 20 ms ({fanin['rate']:,.0f}/s "
+            f"achieved): {fanin['cpu_us_per_append']:.1f} us CPU per append (rounds "
+            f"{_span(fanin['cpu_us_per_append_rounds'], '.1f')}); append p50 "
+            f"{fanin['p50_ms']:.3f} ms, p99 {fanin['p99_ms']:.3f} ms"
+        )
     return "\n".join(lines)
 
 
@@ -387,12 +466,18 @@ def main(argv: list[str] | None = None) -> int:
         "--rates", default="1000,10000", help="offered hop rates, msgs/s, comma separated"
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--fanin-tasks", type=int, default=200, help="fan-in producer tasks (0: skip)"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     configure_logging("warning", "console")
     rates = [float(r) for r in args.rates.split(",") if r]
     load_before = os.getloadavg()[0]
-    summary = summarize(trio.run(run, args.seconds, args.appends, rates, args.rounds))
+    summary = summarize(
+        trio.run(run, args.seconds, args.appends, rates, args.rounds, args.fanin_tasks)
+    )
+    summary["fanin_tasks"] = args.fanin_tasks
     # Neighbours' load is the main source of noise: record it with the figures.
     summary["machine"] = {
         "cpus": os.cpu_count(),
