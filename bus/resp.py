@@ -145,6 +145,10 @@ class _Connection:
         self._stream.socket.close()
 
 
+# How long a cancelled caller waits for its already-taken commands to finish.
+_TAKEN_WAIT_S = 5.0
+
+
 class _Queued:
     """Commands waiting for a flusher, and what came back for them."""
 
@@ -298,6 +302,12 @@ class RedisClient:
         except BaseException:
             if not queued.taken:
                 self._queue.remove(queued)  # withdrawn: never sent
+            else:
+                # Already in a shared pipeline that may not have gone out yet:
+                # it will run. Wait for it (shielded, bounded), so a cancelled
+                # caller's write can never land after the caller's next one.
+                with trio.CancelScope(shield=True), trio.move_on_after(_TAKEN_WAIT_S):
+                    await queued.done.wait()
             raise
         if queued.error is not None:
             raise queued.error
