@@ -24,7 +24,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import trio
 import trio_websocket
@@ -136,13 +135,6 @@ ENV = {
 }
 
 
-def _port_of(events: list[dict[str, Any]]) -> int:
-    for event in events:
-        if event.get("event") == "switchboard_ready" and "url" in event:
-            return int(str(event["url"]).rsplit(":", 1)[1])
-    raise RuntimeError("no ready event with a url")
-
-
 async def run(calls: int, turns: int) -> dict[str, dict[str, float]]:
     per_call = max(1, turns // calls)
     results: dict[str, list[float]] = {}
@@ -153,7 +145,7 @@ async def run(calls: int, turns: int) -> dict[str, dict[str, float]]:
     env = dict(ENV, SWITCHBOARD_LOG_LEVEL="info")
     async with open_switchboard("dev", "--port", "0", env=env) as dev:
         results["switchboard dev (memory bus)"] = await measure(
-            _port_of(dev.events), calls=calls, turns_per_call=per_call
+            dev.port, calls=calls, turns_per_call=per_call
         )
     async with open_redis_server() as redis:
         renv = dict(env, SWITCHBOARD_REDIS_URL=redis.url)
@@ -163,7 +155,7 @@ async def run(calls: int, turns: int) -> dict[str, dict[str, float]]:
             open_switchboard("gateway", "--port", "0", env=renv) as gw,
         ):
             results["redis, 3 processes"] = await measure(
-                _port_of(gw.events), calls=calls, turns_per_call=per_call
+                gw.port, calls=calls, turns_per_call=per_call
             )
     base = results["baseline (bare trio-websocket)"]
     b50, b99 = _quantile(base, 0.5), _quantile(base, 0.99)

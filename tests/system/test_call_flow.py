@@ -19,7 +19,7 @@ import trio
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.redis import open_redis_bus
-from switchboard.procs import SwitchboardProcess, open_switchboard
+from switchboard.procs import open_switchboard
 from switchboard.redis_server import open_redis_server
 from switchboard.simulator import open_call
 
@@ -42,13 +42,6 @@ def _env(**extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
-
-
-def _port(proc: SwitchboardProcess) -> int:
-    for event in proc.events:
-        if event.get("event") == "switchboard_ready" and "url" in event:
-            return int(str(event["url"]).rsplit(":", 1)[1])
-    raise AssertionError("no switchboard_ready event with a url")
 
 
 async def _converse(base_url: str) -> tuple[str, list[Any]]:
@@ -88,7 +81,7 @@ def _check_turn3_request(requests: list[Envelope], replies: list[Any]) -> None:
 async def test_scripted_call_against_switchboard_dev() -> None:
     with trio.fail_after(60):
         async with open_switchboard("dev", "--port", "0", env=_env()) as dev:
-            call_sid, replies = await _converse(f"http://127.0.0.1:{_port(dev)}")
+            call_sid, replies = await _converse(f"http://127.0.0.1:{dev.port}")
     _check_replies(replies)
     assert dev.returncode == 0, "switchboard dev must exit 0 on SIGTERM"
     # Every log line about the call carries its context.
@@ -105,7 +98,7 @@ async def _three_processes(redis_url: str) -> AsyncIterator[int]:
         open_switchboard("actor", "llm", env=env) as _llm,
         open_switchboard("gateway", "--port", "0", env=env) as gateway,
     ):
-        yield _port(gateway)
+        yield gateway.port
 
 
 async def test_scripted_call_across_three_processes_on_redis() -> None:

@@ -55,13 +55,6 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def _port(proc: SwitchboardProcess) -> int:
-    for event in proc.events:
-        if event.get("event") == "switchboard_ready" and "url" in event:
-            return int(str(event["url"]).rsplit(":", 1)[1])
-    raise AssertionError("no switchboard_ready event with a url")
-
-
 def _held(proc: SwitchboardProcess) -> dict[int, int]:
     """Partition -> epoch that ``proc`` holds, according to its log so far."""
     held: dict[int, int] = {}
@@ -106,7 +99,7 @@ async def test_killing_a_conversation_worker_loses_and_repeats_nothing() -> None
                     "actor", "conversation", env={**env, "SWITCHBOARD_WORKER_ID": "conv-3"}
                 ) as conv3,
             ):
-                base_url = f"http://127.0.0.1:{_port(gateway)}"
+                base_url = f"http://127.0.0.1:{gateway.port}"
                 # conv-3 joined last; it holds partitions once the others let go.
                 victim, survivors = conv3, [conv1, conv2]
                 with trio.fail_after(LEASE_TTL_MS / 1000 * 3):

@@ -48,19 +48,14 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def _port(proc: SwitchboardProcess) -> int:
-    for event in proc.events:
-        if event.get("event") == "switchboard_ready" and "url" in event:
-            return int(str(event["url"]).rsplit(":", 1)[1])
-    raise AssertionError("no switchboard_ready event with a url")
-
-
-async def _first_to_log(procs: list[SwitchboardProcess], event: str, **match: Any
-                        ) -> SwitchboardProcess:
+async def _first_to_log(
+    procs: list[SwitchboardProcess], event: str, **match: Any
+) -> SwitchboardProcess:
     """The first of ``procs`` that logs ``event`` (with matching fields)."""
     winner: list[SwitchboardProcess] = []
     async with trio.open_nursery() as nursery:
         for proc in procs:
+
             async def wait(proc: SwitchboardProcess = proc) -> None:
                 await proc.wait_for(event, **match)
                 winner.append(proc)
@@ -78,10 +73,12 @@ async def test_a_killed_llm_worker_s_reply_is_finished_by_the_other_without_repe
             env = _env(redis.url)
             async with (
                 open_switchboard("actor", "conversation", env=env) as conversation,
-                open_switchboard("actor", "llm", env={**env, "SWITCHBOARD_WORKER_ID": "llm-a"}
-                                 ) as llm_a,
-                open_switchboard("actor", "llm", env={**env, "SWITCHBOARD_WORKER_ID": "llm-b"}
-                                 ) as llm_b,
+                open_switchboard(
+                    "actor", "llm", env={**env, "SWITCHBOARD_WORKER_ID": "llm-a"}
+                ) as llm_a,
+                open_switchboard(
+                    "actor", "llm", env={**env, "SWITCHBOARD_WORKER_ID": "llm-b"}
+                ) as llm_b,
                 open_switchboard("gateway", "--port", "0", env=env) as gateway,
             ):
                 workers = [llm_a, llm_b]
@@ -95,9 +92,7 @@ async def test_a_killed_llm_worker_s_reply_is_finished_by_the_other_without_repe
                         streaming.kill9()
                         killed.append(streaming)
 
-                async with open_call(
-                    f"http://127.0.0.1:{_port(gateway)}", auth_token=TOKEN
-                ) as call:
+                async with open_call(f"http://127.0.0.1:{gateway.port}", auth_token=TOKEN) as call:
                     await call.prompt(PROMPT)
                     # Claim idle time, the 1 s claim check, the rest of the reply.
                     with trio.fail_after(CLAIM_IDLE_MS / 1000 + 8):

@@ -38,19 +38,16 @@ def _env(redis_url: str) -> dict[str, str]:
     }
 
 
-def _port(proc: SwitchboardProcess) -> int:
-    for event in proc.events:
-        if event.get("event") == "switchboard_ready" and "url" in event:
-            return int(str(event["url"]).rsplit(":", 1)[1])
-    raise AssertionError("no switchboard_ready event with a url")
-
-
 def _outage_report(processes: list[SwitchboardProcess]) -> str:
     lines = []
     for proc in processes:
         lines.append(f"--- {' '.join(proc.args)} (exit {proc.process.returncode})")
-        lines += [str(e) for e in proc.events if e.get("level") in ("warning", "error")
-                  or str(e.get("event", "")).startswith(("bus_", "partition_"))][-25:]
+        lines += [
+            str(e)
+            for e in proc.events
+            if e.get("level") in ("warning", "error")
+            or str(e.get("event", "")).startswith(("bus_", "partition_"))
+        ][-25:]
         lines += proc.other_lines[-10:]
     return "\n".join(lines)
 
@@ -72,7 +69,7 @@ async def test_processes_ride_out_a_redis_restart_and_serve_a_new_call() -> None
                 open_switchboard("gateway", "--port", "0", env=env) as gateway,
             ):
                 processes = [conversation, llm, gateway]
-                base_url = f"http://127.0.0.1:{_port(gateway)}"
+                base_url = f"http://127.0.0.1:{gateway.port}"
                 before = await _one_call(base_url, "First call before the restart.")
 
                 await redis.restart()
@@ -98,7 +95,6 @@ async def test_processes_ride_out_a_redis_restart_and_serve_a_new_call() -> None
     for proc in processes:
         outages = [e for e in proc.events if e.get("event") == "bus_unavailable"]
         loops = {
-            tuple(sorted((k, str(v)) for k, v in e.items() if k not in _PER_EVENT))
-            for e in outages
+            tuple(sorted((k, str(v)) for k, v in e.items() if k not in _PER_EVENT)) for e in outages
         }
         assert len(outages) == len(loops), outages

@@ -62,13 +62,6 @@ def _env(redis_url: str, worker: str) -> dict[str, str]:
     }
 
 
-def _port(proc: SwitchboardProcess) -> int:
-    for event in proc.events:
-        if event.get("event") == "switchboard_ready" and "url" in event:
-            return int(str(event["url"]).rsplit(":", 1)[1])
-    raise AssertionError("no switchboard_ready event with a url")
-
-
 def _held(proc: SwitchboardProcess) -> dict[int, int]:
     held: dict[int, int] = {}
     for event in proc.events:
@@ -117,7 +110,7 @@ async def test_fifty_calls_survive_worker_kills_and_a_redis_restart() -> None:
                     ("gw-2", ("gateway", "--port", "0")),
                 ]
             ]
-            urls = [f"http://127.0.0.1:{_port(g)}" for g in (g1, g2)]
+            urls = [f"http://127.0.0.1:{g.port}" for g in (g1, g2)]
             # Wait until all three conversation workers own partitions.
             with trio.fail_after(LEASE_TTL_MS / 1000 * 3):
                 for conv in (c1, c2, c3):
