@@ -45,6 +45,7 @@ bench: $(STAMP) redis-server
 	$(BIN)/python bench/turn_latency.py
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/interrupt_cancel.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
