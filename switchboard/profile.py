@@ -49,18 +49,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.config import LanguageOption
+
 
 class ProfileError(ValueError):
     """The profile cannot be used; the message names the file and the key."""
-
-
-@dataclass(frozen=True, slots=True)
-class LanguageProfile:
-    code: str
-    tts_provider: str | None = None
-    voice: str | None = None
-    transcription_provider: str | None = None
-    speech_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +66,7 @@ class Profile:
     model: str | None = None
     max_tokens: int | None = None
     voice: Mapping[str, Any] = field(default_factory=dict)
-    languages: tuple[LanguageProfile, ...] = ()
+    languages: tuple[LanguageOption, ...] = ()
     tools: tuple[str, ...] | None = None
     transfer_number: str | None = None
     transfer_queue: str | None = None
@@ -179,7 +172,7 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
     timers = data.get("timers", {})
     menu = data.get("dtmf", {}).get("menu", {})
 
-    languages: list[LanguageProfile] = []
+    languages: list[LanguageOption] = []
     for i, lang in enumerate(voice.pop("languages", [])):
         where = f"{source}: voice.languages[{i}]"
         if not isinstance(lang, dict):
@@ -191,7 +184,7 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
             raise ProfileError(f"{where}.code is required and must be a string")
         for key, value in lang.items():
             _check_type(f"{where}.{key}", value, str)
-        languages.append(LanguageProfile(**lang))
+        languages.append(LanguageOption(**lang))
 
     enabled: tuple[str, ...] | None = None
     if "enabled" in tools_table:
