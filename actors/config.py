@@ -44,6 +44,9 @@ class ConversationConfig:
     dtmf_menu: Mapping[str, str] = field(default_factory=dict)
     # Speaking rate used to estimate when a reply has finished playing.
     speech_chars_per_second: float = 14.0
+    # Calls whose last written state the partition owner keeps in memory
+    # (LRU), so an entry costs no state read; 0 turns the cache off.
+    state_cache_calls: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +88,11 @@ class LLMConfig:
     # remembered this long, so a request that arrives after its cancel is
     # not generated at all.
     cancel_memory_s: float = 120.0
+    # Token pacing: after a reply's first delta (sent alone, at once), token
+    # entries go out at most once per this many ms, each carrying everything
+    # produced since the previous one; the closing entry goes as soon as the
+    # provider finishes. TTS synthesizes by clause, so 50 ms is not heard,
+    # while entries, gateway routings and WebSocket frames drop 2-3x at a
+    # word every 20 ms. 0: an entry takes what piled up during the previous
+    # append (one entry a word on a fast bus).
+    token_coalesce_ms: float = 50.0

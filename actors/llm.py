@@ -5,10 +5,13 @@ Stateless: each ``llm.request`` carries the whole context. For one request:
 1. The provider's deltas go to the owning gateway's stream
    (``keys.gateway(env.gateway)``) as ``llm.tokens``. The first delta goes out
    alone at once (time to first audio is what the caller feels); after that,
-   everything produced while the previous append was in flight goes out as one
-   entry, so a slow bus means fewer, larger entries rather than a growing
-   backlog. Indexes count 0, 1, 2, ... per request; the final entry has
-   ``last=true`` (its text may be empty).
+   entries go out at most every ``token_coalesce_ms`` (50 ms by default),
+   each with everything produced since the previous one, so at a word every
+   20 ms the bus, the gateway and the socket carry a few words per entry
+   instead of one. The end of the stream and a tool's frame do not wait; a
+   slow bus still means fewer, larger entries rather than a growing backlog.
+   Indexes count 0, 1, 2, ... per request; the final entry has ``last=true``
+   (its text may be empty).
 2. The ``llm.result`` goes to the call's partition stream, so the conversation
    sees it in order with the caller's events. The result and the final tokens
    entry are written together with ``append_many``, the result first, so a
@@ -742,8 +745,19 @@ class LLMActor(Actor):
         ``start_index``, after the entries an earlier delivery sent. A frame
         goes out after the text received before it, so e.g. a ``language``
         switch lands between the sentences around it.
+
+        Pacing: the first entry of a delivery carries the first delta alone,
+        at once. Each later entry goes out no sooner than
+        ``token_coalesce_ms`` after the previous one started, with everything
+        produced since; the end of the stream (finished, failed or
+        cancelled) and a tool's frame end the wait at once. With
+        ``token_coalesce_ms = 0`` an entry takes whatever piled up while the
+        previous append was in flight.
         """
+        floor_s = max(0.0, self.config.token_coalesce_ms) / 1000
         index = start_index
+        # When the previous token entry was handed to the bus (None: none yet).
+        sent_at: float | None = None
         async with receive:
             while True:
                 try:
@@ -756,22 +770,14 @@ class LLMActor(Actor):
                 parts = [first]
                 frame: _Frame | None = None
                 ended = False
-                # The first delta goes out alone: time to first audio matters
-                # more than entry count. Later ones take whatever piled up.
-                while index > 0:
-                    try:
-                        more = receive.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    except trio.EndOfChannel:
-                        ended = True
-                        break
-                    if isinstance(more, _Frame):
-                        frame = more
-                        break
-                    parts.append(more)
+                if sent_at is not None:
+                    # The first delta goes out alone: time to first audio
+                    # matters more than entry count. Later ones gather until
+                    # the floor (TTS speaks by clause: 50 ms is not heard).
+                    frame, ended = await self._gather(receive, parts, sent_at + floor_s)
                 if ended:
                     return index, "".join(parts)
+                sent_at = trio.current_time()
                 if env.gateway:
                     await self.bus.append(
                         self.keys.gateway(env.gateway),
@@ -780,6 +786,39 @@ class LLMActor(Actor):
                 index += 1
                 if frame is not None:
                     await self._send_frame(env, frame.frame)
+
+    @staticmethod
+    async def _gather(
+        receive: trio.MemoryReceiveChannel[str | _Frame], parts: list[str], deadline: float
+    ) -> tuple[_Frame | None, bool]:
+        """Add deltas to ``parts`` until ``deadline`` (trio time), a frame or the end.
+
+        Returns the frame that stopped the gathering (it goes out after the
+        text) and whether the stream ended. Whatever is already queued is
+        taken even past the deadline. Never loses a delta: a memory channel's
+        ``receive`` cancelled by the deadline takes nothing.
+        """
+        while True:
+            more: str | _Frame | None = None
+            try:
+                more = receive.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                return None, True
+            if more is None:
+                if trio.current_time() >= deadline:
+                    return None, False
+                with trio.move_on_at(deadline):
+                    try:
+                        more = await receive.receive()
+                    except trio.EndOfChannel:
+                        return None, True
+            if more is None:
+                return None, False  # the deadline passed while waiting
+            if isinstance(more, _Frame):
+                return more, False
+            parts.append(more)
 
     async def _send_frame(self, env: Envelope, frame: dict[str, Any]) -> None:
         if env.gateway:

@@ -163,6 +163,8 @@ class Settings:
     scripted_token_gap_ms: float = 0.0
     llm_concurrency: int = 256
     llm_claim_idle_ms: int = 5000
+    # LLMConfig.token_coalesce_ms: minimum gap between a reply's token entries.
+    token_coalesce_ms: int = 50
     lease_ttl_ms: int = 5000
     max_deliveries: int = 5
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -276,6 +278,7 @@ class Settings:
             scripted_token_gap_ms=_float(env, "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS", 0.0),
             llm_concurrency=_int(env, "SWITCHBOARD_LLM_CONCURRENCY", 256, minimum=1),
             llm_claim_idle_ms=_int(env, "SWITCHBOARD_LLM_CLAIM_IDLE_MS", 5000, minimum=100),
+            token_coalesce_ms=_int(env, "SWITCHBOARD_TOKEN_COALESCE_MS", 50),
             lease_ttl_ms=_int(env, "SWITCHBOARD_LEASE_TTL_MS", 5000, minimum=100),
             max_deliveries=_int(env, "SWITCHBOARD_MAX_DELIVERIES", 5, minimum=1),
             system_prompt=env.get("SWITCHBOARD_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
@@ -346,6 +349,7 @@ class Settings:
             scripted_token_gap_ms=self.scripted_token_gap_ms,
             concurrency=self.llm_concurrency,
             claim_idle_ms=self.llm_claim_idle_ms,
+            token_coalesce_ms=self.token_coalesce_ms,
             max_deliveries=self.max_deliveries,
             tools=self.tools,
             transfer_number=self.transfer_number,

@@ -77,11 +77,12 @@ def request_envelope(messages: list[dict[str, str]], *, turn: int = 2, seq: int 
 
 
 async def run_one(
-    provider: Provider, request: Envelope, *, concurrency: int = 4
+    provider: Provider, request: Envelope, *, concurrency: int = 4, coalesce_ms: float = 50.0
 ) -> tuple[list[Envelope], Envelope]:
     """Serve an LLMActor, send one request, return (token entries, result)."""
     bus = MemoryBus()
-    actor = LLMActor(LLMConfig(keys=KEYS, concurrency=concurrency), provider)
+    config = LLMConfig(keys=KEYS, concurrency=concurrency, token_coalesce_ms=coalesce_ms)
+    actor = LLMActor(config, provider)
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
         await bus.append(KEYS.llm, request.encode())
@@ -100,9 +101,10 @@ def texts(tokens: list[Envelope]) -> list[str]:
 async def test_first_delta_alone_then_coalesced_then_last(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    # Without a floor (0), an entry takes what piled up meanwhile: one burst.
     provider = BurstProvider([["Hel"], ["lo", " the", "re"], [" frie", "nd."]])
     with trio.fail_after(5):
-        tokens, result = await run_one(provider, request_envelope([]))
+        tokens, result = await run_one(provider, request_envelope([]), coalesce_ms=0)
     assert texts(tokens) == ["Hel", "lo there", " friend."]
     assert [t.body["index"] for t in tokens] == [0, 1, 2]
     assert [t.body["last"] for t in tokens] == [False, False, True]

@@ -19,6 +19,12 @@ def test_api_key_selects_anthropic() -> None:
     assert s.llm_config().provider == "anthropic"
 
 
+def test_token_coalescing_floor_reaches_the_llm_config() -> None:
+    assert Settings.from_env({}).llm_config().token_coalesce_ms == 50
+    s = Settings.from_env({"SWITCHBOARD_TOKEN_COALESCE_MS": "0"})
+    assert s.llm_config().token_coalesce_ms == 0
+
+
 def test_public_url_drives_relay_url_and_signed_urls() -> None:
     s = Settings.from_env(
         {"SWITCHBOARD_PUBLIC_URL": "https://agent.example.com/", "TWILIO_AUTH_TOKEN": "t"}
@@ -37,6 +43,8 @@ def test_public_url_drives_relay_url_and_signed_urls() -> None:
         ("SWITCHBOARD_DTMF_DETECTION", "maybe"),
         ("SWITCHBOARD_LLM_PROVIDER", "gpt"),
         ("SWITCHBOARD_PUBLIC_URL", "agent.example.com"),
+        ("SWITCHBOARD_TOKEN_COALESCE_MS", "-5"),
+        ("SWITCHBOARD_TOKEN_COALESCE_MS", "fast"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
