@@ -11,6 +11,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 
+class LabelledCounter:
+    """A one-label counter whose children are looked up once per label value.
+
+    ``Counter.labels`` takes a lock and builds a key on every call; the
+    gateway counts every frame of every caller, so it keeps the children.
+    """
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self._children: dict[str, Counter] = {}
+
+    def inc(self, value: str) -> None:
+        """Add one to the child labelled ``value``."""
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self.counter.labels(value)
+        child.inc()
+
+
 class GatewayMetrics:
     """Counters and gauges of one gateway; ``render()`` is the /metrics body."""
 
@@ -71,6 +90,11 @@ class GatewayMetrics:
             "Facts this process dropped because its fact queue was full or the bus failed.",
             registry=self.registry,
         )
+
+        # Per-frame counters with their children cached (hot path).
+        self.count_in = LabelledCounter(self.frames_in)
+        self.count_out = LabelledCounter(self.frames_out)
+        self.count_dropped = LabelledCounter(self.outbound_dropped)
 
     def render(self) -> bytes:
         """The gateway's metrics followed by those of the ``extra`` registries."""

@@ -42,6 +42,7 @@ from gateway.protocol import (
     parse_outbound,
     serialize,
     to_wire,
+    wire_type,
 )
 
 # The documented setup example, plus a field Twilio might add later.
@@ -457,6 +458,24 @@ def test_property_inbound_serialize_parse_round_trip(msg: InboundMessage) -> Non
 @given(outbound_messages)
 def test_property_outbound_serialize_parse_round_trip(msg: OutboundMessage) -> None:
     assert parse_outbound(serialize(msg)) == msg
+
+
+@given(inbound_messages | outbound_messages)
+def test_property_serialize_is_byte_compatible_with_compact_json(
+    msg: InboundMessage | OutboundMessage,
+) -> None:
+    # serialize uses orjson on the hot path: the wire text must stay exactly
+    # what json.dumps wrote (compact, unescaped non-ASCII, same key order).
+    wire = to_wire(msg)
+    assert serialize(msg) == json.dumps(wire, separators=(",", ":"), ensure_ascii=False)
+    assert wire_type(msg) == wire["type"]
+
+
+def test_serialize_keeps_controls_surrogates_and_separators_like_json() -> None:
+    for token in ["\x00\x1f\x7f\n\t\"\\/", "\u2028\u2029\ufeff\U0001f600 é", "\ud800 lone"]:
+        msg = Text(token=token, last=False)
+        expected = json.dumps(to_wire(msg), separators=(",", ":"), ensure_ascii=False)
+        assert serialize(msg) == expected
 
 
 _json_values = st.recursive(
