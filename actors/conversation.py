@@ -54,6 +54,15 @@ failover. The index may hold deadlines the states no longer have (they fire
 as no-ops), never fewer: it is written before the state whenever a deadline
 is set or moved.
 
+State cache. While a worker holds a partition's lease it is the only
+writer of that partition's states (writes are fenced), so it keeps the state
+it last wrote per call in memory and skips the read (``_StateCache``). An
+entry is used only under the lease epoch it was written with; a handler takes
+it out while it works and puts it back only after the fenced write succeeded
+(a handler that fails, is cancelled or loses the lease leaves nothing
+behind); a partition released or lost drops its calls; a closed call is
+dropped; the cache is an LRU bounded by ``state_cache_calls``.
+
 Trust: caller speech only ever becomes a ``user`` message. The system prompt
 comes from the configuration alone, never from anything a caller said.
 """
@@ -61,6 +70,7 @@ comes from the configuration alone, never from anything a caller said.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -72,7 +82,7 @@ from actors.config import ConversationConfig
 from actors.heard import Heard, locate_heard
 from actors.history import Message, request_messages, truncate_reply
 from actors.runtime import Actor, current_lease, lease_lost
-from bus.base import BusError, Entry, Fields, parse_id
+from bus.base import BusError, Entry, Fields, Lease, parse_id
 from bus.envelope import Envelope, Kind
 from bus.facts import fact_item, wall_ms
 from bus.keys import GROUP_CONVERSATION, partition_of
@@ -231,6 +241,55 @@ class _PartitionTimers:
         return cls(index)
 
 
+@dataclass(slots=True)
+class _Cached:
+    state: CallState
+    lease: Lease  # the lease (name and epoch) it was written under
+    partition: int
+    expires_at: float  # trio time: the stored key's TTL runs out then
+
+
+class _StateCache:
+    """The states this worker last wrote, by call (LRU); see the module docstring."""
+
+    def __init__(self, max_calls: int) -> None:
+        self.max_calls = max_calls
+        self._items: OrderedDict[str, _Cached] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self, call: str, lease: Lease | None) -> CallState | None:
+        """Remove and return ``call``'s state if written under ``lease``; else None."""
+        cached = self._items.pop(call, None)
+        if cached is None or lease is None or cached.lease != lease:
+            return None
+        if trio.current_time() >= cached.expires_at:
+            return None  # the stored state has expired: do as a read would
+        return cached.state
+
+    def put(self, state: CallState, lease: Lease, partition: int, ttl_ms: int) -> None:
+        if self.max_calls <= 0:
+            return
+        expires_at = trio.current_time() + ttl_ms / 1000
+        self._items[state.call] = _Cached(state, lease, partition, expires_at)
+        self._items.move_to_end(state.call)
+        while len(self._items) > self.max_calls:
+            self._items.popitem(last=False)
+
+    def drop(self, call: str) -> None:
+        self._items.pop(call, None)
+
+    def drop_lease(self, lease: Lease) -> None:
+        """Forget every state written under ``lease``'s partition (any epoch)."""
+        for call in [c for c, v in self._items.items() if v.lease.name == lease.name]:
+            del self._items[call]
+
+    def drop_partition(self, partition: int) -> None:
+        for call in [c for c, v in self._items.items() if v.partition == partition]:
+            del self._items[call]
+
+
 class ConversationActor(Actor):
     """Keeps each call's history and asks the LLM actor for every reply.
 
@@ -249,6 +308,7 @@ class ConversationActor(Actor):
         self.keys = config.keys
         self.clock = clock
         self._timers: dict[int, _PartitionTimers] = {}
+        self._cache = _StateCache(config.state_cache_calls)
 
     def streams(self) -> Sequence[str]:
         return self.keys.all_calls()
@@ -261,7 +321,28 @@ class ConversationActor(Actor):
     # -- applying entries --------------------------------------------------------
 
     async def handle(self, env: Envelope, entry: Entry) -> None:
-        state = await self.load_state(env.call)
+        lease = current_lease()
+        # Taken out of the cache: it goes back only once persisted, so a
+        # handler that fails half-way never leaves a half-applied state there.
+        state = self._cache.take(env.call, lease)
+        if state is None:
+            state = await self.load_state(env.call)
+        written = await self._apply(env, entry, state)
+        if lease is None:
+            return  # outside a partition's lease nobody fences the state: no cache
+        if written is None:
+            # The entry changed nothing (a duplicate, an interim prompt...):
+            # the state read or taken is still the stored one.
+            written = state
+        if written is None or written.closed:
+            return
+        partition = partition_of(written.call, self.keys.partitions)
+        self._cache.put(written, lease, partition, self.config.state_ttl_ms)
+
+    async def _apply(
+        self, env: Envelope, entry: Entry, state: CallState | None
+    ) -> CallState | None:
+        """Apply one entry to ``state``; the state persisted, or None when nothing changed."""
         if (
             state is not None
             and state.last_entry_id
@@ -273,7 +354,7 @@ class ConversationActor(Actor):
                 entry_id=entry.id,
                 last_entry_id=state.last_entry_id,
             )
-            return
+            return None
         timers_before = dict(state.timers) if state is not None else {}
         now = self.clock()
         out: list[tuple[str, Fields]] = []  # published before the state is persisted
@@ -281,18 +362,18 @@ class ConversationActor(Actor):
             state = self._apply_setup(state, env, now, out)
         elif env.kind == Kind.CALL_PROMPT:
             if env.body.get("last", True) is not True:
-                return  # interim prompt: nothing changes, nothing to persist
+                return None  # interim prompt: nothing changes, nothing to persist
             state = state or self._new_state(env)
             self._apply_prompt(state, env, now, out)
         elif env.kind == Kind.LLM_RESULT:
             if state is None:
                 log.warning("llm_result_without_call", entry_id=entry.id)
-                return
+                return None
             self._apply_result(state, env, now, out)
         elif env.kind == Kind.CALL_CLOSED:
             if state is None:
                 log.info("call_closed_without_state", entry_id=entry.id)
-                return
+                return None
             self._apply_closed(state, env, out)
         elif env.kind == Kind.CALL_INTERRUPT:
             state = state or self._new_state(env)
@@ -309,16 +390,17 @@ class ConversationActor(Actor):
         elif env.kind == TIMER_KIND:
             if state is None:
                 log.info("timer_without_call", entry_id=entry.id)
-                return
+                return None
             self._apply_timer(state, env, now, out)
         else:
             log.warning("unexpected_kind", kind=env.kind, entry_id=entry.id)
-            return
+            return None
         state.last_entry_id = entry.id
         if out:
             await self.bus.append_many(out)
         await self._sync_timers(state, timers_before)
         await self._persist(state)
+        return state
 
     def _new_state(self, env: Envelope) -> CallState:
         return CallState(call=env.call, session=env.session, gateway=env.gateway)
@@ -729,6 +811,7 @@ class ConversationActor(Actor):
             return
         if not await self.bus.set_if_lease(key, value, lease, ttl_ms=ttl_ms):
             log.warning(what, epoch=lease.epoch, key=key)
+            self._cache.drop_lease(lease)  # another worker writes these states now
             await lease_lost()
 
     async def _sync_timers(self, state: CallState, before: dict[str, int]) -> None:
@@ -775,6 +858,8 @@ class ConversationActor(Actor):
         finally:
             if self._timers.get(partition) is timers:
                 del self._timers[partition]
+            # Released or lost: the next owner writes these states from now on.
+            self._cache.drop_partition(partition)
 
     async def _run_timers(self, partition: int, timers: _PartitionTimers) -> None:
         stream = self.keys.calls(partition)

@@ -181,6 +181,7 @@ class Settings:
     # [timers] and [dtmf] map onto these.
     resume_greeting: str = DEFAULT_RESUME_GREETING
     silence_reprompt_s: float = 10.0
+    state_cache_calls: int = 4096
     silence_max_reprompts: int = 2
     reprompt_text: str = DEFAULT_REPROMPT_TEXT
     goodbye_text: str = DEFAULT_GOODBYE_TEXT
@@ -291,6 +292,7 @@ class Settings:
             or DEFAULT_RESUME_GREETING,
             silence_reprompt_s=silence_reprompt_s,
             silence_max_reprompts=_int(env, "SWITCHBOARD_SILENCE_MAX_REPROMPTS", 2),
+            state_cache_calls=_int(env, "SWITCHBOARD_CONVERSATION_STATE_CACHE", 4096),
             reprompt_text=env.get("SWITCHBOARD_REPROMPT_TEXT") or DEFAULT_REPROMPT_TEXT,
             goodbye_text=env.get("SWITCHBOARD_GOODBYE_TEXT") or DEFAULT_GOODBYE_TEXT,
             dtmf_idle_s=dtmf_idle_s,
@@ -334,6 +336,7 @@ class Settings:
             goodbye_text=self.goodbye_text,
             dtmf_idle_s=self.dtmf_idle_s,
             dtmf_menu=dict(self.dtmf_menu),
+            state_cache_calls=self.state_cache_calls,
         )
 
     def telemetry_config(self) -> TelemetryConfig:
