@@ -147,16 +147,19 @@ async def run(calls: int, turns: int) -> dict[str, dict[str, float]]:
         results["switchboard dev (memory bus)"] = await measure(
             dev.port, calls=calls, turns_per_call=per_call
         )
-    async with open_redis_server() as redis:
-        renv = dict(env, SWITCHBOARD_REDIS_URL=redis.url)
-        async with (
-            open_switchboard("actor", "conversation", env=renv),
-            open_switchboard("actor", "llm", env=renv),
-            open_switchboard("gateway", "--port", "0", env=renv) as gw,
-        ):
-            results["redis, 3 processes"] = await measure(
-                gw.port, calls=calls, turns_per_call=per_call
+    # The conversation's state cache off, then on (its default): the A/B of
+    # one state read per entry on the first token's path, in the same run.
+    for name, cache in (("redis, no state cache", "0"), ("redis, 3 processes", "4096")):
+        async with open_redis_server() as redis:
+            renv = dict(
+                env, SWITCHBOARD_REDIS_URL=redis.url, SWITCHBOARD_CONVERSATION_STATE_CACHE=cache
             )
+            async with (
+                open_switchboard("actor", "conversation", env=renv),
+                open_switchboard("actor", "llm", env=renv),
+                open_switchboard("gateway", "--port", "0", env=renv) as gw,
+            ):
+                results[name] = await measure(gw.port, calls=calls, turns_per_call=per_call)
     base = results["baseline (bare trio-websocket)"]
     b50, b99 = _quantile(base, 0.5), _quantile(base, 0.99)
     summary: dict[str, dict[str, float]] = {}

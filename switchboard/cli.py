@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default SWITCHBOARD_SCRIPTED_FIRST_TOKEN_MS)",
     )
     sim.add_argument("--turn-timeout", type=float, default=30.0, help="seconds per reply")
+    sim.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="drive the calls from this many client processes (one Python process "
+        "saturates before the servers do at ~1,000 calls); results are merged",
+    )
     return parser
 
 
@@ -177,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 content=args.content,
                 provider_ttft_ms=settings.scripted_first_token_ms if ttft is None else ttft,
                 turn_timeout_s=args.turn_timeout,
+                client_processes=args.client_processes,
             )
     except KeyboardInterrupt:
         log.info("interrupted")

@@ -45,11 +45,16 @@ interrupt and that prompt were in flight and are counted, not faulted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import random
 import re
+import resource
+import subprocess
 import sys
+import tempfile
 import tomllib
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -84,6 +89,7 @@ __all__ = [
     "load_scenario",
     "parse_scenario",
     "run_simulation",
+    "run_simulation_processes",
 ]
 
 log = structlog.get_logger()
@@ -369,6 +375,10 @@ class SimulationConfig:
     # TwiML to use instead of the voice webhook (bare WebSocket servers).
     twiml: str | None = None
     label: str = ""
+    # The first call's index (a client process running a share of a run):
+    # call i's pacing seed depends on its index, so a share plays exactly
+    # the calls it would have played in one process.
+    index_offset: int = 0
 
 
 @dataclass(slots=True)
@@ -380,6 +390,8 @@ class SimulationResult:
     calls: list[CallResult] = field(default_factory=list)
     started_at: float = 0.0
     duration_s: float = 0.0
+    # CPU seconds (user + system) of each client process (run_simulation_processes).
+    client_cpu_s: list[float] = field(default_factory=list)
 
     def turns(self) -> list[TurnResult]:
         return [t for c in self.calls for t in c.turns]
@@ -453,6 +465,8 @@ class SimulationResult:
                 "provider_ttft_ms": ttft,
                 "signed": self.config.auth_token is not None,
                 "duration_s": round(self.duration_s, 3),
+                "client_processes": max(1, len(self.client_cpu_s)),
+                "client_cpu_s": [round(c, 3) for c in self.client_cpu_s],
             },
             "counts": self.counts(),
             "latency_ms": {
@@ -694,7 +708,8 @@ async def run_simulation(
     if config.calls < 1 or config.concurrency < 1:
         raise ValueError("calls and concurrency must be >= 1")
     result = SimulationResult(config=config, scenario=scenario)
-    result.calls = [CallResult(index=i) for i in range(config.calls)]
+    first = config.index_offset
+    result.calls = [CallResult(index=first + i) for i in range(config.calls)]
     result.started_at = trio.current_time()
     slots = trio.Semaphore(config.concurrency)
     active = 0
@@ -704,7 +719,7 @@ async def run_simulation(
         nonlocal active
         active += 1
         try:
-            await _run_one(i, scenario, config, result.calls[i])
+            await _run_one(first + i, scenario, config, result.calls[i])
         finally:
             active -= 1
             slots.release()
@@ -727,6 +742,104 @@ async def run_simulation(
         outer.cancel_scope.cancel()
     result.duration_s = trio.current_time() - result.started_at
     return result
+
+
+# --------------------------------------------------------------------------- client processes
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def _encode_calls(result: SimulationResult) -> list[dict[str, Any]]:
+    """Raw per-call results, times relative to the run's start (clocks differ per process)."""
+    out = []
+    t0 = result.started_at
+    for call in result.calls:
+        raw = dataclasses.asdict(call)
+        for turn in raw["turns"]:
+            for key in ("sent_at", "first_at", "last_at"):
+                if turn[key] is not None:
+                    turn[key] -= t0
+            if turn["fault"] is None:
+                turn["frames"] = []  # only a faulted reply's text goes in the report
+        out.append(raw)
+    return out
+
+
+def _decode_calls(raw: list[dict[str, Any]]) -> list[CallResult]:
+    calls = []
+    for c in raw:
+        turns = [TurnResult(**t) for t in c.pop("turns")]
+        calls.append(CallResult(**c, turns=turns))
+    return calls
+
+
+async def run_simulation_processes(
+    config: SimulationConfig, scenario_path: str | Path, processes: int
+) -> SimulationResult:
+    """``run_simulation`` driven from ``processes`` client processes, results merged.
+
+    One Python process saturates before the servers do at about a thousand
+    calls; each child runs an even share of the calls (and of the
+    concurrency, over the same ramp) and hands back its raw per-turn results,
+    so the merged percentiles come from every sample, never from averaged
+    percentiles. ``client_cpu_s`` holds each child's CPU seconds.
+    """
+    scenario = load_scenario(scenario_path)
+    processes = max(1, min(processes, config.calls))
+    shares = _shares(config.calls, processes)
+    conc = _shares(max(config.concurrency, processes), processes)
+    result = SimulationResult(config=config, scenario=scenario)
+    parts: list[dict[str, Any] | None] = [None] * processes
+    with tempfile.TemporaryDirectory(prefix="switchboard-sim-") as tmp:
+
+        async def child(i: int) -> None:
+            out = Path(tmp) / f"client-{i}.json"
+            share = dataclasses.replace(
+                config,
+                calls=shares[i],
+                concurrency=max(1, conc[i]),
+                index_offset=config.index_offset + sum(shares[:i]),
+            )
+            spec = {"config": dataclasses.asdict(share), "scenario": str(scenario_path),
+                    "out": str(out)}  # fmt: skip
+            argv = [sys.executable, "-m", "switchboard.simulate", json.dumps(spec)]
+            env = {**os.environ, "SWITCHBOARD_LOG_LEVEL": "error"}
+            await trio.run_process(argv, env=env, stdin=subprocess.DEVNULL)
+            parts[i] = json.loads(out.read_text(encoding="utf-8"))
+
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for i in range(processes):
+                nursery.start_soon(child, i)
+        result.duration_s = trio.current_time() - started
+    for part in parts:
+        assert part is not None
+        result.calls += _decode_calls(part["calls"])
+        result.client_cpu_s.append(float(part["cpu_s"]))
+    result.calls.sort(key=lambda c: c.index)
+    result.started_at = 0.0
+    return result
+
+
+def _client_main(spec_json: str) -> int:
+    """A client process of ``run_simulation_processes``: run a share, write raw results."""
+    from switchboard.logging import configure_logging
+
+    configure_logging(os.environ.get("SWITCHBOARD_LOG_LEVEL", "error"))
+    spec = json.loads(spec_json)
+    config = SimulationConfig(**spec["config"])
+    scenario = load_scenario(spec["scenario"])
+    result = trio.run(run_simulation, config, scenario)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    doc = {
+        "calls": _encode_calls(result),
+        "duration_s": result.duration_s,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+    }
+    Path(spec["out"]).write_text(json.dumps(doc), encoding="utf-8")
+    return 0
 
 
 def progress_printer(stream: TextIO) -> Callable[[SimulationResult, int], Awaitable[None]]:
@@ -764,6 +877,7 @@ def main(
     content: str = "scripted",
     provider_ttft_ms: float = 0.0,
     turn_timeout_s: float = 30.0,
+    client_processes: int = 1,
 ) -> int:
     """``switchboard simulate``: run, print the table, write JSON/SVG; 1 on any problem."""
     try:
@@ -786,9 +900,12 @@ def main(
         provider_ttft_ms=provider_ttft_ms,
         turn_timeout_s=turn_timeout_s,
     )
-    result = trio.run(
-        lambda: run_simulation(config, scenario, progress=progress_printer(sys.stderr))
-    )
+    if client_processes > 1:
+        result = trio.run(run_simulation_processes, config, scenario_path, client_processes)
+    else:
+        result = trio.run(
+            lambda: run_simulation(config, scenario, progress=progress_printer(sys.stderr))
+        )
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     doc = result.to_json()
@@ -799,3 +916,6 @@ def main(
         report.write_svg(plot_out, result.svg())
     return 1 if result.problems else 0
 
+
+if __name__ == "__main__":
+    sys.exit(_client_main(sys.argv[1]))
