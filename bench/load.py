@@ -55,6 +55,7 @@ from switchboard.simulate import (
     load_scenario,
     progress_printer,
     run_simulation,
+    run_simulation_processes,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,7 @@ TWIML_FLOOR = (
     'dtmfDetection="true"/></Connect></Response>'
 )
 TARGETS = ("floor", "dev", "redis", "peer")
+CPU: dict[str, list[dict[str, Any]]] = {}  # set-up -> CPU per process of its run
 
 
 # --------------------------------------------------------------------------- the floor
@@ -211,6 +213,54 @@ async def open_target(
         raise ValueError(f"unknown target {name!r}")
 
 
+def _descendants_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of every live descendant of this process: pid -> (name, s)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        fields = raw[raw.rindex(")") + 2 :].split()
+        words = [w.decode(errors="replace") for w in cmd if w]
+        # "switchboard actor llm", "redis-server", "load.py floor-server", ...
+        label = " ".join([Path(w).name for w in words if not w.startswith("-")][:4])
+        stats[int(entry.name)] = (int(fields[1]), label, (int(fields[11]) + int(fields[12])) / tick)
+    mine = {os.getpid()}
+    changed = True
+    while changed:
+        changed = False
+        for pid, (ppid, _, _) in stats.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                changed = True
+    return {pid: (stats[pid][1], stats[pid][2]) for pid in mine if pid in stats}
+
+
+def _cpu_report(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+    result: SimulationResult, seconds: float,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """% of one core per process over the run; the client processes' own figures."""
+    rows = []
+    for pid, (label, cpu) in sorted(after.items()):
+        if pid == os.getpid() and result.client_cpu_s:
+            label = "bench (parent)"
+        elif pid == os.getpid():
+            label = "bench (client)"
+        used = cpu - before.get(pid, (label, 0.0))[1]
+        rows.append({"process": label, "cpu_s": round(used, 2),
+                     "core_pct": round(100 * used / seconds, 1)})  # fmt: skip
+    for i, used in enumerate(result.client_cpu_s):
+        rows.append({"process": f"client {i}", "cpu_s": round(used, 2),
+                     "core_pct": round(100 * used / seconds, 1)})  # fmt: skip
+    return rows
+
+
 async def measure(
     name: str, args: argparse.Namespace, progress: bool
 ) -> SimulationResult:
@@ -231,12 +281,20 @@ async def measure(
                 twiml=twiml,
                 label=name,
             )
+            if args.client_processes > 1:
+                procs = max(1, args.client_processes // len(urls))
+                results.append(await run_simulation_processes(config, args.scenario, procs))
+                return
             show = progress_printer(sys.stderr) if progress and url == urls[0] else None
             results.append(await run_simulation(config, scenario, progress=show))
 
+        before = _descendants_cpu()
+        started = trio.current_time()
         async with trio.open_nursery() as nursery:
             for url, calls in zip(urls, share, strict=True):
                 nursery.start_soon(run_on, url, calls)
+        after = _descendants_cpu()
+        seconds = trio.current_time() - started
     merged = results[0]
     for other in results[1:]:
         offset = len(merged.calls)
@@ -244,6 +302,14 @@ async def measure(
             call.index += offset
         merged.calls += other.calls
         merged.duration_s = max(merged.duration_s, other.duration_s)
+        merged.client_cpu_s += other.client_cpu_s
+    cpu = _cpu_report(before, after, merged, seconds)
+    sys.stderr.write(
+        "CPU, % of one core over the run: "
+        + ", ".join(f"{r['process']} {r['core_pct']}" for r in cpu)
+        + "\n"
+    )
+    CPU[name] = cpu
     merged.config = SimulationConfig(
         url=",".join(urls),
         calls=args.calls,
@@ -345,6 +411,10 @@ def main() -> None:
     parser.add_argument("--gap-ms", type=float, default=20.0, help="provider gap between tokens")
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes (redis)")
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds to start all calls")
+    parser.add_argument(
+        "--client-processes", type=int, default=1,
+        help="drive the calls from this many client processes (results merged)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", dest="json_out", help="write every report here")
     parser.add_argument("--plot-dir", help="write one SVG per set-up here")
@@ -367,7 +437,7 @@ def main() -> None:
     table = _table(rows)
     sys.stdout.write(table + "\n")
     if args.json_out:
-        report.write_json(args.json_out, {"rows": rows, "reports": docs})
+        report.write_json(args.json_out, {"rows": rows, "reports": docs, "cpu": CPU})
     if args.docs:
         command = "python bench/load.py " + " ".join(sys.argv[1:])
         today = datetime.date.today().isoformat()
