@@ -120,6 +120,19 @@ class _Generation:
     cancelled_ms: float | None = None
 
 
+@dataclass(slots=True)
+class _Wake:
+    """How the producer cuts the sender's coalescing wait short.
+
+    Set when a tool's frame is queued and when the stream ends (finished,
+    failed or cancelled); the sender replaces ``event`` before each wait.
+    Plain deltas do not set it: the sender sleeps until its deadline instead
+    of waking once per word.
+    """
+
+    event: trio.Event = field(default_factory=trio.Event)
+
+
 @dataclass(frozen=True, slots=True)
 class _Frame:
     """An app-to-Twilio frame a tool sends, in order with the reply's text."""
@@ -373,10 +386,13 @@ class LLMActor(Actor):
         self._generations[key] = generation
         try:
             send, receive = trio.open_memory_channel[str | _Frame](math.inf)
+            wake = _Wake()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._produce, env, reply_to, request, send, outcome, generation)
+                nursery.start_soon(
+                    self._produce, env, reply_to, request, send, outcome, generation, wake
+                )
                 index, leftover = await self._send_tokens(
-                    env, reply_to, receive, start_index=sent.next_index
+                    env, reply_to, receive, start_index=sent.next_index, wake=wake
                 )
         finally:
             self._generations.pop(key, None)
@@ -635,6 +651,7 @@ class LLMActor(Actor):
         send: trio.MemorySendChannel[str | _Frame],
         outcome: _Outcome,
         generation: _Generation,
+        wake: _Wake,
     ) -> None:
         """Run the completion rounds (tools in between) into ``send``.
 
@@ -651,6 +668,7 @@ class LLMActor(Actor):
                 outcome.deferred.append((current_use, frame))
             else:
                 send.send_nowait(_Frame(frame))  # unbounded: never blocks
+                wake.event.set()
 
         async with send:
             with generation.scope:
@@ -729,6 +747,10 @@ class LLMActor(Actor):
                 dropped = frozenset(use_id for use_id, _ in outcome.deferred)
                 outcome.deferred.clear()
             reply.close(cancelled_ids=dropped)
+        # ``send`` is closed (finished, failed or cancelled): the sender stops
+        # its coalescing wait and sends the closing entry now. (Only an outer
+        # cancel skips this, and it cancels the sender too.)
+        wake.event.set()
 
     async def _send_tokens(
         self,
@@ -737,6 +759,7 @@ class LLMActor(Actor):
         receive: trio.MemoryReceiveChannel[str | _Frame],
         *,
         start_index: int = 0,
+        wake: _Wake | None = None,
     ) -> tuple[int, str]:
         """Forward deltas as coalesced entries (and tools' frames) until the end.
 
@@ -755,6 +778,7 @@ class LLMActor(Actor):
         previous append was in flight.
         """
         floor_s = max(0.0, self.config.token_coalesce_ms) / 1000
+        wake = wake if wake is not None else _Wake()
         index = start_index
         # When the previous token entry was handed to the bus (None: none yet).
         sent_at: float | None = None
@@ -774,7 +798,7 @@ class LLMActor(Actor):
                     # The first delta goes out alone: time to first audio
                     # matters more than entry count. Later ones gather until
                     # the floor (TTS speaks by clause: 50 ms is not heard).
-                    frame, ended = await self._gather(receive, parts, sent_at + floor_s)
+                    frame, ended = await self._gather(receive, parts, sent_at + floor_s, wake)
                 if ended:
                     return index, "".join(parts)
                 sent_at = trio.current_time()
@@ -789,36 +813,36 @@ class LLMActor(Actor):
 
     @staticmethod
     async def _gather(
-        receive: trio.MemoryReceiveChannel[str | _Frame], parts: list[str], deadline: float
+        receive: trio.MemoryReceiveChannel[str | _Frame],
+        parts: list[str],
+        deadline: float,
+        wake: _Wake,
     ) -> tuple[_Frame | None, bool]:
         """Add deltas to ``parts`` until ``deadline`` (trio time), a frame or the end.
 
         Returns the frame that stopped the gathering (it goes out after the
-        text) and whether the stream ended. Whatever is already queued is
-        taken even past the deadline. Never loses a delta: a memory channel's
-        ``receive`` cancelled by the deadline takes nothing.
+        text) and whether the stream ended. Sleeps until the deadline rather
+        than waking for every delta: only the producer's ``wake`` (a frame,
+        the end of the stream) cuts the wait short. Whatever is queued is
+        taken, even past the deadline.
         """
         while True:
-            more: str | _Frame | None = None
-            try:
-                more = receive.receive_nowait()
-            except trio.WouldBlock:
-                pass
-            except trio.EndOfChannel:
-                return None, True
-            if more is None:
-                if trio.current_time() >= deadline:
-                    return None, False
-                with trio.move_on_at(deadline):
-                    try:
-                        more = await receive.receive()
-                    except trio.EndOfChannel:
-                        return None, True
-            if more is None:
-                return None, False  # the deadline passed while waiting
-            if isinstance(more, _Frame):
-                return more, False
-            parts.append(more)
+            # A fresh event before draining: a wake-up after the drain is seen.
+            wake.event = trio.Event()
+            while True:
+                try:
+                    more = receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                except trio.EndOfChannel:
+                    return None, True
+                if isinstance(more, _Frame):
+                    return more, False
+                parts.append(more)
+            if trio.current_time() >= deadline:
+                return None, False
+            with trio.move_on_at(deadline):
+                await wake.event.wait()
 
     async def _send_frame(self, env: Envelope, frame: dict[str, Any]) -> None:
         if env.gateway:
