@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from actors.config import (
     DEFAULT_GOODBYE_TEXT,
@@ -23,7 +23,7 @@ from actors.config import (
 from actors.telemetry import TelemetryConfig
 from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
 from bus.keys import Keys
-from gateway.config import GatewayConfig, LanguageOption, RelayAttributes
+from gateway.config import GatewayConfig, RelayAttributes
 from switchboard.profile import Profile, ProfileError, load_profile
 
 DEFAULT_GREETING = "Hello! This is the Switchboard demo agent. How can I help you today?"
@@ -249,7 +249,7 @@ class Settings:
             hints=_str(env, "SWITCHBOARD_HINTS", None),
             debug=_str(env, "SWITCHBOARD_DEBUG", None),
             intelligence_service=_str(env, "SWITCHBOARD_INTELLIGENCE_SERVICE", None),
-            languages=tuple(LanguageOption(**asdict(lang)) for lang in profile.languages),
+            languages=profile.languages,
         )
         silence_reprompt_s = _float(env, "SWITCHBOARD_SILENCE_REPROMPT_S", 10.0)
         dtmf_idle_s = _float(env, "SWITCHBOARD_DTMF_IDLE_S", 3.0)
