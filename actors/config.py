@@ -59,7 +59,7 @@ class LLMConfig:
     scripted_first_token_ms: float = 0.0
     scripted_token_gap_ms: float = 0.0
     # Requests one LLM worker streams at once.
-    concurrency: int = 256
+    concurrency: int = 1024
     # A request pending this long on a worker that neither finished nor
     # touched it is taken over by another worker (its worker is presumed
     # dead). Live workers touch their requests every third of this.

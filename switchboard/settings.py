@@ -161,7 +161,7 @@ class Settings:
     max_tokens: int = 1024
     scripted_first_token_ms: float = 0.0
     scripted_token_gap_ms: float = 0.0
-    llm_concurrency: int = 256
+    llm_concurrency: int = 1024
     llm_claim_idle_ms: int = 5000
     # LLMConfig.token_coalesce_ms: minimum gap between a reply's token entries.
     token_coalesce_ms: int = 50
@@ -277,7 +277,7 @@ class Settings:
             max_tokens=_int(env, "SWITCHBOARD_MAX_TOKENS", 1024, minimum=1),
             scripted_first_token_ms=_float(env, "SWITCHBOARD_SCRIPTED_FIRST_TOKEN_MS", 0.0),
             scripted_token_gap_ms=_float(env, "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS", 0.0),
-            llm_concurrency=_int(env, "SWITCHBOARD_LLM_CONCURRENCY", 256, minimum=1),
+            llm_concurrency=_int(env, "SWITCHBOARD_LLM_CONCURRENCY", 1024, minimum=1),
             llm_claim_idle_ms=_int(env, "SWITCHBOARD_LLM_CLAIM_IDLE_MS", 5000, minimum=100),
             token_coalesce_ms=_int(env, "SWITCHBOARD_TOKEN_COALESCE_MS", 50),
             lease_ttl_ms=_int(env, "SWITCHBOARD_LEASE_TTL_MS", 5000, minimum=100),
