@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml examples/analytics/pyproject.toml examples/tools_demo/p
 	touch $(STAMP)
 
 ## run: the whole system in one process on the in-memory bus, on 127.0.0.1:8080
+## (the demo agent can hang up and press keys unless SWITCHBOARD_TOOLS says otherwise)
 run: $(STAMP)
-	$(BIN)/switchboard dev
+	SWITCHBOARD_TOOLS="$${SWITCHBOARD_TOOLS-end_call,send_digits}" $(BIN)/switchboard dev
 
 ## redis-server: install it when missing (the Redis tests start their own servers);
 ## redis-tools brings redis-benchmark, the reference bench/bus.py compares against
