@@ -5,10 +5,8 @@ The server listens on loopback only, keeps nothing on disk (``--save ""
 Readiness is checked by polling ``PING`` on its port with bounded retries:
 process start-up is the one place where there is no event to wait for.
 
-- ``open_redis_server()``: async context manager for Trio code; the handle can
-  ``restart()`` the server on the same port (a "Redis restarts mid-run" test).
-- ``RedisServerProcess``: the same for plain synchronous code (pytest fixtures
-  outside Trio, benchmark scripts): ``with RedisServerProcess() as server:``.
+``open_redis_server()`` is an async context manager; its handle can
+``restart()`` the server on the same port (a "Redis restarts mid-run" test).
 """
 
 from __future__ import annotations
@@ -18,10 +16,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import TracebackType
 
 import structlog
 import trio
@@ -88,15 +84,6 @@ def _log_tail(workdir: Path) -> str:
         return (workdir / "redis.log").read_text(errors="replace")[-2000:]
     except OSError:
         return ""
-
-
-def _ping_once_sync(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 async def _ping_once(port: int) -> bool:
@@ -182,72 +169,3 @@ async def open_redis_server(*, port: int | None = None) -> AsyncIterator[RedisSe
             yield handle
         finally:
             await handle.stop()
-
-
-class RedisServerProcess:
-    """Synchronous twin of ``open_redis_server`` for code that is not in Trio."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RedisServerError("redis-server is not running")
-        return self._process.pid
-
-    def start(self) -> None:
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="switchboard-redis-")
-        workdir = Path(self._tmp.name)
-        self._process = subprocess.Popen(
-            _argv(self.port, workdir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _ping_once_sync(self.port):
-            if self._process.poll() is not None:
-                raise RedisServerError(
-                    f"redis-server exited with {self._process.returncode} on port "
-                    f"{self.port}: {_log_tail(workdir)}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RedisServerError(f"redis-server did not answer on port {self.port}")
-            time.sleep(_POLL_INTERVAL_S)
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            process.kill()
-            process.wait(STOP_TIMEOUT_S)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> RedisServerProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
