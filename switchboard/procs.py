@@ -76,9 +76,37 @@ class SwitchboardProcess:
                 return int(str(event["url"]).rsplit(":", 1)[1])
         raise LookupError(f"{' '.join(self.args)} logged no switchboard_ready with a url")
 
+    def held_partitions(self) -> dict[int, int]:
+        """Partition -> epoch this (conversation) worker holds, by its log so far."""
+        held: dict[int, int] = {}
+        for event in self.events:
+            name = event.get("event")
+            if name == "partition_acquired":
+                held[int(event["partition"])] = int(event["epoch"])
+            elif name in ("partition_released", "partition_lost"):
+                held.pop(int(event["partition"]), None)
+        return held
+
     def kill9(self) -> None:
         """SIGKILL: the way a worker dies in production failures."""
         self.process.send_signal(signal.SIGKILL)
+
+
+async def first_to_log(
+    procs: Sequence[SwitchboardProcess], event: str, **match: Any
+) -> SwitchboardProcess:
+    """Wait until one of ``procs`` logs ``event`` (with matching fields); return it."""
+    winner: list[SwitchboardProcess] = []
+    async with trio.open_nursery() as nursery:
+        for proc in procs:
+
+            async def watch(proc: SwitchboardProcess = proc) -> None:
+                await proc.wait_for(event, **match)
+                winner.append(proc)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+    return winner[0]
 
 
 async def _pump(proc: SwitchboardProcess, stream: trio.abc.ReceiveStream) -> None:

@@ -25,7 +25,7 @@ import trio
 
 from bus.keys import Keys, partition_of
 from bus.redis import open_redis_bus
-from switchboard.procs import SwitchboardProcess, open_switchboard
+from switchboard.procs import first_to_log, open_switchboard
 from switchboard.redis_server import open_redis_server
 from switchboard.simulator import open_call
 
@@ -53,30 +53,6 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
-
-
-def _held(proc: SwitchboardProcess) -> dict[int, int]:
-    """Partition -> epoch that ``proc`` holds, according to its log so far."""
-    held: dict[int, int] = {}
-    for event in proc.events:
-        name = event.get("event")
-        if name == "partition_acquired":
-            held[int(event["partition"])] = int(event["epoch"])
-        elif name in ("partition_released", "partition_lost"):
-            held.pop(int(event["partition"]), None)
-    return held
-
-
-async def _first_acquired(survivors: list[SwitchboardProcess], partition: int, epoch: int) -> None:
-    """Wait until any survivor logs taking ``partition`` at ``epoch``."""
-    async with trio.open_nursery() as nursery:
-
-        async def watch(proc: SwitchboardProcess) -> None:
-            await proc.wait_for("partition_acquired", partition=partition, epoch=epoch)
-            nursery.cancel_scope.cancel()
-
-        for proc in survivors:
-            nursery.start_soon(watch, proc)
 
 
 async def test_killing_a_conversation_worker_loses_and_repeats_nothing() -> None:
@@ -120,7 +96,7 @@ async def test_killing_a_conversation_worker_loses_and_repeats_nothing() -> None
                     for i in range(CALLS):
                         nursery.start_soon(converse, i)
                     await kill_now.wait()
-                    held = _held(victim)
+                    held = victim.held_partitions()
                     assert held, "the victim held no partitions when killed"
                     victim.kill9()
                     killed_at = trio.current_time()
@@ -134,7 +110,12 @@ async def test_killing_a_conversation_worker_loses_and_repeats_nothing() -> None
                     assert stranded, "no live call was on the victim's partitions"
                     for partition, epoch in sorted(held.items()):
                         with trio.fail_after(LEASE_TTL_MS / 1000 + 2):
-                            await _first_acquired(survivors, partition, epoch + 1)
+                            await first_to_log(
+                                survivors,
+                                "partition_acquired",
+                                partition=partition,
+                                epoch=epoch + 1,
+                            )
                     taken_within = trio.current_time() - killed_at
                 assert taken_within <= LEASE_TTL_MS / 1000 + 2
 

@@ -11,14 +11,12 @@ caller hears the whole reply exactly once, closed by ``last: true``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import trio
 
 from actors.providers.scripted import scripted_reply
 from gateway.protocol import Text
-from switchboard.procs import SwitchboardProcess, open_switchboard
+from switchboard.procs import SwitchboardProcess, first_to_log, open_switchboard
 from switchboard.redis_server import open_redis_server
 from switchboard.simulator import open_call
 
@@ -48,23 +46,6 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-async def _first_to_log(
-    procs: list[SwitchboardProcess], event: str, **match: Any
-) -> SwitchboardProcess:
-    """The first of ``procs`` that logs ``event`` (with matching fields)."""
-    winner: list[SwitchboardProcess] = []
-    async with trio.open_nursery() as nursery:
-        for proc in procs:
-
-            async def wait(proc: SwitchboardProcess = proc) -> None:
-                await proc.wait_for(event, **match)
-                winner.append(proc)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(wait)
-    return winner[0]
-
-
 async def test_a_killed_llm_worker_s_reply_is_finished_by_the_other_without_repeats() -> None:
     expected = scripted_reply([{"role": "user", "content": PROMPT}])
     killed: list[SwitchboardProcess] = []
@@ -88,7 +69,7 @@ async def test_a_killed_llm_worker_s_reply_is_finished_by_the_other_without_repe
                     nonlocal frames_seen
                     frames_seen += 1
                     if frames_seen == KILL_AFTER_FRAMES and not frame.last:
-                        streaming = await _first_to_log(workers, "completion_started", turn=1)
+                        streaming = await first_to_log(workers, "completion_started", turn=1)
                         streaming.kill9()
                         killed.append(streaming)
 

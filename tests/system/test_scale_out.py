@@ -29,7 +29,7 @@ import trio
 from actors.providers.scripted import scripted_reply
 from bus.keys import Keys
 from bus.redis import open_redis_bus
-from switchboard.procs import SwitchboardProcess, open_switchboard
+from switchboard.procs import SwitchboardProcess, first_to_log, open_switchboard
 from switchboard.redis_server import open_redis_server
 from switchboard.simulator import open_call
 
@@ -62,33 +62,11 @@ def _env(redis_url: str, worker: str) -> dict[str, str]:
     }
 
 
-def _held(proc: SwitchboardProcess) -> dict[int, int]:
-    held: dict[int, int] = {}
-    for event in proc.events:
-        name = event.get("event")
-        if name == "partition_acquired":
-            held[int(event["partition"])] = int(event["epoch"])
-        elif name in ("partition_released", "partition_lost"):
-            held.pop(int(event["partition"]), None)
-    return held
-
-
 def _streaming(proc: SwitchboardProcess) -> int:
     """How many completions ``proc`` has started but not finished, by its log."""
     started = sum(1 for e in proc.events if e.get("event") == "completion_started")
     done = sum(1 for e in proc.events if e.get("event") == "completion_done")
     return started - done
-
-
-async def _any_acquires(procs: list[SwitchboardProcess], partition: int, epoch: int) -> None:
-    async with trio.open_nursery() as nursery:
-        for proc in procs:
-
-            async def watch(proc: SwitchboardProcess = proc) -> None:
-                await proc.wait_for("partition_acquired", partition=partition, epoch=epoch)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
 
 
 async def test_fifty_calls_survive_worker_kills_and_a_redis_restart() -> None:
@@ -134,13 +112,15 @@ async def test_fifty_calls_survive_worker_kills_and_a_redis_restart() -> None:
                     nursery.start_soon(converse, i)
 
                 await kill_conversation.wait()
-                held = _held(c3)
+                held = c3.held_partitions()
                 assert held, "the conversation victim held no partitions"
                 c3.kill9()
                 killed_at = trio.current_time()
                 for partition, epoch in sorted(held.items()):
                     with trio.fail_after(LEASE_TTL_MS / 1000 + 2):
-                        await _any_acquires([c1, c2], partition, epoch + 1)
+                        await first_to_log(
+                            [c1, c2], "partition_acquired", partition=partition, epoch=epoch + 1
+                        )
                 taken_within = trio.current_time() - killed_at
 
                 await kill_llm.wait()
