@@ -45,7 +45,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
 from actors.providers.scripted import scripted_reply
-from switchboard import report
+from switchboard import gcpause, report
 from switchboard.logging import configure_logging
 from switchboard.procs import open_switchboard
 from switchboard.redis_server import open_redis_server
@@ -421,6 +421,9 @@ def main() -> None:
     parser.add_argument("--docs", action="store_true", help="rewrite docs/BENCHMARKS.md#Load")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    # Every Python process of the bench, ours and the floor alike, settles its
+    # start-up objects out of the collector's way, as `switchboard` roles do.
+    gcpause.settle()
     if args.mode == "floor-server":
         trio.run(serve_floor, args.ttft_ms, args.gap_ms)
         return

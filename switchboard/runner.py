@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
@@ -27,6 +27,7 @@ from bus.base import Bus, BusError
 from bus.memory import MemoryBus
 from bus.redis import open_redis_bus
 from gateway.server import serve_gateway
+from switchboard import gcpause
 from switchboard.metrics_http import serve_metrics
 from switchboard.settings import Settings
 
@@ -101,6 +102,7 @@ async def start_dev(
     bus: Bus,
     *,
     telemetry: TelemetryActor | None = None,
+    extra_registries: Sequence[CollectorRegistry] = (),
 ) -> int:
     """Start every built-in actor and the gateway on ``bus``; returns the bound port.
 
@@ -124,7 +126,7 @@ async def start_dev(
                 task_status=task_status,
             )
         )
-    registries = [telemetry.registry if telemetry is not None else registry]
+    registries = [telemetry.registry if telemetry is not None else registry, *extra_registries]
     port: int = await nursery.start(
         lambda task_status: serve_gateway(
             bus, settings.gateway_config(), registries=registries, task_status=task_status
@@ -136,9 +138,11 @@ async def start_dev(
 async def run_dev(settings: Settings) -> None:
     """``switchboard dev``: the whole system in one process on the memory bus."""
     bus = MemoryBus(retention_ms=settings.retention_ms)
+    pauses = gcpause.observe()
 
     async def main(nursery: trio.Nursery) -> None:
-        port = await start_dev(nursery, settings, bus)
+        port = await start_dev(nursery, settings, bus, extra_registries=[pauses.registry])
+        gcpause.settle()
         log.info(
             "switchboard_ready",
             mode="dev",
@@ -155,10 +159,19 @@ async def run_dev(settings: Settings) -> None:
 
 async def run_gateway(settings: Settings) -> None:
     """``switchboard gateway``: the edge alone, on Redis."""
+    pauses = gcpause.observe()
     async with open_bus(settings) as bus:
 
         async def main(nursery: trio.Nursery) -> None:
-            port = await nursery.start(serve_gateway, bus, settings.gateway_config())
+            port = await nursery.start(
+                lambda task_status: serve_gateway(
+                    bus,
+                    settings.gateway_config(),
+                    registries=[pauses.registry],
+                    task_status=task_status,
+                )
+            )
+            gcpause.settle()
             log.info(
                 "switchboard_ready",
                 mode="gateway",
@@ -177,6 +190,7 @@ async def run_actor(settings: Settings, role: str) -> None:
     """
     registry = CollectorRegistry()
     actor = build_actor(settings, role, registry)
+    gcpause.observe(registry)
     # SIGTERM drains: in-flight entries finish, partition leases are released.
     stop = trio.Event()
     async with open_bus(settings) as bus:
@@ -202,6 +216,7 @@ async def run_actor(settings: Settings, role: str) -> None:
                 metrics_port = await nursery.start(
                     serve_metrics, settings.host, settings.metrics_port, [registry]
                 )
+            gcpause.settle()
             log.info(
                 "switchboard_ready",
                 mode="actor",

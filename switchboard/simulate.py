@@ -66,7 +66,7 @@ import structlog
 import trio
 
 from gateway.protocol import Prompt, Text
-from switchboard import report
+from switchboard import gcpause, report
 from switchboard.simulator import (
     DTMF_KEYS,
     SessionClosed,
@@ -831,6 +831,7 @@ def _client_main(spec_json: str) -> int:
     spec = json.loads(spec_json)
     config = SimulationConfig(**spec["config"])
     scenario = load_scenario(spec["scenario"])
+    gcpause.settle()  # the client's own pauses would be read as server latency
     result = trio.run(run_simulation, config, scenario)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     doc = {
@@ -900,6 +901,7 @@ def main(
         provider_ttft_ms=provider_ttft_ms,
         turn_timeout_s=turn_timeout_s,
     )
+    gcpause.settle()  # the client's own pauses would be read as server latency
     if client_processes > 1:
         result = trio.run(run_simulation_processes, config, scenario_path, client_processes)
     else:

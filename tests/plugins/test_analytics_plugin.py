@@ -169,6 +169,8 @@ async def test_plugin_beside_a_live_system_changes_nothing_but_its_own_group() -
     assert body["talk_time_s"] >= 0
 
     assert status == 200 and "switchboard_analytics_calls_total" in metrics
+    # Every role's process times its collector pauses (switchboard.gcpause).
+    assert 'switchboard_gc_pause_seconds_count{generation="0"}' in metrics
     assert summary["turns"] == 2 and summary["interruptions"] == 1
     samples = {
         s.name: s.value

@@ -19,6 +19,7 @@ import trio
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.redis import open_redis_bus
+from switchboard.metrics_http import fetch
 from switchboard.procs import open_switchboard
 from switchboard.redis_server import open_redis_server
 from switchboard.simulator import open_call
@@ -82,7 +83,12 @@ async def test_scripted_call_against_switchboard_dev() -> None:
     with trio.fail_after(60):
         async with open_switchboard("dev", "--port", "0", env=_env()) as dev:
             call_sid, replies = await _converse(f"http://127.0.0.1:{dev.port}")
+            _, metrics = await fetch("127.0.0.1", dev.port, "/metrics")
     _check_replies(replies)
+    # Start-up objects were settled out of the collector's way before the
+    # first call, and the process times its collector pauses.
+    assert any(e.get("event") == "gc_settled" and e["frozen"] > 0 for e in dev.events)
+    assert 'switchboard_gc_pause_seconds_count{generation="0"}' in metrics
     assert dev.returncode == 0, "switchboard dev must exit 0 on SIGTERM"
     # Every log line about the call carries its context.
     call_lines = [e for e in dev.events if e.get("call_sid") == call_sid]
@@ -106,6 +112,7 @@ async def test_scripted_call_across_three_processes_on_redis() -> None:
         async with open_redis_server() as redis:
             async with _three_processes(redis.url) as port:
                 call_sid, replies = await _converse(f"http://127.0.0.1:{port}")
+                _, gateway_metrics = await fetch("127.0.0.1", port, "/metrics")
             keys = Keys(partitions=8)
             async with open_redis_bus(redis.url) as bus:
                 entries = await bus.range(keys.llm)
@@ -113,6 +120,7 @@ async def test_scripted_call_across_three_processes_on_redis() -> None:
                 partition = await bus.range(keys.calls_for(call_sid))
                 inbound = [Envelope.decode(e.fields) for e in partition]
     _check_replies(replies)
+    assert "switchboard_gc_pause_seconds_bucket" in gateway_metrics
     requests = [r for r in requests if r.call == call_sid and r.kind == Kind.LLM_REQUEST]
     assert [r.turn for r in requests] == [1, 2, 3]
     _check_turn3_request(requests, replies)
