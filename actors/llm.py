@@ -8,7 +8,10 @@ Stateless: each ``llm.request`` carries the whole context. For one request:
    entries go out at most every ``token_coalesce_ms`` (50 ms by default),
    each with everything produced since the previous one, so at a word every
    20 ms the bus, the gateway and the socket carry a few words per entry
-   instead of one. The end of the stream and a tool's frame do not wait; a
+   instead of one. Those later entries leave on a tick shared by every reply
+   of the worker (a fifth of the floor: 10 ms), so the entries of many
+   replies go out in the same scheduler pass, in one Redis pipeline, and
+   reach the gateway as one batch. The end of the stream and a tool's frame do not wait; a
    slow bus still means fewer, larger entries rather than a growing backlog.
    Indexes count 0, 1, 2, ... per request; the final entry has ``last=true``
    (its text may be empty).
@@ -75,6 +78,7 @@ import trio
 from actors.config import LLMConfig
 from actors.providers.base import CompletionRequest, Provider, Usage
 from actors.runtime import Actor, dead_letter_stream
+from actors.timers import SharedTimer
 from actors.tools import (
     CANCELLED_RESULT,
     ToolContext,
@@ -95,6 +99,9 @@ APOLOGY = "Sorry, I'm having trouble right now. Please try again in a moment."
 # Stream ids come from the Redis server's clock, the request's ``ts`` from the
 # conversation host's: look back this far before ``ts`` for sent tokens.
 CLOCK_SKEW_MS = 2000
+# Later token entries leave on a tick of floor / TICKS_PER_FLOOR (10 ms for
+# the default 50 ms floor), shared by every reply of the worker.
+TICKS_PER_FLOOR = 5
 _RANGE_PAGE = 500
 
 
@@ -313,6 +320,8 @@ class LLMActor(Actor):
         self._cancelled: dict[GenerationKey, tuple[float, str, float]] = {}
         # Set once the control stream is tailed (tests wait for it).
         self.control_ready = trio.Event()
+        # The coalescing waits of every reply, on one timer and one grid.
+        self._ticks = SharedTimer(max(0.0, config.token_coalesce_ms) / 1000 / TICKS_PER_FLOOR)
 
     def streams(self) -> Sequence[str]:
         return [self.keys.llm]
@@ -811,8 +820,8 @@ class LLMActor(Actor):
                 if frame is not None:
                     await self._send_frame(env, frame.frame)
 
-    @staticmethod
     async def _gather(
+        self,
         receive: trio.MemoryReceiveChannel[str | _Frame],
         parts: list[str],
         deadline: float,
@@ -821,10 +830,10 @@ class LLMActor(Actor):
         """Add deltas to ``parts`` until ``deadline`` (trio time), a frame or the end.
 
         Returns the frame that stopped the gathering (it goes out after the
-        text) and whether the stream ended. Sleeps until the deadline rather
-        than waking for every delta: only the producer's ``wake`` (a frame,
-        the end of the stream) cuts the wait short. Whatever is queued is
-        taken, even past the deadline.
+        text) and whether the stream ended. Sleeps until the deadline (on the
+        worker's shared tick) rather than waking for every delta: only the
+        producer's ``wake`` (a frame, the end of the stream) cuts the wait
+        short. Whatever is queued is taken, even past the deadline.
         """
         while True:
             # A fresh event before draining: a wake-up after the drain is seen.
@@ -841,8 +850,8 @@ class LLMActor(Actor):
                 parts.append(more)
             if trio.current_time() >= deadline:
                 return None, False
-            with trio.move_on_at(deadline):
-                await wake.event.wait()
+            self._ticks.set_at(deadline, wake.event)
+            await wake.event.wait()
 
     async def _send_frame(self, env: Envelope, frame: dict[str, Any]) -> None:
         if env.gateway:

@@ -33,9 +33,6 @@ for the same tool use and the idempotency cache recognises it.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,6 +41,7 @@ from typing import Any
 import trio
 
 from actors.providers.base import Completion, CompletionRequest, Usage, message_text
+from actors.timers import SharedTimer
 
 _PIECES = re.compile(r"\s*\S+\s*")
 _WORDS = re.compile(r"[\w']+")
@@ -143,66 +141,6 @@ def _tool_names(messages: list[dict[str, Any]]) -> dict[str, str]:
     return names
 
 
-class _Pacer:
-    """One timer for every stream of a provider, instead of one per word.
-
-    ``trio.sleep`` arms a cancel scope and wakes by raising and catching
-    ``Cancelled``; at hundreds of replies x 50 words a second that was a
-    quarter of an LLM worker's CPU in the 1,000-call benchmark, spent on the
-    stand-in for a network stream rather than on Switchboard. Here a stream
-    parks its task; one system task sleeps until the earliest due time and
-    reschedules every task that is due. Same timing, same cancellation
-    (a cancelled stream leaves at once), same ``autojump_clock`` behaviour
-    (the ticker's deadline is a normal Trio deadline).
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int]] = []
-        self._parked: dict[int, trio.lowlevel.Task] = {}
-        self._seq = itertools.count()
-        self._ticker: trio.CancelScope | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-
-    async def sleep_until(self, when: float) -> None:
-        """Like ``trio.sleep_until``, sharing one timer with the other streams."""
-        if when <= trio.current_time():
-            await trio.lowlevel.checkpoint()
-            return
-        token = trio.lowlevel.current_trio_token()
-        if token is not self._token:  # a new trio.run (tests): start afresh
-            self._token, self._ticker = token, None
-            self._heap.clear()
-            self._parked.clear()
-        if self._ticker is None:
-            self._ticker = trio.CancelScope()
-            trio.lowlevel.spawn_system_task(self._tick, self._ticker, name="scripted-pacer")
-        seq = next(self._seq)
-        heapq.heappush(self._heap, (when, seq))
-        self._parked[seq] = trio.lowlevel.current_task()
-        if when < self._ticker.deadline:
-            self._ticker.deadline = when
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._parked.pop(seq, None)  # its heap entry is skipped when due
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    async def _tick(self, scope: trio.CancelScope) -> None:
-        while True:
-            with scope:
-                await trio.sleep_forever()
-            now = trio.current_time()
-            heap = self._heap
-            while heap and heap[0][0] <= now:
-                task = self._parked.pop(heapq.heappop(heap)[1], None)
-                if task is not None:
-                    trio.lowlevel.reschedule(task)
-            # A fresh scope with the next deadline (a used scope cannot re-enter).
-            scope = self._ticker = trio.CancelScope()
-            scope.deadline = heap[0][0] if heap else math.inf
-
-
 class _ScriptedCompletion:
     def __init__(self, provider: ScriptedProvider, request: CompletionRequest) -> None:
         self._provider = provider
@@ -279,7 +217,11 @@ class ScriptedProvider:
     def __init__(self, first_token_ms: float = 0, token_gap_ms: float = 0) -> None:
         self.first_token_ms = first_token_ms
         self.token_gap_ms = token_gap_ms
-        self.pacer = _Pacer()
+        # One timer for every stream's word gaps: trio.sleep per word (a
+        # cancel scope armed and unwound by raising Cancelled) cost a quarter
+        # of the LLM worker's CPU at 1,000 calls, spent on the stand-in for
+        # the network rather than on Switchboard.
+        self.pacer = SharedTimer()
 
     @asynccontextmanager
     async def complete(self, request: CompletionRequest) -> AsyncIterator[Completion]:

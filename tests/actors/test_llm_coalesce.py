@@ -140,3 +140,42 @@ async def test_cancel_does_not_wait_for_the_floor(
     assert "".join(t.body["text"] for t in tokens) == result.body["text"]
     cancelled_at = parse_id(cancel_id)[0] - EPOCH_MS
     assert sent[1][0] == at_ms(result_entry) == cancelled_at
+
+
+async def test_replies_share_the_workers_tick(autojump_clock: trio.testing.MockClock) -> None:
+    """Later entries of every reply leave on one 10 ms grid: together, in one pass."""
+    bus = virtual_bus()
+    actor = LLMActor(
+        LLMConfig(keys=KEYS, token_coalesce_ms=50),
+        ScriptedProvider(first_token_ms=300, token_gap_ms=20),
+    )
+    calls = [CALL[:-1] + str(i) for i in range(3)]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
+            for i, call in enumerate(calls):
+                env = request(f"caller number {i} would like to book a table for friday")
+                env = Envelope(kind=env.kind, call=call, session=env.session,
+                               gateway=env.gateway, seq=env.seq, turn=env.turn, body=env.body)
+                await bus.append(KEYS.llm, env.encode())
+                await trio.sleep(0.003)  # out of phase with each other
+            for call in calls:
+                await bus.read(KEYS.calls_for(call), "0", block_ms=60_000)
+            nursery.cancel_scope.cancel()
+    by_call: dict[str, list[tuple[int, Envelope]]] = {}
+    for at, env in await tokens_of(bus):
+        by_call.setdefault(env.call, []).append((at, env))
+    middles: list[set[int]] = []
+    for call in calls:
+        sent = by_call[call]
+        # The first token leaves when it is produced, off the grid...
+        assert sent[0][0] % 10 != 0 or sent[0][0] == 300
+        # ...the later ones on the shared tick, still at least the floor apart.
+        times = [at for at, env in sent[1:] if not env.body["last"]]
+        assert times and all(t % 10 == 0 for t in times)
+        assert min(b - a for a, b in itertools.pairwise([sent[0][0], *times])) >= 50
+        middles.append(set(times))
+    # First tokens at 300, 303 and 306 ms: the later two replies are due at
+    # 353 and 356, the same tick, and so on: their entries leave together.
+    assert middles[1] == middles[2]
+    assert len(middles[0] | middles[1]) > len(middles[1])
