@@ -72,9 +72,10 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 import trio
 
@@ -153,11 +154,14 @@ class CallState:
     ending: bool = False  # the agent is ending the call (goodbye said, end sent)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # orjson walks the dataclasses itself: ``json.dumps(asdict(self))``
+        # deep-copied the whole history first, and written on every entry it
+        # was 40% of a conversation worker's CPU on 200-turn calls.
+        return orjson.dumps(self).decode()
 
     @classmethod
     def from_json(cls, raw: str) -> CallState:
-        data: dict[str, Any] = json.loads(raw)
+        data: dict[str, Any] = orjson.loads(raw)
         speaking = data.get("speaking")
         return cls(
             call=str(data["call"]),
