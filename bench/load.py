@@ -328,6 +328,7 @@ def _row(name: str, doc: dict[str, Any], floor: dict[str, Any] | None,
     row: dict[str, Any] = {
         "target": name,
         "turns": over["n"],
+        "peak_open_calls": c.get("peak_open_calls"),
         "overhead_p50_ms": over["p50"],
         "overhead_p95_ms": over["p95"],
         "overhead_p99_ms": over["p99"],
@@ -350,17 +351,18 @@ def _row(name: str, doc: dict[str, Any], floor: dict[str, Any] | None,
 
 def _table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"| {'set-up':<6} | turns | overhead p50 ms | p95 ms | p99 ms | turn p50 ms | "
-        "p50 / floor | p99 / floor | p50 / peer | p99 / peer | problems |"
+        f"| {'set-up':<6} | turns | calls open at once | overhead p50 ms | p95 ms | p99 ms | "
+        "turn p50 ms | p50 / floor | p99 / floor | p50 / peer | p99 / peer | problems |"
     )
-    out = [head, "|" + "|".join("---" for _ in range(11)) + "|"]
+    out = [head, "|" + "|".join("---" for _ in range(12)) + "|"]
 
     def f(v: Any) -> str:
         return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
     for r in rows:
         out.append(
-            f"| {r['target']:<6} | {r['turns']} | {f(r['overhead_p50_ms'])} | "
+            f"| {r['target']:<6} | {r['turns']} | {f(r['peak_open_calls'])} | "
+            f"{f(r['overhead_p50_ms'])} | "
             f"{f(r['overhead_p95_ms'])} | {f(r['overhead_p99_ms'])} | {f(r['turn_p50_ms'])} | "
             f"{f(r.get('p50_vs_floor'))} | {f(r.get('p99_vs_floor'))} | "
             f"{f(r.get('p50_vs_peer'))} | {f(r.get('p99_vs_peer'))} | {r['problems']} |"
@@ -423,6 +425,7 @@ def main() -> None:
     args = parser.parse_args()
     # Every Python process of the bench, ours and the floor alike, settles its
     # start-up objects out of the collector's way, as `switchboard` roles do.
+    configure_logging("error")  # stdout carries the floor's port line
     gcpause.settle()
     if args.mode == "floor-server":
         trio.run(serve_floor, args.ttft_ms, args.gap_ms)
@@ -431,7 +434,6 @@ def main() -> None:
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; choose from {TARGETS}")
-    configure_logging("error")
     rows, docs, svgs = trio.run(run, args)
     if args.plot_dir:
         Path(args.plot_dir).mkdir(parents=True, exist_ok=True)

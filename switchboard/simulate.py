@@ -352,6 +352,9 @@ class CallResult:
     violations: list[str] = field(default_factory=list)
     error: str | None = None
     session_status: str | None = None
+    # When the call's WebSocket was open (trio time; relative in raw results).
+    opened_at: float | None = None
+    closed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +402,15 @@ class SimulationResult:
     def counts(self) -> dict[str, int]:
         turns = self.turns()
         faults = Counter(t.fault for t in turns if t.fault)
-        missing_last = sum(1 for t in turns if not t.complete and not t.interrupted)
+        # A reply still streaming is not missing its ``last`` yet: only calls
+        # that ended count (the progress line runs while replies are in flight).
+        missing_last = sum(
+            1
+            for c in self.calls
+            if c.closed_at is not None or c.error is not None
+            for t in c.turns
+            if not t.complete and not t.interrupted
+        )
         return {
             "calls_planned": self.config.calls,
             "calls_completed": sum(1 for c in self.calls if c.error is None),
@@ -417,7 +428,20 @@ class SimulationResult:
             "stray_frames": sum(c.stray_frames for c in self.calls),
             "frames_after_interrupt": sum(c.frames_after_interrupt for c in self.calls),
             "dtmf_reply_frames": sum(c.dtmf_reply_frames for c in self.calls),
+            "peak_open_calls": self.peak_open_calls(),
         }
+
+    def peak_open_calls(self) -> int:
+        """The most calls whose WebSockets were open at the same moment."""
+        edges = sorted(
+            [(c.opened_at, 1) for c in self.calls if c.opened_at is not None]
+            + [(c.closed_at, -1) for c in self.calls if c.closed_at is not None]
+        )  # at a tie, a close (-1) sorts first: back to back is not at once
+        peak = open_now = 0
+        for _, step in edges:
+            open_now += step
+            peak = max(peak, open_now)
+        return peak
 
     @property
     def problems(self) -> int:
@@ -668,15 +692,19 @@ async def _run_one(
             twiml=config.twiml,
         ) as call:
             result.call_sid = call.call_sid
+            result.opened_at = trio.current_time()
             driver = _CallDriver(call, result, scenario, config, rng)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(driver.read)
-                try:
-                    await driver.run()
-                finally:
-                    # Hang up (the context's exit) once the reader has seen everything
-                    # that is already here; it stops at the session's end.
-                    nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(driver.read)
+                    try:
+                        await driver.run()
+                    finally:
+                        # Hang up (the context's exit) once the reader has seen
+                        # everything already here; it stops at the session's end.
+                        nursery.cancel_scope.cancel()
+            finally:
+                result.closed_at = trio.current_time()
             result.violations += [str(v) for v in call.violations]
         result.session_status = call.session_status
     except trio.TooSlowError:
@@ -757,6 +785,9 @@ def _encode_calls(result: SimulationResult) -> list[dict[str, Any]]:
     t0 = result.started_at
     for call in result.calls:
         raw = dataclasses.asdict(call)
+        for key in ("opened_at", "closed_at"):
+            if raw[key] is not None:
+                raw[key] -= t0
         for turn in raw["turns"]:
             for key in ("sent_at", "first_at", "last_at"):
                 if turn[key] is not None:

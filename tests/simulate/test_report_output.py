@@ -114,3 +114,29 @@ def test_svg_is_well_formed(tmp_path: Path) -> None:
     ET.fromstring(report.render_svg([], title="<none> & nothing"))
     with pytest.raises(ValueError, match="SVG"):
         report.write_svg(tmp_path / "plot.png", "<svg/>")
+
+
+def test_peak_open_calls_counts_overlapping_sockets_only() -> None:
+    result = SimulationResult(
+        config=SimulationConfig(url="http://x", calls=4),
+        scenario=Scenario(turns=(Say("Hello."),), name="unit"),
+    )
+    spans = [(0.0, 10.0), (1.0, 5.0), (5.0, 6.0), (2.0, None)]  # last: never closed
+    result.calls = [
+        CallResult(index=i, opened_at=a, closed_at=b) for i, (a, b) in enumerate(spans)
+    ]
+    # At 2-5 s three are open; the call opening at 5.0 replaces the one closing then.
+    assert result.peak_open_calls() == 3
+    result.calls.append(CallResult(index=4))  # never connected: not open at all
+    assert result.counts()["peak_open_calls"] == 3
+
+
+def test_a_reply_still_streaming_is_not_counted_missing_until_its_call_ends() -> None:
+    result = _result()
+    streaming = TurnResult(call=2, index=0, prompt="Book a table.", sent_at=11.0)
+    streaming.first_at, streaming.frames = 11.1, ["You said: "]
+    live = CallResult(index=2, turns=[streaming], opened_at=10.9)
+    result.calls.append(live)
+    assert result.counts()["missing_last"] == 1  # only the failed call's
+    live.closed_at = 40.0  # hung up without the reply's last: now it is a problem
+    assert result.counts()["missing_last"] == 2

@@ -51,6 +51,7 @@ async def test_simulate_against_dev_is_clean() -> None:
     assert counts["interrupted"] == 6
     assert counts["replies_complete"] == 6 * 3
     assert counts["dtmf_sent"] == 6 * 3
+    assert counts["peak_open_calls"] == 3  # the concurrency bound, reached
     for name in ("protocol_violations", "missing_last", "lost_tokens", "misordered_tokens"):
         assert counts[name] == 0
     assert counts["fenced_leaks"] == 0

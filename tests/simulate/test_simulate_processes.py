@@ -46,6 +46,7 @@ async def test_two_client_processes_play_every_call_once_and_merge_every_sample(
     assert counts["calls_completed"] == 5
     assert counts["prompts_sent"] == counts["prompts_planned"] == 5 * 4
     assert counts["replies_complete"] == 5 * 3
+    assert 2 <= counts["peak_open_calls"] <= 4  # two clients, two at once each
     assert counts["interrupted"] == 5
     doc = result.to_json()
     # Percentiles over the merged raw samples: one per prompt of every client.
