@@ -25,19 +25,44 @@ usually built with the ``tool`` decorator::
     async def lookup_order(input: dict[str, Any], ctx: ToolContext) -> str:
         ...
 
-Side effects run at most once per tool use: a tool's result is cached in the
-bus key/value store under ``ToolContext.idempotency_key``
-(``"{call}:{reply_to}:{tool_use_id}"``), so a request redelivered to another
-worker after a crash gets the recorded result instead of running the tool
-again. Frames a tool asked to send after the speech are recorded with the
-result and sent again on such a replay (``end`` twice is harmless; a
-``sendDigits`` is never repeated).
+Side effects run at most once per tool use, across every LLM worker. The
+unit is ``ToolContext.idempotency_key`` (``"{call}:{reply_to}:{tool_use_id}"``)
+and one bus key, ``tool_result_key``, in the call's partition slot:
+
+1. Claim: ``set(key, {"claimed_by": token}, ttl=timeout_s + CLAIM_MARGIN_S,
+   nx=True)``. Exactly one worker wins and runs the tool.
+2. Record: the winner overwrites the claim with the result
+   (``{"content", "is_error", "deferred"}``, kept ``RESULT_TTL_MS``). A
+   winner cancelled mid-run records ``INTERRUPTED_RESULT`` instead (the
+   tool may have acted), so nobody runs it again and nobody waits for it.
+3. Everyone else (a reclaim racing a slow-but-alive worker, a redelivery
+   after a crash) does not run the tool: it finds the result and replays
+   it, or finds a claim and waits for the result, polling with backoff
+   (``CLAIM_POLL_S`` doubling to ``CLAIM_POLL_CAP_S``; the bus has no way
+   to wait on a key, and such races are rare enough that a few GETs cost
+   nothing). A claim whose owner died expires after its TTL; the next
+   waiter's ``nx`` write then wins and that waiter runs the tool. The
+   wait is bounded by twice the claim TTL (one claim seen part-way, one
+   taken over by a third worker); past it the outcome is an error.
+
+Replays send the frames a tool asked to send after the speech again
+(``end`` twice is harmless: the gateway ends the call once); frames sent
+at once (``sendDigits``, ``language``) are never repeated. Each outcome
+is the same for every worker: the recorded one.
+
+The guarantee has the limits of any lease: a winner stalled past its
+claim's TTL (a tool ignoring its cancel, a process frozen longer than
+``CLAIM_MARGIN_S``) may see another worker take over and run the tool a
+second time. If the bus fails while claiming, the tool is not run (an error
+outcome, so the model can say so); if it fails while recording, the tool
+ran and the claim expires, after which a redelivery would run it again.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -57,6 +82,16 @@ DEFAULT_TIMEOUT_S = 5.0
 # How long a tool's recorded result outlives the call (redelivery window).
 RESULT_TTL_MS = 24 * 3600 * 1000
 CANCELLED_RESULT = "cancelled: the caller interrupted"
+# A claim outlives its tool's timeout by this much: time to record the
+# result after the run, plus scheduling and GC pauses.
+CLAIM_MARGIN_S = 2.0
+# How a worker that lost the claim polls for the winner's result.
+CLAIM_POLL_S = 0.01
+CLAIM_POLL_CAP_S = 0.25
+# What a tool use cancelled while it ran records (replays see it).
+INTERRUPTED_RESULT = "interrupted before it finished; it may or may not have taken effect"
+# Bounds the shielded write of that record.
+RECORD_ON_CANCEL_S = 1.0
 BUILTIN_TOOLS = ("end_call", "transfer", "send_digits", "switch_language")
 _DIGITS = re.compile(r"^[0-9*#w]{1,64}$")
 
@@ -334,34 +369,101 @@ class ToolRegistry:
         *,
         ttl_ms: int = RESULT_TTL_MS,
     ) -> ToolOutcome:
-        """Run one tool use, at most once per ``ctx.idempotency_key``.
+        """Run one tool use, at most once per ``ctx.idempotency_key`` (module docstring).
 
-        Never raises for a tool's own failure (unknown tool, bad input,
-        exception, timeout): the outcome is then an error result. Cancellation
-        propagates (the caller closes the pair with a cancelled result).
+        Returns the recorded outcome when another worker ran (or is running)
+        the same tool use. Never raises for a tool's own failure (unknown
+        tool, bad input, exception, timeout) or the bus's: the outcome is
+        then an error result. Cancellation propagates (the caller closes the
+        pair with a cancelled result).
         """
         key = tool_result_key(keys, ctx.call, ctx.idempotency_key)
+        found = self.tools.get(name)
+        claim_ttl_s = (found.timeout_s if found else DEFAULT_TIMEOUT_S) + CLAIM_MARGIN_S
+        claim = json.dumps({"claimed_by": uuid.uuid4().hex})
+        poll_s = CLAIM_POLL_S
+        waited = False
+        # The winner's recorded outcome, when someone else ran the tool use.
+        recorded: dict[str, Any] | None = None
         try:
-            cached = await bus.get(key)
-        except BusError as exc:
-            log.warning("tool_cache_unavailable", tool=name, error=str(exc))
-            cached = None
-        if cached is not None:
-            data = json.loads(cached)
-            for frame in data.get("deferred", []):
-                await ctx.send(frame, after_speech=True)
-            log.info("tool_result_replayed", tool=name, tool_use_id=ctx.tool_use_id)
+            with trio.fail_after(2 * claim_ttl_s):
+                while True:
+                    if await bus.set(key, claim, ttl_ms=round(claim_ttl_s * 1000), nx=True):
+                        break
+                    raw = await bus.get(key)
+                    record = None if raw is None else json.loads(raw)
+                    if record is not None and "content" in record:
+                        recorded = record
+                        break
+                    if record is not None:
+                        if not waited:
+                            log.info(
+                                "tool_claimed_elsewhere", tool=name, tool_use_id=ctx.tool_use_id
+                            )
+                        waited = True
+                        await trio.sleep(poll_s)
+                        poll_s = min(poll_s * 2, CLAIM_POLL_CAP_S)
+                    # No record: the claim expired between SET and GET; claim again.
+        except trio.TooSlowError:
+            log.warning("tool_claim_wait_timed_out", tool=name, tool_use_id=ctx.tool_use_id)
             return ToolOutcome(
-                ctx.tool_use_id, name, input, str(data["content"]), bool(data["is_error"])
+                ctx.tool_use_id, name, input,
+                "not run: another worker is still running this tool use", True,
             )
-        outcome = await self._run_once(ctx, name, input)
-        record: dict[str, Any] = {"content": outcome.content, "is_error": outcome.is_error}
-        record["deferred"] = ctx.deferred
+        except BusError as exc:
+            log.warning("tool_claim_failed", tool=name, error=str(exc))
+            return ToolOutcome(
+                ctx.tool_use_id, name, input, f"not run: the bus is unavailable ({exc})", True
+            )
+        if recorded is not None:
+            return await self._replay(ctx, name, input, recorded, waited=waited)
+        if waited:
+            log.info("tool_claim_taken_over", tool=name, tool_use_id=ctx.tool_use_id)
+        try:
+            outcome = await self._run_once(ctx, name, input)
+        except trio.Cancelled:
+            # The tool may have acted: record that, so no one runs it again
+            # and no one waits out the claim. Shielded and bounded.
+            with trio.move_on_after(RECORD_ON_CANCEL_S) as cleanup:
+                cleanup.shield = True
+                await self._record(bus, key, name, INTERRUPTED_RESULT, True, [], ttl_ms)
+            raise
+        await self._record(bus, key, name, outcome.content, outcome.is_error, ctx.deferred, ttl_ms)
+        return outcome
+
+    async def _replay(
+        self,
+        ctx: ToolContext,
+        name: str,
+        input: dict[str, Any],
+        record: dict[str, Any],
+        *,
+        waited: bool,
+    ) -> ToolOutcome:
+        """The recorded outcome; its after-speech frames go out again."""
+        for frame in record.get("deferred", []):
+            await ctx.send(frame, after_speech=True)
+        log.info("tool_result_replayed", tool=name, tool_use_id=ctx.tool_use_id, waited=waited)
+        return ToolOutcome(
+            ctx.tool_use_id, name, input, str(record["content"]), bool(record["is_error"])
+        )
+
+    @staticmethod
+    async def _record(
+        bus: Bus,
+        key: str,
+        name: str,
+        content: str,
+        is_error: bool,
+        deferred: list[dict[str, Any]],
+        ttl_ms: int,
+    ) -> None:
+        """Replace the claim with the outcome (a failed write is logged: see module docstring)."""
+        record = {"content": content, "is_error": is_error, "deferred": deferred}
         try:
             await bus.set(key, json.dumps(record), ttl_ms=ttl_ms)
         except BusError as exc:
-            log.warning("tool_cache_unavailable", tool=name, error=str(exc))
-        return outcome
+            log.warning("tool_result_unrecorded", tool=name, error=str(exc))
 
     async def _run_once(self, ctx: ToolContext, name: str, input: dict[str, Any]) -> ToolOutcome:
         found = self.tools.get(name)

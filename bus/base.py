@@ -17,6 +17,9 @@ Delivery contract (both implementations honour it, ``tests/bus`` proves it):
 - Delivery is therefore at least once; handlers must be idempotent.
 - ``read`` is a plain tail read with no group: every reader sees every entry.
 - ``get``/``set``/``delete`` are a small key/value store with optional TTL.
+  ``set(..., nx=True)`` writes only when the key is absent (``SET NX``) and
+  says whether it wrote, atomically: how one worker claims a piece of work
+  (a tool use, ``actors/tools.py``) against every other.
 - Leases: ``acquire_lease`` is ``SET NX PX`` plus a fencing epoch that grows
   on every acquisition; ``renew_lease``/``release_lease`` only act for the
   current holder (same owner *and* epoch).
@@ -165,8 +168,15 @@ class Bus(Protocol):
         """Read a key/value entry."""
         ...
 
-    async def set(self, key: str, value: str, *, ttl_ms: int | None = None) -> None:
-        """Write a key/value entry, optionally expiring."""
+    async def set(
+        self, key: str, value: str, *, ttl_ms: int | None = None, nx: bool = False
+    ) -> bool:
+        """Write a key/value entry, optionally expiring; True when written.
+
+        With ``nx`` the write happens only if the key is absent (or expired),
+        atomically with that check; False: someone else's value is there.
+        Without ``nx`` it always writes (and clears any earlier TTL).
+        """
         ...
 
     async def delete(self, key: str) -> None:

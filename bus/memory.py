@@ -446,13 +446,21 @@ class MemoryBus:
             return None
         return value
 
-    async def set(self, key: str, value: str, *, ttl_ms: int | None = None) -> None:
-        """Write a key/value entry, optionally expiring."""
+    async def set(
+        self, key: str, value: str, *, ttl_ms: int | None = None, nx: bool = False
+    ) -> bool:
+        """Write a key/value entry, optionally expiring; with ``nx`` only if absent."""
         await self._enter()
         if ttl_ms is not None and ttl_ms <= 0:
             raise CommandError("ERR invalid expire time in 'set' command")
-        expires_at = math.inf if ttl_ms is None else trio.current_time() + ttl_ms / 1000
+        now = trio.current_time()
+        if nx:
+            held = self._kv.get(key)
+            if held is not None and now < held[1]:
+                return False
+        expires_at = math.inf if ttl_ms is None else now + ttl_ms / 1000
         self._kv[key] = (value, expires_at)
+        return True
 
     async def delete(self, key: str) -> None:
         """Remove a key/value entry."""

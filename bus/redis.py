@@ -21,7 +21,7 @@ Built on ``bus.resp.RedisClient``. How each operation maps to Redis:
   (Redis 7 does this in ``XCLAIM``/``XAUTOCLAIM``; the scripts ``XACK`` them
   for older servers), logged, and never returned.
 - ``read``: ``XREAD``; ``last_id``: ``XREVRANGE + - COUNT 1``; ``range``:
-  ``XRANGE``; ``get``/``set``/``delete``: ``GET``/``SET [PX]``/``DEL``.
+  ``XRANGE``; ``get``/``set``/``delete``: ``GET``/``SET [PX] [NX]``/``DEL``.
 - Leases: the lease key holds the owner (``SET NX PX``); the fencing epoch
   is ``INCR``-ed on ``<name>:epoch`` in the same script. Keep a hash tag in
   ``name`` (``bus.keys.Keys.lease`` does) so both keys share a cluster slot.
@@ -394,12 +394,17 @@ class RedisBus:
         value: str | None = await self.client.execute("GET", key)
         return value
 
-    async def set(self, key: str, value: str, *, ttl_ms: int | None = None) -> None:
-        """Write a key/value entry, optionally expiring."""
-        if ttl_ms is None:
-            await self.client.execute("SET", key, value)
-        else:
-            await self.client.execute("SET", key, value, "PX", ttl_ms)
+    async def set(
+        self, key: str, value: str, *, ttl_ms: int | None = None, nx: bool = False
+    ) -> bool:
+        """Write a key/value entry, optionally expiring; with ``nx`` only if absent."""
+        args: list[str | int] = ["SET", key, value]
+        if ttl_ms is not None:
+            args += ["PX", ttl_ms]
+        if nx:
+            args.append("NX")
+        # SET answers OK, or nil when NX found the key.
+        return await self.client.execute(*args) is not None
 
     async def delete(self, key: str) -> None:
         """Remove a key/value entry."""

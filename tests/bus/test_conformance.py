@@ -272,6 +272,31 @@ async def test_kv_with_ttl(bus: Bus) -> None:
         assert await bus.get("t") == "again"
 
 
+async def test_set_nx_writes_only_an_absent_key(bus: Bus) -> None:
+    with trio.fail_after(5):
+        assert await bus.set("k", "plain") is True
+        assert await bus.set("k", "mine", nx=True) is False
+        assert await bus.get("k") == "plain"
+        assert await bus.set("c", "first", ttl_ms=300, nx=True) is True
+        assert await bus.set("c", "second", ttl_ms=300, nx=True) is False
+        assert await bus.get("c") == "first"
+        # Many claimants at once: exactly one wins.
+        won: list[str] = []
+
+        async def claim(who: str) -> None:
+            if await bus.set("race", who, ttl_ms=60_000, nx=True):
+                won.append(who)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(claim, f"w{i}")
+        assert len(won) == 1 and await bus.get("race") == won[0]
+        # An expired claim is absent: the next nx write takes it.
+        await trio.sleep(0.35)
+        assert await bus.set("c", "third", ttl_ms=300, nx=True) is True
+        assert await bus.get("c") == "third"
+
+
 async def test_leases_are_exclusive_and_fenced(bus: Bus) -> None:
     with trio.fail_after(5):
         a = await bus.acquire_lease("L", "a", 60_000)
