@@ -34,11 +34,14 @@ messages the reply produced (assistant text/``tool_use``, user
 ``tool_result``, ...), every ``tool_use`` followed by its result, and the
 text blocks joined equal to ``text``; and a ``tool_calls`` summary.
 
-Cancel (``control.cancel``, tail-read from "now" by every worker in
-``background``): the generation of that ``(call, session, reply_to)`` is
-cancelled at once, provider stream and running tool alike; open tool uses
-get the result ``"cancelled: the caller interrupted"`` (``is_error``), a
-pending ``end`` is not sent, and the result is still written, with
+Cancel (``control.cancel``, tail-read by every worker in ``background``,
+starting ``cancel_memory_s`` back so a worker that (re)starts, e.g. to take
+over a reclaimed request, knows the cancels published before it; requests
+wait for that read-back, briefly, before generating): the generation of
+that ``(call, session, reply_to)`` is cancelled at once, provider stream
+and running tool alike; open tool uses get the result
+``"cancelled: the caller interrupted"`` (``is_error``), a pending ``end``
+is not sent, and the result is still written, with
 ``cancelled: true``, together with a ``generation_cancelled`` fact stamped
 when the cancel was read. A cancel is remembered for ``cancel_memory_s``:
 a request that arrives after its cancel is answered with an empty
@@ -86,7 +89,7 @@ from actors.tools import (
     ToolRegistry,
     tool_registry,
 )
-from bus.base import Bus, BusError, Entry, Fields, MalformedEntry
+from bus.base import Bus, BusError, Entry, Fields, MalformedEntry, parse_id
 from bus.envelope import Envelope, Kind, now_ms
 from bus.facts import fact_envelope, fact_item, wall_ms
 from bus.keys import GROUP_LLM
@@ -103,6 +106,10 @@ CLOCK_SKEW_MS = 2000
 # the default 50 ms floor), shared by every reply of the worker.
 TICKS_PER_FLOOR = 5
 _RANGE_PAGE = 500
+# The control tail reads back (and follows) in batches of this many entries.
+CONTROL_BATCH = 100
+# How long a request waits for that read-back before generating anyway.
+CONTROL_READBACK_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +325,11 @@ class LLMActor(Actor):
         # ``cancel_memory_s`` (a request may arrive after its cancel).
         self._generations: dict[GenerationKey, _Generation] = {}
         self._cancelled: dict[GenerationKey, tuple[float, str, float]] = {}
-        # Set once the control stream is tailed (tests wait for it).
+        # Set once the control stream's last ``cancel_memory_s`` were read
+        # back and the tail is live (tests wait for it); ``_control_started``
+        # once the tail runs (only then do requests wait for the read-back).
         self.control_ready = trio.Event()
+        self._control_started = False
         # The coalescing waits of every reply, on one timer and one grid.
         self._ticks = SharedTimer(max(0.0, config.token_coalesce_ms) / 1000 / TICKS_PER_FLOOR)
 
@@ -382,6 +392,11 @@ class LLMActor(Actor):
         )
         outcome = _Outcome(started=trio.current_time(), prefix=sent.text)
         key: GenerationKey = (env.call, env.session, reply_to)
+        if self._control_started and not self.control_ready.is_set():
+            # A cancel published before this worker started must be known
+            # before generating; bounded, so a bus outage cannot hold replies.
+            with trio.move_on_after(CONTROL_READBACK_WAIT_S):
+                await self.control_ready.wait()
         early = self._cancelled.get(key)
         if early is not None:
             # The cancel overtook the request: nothing is generated.
@@ -413,15 +428,33 @@ class LLMActor(Actor):
     # ------------------------------------------------------------- cancelling
 
     async def _tail_control(self, bus: Bus) -> None:
-        """Cancel generations named by ``control.cancel`` entries, from now on."""
+        """Cancel generations named by ``control.cancel`` entries.
+
+        Starts ``cancel_memory_s`` back (entry ids are wall-clock ms), so the
+        cancels of that window are remembered before ``control_ready`` is
+        set; then follows new entries.
+        """
+        self._control_started = True  # also when run without ``background``
         backoff = Backoff("llm_control", actor=self.name)
+        memory_ms = round(max(0.0, self.config.cancel_memory_s) * 1000)
         after: str | None = None
+        caught_up = False
         while True:
             try:
                 if after is None:
-                    after = await bus.last_id(self.keys.control)
-                    self.control_ready.set()
-                entries = await bus.read(self.keys.control, after, count=100, block_ms=1000)
+                    # Ids are the bus's wall clock (allow for skew against
+                    # ours). Nothing that recent: follow from the newest.
+                    newest = await bus.last_id(self.keys.control)
+                    since = now_ms() - memory_ms - CLOCK_SKEW_MS
+                    after = newest if parse_id(newest)[0] < since else f"{since}-0"
+                # Non-blocking until caught up: an empty window must not
+                # delay readiness by a whole block.
+                entries = await bus.read(
+                    self.keys.control,
+                    after,
+                    count=CONTROL_BATCH,
+                    block_ms=1000 if caught_up else None,
+                )
             except BusError as exc:
                 await backoff.failed(exc)
                 continue
@@ -437,6 +470,9 @@ class LLMActor(Actor):
                     log.warning("control_entry_malformed", entry_id=entry.id)
                     continue
                 self.cancel(env.call, env.session, reply_to, str(env.body.get("reason", "")))
+            if not caught_up and len(entries) < CONTROL_BATCH:
+                caught_up = True
+                self.control_ready.set()
 
     def cancel(self, call: str, session: str, reply_to: int, reason: str) -> bool:
         """Stop the generation of ``(call, session, reply_to)`` now, or before it starts.
@@ -585,6 +621,8 @@ class LLMActor(Actor):
 
     async def background(self, bus: Bus) -> None:
         """The control tail (cancels) and the reclaimer, side by side."""
+        # Set before any request can be handled: they now wait for the read-back.
+        self._control_started = True
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._tail_control, bus)
             nursery.start_soon(self._reclaim, bus)
