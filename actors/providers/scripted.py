@@ -3,8 +3,12 @@
 The reply is derived from the conversation only, so the same history always
 gives the same reply: "You said: <caller's last words>. That was message <n>
 from you." It is streamed word by word with the spaces kept, paced by
-``first_token_ms`` and ``token_gap_ms`` (``trio.sleep`` only when above 0,
-so tests under ``autojump_clock`` stay instantaneous). A request with a
+``first_token_ms`` and ``token_gap_ms`` on the provider's own clock: the
+first word is due ``first_token_ms`` after the stream starts and each next
+one ``token_gap_ms`` after the previous was due, as from a network stream
+(a consumer that falls behind finds the missed words waiting). The waits
+share one timer (``actors.timers.SharedTimer``) and happen only for values
+above 0, so tests under ``autojump_clock`` stay instantaneous. A request with a
 ``prefill`` (a resumed reply) streams only the rest of the same reply.
 
 Tools, so end-to-end tests need no network: when the request offers a tool
