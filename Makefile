@@ -34,6 +34,7 @@ redis-server:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy examples/analytics/switchboard_analytics
 	$(BIN)/mypy examples/tools_demo/switchboard_tools_demo

@@ -213,8 +213,11 @@ class ReplyMessages:
             done = self._results.get(use_id)
             if done is None or use_id in cancelled_ids:
                 done = ToolOutcome(
-                    use_id, str(use["name"]), dict(use.get("input") or {}),
-                    CANCELLED_RESULT, True,
+                    use_id,
+                    str(use["name"]),
+                    dict(use.get("input") or {}),
+                    CANCELLED_RESULT,
+                    True,
                 )
                 self.outcomes = [o for o in self.outcomes if o.tool_use_id != use_id]
                 self.outcomes.append(done)
@@ -551,9 +554,7 @@ class LLMActor(Actor):
             result_written = any(e.kind == Kind.LLM_RESULT for e in partition)
         return SentSoFar(text, next_index, finished, result_written)
 
-    async def _scan(
-        self, stream: str, start: str, env: Envelope, reply_to: int
-    ) -> list[Envelope]:
+    async def _scan(self, stream: str, start: str, env: Envelope, reply_to: int) -> list[Envelope]:
         """Envelopes on ``stream`` from ``start`` of this call, session and reply."""
         out: list[Envelope] = []
         while True:
@@ -990,9 +991,7 @@ class LLMActor(Actor):
             tool_calls=len(reply.outcomes),
         )
 
-    def _facts(
-        self, env: Envelope, reply_to: int, outcome: _Outcome
-    ) -> list[tuple[str, Fields]]:
+    def _facts(self, env: Envelope, reply_to: int, outcome: _Outcome) -> list[tuple[str, Fields]]:
         """The request's facts, written with its result: no extra round trip."""
         ctx: dict[str, Any] = {"call": env.call, "session": env.session, "turn": env.turn}
         ctx.update(gateway=env.gateway, seq=env.seq, reply_to=reply_to)

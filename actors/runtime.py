@@ -207,9 +207,9 @@ async def serve_actor(
             group=actor.group,
             member=consumer,
             stream_of=actor.partition_stream,
-            process_for=lambda name: _StreamWorker(
-                bus, actor, name, block_ms, max_attempts
-            )._process,
+            process_for=lambda name: (
+                _StreamWorker(bus, actor, name, block_ms, max_attempts)._process
+            ),
             lease_ttl_ms=lease_ttl_ms,
             block_ms=block_ms,
             actor=actor.name,

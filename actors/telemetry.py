@@ -222,9 +222,7 @@ class TelemetryActor(Actor):
     group = GROUP_TELEMETRY
     concurrency = 1  # one ordered pass over the events stream
 
-    def __init__(
-        self, config: TelemetryConfig, registry: CollectorRegistry | None = None
-    ) -> None:
+    def __init__(self, config: TelemetryConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.keys = config.keys
         self.registry = registry if registry is not None else CollectorRegistry()

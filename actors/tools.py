@@ -251,9 +251,7 @@ async def _switch_language(input: dict[str, Any], ctx: ToolContext) -> str:
         raise ToolError(
             f"language {language!r} is not available (available: {', '.join(ctx.languages)})"
         )
-    await ctx.send(
-        {"type": "language", "ttsLanguage": language, "transcriptionLanguage": language}
-    )
+    await ctx.send({"type": "language", "ttsLanguage": language, "transcriptionLanguage": language})
     return f"Speech and transcription are now in {language}; answer in that language."
 
 
@@ -407,8 +405,11 @@ class ToolRegistry:
         except trio.TooSlowError:
             log.warning("tool_claim_wait_timed_out", tool=name, tool_use_id=ctx.tool_use_id)
             return ToolOutcome(
-                ctx.tool_use_id, name, input,
-                "not run: another worker is still running this tool use", True,
+                ctx.tool_use_id,
+                name,
+                input,
+                "not run: another worker is still running this tool use",
+                True,
             )
         except BusError as exc:
             log.warning("tool_claim_failed", tool=name, error=str(exc))

@@ -261,9 +261,7 @@ def _cpu_report(
     return rows
 
 
-async def measure(
-    name: str, args: argparse.Namespace, progress: bool
-) -> SimulationResult:
+async def measure(name: str, args: argparse.Namespace, progress: bool) -> SimulationResult:
     scenario = load_scenario(args.scenario)
     async with open_target(name, args.ttft_ms, args.gap_ms, args.gateways) as (urls, twiml):
         # Calls are split evenly over the gateways; the results merge into one.
@@ -334,8 +332,13 @@ def _row(name: str, doc: dict[str, Any], floor: dict[str, Any] | None,
         "overhead_p99_ms": over["p99"],
         "turn_p50_ms": doc["latency_ms"]["turn"]["p50"],
         "turn_p99_ms": doc["latency_ms"]["turn"]["p99"],
-        "problems": c["calls_failed"] + c["protocol_violations"] + c["missing_last"]
-        + c["lost_tokens"] + c["misordered_tokens"] + c["fenced_leaks"] + c["stray_frames"],
+        "problems": c["calls_failed"]
+        + c["protocol_violations"]
+        + c["missing_last"]
+        + c["lost_tokens"]
+        + c["misordered_tokens"]
+        + c["fenced_leaks"]
+        + c["stray_frames"],
     }
     for base_name, base in (("floor", floor), ("peer", peer)):
         if base is None:

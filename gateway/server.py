@@ -625,9 +625,7 @@ class Gateway:
         except BusError as exc:
             log.error("call_closed_not_published", call_sid=session.call_sid, error=repr(exc))
 
-    async def _sender(
-        self, session: _Session, inbox: trio.MemoryReceiveChannel[_Outgoing]
-    ) -> None:
+    async def _sender(self, session: _Session, inbox: trio.MemoryReceiveChannel[_Outgoing]) -> None:
         """Drain the session's outbox to the socket, in order."""
         async with inbox:
             async for frame, kind, sent in inbox:
@@ -820,9 +818,7 @@ class Gateway:
         try:
             frame = session.relay.send(msg)
         except ProtocolError as exc:
-            log.warning(
-                "outbound_invalid", kind=exc.kind.value, detail=exc.detail, **_context(env)
-            )
+            log.warning("outbound_invalid", kind=exc.kind.value, detail=exc.detail, **_context(env))
             return False
         kind = wire_type(msg)
         try:

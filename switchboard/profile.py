@@ -205,9 +205,7 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
             )
     for key, value in menu.items():
         if key not in _DTMF_KEYS or not isinstance(value, str):
-            raise ProfileError(
-                f"{source}: dtmf.menu.{key} must map one key 0-9 * # to a string"
-            )
+            raise ProfileError(f"{source}: dtmf.menu.{key} must map one key 0-9 * # to a string")
     for key in ("silence_reprompt_s", "dtmf_idle_s"):
         if key in timers and timers[key] <= 0:
             raise ProfileError(f"{source}: timers.{key} must be > 0, got {timers[key]!r}")

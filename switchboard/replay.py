@@ -94,9 +94,7 @@ class CallRecording:
 
     def of_kind(self, *kinds: str, source: str | None = None) -> list[TimelineItem]:
         return [
-            i
-            for i in self.items
-            if i.env.kind in kinds and (source is None or i.source == source)
+            i for i in self.items if i.env.kind in kinds and (source is None or i.source == source)
         ]
 
     def partition_entries(self) -> list[TimelineItem]:
@@ -109,9 +107,7 @@ class CallRecording:
 # ------------------------------------------------------------------------- loading
 
 
-async def _range_all(
-    bus: Bus, stream: str, start: str = "-", end: str = "+"
-) -> list[Entry]:
+async def _range_all(bus: Bus, stream: str, start: str = "-", end: str = "+") -> list[Entry]:
     out: list[Entry] = []
     while True:
         page = await bus.range(stream, start, end, count=PAGE)
@@ -197,9 +193,7 @@ def describe(env: Envelope) -> str:
         return f"socket closed code={b.get('code')} reason={_clip(b.get('reason', ''))}"
     if kind == Kind.LLM_REQUEST:
         messages = b.get("messages") or []
-        asked = next(
-            (m.get("content") for m in reversed(messages) if m.get("role") == "user"), ""
-        )
+        asked = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
         return f"request reply_to={b.get('reply_to')} messages={len(messages)} asks {_clip(asked)}"
     if kind == Kind.LLM_TOKENS:
         last = " last" if b.get("last") else ""
@@ -235,8 +229,7 @@ def format_timeline(rec: CallRecording) -> str:
     for item in rec.items:
         rel = item.at_ms - rec.start_ms
         lines.append(
-            f"{rel:>10.1f}  {item.env.turn:>4}  {item.source:<8} {item.label:<28} "
-            f"{item.describe()}"
+            f"{rel:>10.1f}  {item.env.turn:>4}  {item.source:<8} {item.label:<28} {item.describe()}"
         )
     return "\n".join(lines)
 
@@ -325,9 +318,7 @@ async def rerun(rec: CallRecording, config: ConversationConfig) -> RerunReport:
         # The rerun replaces the LLM, so only the conversation's own frames
         # (not a tool's, which the LLM actor sent) can be compared.
         sends_then = [
-            i.env
-            for i in rec.of_kind(Kind.GATEWAY_SEND)
-            if i.env.body.get("origin") != "llm"
+            i.env for i in rec.of_kind(Kind.GATEWAY_SEND) if i.env.body.get("origin") != "llm"
         ]
         seen_requests = "0-0"
         pending: list[Envelope] = []
@@ -369,9 +360,7 @@ async def rerun(rec: CallRecording, config: ConversationConfig) -> RerunReport:
         await bus.aclose()
     then, now = _said(requests_then, sends_then), _said(requests_now, sends_now)
     names = list(dict.fromkeys([*then, *now]))
-    return RerunReport(
-        rec.call, tuple(Comparison(n, then.get(n), now.get(n)) for n in names)
-    )
+    return RerunReport(rec.call, tuple(Comparison(n, then.get(n), now.get(n)) for n in names))
 
 
 def format_rerun(report: RerunReport) -> str:
@@ -421,9 +410,7 @@ def export_scenario(rec: CallRecording) -> dict[str, Any]:
             turns.append({"dtmf": str(b["digit"])})
         elif env.kind == Kind.CALL_INTERRUPT and last_say is not None:
             say, seq = last_say
-            heard = [
-                t for t in tokens if t.body.get("reply_to") == seq and t.ts <= env.ts
-            ]
+            heard = [t for t in tokens if t.body.get("reply_to") == seq and t.ts <= env.ts]
             say["interrupt_after"] = max(1, len(heard))
             last_say = None
         elif env.kind not in (Kind.LLM_RESULT, Kind.CALL_SETUP):

@@ -128,9 +128,7 @@ def render_table(doc: Mapping[str, Any]) -> str:
     lines = [f"{doc.get('label', 'simulation')}"]
     counts: Mapping[str, int] = doc.get("counts", {})
     lines.append("  " + "  ".join(f"{k}={v}" for k, v in counts.items()))
-    lines.append(
-        f"  {'latency (ms)':<24}{'n':>7}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}"
-    )
+    lines.append(f"  {'latency (ms)':<24}{'n':>7}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}")
     for name, label in (
         ("first_token", "prompt -> first token"),
         ("turn", "prompt -> last:true"),

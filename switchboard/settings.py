@@ -267,8 +267,7 @@ class Settings:
             namespace=env.get("SWITCHBOARD_NAMESPACE") or "sb",
             partitions=_int(env, "SWITCHBOARD_PARTITIONS", 32, minimum=1),
             retention_ms=int(_float(env, "SWITCHBOARD_RETENTION_HOURS", 24.0) * 3600 * 1000),
-            gateway_id=env.get("SWITCHBOARD_GATEWAY_ID")
-            or f"{socket.gethostname()}-{os.getpid()}",
+            gateway_id=env.get("SWITCHBOARD_GATEWAY_ID") or f"{socket.gethostname()}-{os.getpid()}",
             worker_id=env.get("SWITCHBOARD_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             anthropic_configured=anthropic_key,

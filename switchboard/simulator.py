@@ -1176,9 +1176,7 @@ async def open_call(
         twiml = response.text
     document = parse_twiml(twiml)
     if document.relay is None:
-        raise TwimlError(
-            f"TwiML from {public}/twiml starts no ConversationRelay: {document.verbs}"
-        )
+        raise TwimlError(f"TwiML from {public}/twiml starts no ConversationRelay: {document.verbs}")
     relay = document.relay
     setup = Setup(
         session_id=new_sid("VX"),

@@ -113,9 +113,7 @@ def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
     """An SDK exception as a ``ProviderError`` carrying its retry policy."""
     retriable = isinstance(
         exc,
-        anthropic.APIConnectionError
-        | anthropic.RateLimitError
-        | anthropic.InternalServerError,
+        anthropic.APIConnectionError | anthropic.RateLimitError | anthropic.InternalServerError,
     )
     if isinstance(exc, anthropic.APIStatusError):
         # An error event inside a 200 stream carries its kind only in the body.

@@ -113,9 +113,7 @@ def message_text(message: dict[str, Any]) -> str:
     if not isinstance(content, list):
         return ""
     return "".join(
-        str(b.get("text", ""))
-        for b in content
-        if isinstance(b, dict) and b.get("type") == "text"
+        str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text"
     )
 
 

@@ -71,7 +71,12 @@ class BurstProvider:
 
 def request_envelope(messages: list[dict[str, str]], *, turn: int = 2, seq: int = 5) -> Envelope:
     return Envelope(
-        kind=Kind.LLM_REQUEST, call=CALL, session="VX1", gateway="gw7", seq=seq, turn=turn,
+        kind=Kind.LLM_REQUEST,
+        call=CALL,
+        session="VX1",
+        gateway="gw7",
+        seq=seq,
+        turn=turn,
         body={"system": "Be brief.", "messages": messages, "reply_to": seq},
     )
 
@@ -129,8 +134,18 @@ async def test_scripted_reply_streams_words_and_result_reaches_the_partition(
     expected = "You said: for two. That was message 2 from you."
     # Paced word by word: every word is its own entry; the stream ends right
     # after the last word, so that word travels in the last=true entry.
-    assert texts(tokens) == ["You ", "said: ", "for ", "two. ", "That ", "was ", "message ",
-                             "2 ", "from ", "you."]
+    assert texts(tokens) == [
+        "You ",
+        "said: ",
+        "for ",
+        "two. ",
+        "That ",
+        "was ",
+        "message ",
+        "2 ",
+        "from ",
+        "you.",
+    ]
     assert [t.body["index"] for t in tokens] == list(range(len(tokens)))
     assert [t.body["last"] for t in tokens] == [False] * (len(tokens) - 1) + [True]
     assert result.kind == Kind.LLM_RESULT
@@ -191,9 +206,16 @@ async def test_requests_are_handled_concurrently(autojump_clock: trio.testing.Mo
             started = trio.current_time()
             for call in calls:
                 env = Envelope(
-                    kind=Kind.LLM_REQUEST, call=call, gateway="gw7", turn=1, seq=2,
-                    body={"system": "", "messages": [{"role": "user", "content": call}],
-                          "reply_to": 2},
+                    kind=Kind.LLM_REQUEST,
+                    call=call,
+                    gateway="gw7",
+                    turn=1,
+                    seq=2,
+                    body={
+                        "system": "",
+                        "messages": [{"role": "user", "content": call}],
+                        "reply_to": 2,
+                    },
                 )
                 await bus.append(KEYS.llm, env.encode())
             for call in calls:

@@ -27,15 +27,28 @@ CALL = "CA00000000000000000000000000000043"
 
 def request(words: str, *, seq: int) -> Envelope:
     return Envelope(
-        kind=Kind.LLM_REQUEST, call=CALL, session="VX1", gateway="gw1", seq=seq, turn=2,
-        body={"system": "Be brief.", "reply_to": seq,
-              "messages": [{"role": "user", "content": words}]},
+        kind=Kind.LLM_REQUEST,
+        call=CALL,
+        session="VX1",
+        gateway="gw1",
+        seq=seq,
+        turn=2,
+        body={
+            "system": "Be brief.",
+            "reply_to": seq,
+            "messages": [{"role": "user", "content": words}],
+        },
     )
 
 
 async def publish_cancel(bus: MemoryBus, reply_to: int) -> None:
-    env = Envelope(kind=Kind.CONTROL_CANCEL, call=CALL, session="VX1", turn=2,
-                   body={"reply_to": reply_to, "reason": "interrupt"})
+    env = Envelope(
+        kind=Kind.CONTROL_CANCEL,
+        call=CALL,
+        session="VX1",
+        turn=2,
+        body={"reply_to": reply_to, "reason": "interrupt"},
+    )
     await bus.append(KEYS.control, env.encode())
 
 
@@ -49,8 +62,7 @@ async def results(bus: MemoryBus, count: int) -> list[Envelope]:
 async def spoken(bus: MemoryBus, reply_to: int) -> str:
     out = [Envelope.decode(e.fields) for e in await bus.range(KEYS.gateway("gw1"))]
     return "".join(
-        e.body["text"] for e in out
-        if e.kind == Kind.LLM_TOKENS and e.body["reply_to"] == reply_to
+        e.body["text"] for e in out if e.kind == Kind.LLM_TOKENS and e.body["reply_to"] == reply_to
     )
 
 
@@ -97,8 +109,13 @@ async def test_a_cancel_older_than_the_memory_is_forgotten(
 ) -> None:
     bus = MemoryBus()
     # Entry ids are wall-clock ms: an id from ten minutes ago is an old cancel.
-    old = Envelope(kind=Kind.CONTROL_CANCEL, call=CALL, session="VX1", turn=2,
-                   body={"reply_to": 5, "reason": "interrupt"})
+    old = Envelope(
+        kind=Kind.CONTROL_CANCEL,
+        call=CALL,
+        session="VX1",
+        turn=2,
+        body={"reply_to": 5, "reason": "interrupt"},
+    )
     stale_ms = now_ms() - 600_000
     await bus.append_with_id(KEYS.control, f"{stale_ms}-0", old.encode())
     actor = LLMActor(LLMConfig(keys=KEYS, cancel_memory_s=120.0), ScriptedProvider())

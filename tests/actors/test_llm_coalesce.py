@@ -34,9 +34,17 @@ def virtual_bus() -> MemoryBus:
 
 def request(words: str, *, seq: int = 5) -> Envelope:
     return Envelope(
-        kind=Kind.LLM_REQUEST, call=CALL, session="VX1", gateway="gw1", seq=seq, turn=2,
-        body={"system": "Be brief.", "reply_to": seq,
-              "messages": [{"role": "user", "content": words}]},
+        kind=Kind.LLM_REQUEST,
+        call=CALL,
+        session="VX1",
+        gateway="gw1",
+        seq=seq,
+        turn=2,
+        body={
+            "system": "Be brief.",
+            "reply_to": seq,
+            "messages": [{"role": "user", "content": words}],
+        },
     )
 
 
@@ -125,8 +133,13 @@ async def test_cancel_does_not_wait_for_the_floor(
             await bus.read(KEYS.gateway("gw1"), "0", block_ms=60_000)  # first token out
             # Let a few more words pile up behind the floor (virtual time).
             await trio.sleep(0.1)
-            cancel = Envelope(kind=Kind.CONTROL_CANCEL, call=CALL, session="VX1", turn=2,
-                              body={"reply_to": 5, "reason": "interrupt"})
+            cancel = Envelope(
+                kind=Kind.CONTROL_CANCEL,
+                call=CALL,
+                session="VX1",
+                turn=2,
+                body={"reply_to": 5, "reason": "interrupt"},
+            )
             cancel_id = await bus.append(KEYS.control, cancel.encode())
             [result_entry] = await bus.read(KEYS.calls_for(CALL), "0", block_ms=60_000)
             nursery.cancel_scope.cancel()
@@ -155,8 +168,15 @@ async def test_replies_share_the_workers_tick(autojump_clock: trio.testing.MockC
             await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
             for i, call in enumerate(calls):
                 env = request(f"caller number {i} would like to book a table for friday")
-                env = Envelope(kind=env.kind, call=call, session=env.session,
-                               gateway=env.gateway, seq=env.seq, turn=env.turn, body=env.body)
+                env = Envelope(
+                    kind=env.kind,
+                    call=call,
+                    session=env.session,
+                    gateway=env.gateway,
+                    seq=env.seq,
+                    turn=env.turn,
+                    body=env.body,
+                )
                 await bus.append(KEYS.llm, env.encode())
                 await trio.sleep(0.003)  # out of phase with each other
             for call in calls:

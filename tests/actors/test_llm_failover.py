@@ -39,6 +39,7 @@ class AckWatchingBus(MemoryBus):
         self.acked.set()
         return done
 
+
 KEYS = Keys(namespace="fo", partitions=4)
 CALL = "CA00000000000000000000000000000042"
 MESSAGES = [
@@ -51,15 +52,23 @@ WORDS = len(REPLY.split())
 
 def request() -> Envelope:
     return Envelope(
-        kind=Kind.LLM_REQUEST, call=CALL, session="VX1", gateway="gw1", seq=4, turn=1,
+        kind=Kind.LLM_REQUEST,
+        call=CALL,
+        session="VX1",
+        gateway="gw1",
+        seq=4,
+        turn=1,
         body={"system": "Be brief.", "messages": MESSAGES, "reply_to": 4},
     )
 
 
 def config(**overrides: Any) -> LLMConfig:
     values: dict[str, Any] = {
-        "keys": KEYS, "scripted_token_gap_ms": 1000.0, "claim_idle_ms": 5000,
-        "claim_interval_s": 1.0, "max_deliveries": 5,
+        "keys": KEYS,
+        "scripted_token_gap_ms": 1000.0,
+        "claim_idle_ms": 5000,
+        "claim_interval_s": 1.0,
+        "max_deliveries": 5,
     }
     values.update(overrides)
     return LLMConfig(**values)
@@ -90,8 +99,9 @@ def heard(entries: list[Envelope]) -> tuple[str, bool]:
 
 async def results(bus: MemoryBus) -> list[Envelope]:
     entries = await bus.range(KEYS.calls_for(CALL))
-    return [e for e in map(lambda x: Envelope.decode(x.fields), entries)
-            if e.kind == Kind.LLM_RESULT]
+    return [
+        e for e in map(lambda x: Envelope.decode(x.fields), entries) if e.kind == Kind.LLM_RESULT
+    ]
 
 
 async def wait_for_tokens(bus: MemoryBus, count: int) -> None:

@@ -38,10 +38,20 @@ CALL = "CA00000000000000000000000000000042"
 
 def request(words: str, *, seq: int = 5, session: str = "VX1") -> Envelope:
     return Envelope(
-        kind=Kind.LLM_REQUEST, call=CALL, session=session, gateway="gw1", seq=seq, turn=2,
-        body={"system": "Be brief.", "reply_to": seq,
-              "messages": [{"role": "assistant", "content": "Hi!"},
-                           {"role": "user", "content": words}]},
+        kind=Kind.LLM_REQUEST,
+        call=CALL,
+        session=session,
+        gateway="gw1",
+        seq=seq,
+        turn=2,
+        body={
+            "system": "Be brief.",
+            "reply_to": seq,
+            "messages": [
+                {"role": "assistant", "content": "Hi!"},
+                {"role": "user", "content": words},
+            ],
+        },
     )
 
 
@@ -78,8 +88,7 @@ async def run_requests(actor: LLMActor, *requests: Envelope) -> tuple[MemoryBus,
 
 def spoken(out: list[Envelope], reply_to: int = 5) -> str:
     return "".join(
-        e.body["text"] for e in out
-        if e.kind == Kind.LLM_TOKENS and e.body["reply_to"] == reply_to
+        e.body["text"] for e in out if e.kind == Kind.LLM_TOKENS and e.body["reply_to"] == reply_to
     )
 
 
@@ -126,8 +135,12 @@ async def test_end_call_says_goodbye_then_ends_after_the_speech(
         "role": "assistant",
         "content": [
             {"type": "text", "text": "Thanks for calling. Goodbye!"},
-            {"type": "tool_use", "id": "toolu_scripted_0_end_call", "name": "end_call",
-             "input": {}},
+            {
+                "type": "tool_use",
+                "id": "toolu_scripted_0_end_call",
+                "name": "end_call",
+                "input": {},
+            },
         ],
     }
     assert body["messages"][1]["role"] == "user"
@@ -149,8 +162,10 @@ async def test_transfer_hands_off_to_the_configured_number_or_queue(
             actor_for(ScriptedProvider(), tools=("transfer",), transfer_queue="support"),
             request("transfer me"),
         )
-    for b, handoff in ((bus, {"reason": "transfer", "number": "+15551234567"}),
-                       (queue_bus, {"reason": "transfer", "queue": "support"})):
+    for b, handoff in (
+        (bus, {"reason": "transfer", "number": "+15551234567"}),
+        (queue_bus, {"reason": "transfer", "queue": "support"}),
+    ):
         out = await gateway_out(b)
         assert spoken(out) == "Let me transfer you to a person."
         end = out[-1]
@@ -188,8 +203,7 @@ async def test_switch_language_only_to_the_profiles_languages(
 ) -> None:
     with trio.fail_after(30):
         bus, [ok] = await run_requests(
-            actor_for(ScriptedProvider(), tools=("switch_language",),
-                      languages=("en-US", "es-ES")),
+            actor_for(ScriptedProvider(), tools=("switch_language",), languages=("en-US", "es-ES")),
             request("can we speak spanish"),
         )
         refused_bus, [refused] = await run_requests(
@@ -218,8 +232,10 @@ async def test_user_tool_runs_once_per_tool_use_even_when_redelivered(
 ) -> None:
     runs: list[str] = []
 
-    @tool(description="Look up an order.", input_schema={
-        "type": "object", "properties": {"query": {"type": "string"}}})
+    @tool(
+        description="Look up an order.",
+        input_schema={"type": "object", "properties": {"query": {"type": "string"}}},
+    )
     async def order_status(input: dict[str, Any], ctx: ToolContext) -> str:
         runs.append(ctx.idempotency_key)
         return "Order 7 ships tomorrow."
@@ -273,8 +289,13 @@ async def test_user_tool_timeout_and_exception_become_error_results(
 
 
 async def cancel(bus: MemoryBus, reply_to: int, reason: str = "interrupt") -> None:
-    env = Envelope(kind=Kind.CONTROL_CANCEL, call=CALL, session="VX1", turn=2,
-                   body={"reply_to": reply_to, "reason": reason})
+    env = Envelope(
+        kind=Kind.CONTROL_CANCEL,
+        call=CALL,
+        session="VX1",
+        turn=2,
+        body={"reply_to": reply_to, "reason": reason},
+    )
     await bus.append(KEYS.control, env.encode())
 
 
@@ -331,8 +352,12 @@ async def test_cancel_mid_tool_closes_the_pair_and_drops_the_pending_end(
     assert body["cancelled"] is True
     assert_pairs_intact(body["messages"])
     [closing] = body["messages"][-1]["content"]
-    assert closing == {"type": "tool_result", "tool_use_id": "toolu_scripted_0_slow_lookup",
-                       "content": CANCELLED_RESULT, "is_error": True}
+    assert closing == {
+        "type": "tool_result",
+        "tool_use_id": "toolu_scripted_0_slow_lookup",
+        "content": CANCELLED_RESULT,
+        "is_error": True,
+    }
 
 
 async def test_cancelled_end_call_is_not_sent(autojump_clock: trio.testing.MockClock) -> None:
@@ -419,14 +444,19 @@ async def test_anthropic_tool_use_round_trip_through_the_real_sdk() -> None:
         "role": "assistant",
         "content": [
             {"type": "text", "text": "One moment."},
-            {"type": "tool_use", "id": "toolu_01", "name": "send_digits",
-             "input": {"digits": "42#"}},
+            {
+                "type": "tool_use",
+                "id": "toolu_01",
+                "name": "send_digits",
+                "input": {"digits": "42#"},
+            },
         ],
     }
     assert second["messages"][-1] == {
         "role": "user",
-        "content": [{"type": "tool_result", "tool_use_id": "toolu_01",
-                     "content": "Sent the digits 42#."}],
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01", "content": "Sent the digits 42#."}
+        ],
     }
     frames = [e.body["frame"] for e in await gateway_out(bus) if e.kind == Kind.GATEWAY_SEND]
     assert frames == [{"type": "sendDigits", "digits": "42#"}]

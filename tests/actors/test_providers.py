@@ -24,8 +24,9 @@ HISTORY = [
 ]
 
 
-async def collect(provider: AnthropicProvider | ScriptedProvider, request: CompletionRequest
-                  ) -> tuple[list[str], str | None, tuple[int, int]]:
+async def collect(
+    provider: AnthropicProvider | ScriptedProvider, request: CompletionRequest
+) -> tuple[list[str], str | None, tuple[int, int]]:
     async with provider.complete(request) as completion:
         deltas = [d async for d in completion.deltas()]
         usage = completion.usage
@@ -41,8 +42,10 @@ async def test_anthropic_provider_streams_through_the_real_sdk() -> None:
             )
             provider = AnthropicProvider("claude-default", 300, client)
             request = CompletionRequest(
-                system="You are a shop assistant.", messages=HISTORY,
-                model="claude-test-model", max_tokens=128,
+                system="You are a shop assistant.",
+                messages=HISTORY,
+                model="claude-test-model",
+                max_tokens=128,
             )
             deltas, stop_reason, usage = await collect(provider, request)
     assert deltas == reply
@@ -64,9 +67,7 @@ async def test_anthropic_provider_streams_through_the_real_sdk() -> None:
 async def test_anthropic_provider_uses_its_defaults_for_unset_limits() -> None:
     with trio.fail_after(10):
         async with open_fake_anthropic(["ok"]) as fake:
-            client = anthropic.AsyncAnthropic(
-                api_key="k", base_url=fake.base_url, max_retries=0
-            )
+            client = anthropic.AsyncAnthropic(api_key="k", base_url=fake.base_url, max_retries=0)
             provider = AnthropicProvider("claude-default", 300, client)
             request = CompletionRequest(system="s", messages=[{"role": "user", "content": "hi"}])
             deltas, _, _ = await collect(provider, request)
@@ -80,9 +81,7 @@ async def test_anthropic_provider_uses_its_defaults_for_unset_limits() -> None:
 async def test_anthropic_http_errors_become_provider_errors(status: int, retriable: bool) -> None:
     with trio.fail_after(10):
         async with open_fake_anthropic(error_status=status) as fake:
-            client = anthropic.AsyncAnthropic(
-                api_key="k", base_url=fake.base_url, max_retries=0
-            )
+            client = anthropic.AsyncAnthropic(api_key="k", base_url=fake.base_url, max_retries=0)
             provider = AnthropicProvider("claude-test", 64, client)
             request = CompletionRequest(system="s", messages=[{"role": "user", "content": "hi"}])
             with pytest.raises(ProviderError) as caught:
@@ -94,9 +93,7 @@ async def test_anthropic_http_errors_become_provider_errors(status: int, retriab
 async def test_anthropic_retries_overload_inside_the_sdk() -> None:
     with trio.fail_after(10):
         async with open_fake_anthropic(error_status=529) as fake:
-            client = anthropic.AsyncAnthropic(
-                api_key="k", base_url=fake.base_url, max_retries=2
-            )
+            client = anthropic.AsyncAnthropic(api_key="k", base_url=fake.base_url, max_retries=2)
             provider = AnthropicProvider("claude-test", 64, client)
             request = CompletionRequest(system="s", messages=[{"role": "user", "content": "hi"}])
             with pytest.raises(ProviderError):

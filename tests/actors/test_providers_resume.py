@@ -22,8 +22,9 @@ from actors.providers.scripted import scripted_reply
 HISTORY = [{"role": "user", "content": "Is the shop open on Sunday?"}]
 
 
-async def deltas_of(provider: AnthropicProvider | ScriptedProvider, request: CompletionRequest
-                    ) -> list[str]:
+async def deltas_of(
+    provider: AnthropicProvider | ScriptedProvider, request: CompletionRequest
+) -> list[str]:
     async with provider.complete(request) as completion:
         return [d async for d in completion.deltas()]
 

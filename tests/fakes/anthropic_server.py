@@ -127,9 +127,7 @@ class FakeAnthropic:
         self, conn: h11.Connection, stream: trio.SocketStream, request: h11.Request, body: bytes
     ) -> None:
         n = next(self._ids)
-        self.headers.append(
-            {k.decode().lower(): v.decode() for k, v in request.headers}
-        )
+        self.headers.append({k.decode().lower(): v.decode() for k, v in request.headers})
         if request.method != b"POST" or request.target.split(b"?")[0] != b"/v1/messages":
             await _send_json(conn, stream, 404, _error_body(404, "not found"), n)
             return
@@ -176,8 +174,11 @@ class FakeAnthropic:
             ),
             (
                 "content_block_start",
-                {"type": "content_block_start", "index": 0,
-                 "content_block": {"type": "text", "text": ""}},
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
             ),
             ("ping", {"type": "ping"}),
         ]
@@ -191,9 +192,7 @@ class FakeAnthropic:
         pieces = list(answer.text)
         for i, piece in enumerate(pieces):
             if self.stream_error_after is not None and i >= self.stream_error_after:
-                await _send_event(
-                    conn, stream, "error", _error_body(529, "Overloaded")
-                )
+                await _send_event(conn, stream, "error", _error_body(529, "Overloaded"))
                 await _send(conn, stream, h11.EndOfMessage())
                 return
             if self.delta_gap_s > 0:
@@ -202,8 +201,11 @@ class FakeAnthropic:
                 conn,
                 stream,
                 "content_block_delta",
-                {"type": "content_block_delta", "index": 0,
-                 "delta": {"type": "text_delta", "text": piece}},
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
             )
         await _send_event(
             conn, stream, "content_block_stop", {"type": "content_block_stop", "index": 0}
@@ -213,9 +215,16 @@ class FakeAnthropic:
                 conn,
                 stream,
                 "content_block_start",
-                {"type": "content_block_start", "index": n,
-                 "content_block": {"type": "tool_use", "id": use["id"], "name": use["name"],
-                                   "input": {}}},
+                {
+                    "type": "content_block_start",
+                    "index": n,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": use["id"],
+                        "name": use["name"],
+                        "input": {},
+                    },
+                },
             )
             raw = json.dumps(use.get("input") or {})
             for part in (raw[: len(raw) // 2], raw[len(raw) // 2 :]):
@@ -225,8 +234,11 @@ class FakeAnthropic:
                     conn,
                     stream,
                     "content_block_delta",
-                    {"type": "content_block_delta", "index": n,
-                     "delta": {"type": "input_json_delta", "partial_json": part}},
+                    {
+                        "type": "content_block_delta",
+                        "index": n,
+                        "delta": {"type": "input_json_delta", "partial_json": part},
+                    },
                 )
             await _send_event(
                 conn, stream, "content_block_stop", {"type": "content_block_stop", "index": n}

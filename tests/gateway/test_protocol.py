@@ -472,7 +472,7 @@ def test_property_serialize_is_byte_compatible_with_compact_json(
 
 
 def test_serialize_keeps_controls_surrogates_and_separators_like_json() -> None:
-    for token in ["\x00\x1f\x7f\n\t\"\\/", "\u2028\u2029\ufeff\U0001f600 é", "\ud800 lone"]:
+    for token in ['\x00\x1f\x7f\n\t"\\/', "\u2028\u2029\ufeff\U0001f600 é", "\ud800 lone"]:
         msg = Text(token=token, last=False)
         expected = json.dumps(to_wire(msg), separators=(",", ":"), ensure_ascii=False)
         assert serialize(msg) == expected

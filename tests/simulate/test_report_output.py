@@ -122,9 +122,7 @@ def test_peak_open_calls_counts_overlapping_sockets_only() -> None:
         scenario=Scenario(turns=(Say("Hello."),), name="unit"),
     )
     spans = [(0.0, 10.0), (1.0, 5.0), (5.0, 6.0), (2.0, None)]  # last: never closed
-    result.calls = [
-        CallResult(index=i, opened_at=a, closed_at=b) for i, (a, b) in enumerate(spans)
-    ]
+    result.calls = [CallResult(index=i, opened_at=a, closed_at=b) for i, (a, b) in enumerate(spans)]
     # At 2-5 s three are open; the call opening at 5.0 replaces the one closing then.
     assert result.peak_open_calls() == 3
     result.calls.append(CallResult(index=4))  # never connected: not open at all

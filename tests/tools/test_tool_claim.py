@@ -43,8 +43,7 @@ def context(sent: Sent) -> ToolContext:
     async def sink(frame: dict[str, Any], *, after_speech: bool) -> None:
         sent.append((frame["type"], after_speech))
 
-    return ToolContext(call=CALL, session="VX1", turn=1, reply_to=3, tool_use_id=USE,
-                       _sink=sink)
+    return ToolContext(call=CALL, session="VX1", turn=1, reply_to=3, tool_use_id=USE, _sink=sink)
 
 
 def order_tool(
@@ -116,8 +115,9 @@ async def test_a_claim_whose_owner_died_is_taken_over_after_its_ttl(
     ttl_s = place_order.timeout_s + CLAIM_MARGIN_S
     # What a worker that died mid-tool leaves behind: its claim, no result.
     claimed_at = trio.current_time()
-    assert await bus.set(KEY, json.dumps({"claimed_by": "dead-worker"}),
-                         ttl_ms=round(ttl_s * 1000), nx=True)
+    assert await bus.set(
+        KEY, json.dumps({"claimed_by": "dead-worker"}), ttl_ms=round(ttl_s * 1000), nx=True
+    )
     sent: Sent = []
     with trio.fail_after(60), capture_logs() as logs:
         [outcome] = await run_all(registry, bus, [sent])
@@ -137,8 +137,7 @@ async def test_a_tool_use_cancelled_mid_run_is_never_run_again(
     runs: list[float] = []
     release = trio.Event()  # never set: the first run is cancelled mid-tool
     started = trio.Event()
-    registry = ToolRegistry({"place_order": order_tool(runs, release, started)},
-                            ["place_order"])
+    registry = ToolRegistry({"place_order": order_tool(runs, release, started)}, ["place_order"])
     bus = MemoryBus()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:

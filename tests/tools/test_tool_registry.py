@@ -26,8 +26,9 @@ CALL = "CA00000000000000000000000000000077"
 
 
 def context(tool_use_id: str = "toolu_1", **kwargs: Any) -> ToolContext:
-    return ToolContext(call=CALL, session="VX1", turn=1, reply_to=3, tool_use_id=tool_use_id,
-                       **kwargs)
+    return ToolContext(
+        call=CALL, session="VX1", turn=1, reply_to=3, tool_use_id=tool_use_id, **kwargs
+    )
 
 
 def test_the_example_tool_is_found_through_its_entry_point() -> None:
@@ -35,8 +36,9 @@ def test_the_example_tool_is_found_through_its_entry_point() -> None:
     registry = tool_registry(LLMConfig(tools=("end_call", "order_status")))
     names = [d["name"] for d in registry.definitions()]
     assert names == ["end_call", "order_status"]
-    assert all(d["description"] and d["input_schema"]["type"] == "object"
-               for d in registry.definitions())
+    assert all(
+        d["description"] and d["input_schema"]["type"] == "object" for d in registry.definitions()
+    )
     assert not tool_registry(LLMConfig())
 
 
@@ -45,10 +47,14 @@ def test_settings_name_the_variable_of_a_bad_tool_setting() -> None:
         Settings.from_env({"SWITCHBOARD_TOOLS": "end_call,teleport"})
     with pytest.raises(SettingsError, match="SWITCHBOARD_TRANSFER_NUMBER"):
         Settings.from_env({"SWITCHBOARD_TOOLS": "transfer"})
-    settings = Settings.from_env({
-        "SWITCHBOARD_TOOLS": " end_call , transfer ", "SWITCHBOARD_TRANSFER_QUEUE": "support",
-        "SWITCHBOARD_LANGUAGE": "en-US", "SWITCHBOARD_LANGUAGES": "es-ES,en-US, fr-FR",
-    })
+    settings = Settings.from_env(
+        {
+            "SWITCHBOARD_TOOLS": " end_call , transfer ",
+            "SWITCHBOARD_TRANSFER_QUEUE": "support",
+            "SWITCHBOARD_LANGUAGE": "en-US",
+            "SWITCHBOARD_LANGUAGES": "es-ES,en-US, fr-FR",
+        }
+    )
     config = settings.llm_config()
     assert config.tools == ("end_call", "transfer")
     assert config.transfer_queue == "support" and config.transfer_number is None
@@ -90,8 +96,9 @@ async def test_a_replayed_end_sends_its_frame_again_but_never_repeats_digits() -
     registry = ToolRegistry(builtin_tools(), ["end_call", "send_digits"])
     for _ in range(2):
         await registry.run(bus, KEYS, context("toolu_e", _sink=sink), "end_call", {})
-        await registry.run(bus, KEYS, context("toolu_d", _sink=sink), "send_digits",
-                           {"digits": "12"})
+        await registry.run(
+            bus, KEYS, context("toolu_d", _sink=sink), "send_digits", {"digits": "12"}
+        )
     assert sent == [("end", True), ("sendDigits", False), ("end", True)]
 
 
@@ -99,6 +106,7 @@ async def test_the_example_tool_refuses_input_without_an_order_number() -> None:
     registry = tool_registry(LLMConfig(tools=("order_status",)))
     bad = await registry.run(MemoryBus(), KEYS, context(), "order_status", {"query": "hi"})
     assert bad.is_error and "order number" in bad.content
-    good = await registry.run(MemoryBus(), KEYS, context(), "order_status",
-                              {"order_number": "1003"})
+    good = await registry.run(
+        MemoryBus(), KEYS, context(), "order_status", {"order_number": "1003"}
+    )
     assert good.content == "Order 1003 delivered on Monday." and not good.is_error

@@ -27,9 +27,7 @@ TRANSFER_NUMBER = "+15551234567"
 
 @asynccontextmanager
 async def dev_call(env: Mapping[str, str]) -> AsyncIterator[SimulatedCall]:
-    settings = Settings.from_env(
-        {"SWITCHBOARD_PORT": "0", "SWITCHBOARD_PARTITIONS": "4", **env}
-    )
+    settings = Settings.from_env({"SWITCHBOARD_PORT": "0", "SWITCHBOARD_PARTITIONS": "4", **env})
     async with trio.open_nursery() as nursery:
         port = await start_dev(nursery, settings, MemoryBus())
         async with open_call(f"http://127.0.0.1:{port}") as call:
