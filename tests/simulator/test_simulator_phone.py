@@ -1,14 +1,24 @@
-"""The terminal phone, driven through in-memory stdin/stdout streams against the fake app."""
+"""The terminal phone, driven through in-memory stdin/stdout streams.
+
+Against the fake app (instant playback: what the phone shows and sends), and
+against the real dev composition (timed playback: typing over the agent).
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import trio
 import trio.testing
 from sim_fakeapp import HANDOFF, FakeApp, frames_of_type, serve_fake_app
 
+from bus.envelope import Envelope, Kind
+from bus.memory import MemoryBus
 from switchboard.phone import run_phone
+from switchboard.runner import start_dev
+from switchboard.settings import Settings
 
 TOKEN = "phone-test-token"
 TIMEOUT = 10
@@ -42,7 +52,14 @@ async def test_phone_talks_presses_keys_and_quits() -> None:
     with trio.fail_after(TIMEOUT):
         async with serve_fake_app(app), trio.open_nursery() as nursery:
             nursery.start_soon(
-                partial(run_phone, app.base_url, auth_token=TOKEN, stdin=phone_in, stdout=phone_out)
+                partial(
+                    run_phone,
+                    app.base_url,
+                    auth_token=TOKEN,
+                    stdin=phone_in,
+                    stdout=phone_out,
+                    speech_rate=None,
+                )
             )
             await screen.wait_for("agent (greeting): Hi, how can I help?\n")
             await screen.wait_for("/quit")
@@ -72,7 +89,12 @@ async def test_phone_hangs_up_at_end_of_input() -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     partial(
-                        run_phone, app.base_url, auth_token=TOKEN, stdin=phone_in, stdout=phone_out
+                        run_phone,
+                        app.base_url,
+                        auth_token=TOKEN,
+                        stdin=phone_in,
+                        stdout=phone_out,
+                        speech_rate=None,
                     )
                 )
                 await stdin.send_all(b"/dtmf 1\n")
@@ -96,7 +118,12 @@ async def test_phone_stops_when_the_agent_ends_the_session() -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     partial(
-                        run_phone, app.base_url, auth_token=TOKEN, stdin=phone_in, stdout=phone_out
+                        run_phone,
+                        app.base_url,
+                        auth_token=TOKEN,
+                        stdin=phone_in,
+                        stdout=phone_out,
+                        speech_rate=None,
                     )
                 )
                 await stdin.send_all(b"goodbye\n")
@@ -106,3 +133,93 @@ async def test_phone_stops_when_the_agent_ends_the_session() -> None:
     assert f"[agent ended the session with handoff data {HANDOFF}]" in text
     [action] = app.action_params()
     assert (action["SessionStatus"], action["HandoffData"]) == ("ended", HANDOFF)
+
+
+# --------------------------------------------------------------------------- barge-in
+
+
+@asynccontextmanager
+async def dev(**env: str) -> AsyncIterator[tuple[str, MemoryBus, Settings]]:
+    """The dev composition (gateway, conversation, scripted LLM) on a MemoryBus."""
+    s = Settings.from_env(
+        {
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "SWITCHBOARD_PORT": "0",
+            "SWITCHBOARD_WELCOME_GREETING": "",
+            "SWITCHBOARD_SILENCE_REPROMPT_S": "0",
+            **env,
+        }
+    )
+    bus = MemoryBus()
+    async with trio.open_nursery() as nursery:
+        port = await start_dev(nursery, s, bus)
+        yield f"http://127.0.0.1:{port}", bus, s
+        nursery.cancel_scope.cancel()
+
+
+async def llm_request(bus: MemoryBus, s: Settings, turn: int) -> Envelope:
+    """The LLM request of ``turn`` (blocking reads of the request stream)."""
+    after = "0"
+    while True:
+        entries = await bus.read(s.keys.llm, after, block_ms=0)
+        for entry in entries:
+            env = Envelope.decode(entry.fields)
+            if env.kind == Kind.LLM_REQUEST and env.turn == turn:
+                return env
+        after = entries[-1].id
+
+
+async def test_typing_over_the_agent_interrupts_it() -> None:
+    # Words every 150 ms, spoken at 40 chars/s: the first sentence is playing
+    # while the rest of the reply is still being generated. The greeting cannot
+    # be interrupted, so the first line is a plain prompt even while it plays.
+    async with dev(
+        SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS="150",
+        SWITCHBOARD_WELCOME_GREETING="Hi.",
+        SWITCHBOARD_WELCOME_GREETING_INTERRUPTIBLE="false",
+    ) as (url, bus, s):
+        stdin, phone_in = trio.testing.memory_stream_one_way_pair()
+        phone_out, out = trio.testing.memory_stream_one_way_pair()
+        screen = Screen(out)
+        try:
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        partial(
+                            run_phone,
+                            url,
+                            auth_token=TOKEN,
+                            stdin=phone_in,
+                            stdout=phone_out,
+                            speech_rate=40,
+                        )
+                    )
+                    await screen.wait_for("/quit")
+                    await stdin.send_all(b"Tell me about your opening hours please\n")
+                    # The first sentence arrived whole a few words ago: it is being spoken.
+                    await screen.wait_for("please. That was")
+                    await stdin.send_all(b"What about Sundays?\n")
+                    await screen.wait_for("[you interrupted after")
+                    cut_at = len(screen.text)
+                    await screen.wait_for("agent: You said: What about Sundays. That was")
+                    second = await llm_request(bus, s, 2)
+                    # /interrupt cuts the agent off without a word.
+                    await stdin.send_all(b"/interrupt\n")
+                    await screen.wait_for("[you interrupted after")
+                    silenced_at = len(screen.text)
+                    await stdin.send_all(b"Thanks\n")
+                    await screen.wait_for("agent: You said: Thanks. That was message 3 from you.\n")
+                    await stdin.send_all(b"/quit\n")
+                await screen.wait_for("[call over: session completed")
+        finally:
+            print(screen.text)  # shown when the test fails
+    after_cut = screen.text[cut_at:]
+    # Nothing of a cut reply is printed after its marker.
+    assert "message 1" not in after_cut
+    assert "message 2" not in screen.text[silenced_at:]
+    assert after_cut.count("agent: ") == 2
+    # The gateway got the interrupt: turn 2 remembers only what was heard of turn 1.
+    full = "You said: Tell me about your opening hours please. That was message 1 from you."
+    kept = [m["content"] for m in second.body["messages"] if m["role"] == "assistant"][-1]
+    assert isinstance(kept, str) and full.startswith(kept.rstrip()) and len(kept) < len(full)
+    assert second.body["messages"][-1] == {"role": "user", "content": "What about Sundays?"}
