@@ -16,7 +16,9 @@ reply. ``/interrupt`` cuts the agent off without saying anything.
 
 Lines that were already waiting when the last prompt went out (pasted or piped
 input, typed ahead) do not interrupt: each waits until the agent has finished
-its reply, so a script of lines gets every answer.
+its reply, so a script of lines gets every answer. The greeting plays out
+before the first line is read, and at the end of input the phone waits for
+the last answer before it hangs up.
 """
 
 from __future__ import annotations
@@ -226,11 +228,17 @@ async def _talk(call: SimulatedCall, lines: _Lines, screen: _Screen) -> None:
     agent has finished its reply, as a caller would; so a script of lines gets
     every answer instead of talking over them.
     """
+    # The greeting plays out before the first line is read: piped input has its
+    # first line ready at once, and it must not cut the greeting off.
+    await _wait_agent_done(call, screen)
     while True:
         if lines.waiting:
             await _wait_agent_done(call, screen)
         line = await lines.readline()
         if line is None:
+            # End of input: hear the answer to the last line before hanging up
+            # (the end may only show after that line was read: not "waiting").
+            await _wait_agent_done(call, screen)
             return
         text = line.strip()
         if not text:

@@ -223,3 +223,34 @@ async def test_typing_over_the_agent_interrupts_it() -> None:
     kept = [m["content"] for m in second.body["messages"] if m["role"] == "assistant"][-1]
     assert isinstance(kept, str) and full.startswith(kept.rstrip()) and len(kept) < len(full)
     assert second.body["messages"][-1] == {"role": "user", "content": "What about Sundays?"}
+
+
+async def test_a_piped_script_hears_the_greeting_and_every_answer() -> None:
+    # All of stdin is there before the call starts, then end of input: the
+    # first line must not cut the greeting off, and the last answer (the
+    # goodbye before end_call) must be shown before the phone hangs up.
+    async with dev(
+        SWITCHBOARD_WELCOME_GREETING="Hello, this is the demo agent.",
+        SWITCHBOARD_TOOLS="end_call",
+    ) as (url, _bus, _s):
+        stdin, phone_in = trio.testing.memory_stream_one_way_pair()
+        phone_out, out = trio.testing.memory_stream_one_way_pair()
+        screen = Screen(out)
+        await stdin.send_all(b"Hello there\nok, goodbye\n")
+        await stdin.aclose()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    partial(
+                        run_phone,
+                        url,
+                        auth_token=TOKEN,
+                        stdin=phone_in,
+                        stdout=phone_out,
+                        speech_rate=400,
+                    )
+                )
+                await screen.wait_for("agent: You said: Hello there.")
+                await screen.wait_for("agent: Thanks for calling. Goodbye!")
+                text = await screen.wait_for("[call over")
+    assert "[you interrupted" not in text
