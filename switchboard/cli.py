@@ -58,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.add_argument("--from", dest="from_", default="+15550100", help="caller number")
     call.add_argument("--to", default="+15550199", help="called number")
+    call.add_argument(
+        "--speech-rate",
+        type=float,
+        default=15.0,
+        help="characters a second the agent's replies are 'spoken' at, which is what "
+        "typing over the agent interrupts (default 15, ~150 words a minute; 0: no "
+        "speech timing, lines typed mid-reply go as plain prompts)",
+    )
 
     sim = sub.add_parser(
         "simulate", help="load-test: many Twilio-faithful calls at once, checked and measured"
@@ -164,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     auth_token=settings.twilio_auth_token,
                     from_=args.from_,
                     to=args.to,
+                    speech_rate=args.speech_rate if args.speech_rate > 0 else None,
                 )
             )
         elif args.command == "simulate":

@@ -6,6 +6,8 @@ against the real dev composition (timed playback: typing over the agent).
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -254,3 +256,22 @@ async def test_a_piped_script_hears_the_greeting_and_every_answer() -> None:
                 await screen.wait_for("agent: Thanks for calling. Goodbye!")
                 text = await screen.wait_for("[call over")
     assert "[you interrupted" not in text
+
+
+async def test_switchboard_call_cli_takes_a_speech_rate() -> None:
+    # The real console entry point, as a process, against the dev composition.
+    async with dev() as (url, _bus, _s):
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, "-m", "switchboard.cli", "call", "--url", url,
+                 "--speech-rate", "0"],
+                stdin=b"Hello there\n",
+                capture_stdout=True,
+                capture_stderr=True,
+                env={**os.environ, "TWILIO_AUTH_TOKEN": TOKEN, "SWITCHBOARD_LOG_LEVEL": "error"},
+                check=False,
+            )  # fmt: skip
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "agent: You said: Hello there. That was message 1 from you." in out
+    assert "[call over: session completed" in out
