@@ -115,5 +115,12 @@ def request_messages(history: Sequence[Message]) -> list[Message]:
             else:
                 out[-1]["content"] = _blocks(prev) + _blocks(copy.deepcopy(content))
             continue
-        out.append({"role": role, "content": copy.deepcopy(content)})
+        # A string is immutable: only block lists need copying (deepcopy of a
+        # str still walks the copy machinery, on every message of every turn).
+        out.append(
+            {
+                "role": role,
+                "content": content if isinstance(content, str) else copy.deepcopy(content),
+            }
+        )
     return out
