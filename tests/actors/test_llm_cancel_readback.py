@@ -12,6 +12,7 @@ from functools import partial
 
 import trio
 import trio.testing
+from llm_envelopes import control_cancel, llm_request
 
 from actors.config import LLMConfig
 from actors.llm import LLMActor
@@ -26,30 +27,11 @@ CALL = "CA00000000000000000000000000000043"
 
 
 def request(words: str, *, seq: int) -> Envelope:
-    return Envelope(
-        kind=Kind.LLM_REQUEST,
-        call=CALL,
-        session="VX1",
-        gateway="gw1",
-        seq=seq,
-        turn=2,
-        body={
-            "system": "Be brief.",
-            "reply_to": seq,
-            "messages": [{"role": "user", "content": words}],
-        },
-    )
+    return llm_request(CALL, [{"role": "user", "content": words}], seq=seq)
 
 
 async def publish_cancel(bus: MemoryBus, reply_to: int) -> None:
-    env = Envelope(
-        kind=Kind.CONTROL_CANCEL,
-        call=CALL,
-        session="VX1",
-        turn=2,
-        body={"reply_to": reply_to, "reason": "interrupt"},
-    )
-    await bus.append(KEYS.control, env.encode())
+    await bus.append(KEYS.control, control_cancel(CALL, reply_to).encode())
 
 
 async def results(bus: MemoryBus, count: int) -> list[Envelope]:
@@ -109,13 +91,7 @@ async def test_a_cancel_older_than_the_memory_is_forgotten(
 ) -> None:
     bus = MemoryBus()
     # Entry ids are wall-clock ms: an id from ten minutes ago is an old cancel.
-    old = Envelope(
-        kind=Kind.CONTROL_CANCEL,
-        call=CALL,
-        session="VX1",
-        turn=2,
-        body={"reply_to": 5, "reason": "interrupt"},
-    )
+    old = control_cancel(CALL, 5)
     stale_ms = now_ms() - 600_000
     await bus.append_with_id(KEYS.control, f"{stale_ms}-0", old.encode())
     actor = LLMActor(LLMConfig(keys=KEYS, cancel_memory_s=120.0), ScriptedProvider())

@@ -12,13 +12,14 @@ from functools import partial
 
 import trio
 import trio.testing
+from llm_envelopes import control_cancel, llm_request
 
 from actors.config import LLMConfig
 from actors.llm import LLMActor
 from actors.providers import ScriptedProvider
 from actors.runtime import serve_actor
 from bus.base import Entry, parse_id
-from bus.envelope import Envelope, Kind
+from bus.envelope import Envelope
 from bus.keys import Keys
 from bus.memory import MemoryBus
 
@@ -32,20 +33,8 @@ def virtual_bus() -> MemoryBus:
     return MemoryBus(clock_ms=lambda: EPOCH_MS + round(trio.current_time() * 1000))
 
 
-def request(words: str, *, seq: int = 5) -> Envelope:
-    return Envelope(
-        kind=Kind.LLM_REQUEST,
-        call=CALL,
-        session="VX1",
-        gateway="gw1",
-        seq=seq,
-        turn=2,
-        body={
-            "system": "Be brief.",
-            "reply_to": seq,
-            "messages": [{"role": "user", "content": words}],
-        },
-    )
+def request(words: str, *, seq: int = 5, call: str = CALL) -> Envelope:
+    return llm_request(call, [{"role": "user", "content": words}], seq=seq)
 
 
 def at_ms(entry: Entry) -> int:
@@ -133,14 +122,7 @@ async def test_cancel_does_not_wait_for_the_floor(
             await bus.read(KEYS.gateway("gw1"), "0", block_ms=60_000)  # first token out
             # Let a few more words pile up behind the floor (virtual time).
             await trio.sleep(0.1)
-            cancel = Envelope(
-                kind=Kind.CONTROL_CANCEL,
-                call=CALL,
-                session="VX1",
-                turn=2,
-                body={"reply_to": 5, "reason": "interrupt"},
-            )
-            cancel_id = await bus.append(KEYS.control, cancel.encode())
+            cancel_id = await bus.append(KEYS.control, control_cancel(CALL, 5).encode())
             [result_entry] = await bus.read(KEYS.calls_for(CALL), "0", block_ms=60_000)
             nursery.cancel_scope.cancel()
     result = Envelope.decode(result_entry.fields)
@@ -167,16 +149,7 @@ async def test_replies_share_the_workers_tick(autojump_clock: trio.testing.MockC
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
             for i, call in enumerate(calls):
-                env = request(f"caller number {i} would like to book a table for friday")
-                env = Envelope(
-                    kind=env.kind,
-                    call=call,
-                    session=env.session,
-                    gateway=env.gateway,
-                    seq=env.seq,
-                    turn=env.turn,
-                    body=env.body,
-                )
+                env = request(f"caller number {i} would like to book a table for friday", call=call)
                 await bus.append(KEYS.llm, env.encode())
                 await trio.sleep(0.003)  # out of phase with each other
             for call in calls:

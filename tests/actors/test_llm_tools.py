@@ -15,6 +15,7 @@ import anthropic
 import trio
 import trio.testing
 from fakes.anthropic_server import FakeReply, open_fake_anthropic
+from llm_envelopes import control_cancel, llm_request
 
 from actors.config import LLMConfig
 from actors.llm import LLMActor
@@ -37,22 +38,8 @@ CALL = "CA00000000000000000000000000000042"
 
 
 def request(words: str, *, seq: int = 5, session: str = "VX1") -> Envelope:
-    return Envelope(
-        kind=Kind.LLM_REQUEST,
-        call=CALL,
-        session=session,
-        gateway="gw1",
-        seq=seq,
-        turn=2,
-        body={
-            "system": "Be brief.",
-            "reply_to": seq,
-            "messages": [
-                {"role": "assistant", "content": "Hi!"},
-                {"role": "user", "content": words},
-            ],
-        },
-    )
+    messages = [{"role": "assistant", "content": "Hi!"}, {"role": "user", "content": words}]
+    return llm_request(CALL, messages, seq=seq, session=session)
 
 
 async def gateway_out(bus: MemoryBus) -> list[Envelope]:
@@ -289,14 +276,7 @@ async def test_user_tool_timeout_and_exception_become_error_results(
 
 
 async def cancel(bus: MemoryBus, reply_to: int, reason: str = "interrupt") -> None:
-    env = Envelope(
-        kind=Kind.CONTROL_CANCEL,
-        call=CALL,
-        session="VX1",
-        turn=2,
-        body={"reply_to": reply_to, "reason": reason},
-    )
-    await bus.append(KEYS.control, env.encode())
+    await bus.append(KEYS.control, control_cancel(CALL, reply_to, reason=reason).encode())
 
 
 async def test_cancel_stops_the_stream_and_still_writes_a_cancelled_result(
