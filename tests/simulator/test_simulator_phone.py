@@ -43,26 +43,38 @@ class Screen:
         return self.text
 
 
+@asynccontextmanager
+async def phone(
+    url: str, *, speech_rate: float | None
+) -> AsyncIterator[tuple[trio.abc.SendStream, Screen]]:
+    """The phone calling ``url`` in the background: (its stdin, its screen).
+
+    Leaving the block waits for the phone to finish (it hangs up at end of
+    input or stops when the session ends); the screen stays readable after.
+    """
+    stdin, phone_in = trio.testing.memory_stream_one_way_pair()
+    phone_out, out = trio.testing.memory_stream_one_way_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(
+                run_phone,
+                url,
+                auth_token=TOKEN,
+                stdin=phone_in,
+                stdout=phone_out,
+                speech_rate=speech_rate,
+            )
+        )
+        yield stdin, Screen(out)
+
+
 async def test_phone_talks_presses_keys_and_quits() -> None:
     app = FakeApp(
         token=TOKEN,
         relay_attrs={"welcomeGreeting": "Hi, how can I help?", "dtmfDetection": "true"},
     )
-    stdin, phone_in = trio.testing.memory_stream_one_way_pair()
-    phone_out, out = trio.testing.memory_stream_one_way_pair()
-    screen = Screen(out)
     with trio.fail_after(TIMEOUT):
-        async with serve_fake_app(app), trio.open_nursery() as nursery:
-            nursery.start_soon(
-                partial(
-                    run_phone,
-                    app.base_url,
-                    auth_token=TOKEN,
-                    stdin=phone_in,
-                    stdout=phone_out,
-                    speech_rate=None,
-                )
-            )
+        async with serve_fake_app(app), phone(app.base_url, speech_rate=None) as (stdin, screen):
             await screen.wait_for("agent (greeting): Hi, how can I help?\n")
             await screen.wait_for("/quit")
             await stdin.send_all(b"hello there\r\n")
@@ -83,22 +95,9 @@ async def test_phone_talks_presses_keys_and_quits() -> None:
 
 async def test_phone_hangs_up_at_end_of_input() -> None:
     app = FakeApp(token=TOKEN)
-    stdin, phone_in = trio.testing.memory_stream_one_way_pair()
-    phone_out, out = trio.testing.memory_stream_one_way_pair()
-    screen = Screen(out)
     with trio.fail_after(TIMEOUT):
         async with serve_fake_app(app):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    partial(
-                        run_phone,
-                        app.base_url,
-                        auth_token=TOKEN,
-                        stdin=phone_in,
-                        stdout=phone_out,
-                        speech_rate=None,
-                    )
-                )
+            async with phone(app.base_url, speech_rate=None) as (stdin, screen):
                 await stdin.send_all(b"/dtmf 1\n")
                 await screen.wait_for('[key not sent: the TwiML has no dtmfDetection="true"]')
                 await stdin.send_all(b"one last thing")  # no newline, then end of input
@@ -112,22 +111,9 @@ async def test_phone_hangs_up_at_end_of_input() -> None:
 
 async def test_phone_stops_when_the_agent_ends_the_session() -> None:
     app = FakeApp(token=TOKEN)
-    stdin, phone_in = trio.testing.memory_stream_one_way_pair()
-    phone_out, out = trio.testing.memory_stream_one_way_pair()
-    screen = Screen(out)
     with trio.fail_after(TIMEOUT):
         async with serve_fake_app(app):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    partial(
-                        run_phone,
-                        app.base_url,
-                        auth_token=TOKEN,
-                        stdin=phone_in,
-                        stdout=phone_out,
-                        speech_rate=None,
-                    )
-                )
+            async with phone(app.base_url, speech_rate=None) as (stdin, screen):
                 await stdin.send_all(b"goodbye\n")
                 # run_phone returns by itself: stdin stays open.
             text = await screen.wait_for("[call over: session ended; next TwiML: Hangup]")
@@ -180,22 +166,9 @@ async def test_typing_over_the_agent_interrupts_it() -> None:
         SWITCHBOARD_WELCOME_GREETING="Hi.",
         SWITCHBOARD_WELCOME_GREETING_INTERRUPTIBLE="false",
     ) as (url, bus, s):
-        stdin, phone_in = trio.testing.memory_stream_one_way_pair()
-        phone_out, out = trio.testing.memory_stream_one_way_pair()
-        screen = Screen(out)
-        try:
-            with trio.fail_after(30):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(
-                        partial(
-                            run_phone,
-                            url,
-                            auth_token=TOKEN,
-                            stdin=phone_in,
-                            stdout=phone_out,
-                            speech_rate=40,
-                        )
-                    )
+        with trio.fail_after(30):
+            async with phone(url, speech_rate=40) as (stdin, screen):
+                try:
                     await screen.wait_for("/quit")
                     await stdin.send_all(b"Tell me about your opening hours please\n")
                     # The first sentence arrived whole a few words ago: it is being spoken.
@@ -212,9 +185,10 @@ async def test_typing_over_the_agent_interrupts_it() -> None:
                     await stdin.send_all(b"Thanks\n")
                     await screen.wait_for("agent: You said: Thanks. That was message 3 from you.\n")
                     await stdin.send_all(b"/quit\n")
-                await screen.wait_for("[call over: session completed")
-        finally:
-            print(screen.text)  # shown when the test fails
+                finally:
+                    print(screen.text)  # shown when the test fails
+            # Leaving the block waited for the phone to hang up.
+            await screen.wait_for("[call over: session completed")
     after_cut = screen.text[cut_at:]
     # Nothing of a cut reply is printed after its marker.
     assert "message 1" not in after_cut
@@ -235,23 +209,11 @@ async def test_a_piped_script_hears_the_greeting_and_every_answer() -> None:
         SWITCHBOARD_WELCOME_GREETING="Hello, this is the demo agent.",
         SWITCHBOARD_TOOLS="end_call",
     ) as (url, _bus, _s):
-        stdin, phone_in = trio.testing.memory_stream_one_way_pair()
-        phone_out, out = trio.testing.memory_stream_one_way_pair()
-        screen = Screen(out)
-        await stdin.send_all(b"Hello there\nok, goodbye\n")
-        await stdin.aclose()
         with trio.fail_after(30):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    partial(
-                        run_phone,
-                        url,
-                        auth_token=TOKEN,
-                        stdin=phone_in,
-                        stdout=phone_out,
-                        speech_rate=400,
-                    )
-                )
+            async with phone(url, speech_rate=400) as (stdin, screen):
+                # Sent before the phone first runs: all of stdin is already there.
+                await stdin.send_all(b"Hello there\nok, goodbye\n")
+                await stdin.aclose()
                 await screen.wait_for("agent: You said: Hello there.")
                 await screen.wait_for("agent: Thanks for calling. Goodbye!")
                 text = await screen.wait_for("[call over")
