@@ -9,6 +9,7 @@ Layers, bottom up:
   checked by one conformance suite (``tests/bus``).
 - ``keys`` and ``envelope``: the stream names and the message envelope that
   gateway and actors share (they never import each other).
+- ``messages``: one typed message per kind, the body of each envelope.
 """
 
 from bus.base import Bus, BusError, ConnectionLost, Entry, Lease

@@ -12,6 +12,8 @@ The envelope's stamps:
 - ``turn``: the conversation's turn number (0 = greeting).
 - ``ts``: wall-clock milliseconds when the envelope was made (bus only).
 - ``epoch``: the fencing epoch of the partition lease of the writer (0: none).
+
+The body's shape per kind is ``bus/messages.py``: one typed message per kind.
 """
 
 from __future__ import annotations
@@ -47,12 +49,29 @@ class Kind(StrEnum):
     LLM_RESULT = "llm.result"  # llm -> conversation: the finished reply
     GATEWAY_SEND = "gateway.send"  # conversation -> gateway: an app frame to send
     CONTROL_CANCEL = "control.cancel"  # conversation -> llm workers
+    CONVERSATION_TIMER = "conversation.timer"  # conversation -> itself: a deadline is due
     EVENT = "event"  # a fact for telemetry and plug-ins
+
+
+_KINDS: dict[str, Kind] = {k.value: k for k in Kind}
+
+
+def kind_of(name: str) -> Kind | str:
+    """``name`` as a ``Kind``; a kind Switchboard does not define stays a plain string."""
+    return _KINDS.get(name, name)
 
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    kind: str
+    """One bus entry. ``kind`` is a ``Kind``, or a plug-in's own kind as a string.
+
+    A plug-in may put entries of its own kinds (``analytics.call``) on its own
+    streams; they travel and decode like any other envelope, with ``kind`` a
+    plain string. ``bus.messages.decode`` turns the body of a ``Kind`` into
+    its typed message and refuses other kinds with ``UnknownKind``.
+    """
+
+    kind: Kind | str
     call: str
     body: dict[str, Any] = field(default_factory=dict)
     session: str = ""
@@ -82,7 +101,7 @@ class Envelope:
         try:
             rest = orjson.loads(fields["d"])
             return cls(
-                kind=fields["k"],
+                kind=kind_of(fields["k"]),
                 call=fields["c"],
                 body=dict(rest.get("body") or {}),
                 session=str(rest.get("session", "")),

@@ -1,0 +1,190 @@
+"""What the LLM actor reads and writes: ``llm.request``, ``llm.tokens``, ``llm.result``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from bus.envelope import Kind
+from bus.messages.body import Body, HistoryMessage
+
+
+@dataclass(frozen=True, slots=True)
+class LlmRequest:
+    """``llm.request``: complete this conversation; the reply answers caller event ``reply_to``.
+
+    ``reply_to`` None (entries written before it existed): the envelope's ``seq``.
+    """
+
+    KIND: ClassVar[Kind] = Kind.LLM_REQUEST
+
+    system: str
+    messages: Sequence[HistoryMessage]
+    reply_to: int | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"system": self.system, "messages": list(self.messages)}
+        if self.reply_to is not None:
+            body["reply_to"] = self.reply_to
+        return body
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        b = Body(cls.KIND, body)
+        return cls(
+            system=b.str_("system", ""),
+            messages=b.messages("messages") if body.get("messages") is not None else [],
+            reply_to=b.opt_int("reply_to"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LlmTokens:
+    """``llm.tokens``: batch ``index`` (0, 1, ...) of the reply to ``reply_to``."""
+
+    KIND: ClassVar[Kind] = Kind.LLM_TOKENS
+
+    text: str
+    index: int
+    last: bool
+    reply_to: int
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "index": self.index,
+            "last": self.last,
+            "reply_to": self.reply_to,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        b = Body(cls.KIND, body)
+        return cls(
+            text=b.str_("text"),
+            index=b.int_("index"),
+            last=b.bool_("last"),
+            reply_to=b.int_("reply_to"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens billed for one completion."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def to_body(self) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+    @classmethod
+    def from_body(cls, kind: Kind, body: Mapping[str, Any]) -> Self:
+        b = Body(kind, body)
+        return cls(input_tokens=b.int_("input_tokens", 0), output_tokens=b.int_("output_tokens", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Milliseconds from taking the request to the first token and to the result."""
+
+    first_token_ms: float | None = None
+    total_ms: float = 0.0
+
+    def to_body(self) -> dict[str, Any]:
+        return {"first_token_ms": self.first_token_ms, "total_ms": self.total_ms}
+
+    @classmethod
+    def from_body(cls, kind: Kind, body: Mapping[str, Any]) -> Self:
+        b = Body(kind, body)
+        return cls(
+            first_token_ms=b.opt_number("first_token_ms"), total_ms=b.number("total_ms", 0.0)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool use of a reply and what came of it."""
+
+    id: str
+    name: str
+    input: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    result: str = ""
+    is_error: bool = False
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "input": dict(self.input),
+            "result": self.result,
+            "is_error": self.is_error,
+        }
+
+    @classmethod
+    def from_body(cls, kind: Kind, body: Mapping[str, Any]) -> Self:
+        b = Body(kind, body)
+        return cls(
+            id=b.str_("id", ""),
+            name=b.str_("name", ""),
+            input=b.object_("input", {}),
+            result=b.str_("result", ""),
+            is_error=b.bool_("is_error", False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LlmResult:
+    """``llm.result``: the finished reply to ``reply_to``.
+
+    ``text`` is everything streamed to the caller, in order; ``messages`` the
+    history messages the reply produced (text, ``tool_use`` and their
+    ``tool_result``, in order). ``messages`` None (entries written before it
+    existed): ``text`` is the whole reply. ``error`` set: the provider failed
+    and ``text`` ends with the apology; ``cancelled``: a ``control.cancel``
+    stopped it.
+    """
+
+    KIND: ClassVar[Kind] = Kind.LLM_RESULT
+
+    text: str
+    reply_to: int
+    stop_reason: str | None = None
+    usage: Usage = Usage()
+    timings: Timings = Timings()
+    error: str | None = None
+    cancelled: bool = False
+    messages: Sequence[HistoryMessage] | None = None
+    tool_calls: Sequence[ToolCall] = ()
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "reply_to": self.reply_to,
+            "stop_reason": self.stop_reason,
+            "usage": self.usage.to_body(),
+            "timings": self.timings.to_body(),
+            "error": self.error,
+            "cancelled": self.cancelled,
+            "messages": None if self.messages is None else list(self.messages),
+            "tool_calls": [c.to_body() for c in self.tool_calls],
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        b = Body(cls.KIND, body)
+        calls = b.list_("tool_calls", ())
+        if not all(isinstance(c, dict) for c in calls):
+            raise b.fail("tool_calls", "a list of objects")
+        return cls(
+            text=b.str_("text", ""),
+            reply_to=b.int_("reply_to"),
+            stop_reason=b.opt_str("stop_reason"),
+            usage=Usage.from_body(cls.KIND, b.object_("usage", {})),
+            timings=Timings.from_body(cls.KIND, b.object_("timings", {})),
+            error=b.opt_str("error"),
+            cancelled=b.bool_("cancelled", False),
+            messages=None if body.get("messages") is None else b.messages("messages"),
+            tool_calls=tuple(ToolCall.from_body(cls.KIND, c) for c in calls),
+        )
