@@ -56,7 +56,7 @@ import trio  # noqa: E402
 
 from bus.redis import RedisBus  # noqa: E402
 from switchboard.logging import configure_logging  # noqa: E402
-from switchboard.redis_server import RedisServerHandle, open_redis_server  # noqa: E402
+from switchboard.testing.redis_server import RedisServerHandle, open_redis_server  # noqa: E402
 
 GROUP = "bench"
 BATCH = 100

@@ -41,9 +41,9 @@ from bus.redis import open_redis_bus
 from bus.resp import RedisClient
 from gateway.protocol import Text
 from switchboard.logging import configure_logging
-from switchboard.procs import open_switchboard
-from switchboard.redis_server import open_redis_server
 from switchboard.simulator import open_call
+from switchboard.testing.procs import open_switchboard
+from switchboard.testing.redis_server import open_redis_server
 
 # A long question gets a long scripted answer, streamed slowly enough that
 # the interrupt always lands mid-reply.

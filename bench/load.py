@@ -47,8 +47,6 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 from actors.providers.scripted import scripted_reply
 from switchboard import gcpause, report
 from switchboard.logging import configure_logging
-from switchboard.procs import open_switchboard
-from switchboard.redis_server import open_redis_server
 from switchboard.simulate import (
     SimulationConfig,
     SimulationResult,
@@ -57,6 +55,8 @@ from switchboard.simulate import (
     run_simulation,
     run_simulation_processes,
 )
+from switchboard.testing.procs import open_switchboard
+from switchboard.testing.redis_server import open_redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / "bench" / "peer"

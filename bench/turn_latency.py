@@ -34,8 +34,8 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
 from switchboard.logging import configure_logging
-from switchboard.procs import open_switchboard
-from switchboard.redis_server import open_redis_server
+from switchboard.testing.procs import open_switchboard
+from switchboard.testing.redis_server import open_redis_server
 
 SETUP = {
     "type": "setup",

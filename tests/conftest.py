@@ -16,7 +16,7 @@ import pytest
 from bus.base import Bus
 from bus.memory import MemoryBus
 from bus.redis import RedisBus
-from switchboard.redis_server import RedisServerHandle, open_redis_server
+from switchboard.testing.redis_server import RedisServerHandle, open_redis_server
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ forwarded is dropped; the rest is concatenated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -22,23 +21,11 @@ from actors.llm import APOLOGY, LLMActor
 from actors.providers import ScriptedProvider
 from actors.providers.scripted import scripted_reply
 from actors.runtime import dead_letter_stream, serve_actor
+from bus.base import Bus
 from bus.envelope import Envelope, Kind
 from bus.keys import GROUP_LLM, Keys
 from bus.memory import MemoryBus
-
-
-class AckWatchingBus(MemoryBus):
-    """The real MemoryBus that also lets a test wait for the next ack."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.acked = trio.Event()
-
-    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
-        done = await super().ack(stream, group, ids)
-        self.acked.set()
-        return done
-
+from switchboard.testing import FaultyBus
 
 KEYS = Keys(namespace="fo", partitions=4)
 CALL = "CA00000000000000000000000000000042"
@@ -78,7 +65,7 @@ def worker(cfg: LLMConfig) -> LLMActor:
     return LLMActor(cfg, ScriptedProvider(token_gap_ms=cfg.scripted_token_gap_ms))
 
 
-async def tokens(bus: MemoryBus) -> list[Envelope]:
+async def tokens(bus: Bus) -> list[Envelope]:
     return [Envelope.decode(e.fields) for e in await bus.range(KEYS.gateway("gw1"))]
 
 
@@ -97,7 +84,7 @@ def heard(entries: list[Envelope]) -> tuple[str, bool]:
     return "".join(text), closed
 
 
-async def results(bus: MemoryBus) -> list[Envelope]:
+async def results(bus: Bus) -> list[Envelope]:
     entries = await bus.range(KEYS.calls_for(CALL))
     return [
         e for e in map(lambda x: Envelope.decode(x.fields), entries) if e.kind == Kind.LLM_RESULT
@@ -113,7 +100,7 @@ async def wait_for_tokens(bus: MemoryBus, count: int) -> None:
         after = got[-1].id
 
 
-async def wait_for_result(bus: MemoryBus) -> Envelope:
+async def wait_for_result(bus: Bus) -> Envelope:
     got = await bus.read(KEYS.calls_for(CALL), "0", block_ms=0)
     return Envelope.decode(got[0].fields)
 
@@ -162,7 +149,8 @@ async def test_a_request_of_a_dead_worker_is_finished_by_another_without_repeats
 async def test_a_reply_already_finished_is_not_spoken_again(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    bus = AckWatchingBus()
+    bus = FaultyBus(MemoryBus())
+    acked = bus.completed("ack")
     first = worker(config(scripted_token_gap_ms=0.0))
     first.attach(bus)
     first.consumer = "llm-a"
@@ -176,7 +164,7 @@ async def test_a_reply_already_finished_is_not_spoken_again(
     with trio.fail_after(60), capture_logs() as logs:
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_actor, bus, worker(config()), consumer="llm-b"))
-            await bus.acked.wait()
+            await acked.wait()
             nursery.cancel_scope.cancel()
     assert await bus.pending_count(KEYS.llm, GROUP_LLM) == 0
     assert await tokens(bus) == before  # not a single token more
@@ -212,7 +200,8 @@ async def test_touch_keeps_a_long_live_reply_from_being_reclaimed(
 async def test_a_request_delivered_too_often_is_dead_lettered_and_the_caller_apologised_to(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    bus = AckWatchingBus()
+    bus = FaultyBus(MemoryBus())
+    acked = bus.completed("ack")
     await bus.ensure_group(KEYS.llm, GROUP_LLM)
     await bus.append(KEYS.llm, request().encode())
     # Two workers took it and died (deliveries 1 and 2).
@@ -225,7 +214,7 @@ async def test_a_request_delivered_too_often_is_dead_lettered_and_the_caller_apo
             cfg = config(max_deliveries=2)
             await nursery.start(partial(serve_actor, bus, worker(cfg), consumer="llm-b"))
             result = await wait_for_result(bus)
-            await bus.acked.wait()
+            await acked.wait()
             nursery.cancel_scope.cancel()
     assert await bus.pending_count(KEYS.llm, GROUP_LLM) == 0
     assert heard(await tokens(bus)) == (APOLOGY, True)

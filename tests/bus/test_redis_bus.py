@@ -8,7 +8,7 @@ from structlog.testing import capture_logs
 
 from bus.base import ConnectionLost
 from bus.redis import RedisBus, open_redis_bus
-from switchboard.redis_server import RedisServerHandle, free_port
+from switchboard.testing.redis_server import RedisServerHandle, free_port
 
 
 async def test_deleted_pending_entries_are_skipped_and_dropped(redis_url: str) -> None:

@@ -7,7 +7,7 @@ import trio
 
 from bus.base import CommandError, ConnectionLost
 from bus.resp import RedisAddress, RedisClient
-from switchboard.redis_server import RedisServerHandle, free_port
+from switchboard.testing.redis_server import RedisServerHandle, free_port
 
 
 def test_url_parsing() -> None:

@@ -17,7 +17,7 @@ import trio.testing
 from bus.base import ConnectionLost, Entry
 from bus.redis import RedisBus
 from bus.resp import RedisClient
-from switchboard.redis_server import RedisServerHandle
+from switchboard.testing.redis_server import RedisServerHandle
 
 
 async def wait_blocked_clients(client: RedisClient, n: int) -> None:

@@ -30,6 +30,7 @@ from bus.envelope import Kind
 from bus.memory import MemoryBus
 from gateway.server import CLOSE_TIMEOUT
 from gateway.signature import sign
+from switchboard.testing import FaultyBus
 
 
 def _ws(port: int, *, signature: str | None = None, path: str = "/relay") -> Any:
@@ -350,17 +351,15 @@ async def test_new_session_on_same_call_takes_over(nursery: trio.Nursery, bus: B
     assert reply["token"] == "new"
 
 
-class _RefusingBus(MemoryBus):
-    """Fault injection: the bus refuses one call's prompts (as a full Redis would)."""
-
-    async def append(self, stream: str, fields: Fields) -> str:
-        if fields.get("c") == "CABOOM" and fields.get("k") == Kind.CALL_PROMPT:
-            raise CommandError("OOM command not allowed when used memory > 'maxmemory'")
-        return await super().append(stream, fields)
+def _boom_prompt(stream: str, fields: Fields) -> bool:
+    return fields.get("c") == "CABOOM" and fields.get("k") == Kind.CALL_PROMPT
 
 
 async def test_a_failing_session_ends_alone(nursery: trio.Nursery) -> None:
-    bus = _RefusingBus()
+    # The bus refuses one call's prompts, as a full Redis would.
+    bus = FaultyBus(MemoryBus())
+    oom = CommandError("OOM command not allowed when used memory > 'maxmemory'")
+    bus.fail_before("append", error=oom, when=_boom_prompt, times=None)
     with trio.fail_after(10), capture_logs() as logs:
         gw = await start_gateway(nursery, bus)
         async with _ws(gw.port) as boom, _ws(gw.port) as good:

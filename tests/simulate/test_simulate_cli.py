@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from switchboard.procs import open_switchboard
+from switchboard.testing.procs import open_switchboard
 
 SMOKE = Path(__file__).resolve().parents[2] / "bench" / "scenarios" / "smoke.json"
 

@@ -20,9 +20,9 @@ from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.redis import open_redis_bus
 from switchboard.metrics_http import fetch
-from switchboard.procs import open_switchboard
-from switchboard.redis_server import open_redis_server
 from switchboard.simulator import open_call
+from switchboard.testing.procs import open_switchboard
+from switchboard.testing.redis_server import open_redis_server
 
 pytestmark = pytest.mark.system
 

@@ -25,9 +25,9 @@ import trio
 
 from bus.keys import Keys, partition_of
 from bus.redis import open_redis_bus
-from switchboard.procs import first_to_log, open_switchboard
-from switchboard.redis_server import open_redis_server
 from switchboard.simulator import open_call
+from switchboard.testing.procs import first_to_log, open_switchboard
+from switchboard.testing.redis_server import open_redis_server
 
 pytestmark = pytest.mark.system
 

@@ -15,9 +15,9 @@ import pytest
 import trio
 
 from actors.providers.scripted import scripted_reply
-from switchboard.procs import SwitchboardProcess, open_switchboard
-from switchboard.redis_server import open_redis_server
 from switchboard.simulator import SessionClosed, open_call
+from switchboard.testing.procs import SwitchboardProcess, open_switchboard
+from switchboard.testing.redis_server import open_redis_server
 
 pytestmark = pytest.mark.system
 

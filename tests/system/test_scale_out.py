@@ -29,9 +29,9 @@ import trio
 from actors.providers.scripted import scripted_reply
 from bus.keys import Keys
 from bus.redis import open_redis_bus
-from switchboard.procs import SwitchboardProcess, first_to_log, open_switchboard
-from switchboard.redis_server import open_redis_server
 from switchboard.simulator import open_call
+from switchboard.testing.procs import SwitchboardProcess, first_to_log, open_switchboard
+from switchboard.testing.redis_server import open_redis_server
 
 pytestmark = pytest.mark.system
 
