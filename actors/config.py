@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from bus.keys import Keys
 
+DEFAULT_MODEL = "claude-haiku-5-5"
 DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
 DEFAULT_REPROMPT_TEXT = "Are you still there?"
 DEFAULT_GOODBYE_TEXT = "I haven't heard from you, so I'll end the call now. Goodbye!"
@@ -53,8 +54,20 @@ class ConversationConfig:
 class LLMConfig:
     keys: Keys = field(default_factory=Keys)
     provider: str = "scripted"  # "anthropic" | "scripted"
-    model: str = "claude-haiku-4-5"
+    # Claude Haiku 5.5: built for latency-sensitive work (docs/PROTOCOL-REFERENCE.md).
+    model: str = DEFAULT_MODEL
     max_tokens: int = 1024
+    # A turn's first text token is due within this long, retries included
+    # (actors/providers/anthropic.py); then the caller hears the apology.
+    first_token_deadline_s: float = 2.5
+    # Answers for the rest of that budget when ``model`` is rate limited
+    # or overloaded (429, 529); None: no fallback.
+    fallback_model: str | None = None
+    # Claude's thinking: "off", "adaptive" or "budget:N" (tokens); thinking
+    # adds to the time to first token and is never spoken. And the API's
+    # output_config.effort: "low" ... "max".
+    thinking: str = "off"
+    effort: str = "low"
     # Scripted provider pacing: time to first token and gap between words.
     scripted_first_token_ms: float = 0.0
     scripted_token_gap_ms: float = 0.0

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 from actors.config import (
     DEFAULT_GOODBYE_TEXT,
+    DEFAULT_MODEL,
     DEFAULT_REPROMPT_TEXT,
     DEFAULT_RESUME_GREETING,
     DEFAULT_SYSTEM_PROMPT,
     ConversationConfig,
     LLMConfig,
 )
+from actors.providers.anthropic import parse_effort, parse_thinking
 from actors.telemetry import TelemetryConfig
 from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
 from bus.keys import Keys
@@ -157,8 +159,13 @@ class Settings:
     twilio_auth_token: str | None = None
     anthropic_configured: bool = False
     provider: str = "scripted"
-    model: str = "claude-haiku-4-5"
+    model: str = DEFAULT_MODEL
     max_tokens: int = 1024
+    # LLMConfig.first_token_deadline_s / fallback_model / thinking / effort.
+    first_token_deadline_s: float = 2.5
+    fallback_model: str | None = None
+    thinking: str = "off"
+    effort: str = "low"
     scripted_first_token_ms: float = 0.0
     scripted_token_gap_ms: float = 0.0
     llm_concurrency: int = 1024
@@ -251,6 +258,23 @@ class Settings:
             intelligence_service=_str(env, "SWITCHBOARD_INTELLIGENCE_SERVICE", None),
             languages=profile.languages,
         )
+        max_tokens = _int(env, "SWITCHBOARD_MAX_TOKENS", 1024, minimum=1)
+        first_token_deadline_s = _float(env, "SWITCHBOARD_FIRST_TOKEN_DEADLINE_S", 2.5)
+        if first_token_deadline_s <= 0:
+            raise SettingsError(
+                f"SWITCHBOARD_FIRST_TOKEN_DEADLINE_S must be > 0, got {first_token_deadline_s}"
+            )
+        try:
+            thinking = env.get("SWITCHBOARD_THINKING") or "off"
+            budget = parse_thinking(thinking).budget_tokens
+            effort = parse_effort(env.get("SWITCHBOARD_EFFORT") or "low")
+        except ValueError as exc:
+            raise SettingsError(f"SWITCHBOARD_THINKING / SWITCHBOARD_EFFORT: {exc}") from None
+        if budget >= max_tokens:
+            raise SettingsError(
+                f"SWITCHBOARD_THINKING budget {budget} must be below "
+                f"SWITCHBOARD_MAX_TOKENS {max_tokens}"
+            )
         silence_reprompt_s = _float(env, "SWITCHBOARD_SILENCE_REPROMPT_S", 10.0)
         dtmf_idle_s = _float(env, "SWITCHBOARD_DTMF_IDLE_S", 3.0)
         if dtmf_idle_s <= 0:
@@ -272,8 +296,12 @@ class Settings:
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             anthropic_configured=anthropic_key,
             provider=provider,
-            model=env.get("SWITCHBOARD_MODEL") or "claude-haiku-4-5",
-            max_tokens=_int(env, "SWITCHBOARD_MAX_TOKENS", 1024, minimum=1),
+            model=env.get("SWITCHBOARD_MODEL") or DEFAULT_MODEL,
+            max_tokens=max_tokens,
+            first_token_deadline_s=first_token_deadline_s,
+            fallback_model=_str(env, "SWITCHBOARD_FALLBACK_MODEL", None),
+            thinking=thinking,
+            effort=effort,
             scripted_first_token_ms=_float(env, "SWITCHBOARD_SCRIPTED_FIRST_TOKEN_MS", 0.0),
             scripted_token_gap_ms=_float(env, "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS", 0.0),
             llm_concurrency=_int(env, "SWITCHBOARD_LLM_CONCURRENCY", 1024, minimum=1),
@@ -347,6 +375,10 @@ class Settings:
             provider=self.provider,
             model=self.model,
             max_tokens=self.max_tokens,
+            first_token_deadline_s=self.first_token_deadline_s,
+            fallback_model=self.fallback_model,
+            thinking=self.thinking,
+            effort=self.effort,
             scripted_first_token_ms=self.scripted_first_token_ms,
             scripted_token_gap_ms=self.scripted_token_gap_ms,
             concurrency=self.llm_concurrency,

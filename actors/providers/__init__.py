@@ -22,7 +22,14 @@ from actors.providers.scripted import ScriptedProvider
 def make_provider(config: LLMConfig) -> Provider:
     """The provider named by ``config.provider`` (``"anthropic"`` or ``"scripted"``)."""
     if config.provider == "anthropic":
-        return AnthropicProvider(config.model, config.max_tokens)
+        return AnthropicProvider(
+            config.model,
+            config.max_tokens,
+            first_token_deadline_s=config.first_token_deadline_s,
+            fallback_model=config.fallback_model,
+            thinking=config.thinking,
+            effort=config.effort,
+        )
     if config.provider == "scripted":
         return ScriptedProvider(
             first_token_ms=config.scripted_first_token_ms,

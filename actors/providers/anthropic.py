@@ -28,34 +28,115 @@ space already). Claude 4.6 and later models reject prefill altogether (400
 "does not support assistant message prefill"), as does extended thinking;
 for those (by model name, or on that 400) the reply is generated again from
 the original history and the first ``len(prefill)`` characters are skipped.
+Thinking models refuse prefill too, so with thinking on the same applies.
+
+A voice budget (``first_token_deadline_s``, set by the composition root):
+the SDK's own retries are off (``max_retries=0``: it honours ``retry-after``
+with no ceiling, and a 429 with ``retry-after: 3`` meant seconds of dead
+air). Instead one completion gets that long, from its first ``deltas()``
+step, for its first text delta, retries included: a retriable error (429,
+5xx, 529, ``overloaded_error`` in the stream, a dropped connection) before
+any text is tried again after the server's ``retry-after`` (or 0.25 s
+doubling), the wait capped by what is left of the deadline; an attempt
+still waiting for its first text at the deadline is abandoned. With
+``fallback_model`` set, a 429, 529 or overload switches to that model at
+once for the rest of the budget. Out of time: ``FirstTokenTimeout``. A 429
+marked ``enforced_spend_limit_reached`` (the monthly spend cap) is not
+retried. Once text has streamed nothing is retried (the caller heard it).
+
+Thinking (``thinking``: ``"off"``, ``"adaptive"`` or ``"budget:N"``;
+``effort``: ``output_config.effort``): sent on every request when set;
+``None`` leaves the model's default. Thinking arrives as ``thinking`` and
+``redacted_thinking`` blocks, never as text, so it is never spoken. Every
+content block of a round is kept, in order, in ``content``: a tool round
+must send the assistant message back exactly, thinking blocks and their
+signatures included, or the API answers 400.
+
+Refusal: a stream that ends with ``stop_reason: "refusal"`` raises
+``ProviderRefusal`` (category and explanation from ``stop_details``) once
+it is over; the text streamed before it has already been yielded.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import structlog
 import trio
 
 from actors.providers.base import (
     Completion,
     CompletionRequest,
+    FirstTokenTimeout,
     ProviderError,
+    ProviderRefusal,
     Usage,
     skip_prefix,
 )
 
+log = structlog.get_logger()
+
 FIRST_USER_NOTE = "[The call connected.]"
 
-# A voice turn that has not started streaming within this long is better
-# answered with an apology than with silence.
+# Per attempt, for the HTTP exchange (the first-token deadline is what
+# bounds a voice turn; this only stops a stalled stream mid-reply).
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_MAX_RETRIES = 2
 _CLOSE_TIMEOUT_S = 2.0
 _RETRIABLE_KINDS = frozenset({"overloaded_error", "rate_limit_error", "api_error"})
+# Errors that send a request to the fallback model: the primary one is
+# rate limited or overloaded, not the request wrong.
+_FALLBACK_KINDS = frozenset({"overloaded_error", "rate_limit_error"})
+_FALLBACK_STATUSES = frozenset({429, 529})
+SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
+# Backoff without a retry-after: 0.25 s, doubling.
+_BACKOFF_FIRST_S = 0.25
+# Less than this left of the deadline: not worth another request.
+_MIN_ATTEMPT_S = 0.05
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+_BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """A thinking setting: ``off``, ``adaptive`` or ``budget`` (``budget_tokens``)."""
+
+    mode: str
+    budget_tokens: int = 0
+
+    def param(self) -> dict[str, Any]:
+        """The Messages API ``thinking`` parameter."""
+        if self.mode == "off":
+            return {"type": "disabled"}
+        if self.mode == "adaptive":
+            return {"type": "adaptive"}
+        return {"type": "enabled", "budget_tokens": self.budget_tokens}
+
+
+def parse_thinking(value: str) -> Thinking:
+    """``"off"``, ``"adaptive"`` or ``"budget:N"`` (N at least 1024, as the API requires)."""
+    text = value.strip().lower()
+    if text in ("off", "adaptive"):
+        return Thinking(text)
+    head, _, tail = text.partition(":")
+    if head == "budget" and tail.strip().isdigit() and int(tail) >= 1024:
+        return Thinking("budget", int(tail))
+    raise ValueError(
+        f"thinking must be 'off', 'adaptive' or 'budget:N' with N >= 1024, not {value!r}"
+    )
+
+
+def parse_effort(value: str) -> str:
+    """One of the API's effort levels (``low`` ... ``max``)."""
+    text = value.strip().lower()
+    if text not in EFFORTS:
+        raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, not {value!r}")
+    return text
 
 
 def _shape_content(content: Any) -> str | list[dict[str, Any]]:
@@ -68,7 +149,7 @@ def _shape_content(content: Any) -> str | list[dict[str, Any]]:
         dict(b)
         for b in content
         if isinstance(b, dict)
-        and b.get("type") in ("text", "tool_use", "tool_result")
+        and b.get("type") in _BLOCK_TYPES
         and (b.get("type") != "text" or str(b.get("text", "")).strip())
     ]
 
@@ -77,7 +158,8 @@ def shape_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The history as the Messages API should see it (see the module docstring).
 
     Content is a string or a list of ``text``/``tool_use``/``tool_result``
-    blocks and is passed on as-is, minus empty text.
+    (and ``thinking``/``redacted_thinking``) blocks and is passed on as-is,
+    minus empty text.
     """
     shaped: list[dict[str, Any]] = []
     for m in messages:
@@ -109,6 +191,50 @@ def _prefill_refused(exc: anthropic.AnthropicError) -> bool:
     return isinstance(exc, anthropic.BadRequestError) and "prefill" in str(exc).lower()
 
 
+def _error_object(exc: anthropic.APIStatusError) -> dict[str, Any]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    return error if isinstance(error, dict) else {}
+
+
+def _error_kind(exc: anthropic.APIStatusError) -> str | None:
+    kind = _error_object(exc).get("type")
+    return kind if isinstance(kind, str) else None
+
+
+def _error_code(exc: anthropic.APIStatusError) -> str | None:
+    details = _error_object(exc).get("details")
+    code = details.get("error_code") if isinstance(details, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def retry_after_s(exc: anthropic.AnthropicError) -> float | None:
+    """The server's ``retry-after-ms`` / ``retry-after`` (seconds) on an HTTP error."""
+    if not isinstance(exc, anthropic.APIStatusError):
+        return None
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) / scale
+        except ValueError:
+            continue  # an HTTP date: rare from this API; back off instead
+        if math.isfinite(value) and value >= 0:
+            return value
+    return None
+
+
+def wants_fallback(exc: anthropic.AnthropicError) -> bool:
+    """A 429, 529 or overload: another model may answer where this one cannot."""
+    if not isinstance(exc, anthropic.APIStatusError):
+        return False
+    if _error_code(exc) == SPEND_LIMIT_CODE:
+        return False
+    return exc.status_code in _FALLBACK_STATUSES or _error_kind(exc) in _FALLBACK_KINDS
+
+
 def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
     """An SDK exception as a ``ProviderError`` carrying its retry policy."""
     retriable = isinstance(
@@ -117,28 +243,67 @@ def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
     )
     if isinstance(exc, anthropic.APIStatusError):
         # An error event inside a 200 stream carries its kind only in the body.
-        body = exc.body if isinstance(exc.body, dict) else {}
-        error = body.get("error")
-        kind = error.get("type") if isinstance(error, dict) else None
+        kind = _error_kind(exc)
         retriable = retriable or kind in _RETRIABLE_KINDS
+        if _error_code(exc) == SPEND_LIMIT_CODE:
+            retriable = False  # the monthly cap: waiting seconds will not help
         message = f"anthropic {exc.status_code} {type(exc).__name__}: {exc.message}"
     else:
         message = f"anthropic {type(exc).__name__}: {exc}"
     return ProviderError(message, retriable=retriable)
 
 
+def _block_dict(block: Any) -> dict[str, Any] | None:
+    """A content block of the final message as the API takes it back."""
+    kind = getattr(block, "type", None)
+    if kind == "text":
+        return {"type": "text", "text": str(block.text)}
+    if kind == "tool_use":
+        return {
+            "type": "tool_use",
+            "id": str(block.id),
+            "name": str(block.name),
+            "input": dict(block.input or {}),
+        }
+    if kind == "thinking":
+        return {"type": "thinking", "thinking": str(block.thinking), "signature": block.signature}
+    if kind == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": str(block.data)}
+    return None
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One request of a completion: the stream and how to read it."""
+
+    manager: Any
+    stream: Any
+    skip: str
+    lstrip_first: bool
+
+
 class _AnthropicCompletion:
-    def __init__(self, stream: Any, *, skip: str = "", lstrip_first: bool = False) -> None:
-        self._stream = stream
-        self._skip = skip
-        self._lstrip_first = lstrip_first
+    """One completion: the attempts (within the deadline), then the stream."""
+
+    def __init__(self, provider: AnthropicProvider, request: CompletionRequest) -> None:
+        self._provider = provider
+        self._request = request
+        self._attempt: _Attempt | None = None
         self._stop_reason: str | None = None
         self._usage = Usage()
         self._tool_uses: list[dict[str, Any]] = []
+        self._content: list[dict[str, Any]] = []
+        self.model = request.model or provider.model
+        self.attempts = 0
 
     @property
     def tool_uses(self) -> list[dict[str, Any]]:
         return self._tool_uses
+
+    @property
+    def content(self) -> list[dict[str, Any]]:
+        """Every content block of this round, in order (thinking included)."""
+        return self._content
 
     @property
     def stop_reason(self) -> str | None:
@@ -148,39 +313,159 @@ class _AnthropicCompletion:
     def usage(self) -> Usage:
         return self._usage
 
-    async def _texts(self) -> AsyncIterator[str]:
-        async for text in self._stream.text_stream:
-            if text:
-                yield text
+    async def aclose(self) -> None:
+        attempt, self._attempt = self._attempt, None
+        if attempt is None:
+            return
+        # Shielded and bounded: a cancel must not leave the response
+        # half-read in the SDK's connection pool.
+        with trio.move_on_after(_CLOSE_TIMEOUT_S, shield=True):
+            await attempt.manager.__aexit__(None, None, None)
+
+    async def _open(self, model: str) -> _Attempt:
+        """Start one request; a model that refuses prefill gets the plain history."""
+        provider, request = self._provider, self._request
+        messages = shape_messages(request.messages)
+        prefill = request.prefill
+        head = prefill.rstrip()
+        use_prefill = bool(head) and provider.prefills(model)
+        skip = prefill if prefill and not use_prefill else ""
+        # A prefill that ended in whitespace (cut off for the API) or that is
+        # only whitespace: the caller heard that space, the model repeats it.
+        lstrip_first = bool(prefill) and head != prefill and not skip
+        manager = provider.open_stream(
+            request,
+            model,
+            [*messages, {"role": "assistant", "content": head}] if use_prefill else messages,
+        )
+        try:
+            stream = await manager.__aenter__()
+        except anthropic.AnthropicError as exc:
+            if not (use_prefill and _prefill_refused(exc)):
+                raise
+            # This model cannot continue a prefilled turn: generate again.
+            manager = provider.open_stream(request, model, messages)
+            stream = await manager.__aenter__()
+            skip, lstrip_first = prefill, False
+        return _Attempt(manager, stream, skip, lstrip_first)
+
+    async def _first_text(self, attempt: _Attempt) -> tuple[AsyncIterator[str], str | None]:
+        """The attempt's text iterator and its first text (None: the stream ended)."""
+        texts: AsyncIterator[str] = _texts(attempt.stream)
+        if attempt.skip:
+            texts = skip_prefix(texts, attempt.skip)
+        lstrip = attempt.lstrip_first
+        async for text in texts:
+            if lstrip:
+                text = text.lstrip()
+                if not text:
+                    continue
+            return texts, text
+        return texts, None
+
+    async def _start(self) -> tuple[AsyncIterator[str], str | None]:
+        """Attempts until the first text (or the stream's end) within the deadline."""
+        provider = self._provider
+        budget = provider.first_token_deadline_s
+        deadline = trio.current_time() + budget if budget is not None else math.inf
+        backoff = _BACKOFF_FIRST_S
+        last_error: str | None = None
+        while True:
+            self.attempts += 1
+            with trio.move_on_at(deadline):
+                try:
+                    self._attempt = await self._open(self.model)
+                    return await self._first_text(self._attempt)
+                except anthropic.AnthropicError as exc:
+                    await self.aclose()
+                    error = translate_error(exc)
+                    if budget is None or not error.retriable:
+                        raise error from exc
+                    last_error = str(error)
+                    if wants_fallback(exc) and provider.fallback_model not in (None, self.model):
+                        log.warning(
+                            "provider_fallback",
+                            model=self.model,
+                            fallback_model=provider.fallback_model,
+                            error=last_error,
+                        )
+                        self.model = str(provider.fallback_model)
+                        continue
+                    hint = retry_after_s(exc)
+                    wait = hint if hint is not None else backoff
+                    backoff *= 2
+                    left = deadline - trio.current_time()
+                    log.warning(
+                        "provider_retry",
+                        model=self.model,
+                        error=last_error,
+                        retry_after_s=hint,
+                        wait_s=round(min(wait, max(left, 0.0)), 3),
+                        attempt=self.attempts,
+                    )
+                    # Capped by what is left: past the deadline the
+                    # caller is better served by the apology.
+                    await trio.sleep(min(wait, max(left, 0.0)))
+                    if deadline - trio.current_time() >= _MIN_ATTEMPT_S:
+                        continue
+            # The deadline: during an attempt, or no time left for one.
+            await self.aclose()
+            raise FirstTokenTimeout(
+                f"no reply within {budget:g} s ({self.attempts} attempts)"
+                + (f"; last error: {last_error}" if last_error else ""),
+                attempts=self.attempts,
+                last_error=last_error,
+            )
 
     async def deltas(self) -> AsyncIterator[str]:
-        texts = self._texts()
-        if self._skip:
-            texts = skip_prefix(texts, self._skip)
-        lstrip = self._lstrip_first
         try:
-            async for text in texts:
-                if lstrip:
-                    text = text.lstrip()
-                    if not text:
-                        continue
-                    lstrip = False
-                yield text
-            final = await self._stream.get_final_message()
+            texts, first = await self._start()
+            if first is not None:
+                yield first
+                async for text in texts:
+                    yield text
+            attempt = self._attempt
+            assert attempt is not None
+            final = await attempt.stream.get_final_message()
         except anthropic.AnthropicError as exc:
             raise translate_error(exc) from exc
         self._stop_reason = final.stop_reason
         # The SDK's stream accumulated each tool_use's input_json_delta
-        # pieces into the parsed ``input`` of the final message.
+        # pieces (and each thinking block's deltas and signature) into the
+        # blocks of the final message.
+        self._content = [b for b in map(_block_dict, final.content) if b is not None]
         self._tool_uses = [
-            {"id": block.id, "name": block.name, "input": dict(block.input or {})}
-            for block in final.content
-            if getattr(block, "type", None) == "tool_use"
+            {"id": b["id"], "name": b["name"], "input": b["input"]}
+            for b in self._content
+            if b["type"] == "tool_use"
         ]
+        usage = final.usage
         self._usage = Usage(
-            input_tokens=int(final.usage.input_tokens or 0),
-            output_tokens=int(final.usage.output_tokens or 0),
+            input_tokens=int(usage.input_tokens or 0),
+            output_tokens=int(usage.output_tokens or 0),
+            cache_read_input_tokens=int(getattr(usage, "cache_read_input_tokens", 0) or 0),
+            cache_creation_input_tokens=int(getattr(usage, "cache_creation_input_tokens", 0) or 0),
         )
+        if final.stop_reason == "refusal":
+            details = getattr(final, "stop_details", None)
+            said = "".join(b["text"] for b in self._content if b["type"] == "text")
+            log.warning(
+                "provider_refusal",
+                model=self.model,
+                category=getattr(details, "category", None),
+                chars_said=len(said),
+            )
+            raise ProviderRefusal(
+                category=getattr(details, "category", None),
+                explanation=getattr(details, "explanation", None),
+                said=said,
+            )
+
+
+async def _texts(stream: Any) -> AsyncIterator[str]:
+    async for text in stream.text_stream:
+        if text:
+            yield text
 
 
 class AnthropicProvider:
@@ -188,7 +473,12 @@ class AnthropicProvider:
 
     ``model`` and ``max_tokens`` are the defaults for requests that leave them
     unset. ``client`` lets the composition root (or a test) supply a configured
-    ``AsyncAnthropic``; by default one is built with a voice-friendly timeout.
+    ``AsyncAnthropic``; by default one is built with the SDK's retries off
+    (this provider retries within ``first_token_deadline_s``; ``None``: no
+    retries at all). ``fallback_model`` answers when ``model`` is rate
+    limited or overloaded. ``thinking`` (``"off"``, ``"adaptive"``,
+    ``"budget:N"``) and ``effort`` (``low`` ... ``max``) go on every request
+    when set (module docstring).
     """
 
     def __init__(
@@ -198,29 +488,54 @@ class AnthropicProvider:
         client: anthropic.AsyncAnthropic | None = None,
         *,
         prefill: bool | None = None,
+        first_token_deadline_s: float | None = None,
+        fallback_model: str | None = None,
+        thinking: str | None = None,
+        effort: str | None = None,
     ) -> None:
         self.model = model
         self.max_tokens = max_tokens
         self._client = client
         # None: decide per model name (``supports_prefill``).
         self.prefill = prefill
+        if first_token_deadline_s is not None and not first_token_deadline_s > 0:
+            raise ValueError(f"first_token_deadline_s must be > 0, not {first_token_deadline_s}")
+        self.first_token_deadline_s = first_token_deadline_s
+        self.fallback_model = fallback_model or None
+        self.thinking = parse_thinking(thinking) if thinking is not None else None
+        if self.thinking is not None and self.thinking.budget_tokens >= max_tokens > 0:
+            raise ValueError(
+                f"thinking budget {self.thinking.budget_tokens} must be below "
+                f"max_tokens {max_tokens}"
+            )
+        self.effort = parse_effort(effort) if effort is not None else None
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
         # Built on first use, so constructing the provider never touches the
         # network or fails for a missing key before a call needs it.
         if self._client is None:
-            self._client = anthropic.AsyncAnthropic(
-                timeout=DEFAULT_TIMEOUT_S, max_retries=DEFAULT_MAX_RETRIES
-            )
+            self._client = anthropic.AsyncAnthropic(timeout=DEFAULT_TIMEOUT_S, max_retries=0)
         return self._client
 
-    def _open(self, request: CompletionRequest, messages: list[dict[str, Any]]) -> Any:
+    def prefills(self, model: str) -> bool:
+        """Whether a resumed reply is continued by prefill on ``model``."""
+        if self.thinking is not None and self.thinking.mode != "off":
+            return False  # thinking refuses a prefilled assistant turn
+        return self.prefill if self.prefill is not None else supports_prefill(model)
+
+    def open_stream(
+        self, request: CompletionRequest, model: str, messages: list[dict[str, Any]]
+    ) -> Any:
         options: dict[str, Any] = {}
         if request.tools:
             options["tools"] = request.tools
+        if self.thinking is not None:
+            options["thinking"] = self.thinking.param()
+        if self.effort is not None:
+            options["output_config"] = {"effort": self.effort}
         return self.client.messages.stream(
-            model=request.model or self.model,
+            model=model,
             max_tokens=request.max_tokens or self.max_tokens,
             system=request.system,
             messages=messages,  # type: ignore[arg-type]
@@ -229,42 +544,13 @@ class AnthropicProvider:
 
     @asynccontextmanager
     async def complete(self, request: CompletionRequest) -> AsyncIterator[Completion]:
-        """Open a streaming completion; the HTTP stream closes when the block exits.
+        """A streaming completion; requests start in ``deltas()``, close on exit.
 
         With ``request.prefill`` only the continuation is yielded (module
         docstring: by prefill, or by regenerating and skipping).
         """
-        messages = shape_messages(request.messages)
-        model = request.model or self.model
-        prefill = request.prefill
-        head = prefill.rstrip()
-        use_prefill = bool(head) and (
-            self.prefill if self.prefill is not None else supports_prefill(model)
-        )
-        skip = prefill if prefill and not use_prefill else ""
-        # A prefill that ended in whitespace (cut off for the API) or that is
-        # only whitespace: the caller heard that space, the model repeats it.
-        lstrip_first = bool(prefill) and head != prefill and not skip
-        manager = self._open(
-            request,
-            [*messages, {"role": "assistant", "content": head}] if use_prefill else messages,
-        )
+        completion = _AnthropicCompletion(self, request)
         try:
-            stream = await manager.__aenter__()
-        except anthropic.AnthropicError as exc:
-            if not (use_prefill and _prefill_refused(exc)):
-                raise translate_error(exc) from exc
-            # This model cannot continue a prefilled turn: generate again.
-            skip, lstrip_first = prefill, False
-            manager = self._open(request, messages)
-            try:
-                stream = await manager.__aenter__()
-            except anthropic.AnthropicError as exc2:
-                raise translate_error(exc2) from exc2
-        try:
-            yield _AnthropicCompletion(stream, skip=skip, lstrip_first=lstrip_first)
+            yield completion
         finally:
-            # Shielded and bounded: a cancel must not leave the response
-            # half-read in the SDK's connection pool.
-            with trio.move_on_after(_CLOSE_TIMEOUT_S, shield=True):
-                await manager.__aexit__(None, None, None)
+            await completion.aclose()

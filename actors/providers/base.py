@@ -47,10 +47,12 @@ class CompletionRequest:
 
 @dataclass(slots=True)
 class Usage:
-    """Tokens billed for one completion."""
+    """Tokens billed for one completion (prompt-cache reads and writes apart)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
 
 
 class ProviderError(Exception):
@@ -59,6 +61,36 @@ class ProviderError(Exception):
     def __init__(self, message: str, *, retriable: bool = False) -> None:
         super().__init__(message)
         self.retriable = retriable
+
+
+class FirstTokenTimeout(ProviderError):
+    """No reply text within the turn's first-token deadline (retries included).
+
+    ``attempts`` requests were made; ``last_error`` is the error that kept
+    the last of them from answering (None when the deadline cut an attempt
+    that was still waiting). Retriable: the next turn may well work.
+    """
+
+    def __init__(self, message: str, *, attempts: int, last_error: str | None) -> None:
+        super().__init__(message, retriable=True)
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class ProviderRefusal(ProviderError):
+    """The model's safety classifiers stopped the reply (``stop_reason: refusal``).
+
+    Raised once the stream has ended, after any text streamed before the
+    refusal (which the caller may have heard). Anthropic says the refused
+    exchange must not be sent again, or refusals continue. ``category`` and
+    ``explanation`` come from the API's ``stop_details`` when it gave them.
+    """
+
+    def __init__(self, *, category: str | None, explanation: str | None, said: str) -> None:
+        super().__init__(f"refusal ({category or 'uncategorised'})", retriable=False)
+        self.category = category
+        self.explanation = explanation
+        self.said = said
 
 
 async def skip_prefix(deltas: AsyncIterator[str], prefix: str) -> AsyncIterator[str]:

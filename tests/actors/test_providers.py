@@ -90,17 +90,6 @@ async def test_anthropic_http_errors_become_provider_errors(status: int, retriab
     assert caught.value.retriable is retriable
 
 
-async def test_anthropic_retries_overload_inside_the_sdk() -> None:
-    with trio.fail_after(10):
-        async with open_fake_anthropic(error_status=529) as fake:
-            client = anthropic.AsyncAnthropic(api_key="k", base_url=fake.base_url, max_retries=2)
-            provider = AnthropicProvider("claude-test", 64, client)
-            request = CompletionRequest(system="s", messages=[{"role": "user", "content": "hi"}])
-            with pytest.raises(ProviderError):
-                await collect(provider, request)
-    assert len(fake.requests) == 3
-
-
 def test_shape_messages_drops_empty_text_and_keeps_user_first() -> None:
     assert shape_messages([]) == [{"role": "user", "content": FIRST_USER_NOTE}]
     assert shape_messages(
