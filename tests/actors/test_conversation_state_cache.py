@@ -15,7 +15,8 @@ import trio
 import trio.testing
 
 from actors.config import ConversationConfig
-from actors.conversation import CallState, ConversationActor, _StateCache
+from actors.conversation import CallState, ConversationActor
+from actors.conversation.cache import StateCache
 from actors.partitions import owner_of
 from actors.runtime import serve_actor
 from bus.base import Lease
@@ -216,7 +217,7 @@ async def test_after_losing_the_lease_and_taking_it_again_the_cache_is_not_used(
 
 
 async def test_cache_entries_are_bound_to_their_lease_epoch_and_bounded() -> None:
-    cache = _StateCache(max_calls=2)
+    cache = StateCache(max_calls=2)
     lease = Lease("sc:lease:0", "w", 3)
     for call in ("a", "b", "c"):
         cache.put(CallState(call=call), lease, 0, ttl_ms=60_000)

@@ -1,0 +1,29 @@
+"""The conversation: applies caller events and LLM results to each call.
+
+Layered from the inside out:
+
+- ``state``: ``CallState`` (history, turns, DTMF buffer, timers), persisted as JSON;
+- ``rules``: the pure turn rules, ``apply(state, message, *, now, ...)``,
+  built from ``turns``, ``bargein``, ``keypad`` and ``silence``; they return
+  ``effects`` (messages to publish) and read no clock, bus or context;
+- ``timers``: the durable per-partition timer index and the task that fires it;
+- ``cache``: the states this worker last wrote, skipped reads under a lease;
+- ``actor``: ``ConversationActor``, the I/O shell that loads the state, runs
+  the rules, publishes their effects and persists the result under the lease.
+"""
+
+from __future__ import annotations
+
+from actors.conversation.actor import ConversationActor
+from actors.conversation.rules import TIMER_KIND, Applied, apply
+from actors.conversation.state import CallState, OpenTurn, Speaking
+
+__all__ = [
+    "TIMER_KIND",
+    "Applied",
+    "CallState",
+    "ConversationActor",
+    "OpenTurn",
+    "Speaking",
+    "apply",
+]

@@ -1,0 +1,107 @@
+"""Barge-in: the caller spoke over the agent (``call.interrupt``, ``tokensPlayed``).
+
+Three cases:
+
+- the turn's result has not arrived: the interrupt (fragment, duration, the
+  ``tokensPlayed`` so far) is remembered on the open turn and a
+  ``control.cancel`` (reason ``interrupt``) goes out; the result, when it
+  comes (cancelled or complete), is cut to what was heard (``turns``);
+- the result was applied (the reply may still be playing), or it is the
+  greeting or a re-prompt: the last reply in history is cut at once;
+- what was heard comes from ``actors.heard.locate_heard``: the reply's
+  ``tokensPlayed`` when subscribed, else the interrupt's fragment, else its
+  duration at the configured speaking rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from actors.conversation.effects import Step
+from actors.conversation.silence import caller_spoke
+from actors.conversation.state import CallState
+from actors.conversation.turns import cancel
+from actors.heard import locate_heard
+from actors.history import truncate_reply
+from bus.envelope import Envelope
+
+log = structlog.get_logger()
+
+
+def apply_interrupt(step: Step, state: CallState, env: Envelope) -> None:
+    """The caller barged in: stop the reply, or cut the one in history."""
+    body = env.body
+    fragment = str(body.get("utteranceUntilInterrupt") or "")
+    duration = _number(body.get("durationUntilInterruptMs"))
+    caller_spoke(state)
+    current = state.current()
+    if current is not None:
+        # The reply is still being generated: remember what was heard and
+        # stop it; its result is cut when it arrives.
+        current.interrupted = True
+        current.fragment = fragment
+        current.duration_ms = duration
+        cancel(step, state, current, "interrupt")
+        log.info(
+            "caller_interrupt",
+            seq=env.seq,
+            fragment=fragment,
+            duration_ms=duration,
+            pending_turn=current.turn,
+            played=len(current.played),
+        )
+        return
+    spoken = state.speaking
+    if spoken is None:
+        log.info("caller_interrupt_nothing_playing", seq=env.seq, fragment=fragment)
+        return
+    heard = locate_heard(
+        spoken.text,
+        played=spoken.played,
+        fragment=fragment,
+        duration_ms=duration,
+        chars_per_second=step.config.speech_chars_per_second,
+    )
+    old = state.history[spoken.start : spoken.start + spoken.count]
+    new = truncate_reply(old, spoken.text, heard.text)
+    state.history[spoken.start : spoken.start + spoken.count] = new
+    state.shift(spoken.start + len(old), len(new) - len(old))
+    spoken.count = len(new)
+    spoken.text = heard.text
+    log.info(
+        "caller_interrupt",
+        seq=env.seq,
+        fragment=fragment,
+        duration_ms=duration,
+        heard=heard.method,
+        kept_chars=len(heard.text),
+    )
+
+
+def apply_info(state: CallState, env: Envelope) -> None:
+    """``tokensPlayed``: a chunk of the current reply finished playing."""
+    name, value = env.body.get("name"), env.body.get("value")
+    if name != "tokensPlayed" or not isinstance(value, str):
+        log.debug("caller_info", seq=env.seq, name=name, value=value)
+        return
+    current = state.current()
+    if current is not None:
+        current.played.append(value)
+    elif state.speaking is not None:
+        state.speaking.played.append(value)
+
+
+def _number(value: Any) -> float | None:
+    """Twilio's ``durationUntilInterruptMs``: a number, or (older docs) a string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None

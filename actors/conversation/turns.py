@@ -1,0 +1,191 @@
+"""Turns: opening one for the caller's words, asking for its reply, applying it.
+
+A final prompt (or a finished DTMF entry) appends a user message, opens a
+turn (``OpenTurn``: where its reply goes in history, what of it was heard)
+and asks for a completion (``llm.request``). A turn opened while an older
+one is outstanding *supersedes* it: the older one is cancelled
+(``control.cancel``, reason ``superseded``) and the new request waits for its
+result, at most ``REQUEST_WAIT_MS``, so the model sees what the caller heard.
+
+The turn's ``llm.result`` brings the reply's history messages; they go in
+right after the turn's user message, cut to what the caller heard when the
+turn was interrupted or superseded (``actors.heard``, ``actors.history``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from actors.conversation.effects import FactOut, Step
+from actors.conversation.silence import arm_silence
+from actors.conversation.state import (
+    REQUEST,
+    REQUEST_WAIT_MS,
+    SILENCE,
+    CallState,
+    OpenTurn,
+    Speaking,
+)
+from actors.heard import Heard, locate_heard
+from actors.history import Message, request_messages, truncate_reply
+from bus.envelope import Envelope, Kind
+
+log = structlog.get_logger()
+
+# Tools after whose reply the LLM actor ends the call itself.
+_ENDING_TOOLS = frozenset({"end_call", "transfer"})
+
+
+def start_turn(step: Step, state: CallState, text: str, reply_to: int) -> None:
+    """Open a turn for the caller's ``text`` and ask for its reply.
+
+    While an older turn's result is outstanding (it was just cancelled),
+    the request waits for it, at most ``REQUEST_WAIT_MS``: the model then
+    sees what the caller heard of that turn.
+    """
+    for t in state.open_turns:
+        if not t.superseded:
+            t.superseded = True
+            cancel(step, state, t, "superseded")
+    waiting = bool(state.open_turns)
+    state.history.append({"role": "user", "content": text})
+    state.turn += 1
+    state.reply_to = reply_to
+    turn = OpenTurn(turn=state.turn, reply_to=reply_to, index=len(state.history))
+    state.open_turns.append(turn)
+    state.speaking = None
+    state.timers.pop(SILENCE, None)
+    if waiting:
+        turn.requested = False
+        state.timers[REQUEST] = int(step.now + REQUEST_WAIT_MS)
+        log.info("request_waits_for_cancelled_turn", reply_to=reply_to)
+        return
+    request(step, state, turn)
+
+
+def request(step: Step, state: CallState, turn: OpenTurn) -> None:
+    """Ask for ``turn``'s reply with the whole history (and record the turn's facts)."""
+    turn.requested = True
+    state.timers.pop(REQUEST, None)
+    reply_to = turn.reply_to
+    messages = request_messages(state.history)
+    stamps: dict[str, Any] = {
+        "session": state.session,
+        "gateway": state.gateway,
+        "seq": reply_to,
+        "turn": state.turn,
+    }
+    body = {"system": step.config.system_prompt, "messages": messages, "reply_to": reply_to}
+    step.send(Kind.LLM_REQUEST, state.call, body, **stamps)
+    # The turn's facts ride in the request's round trip (bus.facts).
+    fields = {"reply_to": reply_to}
+    step.effects.append(FactOut("prompt_applied", state.call, fields, t_ms=step.wall_ms, **stamps))
+    step.effects.append(FactOut("llm_requested", state.call, fields, **stamps))
+    log.info(
+        "prompt_applied",
+        turn=state.turn,
+        seq=reply_to,
+        messages=len(messages),
+        open_turns=len(state.open_turns),
+    )
+
+
+def apply_result(step: Step, state: CallState, env: Envelope) -> None:
+    """Put a turn's reply into history, cut to what the caller heard of it."""
+    body = env.body
+    turn = next((t for t in state.open_turns if t.turn == env.turn), None)
+    if turn is None:
+        log.info(
+            "llm_result_stale",
+            result_turn=env.turn,
+            current_turn=state.turn,
+            answered_turn=state.answered_turn,
+        )
+        return
+    text = str(body.get("text") or "")
+    raw = body.get("messages")
+    messages: list[Message]
+    if isinstance(raw, list):
+        messages = [m for m in raw if isinstance(m, dict)]
+    else:
+        # A result without "messages": its text is the whole reply.
+        messages = [{"role": "assistant", "content": text}] if text else []
+    heard = _heard(step, turn, text)
+    kept = truncate_reply(messages, text, heard.text if heard is not None else None)
+    state.history[turn.index : turn.index] = kept
+    state.open_turns.remove(turn)
+    state.shift(turn.index, len(kept))
+    state.answered_turn = max(state.answered_turn, turn.turn)
+    spoken = heard.text if heard is not None else text
+    if not turn.superseded:
+        state.speaking = Speaking(
+            start=turn.index, count=len(kept), text=spoken, played=turn.played
+        )
+        tools = {str(c.get("name")) for c in body.get("tool_calls") or [] if isinstance(c, dict)}
+        if tools & _ENDING_TOOLS and not body.get("cancelled"):
+            state.ending = True  # the LLM actor ends the call after the goodbye
+        arm_silence(step, state, "" if turn.interrupted else text)
+    current = state.current()
+    if current is not None and not current.requested and len(state.open_turns) == 1:
+        # The older turns are settled: ask for the waiting turn's reply.
+        request(step, state, current)
+    log.info(
+        "llm_result_applied",
+        chars=len(text),
+        kept_chars=len(spoken),
+        heard=heard.method if heard is not None else "complete",
+        superseded=turn.superseded,
+        messages=len(kept),
+        cancelled=bool(body.get("cancelled")),
+        stop_reason=body.get("stop_reason"),
+        error=body.get("error"),
+        timings=body.get("timings"),
+        usage=body.get("usage"),
+    )
+
+
+def _heard(step: Step, turn: OpenTurn, text: str) -> Heard | None:
+    """What the caller heard of ``turn``'s reply ``text``; None: all of it."""
+    if turn.interrupted:
+        return locate_heard(
+            text,
+            played=turn.played,
+            fragment=turn.fragment,
+            duration_ms=turn.duration_ms,
+            chars_per_second=step.config.speech_chars_per_second,
+        )
+    if turn.superseded:
+        # No interrupt: only tokensPlayed says the caller heard any of it.
+        return locate_heard(text, played=turn.played)
+    return None
+
+
+def end_open_turns(step: Step, state: CallState, reason: str) -> None:
+    """The socket is gone: nobody hears the replies still running."""
+    for t in state.open_turns:
+        t.superseded = True
+        cancel(step, state, t, reason)
+
+
+def cancel(step: Step, state: CallState, turn: OpenTurn, reason: str) -> None:
+    """Ask the LLM workers to stop ``turn``'s generation (once per turn)."""
+    if turn.cancelled:
+        return
+    turn.cancelled = True
+    step.send(
+        Kind.CONTROL_CANCEL,
+        state.call,
+        {"reply_to": turn.reply_to, "reason": reason},
+        session=state.session,
+        gateway=state.gateway,
+        seq=turn.reply_to,
+        turn=turn.turn,
+    )
+    log.info(
+        "generation_cancel_requested",
+        reply_to=turn.reply_to,
+        cancel_turn=turn.turn,
+        reason=reason,
+    )
