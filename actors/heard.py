@@ -13,8 +13,10 @@ Either way the text may differ from what we sent in whitespace, case,
 punctuation and SSML tags, so matching is done on a normalised form that keeps
 a map back to positions in the original reply. ``locate_heard`` returns the
 longest prefix of the reply the caller heard, cut at the end of the matched
-text; when nothing matches it falls back to an estimate from the playback
-duration, cut at a word boundary, and says which method it used.
+text (a fragment that occurs more than once is taken at the occurrence
+nearest the playback position); when nothing matches it falls back to an
+estimate from the playback duration, cut at a word boundary, and says which
+method it used.
 """
 
 from __future__ import annotations
@@ -67,17 +69,35 @@ def _normalise(text: str) -> tuple[str, list[int]]:
     return "".join(out), index
 
 
+def _find_ends(reply: str, heard: str, *, start: int = 0) -> list[int]:
+    """Positions in ``reply`` just after each match of ``heard`` at or after
+    normalised offset ``start``, in order (overlapping matches included)."""
+    norm_reply, index = _normalise(reply)
+    norm_heard, _ = _normalise(heard)
+    ends: list[int] = []
+    if not norm_heard:
+        return ends
+    at = norm_reply.find(norm_heard, start)
+    while at >= 0:
+        ends.append(index[at + len(norm_heard) - 1])
+        at = norm_reply.find(norm_heard, at + 1)
+    return ends
+
+
 def _find_end(reply: str, heard: str, *, start: int = 0) -> int | None:
     """Position in ``reply`` just after the first match of ``heard`` at or after
     normalised offset ``start``; None when it is not there."""
-    norm_reply, index = _normalise(reply)
-    norm_heard, _ = _normalise(heard)
-    if not norm_heard:
+    ends = _find_ends(reply, heard, start=start)
+    return ends[0] if ends else None
+
+
+def _nearest(ends: list[int], position: float | None) -> int | None:
+    """The match ending nearest the playback ``position`` (None: the first)."""
+    if not ends:
         return None
-    at = norm_reply.find(norm_heard, start)
-    if at < 0:
-        return None
-    return index[at + len(norm_heard) - 1]
+    if position is None:
+        return ends[0]
+    return min(ends, key=lambda end: abs(end - position))
 
 
 def _extend_to_word_end(reply: str, end: int) -> int:
@@ -124,11 +144,18 @@ def locate_heard(
                 return Heard(reply[:played_end].rstrip(), "tokens_played")
     if fragment.strip():
         # The fragment is from the chunk that was playing: search after what
-        # had certainly played, and take the first match (the conservative one).
+        # had certainly played. A fragment found more than once ("yes" in a
+        # reply that says it twice) is taken where playback had got to: the
+        # played chunks plus the interrupt's duration at the speaking rate
+        # (Twilio reports the duration of the chunk that was playing).
+        # Without a duration, the first match (the conservative one).
+        position = None
+        if duration_ms is not None and duration_ms > 0:
+            position = played_end + duration_ms / 1000 * chars_per_second
         start = len(_normalise(reply[:played_end])[0])
-        end = _find_end(reply, fragment, start=start)
+        end = _nearest(_find_ends(reply, fragment, start=start), position)
         if end is None and start:
-            end = _find_end(reply, fragment)
+            end = _nearest(_find_ends(reply, fragment), position)
         if end is not None:
             end = _extend_to_word_end(reply, max(end, played_end))
             return Heard(reply[:end].rstrip(), "fragment")

@@ -34,6 +34,31 @@ def test_fragment_searched_after_played_chunks() -> None:
     assert heard.text == "Yes. I can help. Yes. I can"
 
 
+MENU = "Press one for sales. Press one again to confirm. Press one to hear this again."
+
+
+def test_a_repeated_fragment_is_taken_nearest_the_playback_position() -> None:
+    # 3.4 s at 14 chars/s is ~48 characters in: the third "Press one",
+    # not the first (which would keep far less than the caller heard).
+    heard = locate_heard(MENU, fragment="Press one", duration_ms=3400)
+    assert heard.text == "Press one for sales. Press one again to confirm. Press one"
+    assert heard.method == "fragment"
+    # Early in playback the early occurrence is the nearest.
+    assert locate_heard(MENU, fragment="Press one", duration_ms=300).text == "Press one"
+
+
+def test_the_playback_position_counts_the_chunks_already_played() -> None:
+    # The duration is the playing chunk's: it starts after the played ones.
+    heard = locate_heard(
+        MENU, played=["Press one for sales."], fragment="Press one", duration_ms=2100
+    )
+    assert heard.text == "Press one for sales. Press one again to confirm. Press one"
+
+
+def test_without_a_duration_a_repeated_fragment_is_taken_at_its_first_match() -> None:
+    assert locate_heard(MENU, fragment="Press one").text == "Press one"
+
+
 def test_match_never_ends_mid_word() -> None:
     heard = locate_heard("Absolutely wonderful news.", fragment="Absolutely wond")
     assert heard.text == "Absolutely wonderful"
