@@ -7,6 +7,10 @@ process start-up is the one place where there is no event to wait for.
 
 ``open_redis_server()`` is an async context manager; its handle can
 ``restart()`` the server on the same port (a "Redis restarts mid-run" test).
+It can also run the server as users do in production: TLS only
+(``tls=``: the port speaks TLS and wants a client certificate) and an ACL
+user with a password (``user=``; the default user is then disabled). The
+handle's ``url`` carries whatever a client needs for that.
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import structlog
 import trio
+
+from switchboard.testing.tls import TestCertificates
 
 
 def _log() -> structlog.typing.FilteringBoundLogger:
@@ -55,28 +64,50 @@ def _binary() -> str:
     return path
 
 
-def _argv(port: int, workdir: Path) -> list[str]:
-    return [
-        _binary(),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-        "--daemonize",
-        "no",
-        "--protected-mode",
-        "yes",
-        "--logfile",
-        str(workdir / "redis.log"),
-        "--loglevel",
-        "warning",
-    ]
+@dataclass(frozen=True, slots=True)
+class AclUser:
+    """An ACL user to create; ``rules`` in ``ACL SETUSER`` syntax (keys, commands)."""
+
+    name: str
+    password: str
+    rules: str = "~* &* +@all"
+
+
+def _argv(
+    port: int,
+    workdir: Path,
+    *,
+    tls: TestCertificates | None,
+    user: AclUser | None,
+    extra: Sequence[str],
+) -> list[str]:
+    argv = [_binary()]
+    if tls is None:
+        argv += ["--port", str(port)]
+    else:
+        # TLS only: no plaintext port at all, as a managed Redis would run.
+        argv += [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-cert-file", str(tls.server_cert),
+            "--tls-key-file", str(tls.server_key),
+            "--tls-ca-cert-file", str(tls.ca_file),
+            "--tls-auth-clients", "yes",
+        ]  # fmt: skip
+    if user is not None:
+        argv += ["--user", "default", "off"]
+        argv += ["--user", user.name, "on", f">{user.password}", *user.rules.split()]
+    argv += [
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(workdir),
+        "--daemonize", "no",
+        "--protected-mode", "yes",
+        "--logfile", str(workdir / "redis.log"),
+        "--loglevel", "warning",
+    ]  # fmt: skip
+    return argv + list(extra)
 
 
 def _log_tail(workdir: Path) -> str:
@@ -86,14 +117,27 @@ def _log_tail(workdir: Path) -> str:
         return ""
 
 
-async def _ping_once(port: int) -> bool:
+def _client_tls(tls: TestCertificates) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file))
+    ctx.load_cert_chain(str(tls.client_cert), str(tls.client_key))
+    return ctx
+
+
+async def _ping_once(port: int, tls: ssl.SSLContext | None = None) -> bool:
+    """True when something on ``port`` answers ``PING`` like a ready Redis.
+
+    An ACL server answers ``NOAUTH`` before ``AUTH``: that is ready too.
+    """
     try:
         with trio.move_on_after(0.5):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", port)
+            if tls is not None:
+                stream = trio.SSLStream(stream, tls, server_hostname="127.0.0.1")
             async with stream:
                 await stream.send_all(b"PING\r\n")
-                return (await stream.receive_some(64)).startswith(b"+PONG")
-    except OSError:
+                reply = await stream.receive_some(64)
+                return reply.startswith((b"+PONG", b"-NOAUTH"))
+    except (OSError, trio.BrokenResourceError):
         return False
     return False
 
@@ -101,14 +145,42 @@ async def _ping_once(port: int) -> bool:
 class RedisServerHandle:
     """A running server started by ``open_redis_server``."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        workdir: Path,
+        *,
+        tls: TestCertificates | None = None,
+        user: AclUser | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port = port
+        self.tls = tls
+        self.user = user
         self._workdir = workdir
+        self._extra = tuple(extra_args)
         self._process: trio.Process | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """A URL a client can use as is: TLS files and credentials included."""
+        return self.url_with(db=0)
+
+    def url_with(self, *, db: int = 0) -> str:
+        """``url`` for another database number."""
+        auth = ""
+        if self.user is not None:
+            auth = f"{quote(self.user.name, safe='')}:{quote(self.user.password, safe='')}@"
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+        query = urlencode(
+            {
+                "ssl_ca_certs": str(self.tls.ca_file),
+                "ssl_certfile": str(self.tls.client_cert),
+                "ssl_keyfile": str(self.tls.client_key),
+            }
+        )
+        return f"rediss://{auth}127.0.0.1:{self.port}/{db}?{query}"
 
     @property
     def pid(self) -> int:
@@ -118,14 +190,16 @@ class RedisServerHandle:
 
     async def start(self) -> None:
         """Start the process and wait until it answers ``PING``."""
+        argv = _argv(self.port, self._workdir, tls=self.tls, user=self.user, extra=self._extra)
+        ping_tls = _client_tls(self.tls) if self.tls is not None else None
         self._process = await trio.lowlevel.open_process(
-            _argv(self.port, self._workdir),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = trio.current_time() + STARTUP_TIMEOUT_S
-        while not await _ping_once(self.port):
+        while not await _ping_once(self.port, ping_tls):
             if self._process.poll() is not None:
                 raise RedisServerError(
                     f"redis-server exited with {self._process.returncode} on port "
@@ -160,10 +234,22 @@ class RedisServerHandle:
 
 
 @contextlib.asynccontextmanager
-async def open_redis_server(*, port: int | None = None) -> AsyncIterator[RedisServerHandle]:
-    """Start a real ``redis-server`` on a free loopback port; stop it on exit."""
+async def open_redis_server(
+    *,
+    port: int | None = None,
+    tls: TestCertificates | None = None,
+    user: AclUser | None = None,
+    extra_args: Sequence[str] = (),
+) -> AsyncIterator[RedisServerHandle]:
+    """Start a real ``redis-server`` on a free loopback port; stop it on exit.
+
+    ``tls``: serve TLS only, with these certificates (``make_certificates``);
+    ``user``: require this ACL user; ``extra_args``: more ``--name value``.
+    """
     with tempfile.TemporaryDirectory(prefix="switchboard-redis-") as tmp:
-        handle = RedisServerHandle(port or free_port(), Path(tmp))
+        handle = RedisServerHandle(
+            port or free_port(), Path(tmp), tls=tls, user=user, extra_args=extra_args
+        )
         try:
             await handle.start()
             yield handle

@@ -1,8 +1,9 @@
 """A scripted call end to end through the Twilio-side simulator.
 
 (a) ``switchboard dev`` (one process, memory bus) and (b) three real processes
-(``gateway``, ``actor conversation``, ``actor llm``) on a real redis-server.
-Both must give the same behaviour: setup, then three prompts; each reply
+(``gateway``, ``actor conversation``, ``actor llm``) on a real redis-server,
+plain or as managed Redis runs (TLS only with client certificates, an ACL
+user, database 2). All must give the same behaviour: setup, then three prompts; each reply
 arrives as several ``text`` frames closed by ``last: true``; the LLM request of
 turn 3 carries the greeting and turns 1-2 in order.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,8 @@ from bus.redis import open_redis_bus
 from switchboard.metrics_http import fetch
 from switchboard.simulator import open_call
 from switchboard.testing.procs import open_switchboard
-from switchboard.testing.redis_server import open_redis_server
+from switchboard.testing.redis_server import AclUser, open_redis_server
+from switchboard.testing.tls import make_certificates
 
 pytestmark = pytest.mark.system
 
@@ -107,14 +110,32 @@ async def _three_processes(redis_url: str) -> AsyncIterator[int]:
         yield gateway.port
 
 
-async def test_scripted_call_across_three_processes_on_redis() -> None:
+@asynccontextmanager
+async def _redis(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh Redis of ``kind``; yields the URL every process is given."""
+    if kind == "single":
+        async with open_redis_server() as server:
+            yield server.url
+    else:
+        # As managed Redis runs: TLS only with client certificates, an ACL
+        # user (default user off), and not database 0.
+        certs = await make_certificates(tmp_path)
+        user = AclUser("switchboard", "s3cret", "~sb:* &* +@all -@dangerous")
+        async with open_redis_server(tls=certs, user=user) as server:
+            yield server.url_with(db=2)
+
+
+@pytest.mark.parametrize("redis_kind", ["single", "tls-acl"])
+async def test_scripted_call_across_three_processes_on_redis(
+    redis_kind: str, tmp_path: Path
+) -> None:
     with trio.fail_after(90):
-        async with open_redis_server() as redis:
-            async with _three_processes(redis.url) as port:
+        async with _redis(redis_kind, tmp_path) as redis_url:
+            async with _three_processes(redis_url) as port:
                 call_sid, replies = await _converse(f"http://127.0.0.1:{port}")
                 _, gateway_metrics = await fetch("127.0.0.1", port, "/metrics")
             keys = Keys(partitions=8)
-            async with open_redis_bus(redis.url) as bus:
+            async with open_redis_bus(redis_url) as bus:
                 entries = await bus.range(keys.llm)
                 requests = [Envelope.decode(e.fields) for e in entries]
                 partition = await bus.range(keys.calls_for(call_sid))
