@@ -52,6 +52,7 @@ from typing import Any
 import structlog
 
 from bus.base import CommandError, Entry, Fields, Lease
+from bus.cluster import CommandClient, open_redis_client
 from bus.envelope import now_ms
 from bus.resp import Arg, RedisClient
 
@@ -74,7 +75,7 @@ class _Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def run(self, client: RedisClient, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(self, client: CommandClient, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         try:
             return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
         except CommandError as exc:
@@ -244,7 +245,7 @@ class RedisBus:
 
     def __init__(
         self,
-        client: RedisClient,
+        client: CommandClient,
         retention_ms: int = DEFAULT_RETENTION_MS,
         *,
         clock_ms: Callable[[], int] = now_ms,
@@ -479,10 +480,13 @@ class RedisBus:
 async def open_redis_bus(
     url: str, *, retention_ms: int = DEFAULT_RETENTION_MS
 ) -> AsyncIterator[RedisBus]:
-    """A ``RedisBus`` checked with ``PING`` on entry (fail fast), closed on exit."""
-    bus = RedisBus.from_url(url, retention_ms)
+    """A ``RedisBus`` for one node or a cluster (detected), closed on exit.
+
+    Connects on entry (fail fast: a wrong URL, password or certificate
+    raises here).
+    """
+    bus = RedisBus(await open_redis_client(url), retention_ms)
     try:
-        await bus.client.execute("PING")
         yield bus
     finally:
         await bus.aclose()

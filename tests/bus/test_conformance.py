@@ -1,6 +1,8 @@
 """One conformance suite for every ``Bus`` implementation.
 
-Each test runs against ``MemoryBus`` and ``RedisBus`` (the ``bus`` fixture).
+Each test runs against ``MemoryBus`` and ``RedisBus`` on one node and on a
+Redis Cluster (the ``bus`` fixture, ``tests/bus/conftest.py``). Keys that a
+script uses together share a hash tag (``{L}``), as the contract asks.
 Time-dependent checks (idle claims, TTLs, lease expiry) use small real
 durations, because Redis measures idleness on its own clock: the short
 ``trio.sleep`` calls below let that time pass; they do not wait for events.
@@ -299,46 +301,46 @@ async def test_set_nx_writes_only_an_absent_key(bus: Bus) -> None:
 
 async def test_leases_are_exclusive_and_fenced(bus: Bus) -> None:
     with trio.fail_after(5):
-        a = await bus.acquire_lease("L", "a", 60_000)
+        a = await bus.acquire_lease("{L}", "a", 60_000)
         assert a is not None
-        assert (a.name, a.owner) == ("L", "a")
-        assert await bus.acquire_lease("L", "b", 60_000) is None
+        assert (a.name, a.owner) == ("{L}", "a")
+        assert await bus.acquire_lease("{L}", "b", 60_000) is None
         # Ours already: success, same epoch.
-        again = await bus.acquire_lease("L", "a", 60_000)
+        again = await bus.acquire_lease("{L}", "a", 60_000)
         assert again == a
         assert await bus.renew_lease(a, 60_000) is True
-        fake = type(a)("L", "b", a.epoch)
+        fake = type(a)("{L}", "b", a.epoch)
         assert await bus.renew_lease(fake, 60_000) is False
         await bus.release_lease(fake)  # not the holder: no effect
-        assert await bus.acquire_lease("L", "b", 60_000) is None
+        assert await bus.acquire_lease("{L}", "b", 60_000) is None
         await bus.release_lease(a)
-        b = await bus.acquire_lease("L", "b", 60_000)
+        b = await bus.acquire_lease("{L}", "b", 60_000)
         assert b is not None
         assert b.epoch > a.epoch
         # A stale lease of the same owner from an older epoch cannot renew.
         await bus.release_lease(b)
-        b2 = await bus.acquire_lease("L", "b", 60_000)
+        b2 = await bus.acquire_lease("{L}", "b", 60_000)
         assert b2 is not None
         assert b2.epoch > b.epoch
         assert await bus.renew_lease(b, 60_000) is False
         await bus.release_lease(b)
-        assert await bus.acquire_lease("L", "a", 60_000) is None
+        assert await bus.acquire_lease("{L}", "a", 60_000) is None
         # Independent leases have independent epochs.
-        other = await bus.acquire_lease("M", "a", 60_000)
+        other = await bus.acquire_lease("{M}", "a", 60_000)
         assert other is not None
 
 
 async def test_lease_expiry_lets_another_take_it(bus: Bus) -> None:
     with trio.fail_after(5):
-        a = await bus.acquire_lease("L", "a", 50)
+        a = await bus.acquire_lease("{L}", "a", 50)
         assert a is not None
         await trio.sleep(0.1)
-        b = await bus.acquire_lease("L", "b", 60_000)
+        b = await bus.acquire_lease("{L}", "b", 60_000)
         assert b is not None
         assert b.epoch > a.epoch
         assert await bus.renew_lease(a, 60_000) is False
         await bus.release_lease(a)
-        assert await bus.acquire_lease("L", "a", 60_000) is None
+        assert await bus.acquire_lease("{L}", "a", 60_000) is None
         assert await bus.renew_lease(b, 60_000) is True
 
 
