@@ -15,15 +15,19 @@ Layered from the inside out:
 from __future__ import annotations
 
 from actors.conversation.actor import ConversationActor
-from actors.conversation.rules import TIMER_KIND, Applied, apply
+from actors.conversation.effects import Effect, FactOut, Incoming, Outbound
+from actors.conversation.rules import Applied, apply
 from actors.conversation.state import CallState, OpenTurn, Speaking
 
 __all__ = [
-    "TIMER_KIND",
     "Applied",
     "CallState",
     "ConversationActor",
+    "Effect",
+    "FactOut",
+    "Incoming",
     "OpenTurn",
+    "Outbound",
     "Speaking",
     "apply",
 ]

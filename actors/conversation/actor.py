@@ -31,15 +31,16 @@ import trio
 
 from actors.config import ConversationConfig
 from actors.conversation.cache import StateCache
-from actors.conversation.effects import Effect, FactOut
+from actors.conversation.effects import Effect, FactOut, Incoming
 from actors.conversation.rules import apply
 from actors.conversation.state import CallState
 from actors.conversation.timers import PartitionTimers, fire_timers
 from actors.runtime import Actor, current_lease, lease_lost
 from bus.base import BusError, Entry, Fields, parse_id
-from bus.envelope import Envelope, Kind
+from bus.envelope import Envelope
 from bus.facts import fact_item, wall_ms
 from bus.keys import GROUP_CONVERSATION, partition_of
+from bus.messages import ControlCancel, LlmRequest, UnknownKind, envelope
 from bus.retry import Backoff
 
 log = structlog.get_logger()
@@ -76,13 +77,20 @@ class ConversationActor(Actor):
     # -- applying entries --------------------------------------------------------
 
     async def handle(self, env: Envelope, entry: Entry) -> None:
+        try:
+            # A body that is not its kind's message raises MalformedEntry
+            # here, before any state is touched: the runtime dead-letters it.
+            incoming = Incoming.of(env)
+        except UnknownKind:
+            log.warning("unexpected_kind", kind=str(env.kind), entry_id=entry.id)
+            return
         lease = current_lease()
         # Taken out of the cache: it goes back only once persisted, so a
         # handler that fails half-way never leaves a half-applied state there.
         state = self._cache.take(env.call, lease)
         if state is None:
             state = await self.load_state(env.call)
-        written = await self._apply(env, entry, state)
+        written = await self._apply(incoming, entry, state)
         if lease is None:
             return  # outside a partition's lease nobody fences the state: no cache
         if written is None:
@@ -95,7 +103,7 @@ class ConversationActor(Actor):
         self._cache.put(written, lease, partition, self.config.state_ttl_ms)
 
     async def _apply(
-        self, env: Envelope, entry: Entry, state: CallState | None
+        self, incoming: Incoming, entry: Entry, state: CallState | None
     ) -> CallState | None:
         """Apply one entry to ``state``; the state persisted, or None when nothing changed."""
         if (
@@ -105,13 +113,13 @@ class ConversationActor(Actor):
         ):
             log.info(
                 "entry_skipped_duplicate",
-                kind=env.kind,
+                kind=incoming.message.KIND,
                 entry_id=entry.id,
                 last_entry_id=state.last_entry_id,
             )
             return None
         timers_before = dict(state.timers) if state is not None else {}
-        applied = apply(state, env, config=self.config, now=self.clock(), wall_ms=wall_ms())
+        applied = apply(state, incoming, config=self.config, now=self.clock(), wall_ms=wall_ms())
         state = applied.state
         if state is None:
             return None
@@ -137,19 +145,19 @@ class ConversationActor(Actor):
                 t_ms=effect.t_ms,
                 **effect.fields,
             )
-        env = Envelope(
-            kind=effect.kind,
+        message = effect.message
+        env = envelope(
+            message,
             call=effect.call,
             session=effect.session,
             gateway=effect.gateway,
             seq=effect.seq,
             turn=effect.turn,
             epoch=_epoch(),
-            body=effect.body,
         )
-        if effect.kind == Kind.LLM_REQUEST:
+        if isinstance(message, LlmRequest):
             stream = self.keys.llm
-        elif effect.kind == Kind.CONTROL_CANCEL:
+        elif isinstance(message, ControlCancel):
             stream = self.keys.control
         else:
             stream = self.keys.gateway(effect.gateway)

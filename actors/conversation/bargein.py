@@ -15,8 +15,6 @@ Three cases:
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 
 from actors.conversation.effects import Step
@@ -25,16 +23,15 @@ from actors.conversation.state import CallState
 from actors.conversation.turns import cancel
 from actors.heard import locate_heard
 from actors.history import truncate_reply
-from bus.envelope import Envelope
+from bus.messages import CallInfo, CallInterrupt
 
 log = structlog.get_logger()
 
 
-def apply_interrupt(step: Step, state: CallState, env: Envelope) -> None:
-    """The caller barged in: stop the reply, or cut the one in history."""
-    body = env.body
-    fragment = str(body.get("utteranceUntilInterrupt") or "")
-    duration = _number(body.get("durationUntilInterruptMs"))
+def apply_interrupt(step: Step, state: CallState, interrupt: CallInterrupt, *, seq: int) -> None:
+    """The caller barged in (caller event ``seq``): stop the reply, or cut the one in history."""
+    fragment = interrupt.utterance_until_interrupt
+    duration = interrupt.duration_until_interrupt_ms
     caller_spoke(state)
     current = state.current()
     if current is not None:
@@ -46,7 +43,7 @@ def apply_interrupt(step: Step, state: CallState, env: Envelope) -> None:
         cancel(step, state, current, "interrupt")
         log.info(
             "caller_interrupt",
-            seq=env.seq,
+            seq=seq,
             fragment=fragment,
             duration_ms=duration,
             pending_turn=current.turn,
@@ -55,7 +52,7 @@ def apply_interrupt(step: Step, state: CallState, env: Envelope) -> None:
         return
     spoken = state.speaking
     if spoken is None:
-        log.info("caller_interrupt_nothing_playing", seq=env.seq, fragment=fragment)
+        log.info("caller_interrupt_nothing_playing", seq=seq, fragment=fragment)
         return
     heard = locate_heard(
         spoken.text,
@@ -72,7 +69,7 @@ def apply_interrupt(step: Step, state: CallState, env: Envelope) -> None:
     spoken.text = heard.text
     log.info(
         "caller_interrupt",
-        seq=env.seq,
+        seq=seq,
         fragment=fragment,
         duration_ms=duration,
         heard=heard.method,
@@ -80,28 +77,14 @@ def apply_interrupt(step: Step, state: CallState, env: Envelope) -> None:
     )
 
 
-def apply_info(state: CallState, env: Envelope) -> None:
+def apply_info(state: CallState, info: CallInfo, *, seq: int) -> None:
     """``tokensPlayed``: a chunk of the current reply finished playing."""
-    name, value = env.body.get("name"), env.body.get("value")
-    if name != "tokensPlayed" or not isinstance(value, str):
-        log.debug("caller_info", seq=env.seq, name=name, value=value)
+    name, value = info.name, info.value
+    if name != "tokensPlayed":
+        log.debug("caller_info", seq=seq, name=name, value=value)
         return
     current = state.current()
     if current is not None:
         current.played.append(value)
     elif state.speaking is not None:
         state.speaking.played.append(value)
-
-
-def _number(value: Any) -> float | None:
-    """Twilio's ``durationUntilInterruptMs``: a number, or (older docs) a string."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None

@@ -1,10 +1,15 @@
-"""What the turn rules ask the actor to do: messages to publish.
+"""What goes into the turn rules and what comes out of them.
 
-The rules never touch the bus. Each message they want sent is an ``Outbound``
-carrying the envelope stamps it goes out with (taken when the rule fired: a
-cancel for an old session names the old session), and the shell
-(``actors.conversation.actor``) routes it by kind, stamps the lease's epoch
-and appends everything in one batch before it persists the state.
+In: ``Incoming``, one entry of the call's partition stream as its typed
+message (``bus.messages``) with the envelope stamps the rules need.
+
+Out: the rules never touch the bus. Each message they want sent is an
+``Outbound``, a typed message (built, and so checked, where the rule fires)
+with the envelope stamps it goes out with, taken when the rule fired: a
+cancel for an old session names the old session. Facts are ``FactOut``. The
+shell (``actors.conversation.actor``) routes each by its type, stamps the
+lease's epoch and appends everything in one batch before it persists the
+state.
 """
 
 from __future__ import annotations
@@ -13,20 +18,44 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.config import ConversationConfig
-from bus.envelope import Kind
+from bus.envelope import Envelope
+from bus.messages import BusMessage, ControlCancel, GatewaySend, LlmRequest, decode
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One entry for the rules: its typed ``message`` and its envelope's stamps."""
+
+    message: BusMessage
+    call: str
+    session: str = ""
+    gateway: str = ""
+    seq: int = 0
+    turn: int = 0
+
+    @classmethod
+    def of(cls, env: Envelope) -> Incoming:
+        """``env`` decoded; raises ``MalformedEntry`` (``UnknownKind``) as ``decode`` does."""
+        return cls(
+            message=decode(env),
+            call=env.call,
+            session=env.session,
+            gateway=env.gateway,
+            seq=env.seq,
+            turn=env.turn,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
-    """One message for the bus: ``kind`` and ``body`` with their envelope stamps.
+    """One message for the bus with its envelope stamps.
 
-    Routed by kind: ``llm.request`` to the LLM stream, ``control.cancel`` to
-    the control stream, ``gateway.send`` to the gateway named by ``gateway``.
+    Routed by type: ``LlmRequest`` to the LLM stream, ``ControlCancel`` to the
+    control stream, ``GatewaySend`` to the gateway named by ``gateway``.
     """
 
-    kind: Kind
+    message: LlmRequest | ControlCancel | GatewaySend
     call: str
-    body: dict[str, Any] = field(hash=False)
     session: str = ""
     gateway: str = ""
     seq: int = 0
@@ -65,5 +94,15 @@ class Step:
     wall_ms: float
     effects: list[Effect] = field(default_factory=list)
 
-    def send(self, kind: Kind, call: str, body: dict[str, Any], **stamps: Any) -> None:
-        self.effects.append(Outbound(kind=kind, call=call, body=body, **stamps))
+    def send(
+        self,
+        message: LlmRequest | ControlCancel | GatewaySend,
+        call: str,
+        *,
+        session: str,
+        gateway: str,
+        seq: int = 0,
+        turn: int = 0,
+    ) -> None:
+        """Publish ``message`` with these envelope stamps."""
+        self.effects.append(Outbound(message, call, session, gateway, seq, turn))

@@ -14,7 +14,7 @@ from actors.conversation.effects import Step
 from actors.conversation.silence import caller_spoke
 from actors.conversation.state import DTMF, CallState
 from actors.conversation.turns import start_turn
-from bus.envelope import Envelope
+from bus.messages import CallDtmf
 
 log = structlog.get_logger()
 
@@ -22,28 +22,26 @@ _DTMF_KEYS = frozenset("0123456789*")
 _DTMF_MAX = 64  # digits kept in one entry; more is a stuck key
 
 
-def apply_dtmf(step: Step, state: CallState, env: Envelope) -> None:
-    """One key: buffer it, or (``#``) finish the entry."""
-    digit = str(env.body.get("digit", ""))
+def apply_dtmf(step: Step, state: CallState, dtmf: CallDtmf, *, seq: int) -> None:
+    """One key (caller event ``seq``): buffer it, or (``#``) finish the entry."""
+    digit = dtmf.digit
     caller_spoke(state)
-    state.session = env.session or state.session
-    state.gateway = env.gateway or state.gateway
     if digit == "#":
         entry = state.dtmf_digits or ("#" if "#" in step.config.dtmf_menu else "")
         state.dtmf_digits = ""
         state.timers.pop(DTMF, None)
-        log.info("caller_dtmf", seq=env.seq, digit=digit, entry=entry)
+        log.info("caller_dtmf", seq=seq, digit=digit, entry=entry)
         if entry:
-            start_turn(step, state, dtmf_words(step, entry), env.seq)
+            start_turn(step, state, dtmf_words(step, entry), seq)
         return
     if digit not in _DTMF_KEYS or len(digit) != 1:
-        log.warning("caller_dtmf_unknown", seq=env.seq, digit=digit)
+        log.warning("caller_dtmf_unknown", seq=seq, digit=digit)
         return
     if len(state.dtmf_digits) < _DTMF_MAX:
         state.dtmf_digits += digit
-    state.dtmf_seq = env.seq
+    state.dtmf_seq = seq
     state.timers[DTMF] = int(step.now + step.config.dtmf_idle_s * 1000)
-    log.info("caller_dtmf", seq=env.seq, digit=digit, buffered=len(state.dtmf_digits))
+    log.info("caller_dtmf", seq=seq, digit=digit, buffered=len(state.dtmf_digits))
 
 
 def entry_timed_out(step: Step, state: CallState) -> None:

@@ -1,8 +1,9 @@
 """The turn rules: ``apply(state, message, ...) -> Applied``, pure.
 
 One entry of the call's partition stream (a caller event, an LLM result, a
-timer that fired) is applied to the call's state, which it changes in
-place, and yields the messages to publish (``effects``). No bus, no clock, no
+timer that fired), as its typed message (``Incoming``), is applied to the
+call's state, which it changes in place, and yields the typed messages to
+publish (``effects``). No bus, no clock, no
 context variable: the time comes in as ``now`` (timer clock, ms) and
 ``wall_ms`` (facts), so the rules run the same in a test, in a replay and on
 the next owner of the partition. The shell (``actor``) publishes the effects,
@@ -25,17 +26,24 @@ import structlog
 
 from actors.config import ConversationConfig
 from actors.conversation.bargein import apply_info, apply_interrupt
-from actors.conversation.effects import Effect, Step
+from actors.conversation.effects import Effect, Incoming, Step
 from actors.conversation.keypad import apply_dtmf, entry_timed_out, take_buffered
 from actors.conversation.silence import arm_silence, caller_spoke, on_silence
 from actors.conversation.state import DTMF, REQUEST, SILENCE, CallState, Speaking
 from actors.conversation.turns import apply_result, end_open_turns, request, start_turn
-from bus.envelope import Envelope, Kind
+from bus.messages import (
+    CallClosed,
+    CallDtmf,
+    CallError,
+    CallInfo,
+    CallInterrupt,
+    CallPrompt,
+    CallSetup,
+    ConversationTimer,
+    LlmResult,
+)
 
 log = structlog.get_logger()
-
-# A timer that fired (conversation -> its own partition stream).
-TIMER_KIND = "conversation.timer"
 
 
 @dataclass(slots=True)
@@ -49,89 +57,88 @@ class Applied:
 
 def apply(
     state: CallState | None,
-    env: Envelope,
+    incoming: Incoming,
     *,
     config: ConversationConfig,
     now: float,
     wall_ms: float,
 ) -> Applied:
-    """Apply ``env`` to ``state`` (None: the call has no state yet).
+    """Apply ``incoming`` to ``state`` (None: the call has no state yet).
 
     ``now``: the timer clock in ms; ``wall_ms``: wall-clock ms for facts.
     """
     step = Step(config=config, now=now, wall_ms=wall_ms)
-    new = _dispatch(step, state, env)
+    new = _dispatch(step, state, incoming)
     return Applied(new, step.effects)
 
 
-def _dispatch(step: Step, state: CallState | None, env: Envelope) -> CallState | None:
-    kind = env.kind
-    if kind == Kind.CALL_SETUP:
-        return apply_setup(step, state, env)
-    if kind in _ANSWERS:
+def _dispatch(step: Step, state: CallState | None, incoming: Incoming) -> CallState | None:
+    message, seq = incoming.message, incoming.seq
+    if isinstance(message, CallSetup):
+        return apply_setup(step, state, incoming)
+    if isinstance(message, LlmResult | CallClosed | ConversationTimer):
         if state is None:
-            _without_call(kind)
-            return None
-        if kind == Kind.LLM_RESULT:
-            apply_result(step, state, env)
-        elif kind == Kind.CALL_CLOSED:
-            apply_closed(step, state, env)
+            _without_call(message)
+        elif isinstance(message, LlmResult):
+            apply_result(step, state, message, turn_no=incoming.turn)
+        elif isinstance(message, CallClosed):
+            apply_closed(step, state, message)
         else:
-            apply_timer(step, state, env)
+            apply_timer(step, state, message)
         return state
-    if kind == Kind.CALL_PROMPT and env.body.get("last", True) is not True:
+    if isinstance(message, CallPrompt) and not message.last:
         return None  # interim prompt: nothing changes, nothing to persist
-    if kind not in _CALLER_EVENTS:
-        log.warning("unexpected_kind", kind=kind)
+    if not isinstance(message, CallPrompt | CallInterrupt | CallInfo | CallDtmf | CallError):
+        log.warning("unexpected_kind", kind=message.KIND)
         return None
-    state = state or new_state(env)
-    if kind == Kind.CALL_PROMPT:
-        apply_prompt(step, state, env)
-    elif kind == Kind.CALL_INTERRUPT:
-        apply_interrupt(step, state, env)
-    elif kind == Kind.CALL_INFO:
-        apply_info(state, env)
-    elif kind == Kind.CALL_DTMF:
-        apply_dtmf(step, state, env)
+    state = state or new_state(incoming)
+    if isinstance(message, CallPrompt):
+        apply_prompt(step, state, message, incoming)
+    elif isinstance(message, CallInterrupt):
+        apply_interrupt(step, state, message, seq=seq)
+    elif isinstance(message, CallInfo):
+        apply_info(state, message, seq=seq)
+    elif isinstance(message, CallDtmf):
+        _follow_session(state, incoming)
+        apply_dtmf(step, state, message, seq=seq)
     else:
-        log.warning("caller_error", seq=env.seq, description=env.body.get("description"))
+        log.warning("caller_error", seq=seq, description=message.description)
     return state
 
 
-def _without_call(kind: str) -> None:
+def _without_call(message: LlmResult | CallClosed | ConversationTimer) -> None:
     """A result, close or timer for a call with no state (expired, or never set up)."""
-    if kind == Kind.LLM_RESULT:
+    if isinstance(message, LlmResult):
         log.warning("llm_result_without_call")
-    elif kind == Kind.CALL_CLOSED:
+    elif isinstance(message, CallClosed):
         log.info("call_closed_without_state")
     else:
         log.info("timer_without_call")
 
 
-# Entries about a call that must already have a state.
-_ANSWERS = frozenset({Kind.LLM_RESULT, Kind.CALL_CLOSED, TIMER_KIND})
-_CALLER_EVENTS = frozenset(
-    {Kind.CALL_PROMPT, Kind.CALL_INTERRUPT, Kind.CALL_INFO, Kind.CALL_DTMF, Kind.CALL_ERROR}
-)
+def _follow_session(state: CallState, incoming: Incoming) -> None:
+    """The caller's own events name the live session and its gateway."""
+    state.session = incoming.session or state.session
+    state.gateway = incoming.gateway or state.gateway
 
 
-def new_state(env: Envelope) -> CallState:
-    return CallState(call=env.call, session=env.session, gateway=env.gateway)
+def new_state(incoming: Incoming) -> CallState:
+    return CallState(call=incoming.call, session=incoming.session, gateway=incoming.gateway)
 
 
-def apply_setup(step: Step, state: CallState | None, env: Envelope) -> CallState:
+def apply_setup(step: Step, state: CallState | None, incoming: Incoming) -> CallState:
     """A session starts: a new call, or a known call resumed on a new socket."""
     resumed = state is not None
     if state is None:
-        state = new_state(env)
+        state = new_state(incoming)
     else:
         # A new session of a known call (after a failed session, or a
         # handoff back to the agent): same history, new socket, maybe a
         # different gateway. Replies still running for the old socket
         # will never be heard.
         end_open_turns(step, state, "hangup")
-        state.session = env.session
-        state.gateway = env.gateway
+        state.session = incoming.session
+        state.gateway = incoming.gateway
         state.closed = False
         state.ending = False
     state.dtmf_digits = ""
@@ -147,8 +154,8 @@ def apply_setup(step: Step, state: CallState | None, env: Envelope) -> CallState
     arm_silence(step, state, greeting)
     log.info(
         "call_setup",
-        session=env.session,
-        gateway=env.gateway,
+        session=incoming.session,
+        gateway=incoming.gateway,
         resumed=resumed,
         messages=len(state.history),
         greeting=bool(greeting),
@@ -156,39 +163,31 @@ def apply_setup(step: Step, state: CallState | None, env: Envelope) -> CallState
     return state
 
 
-def apply_prompt(step: Step, state: CallState, env: Envelope) -> None:
+def apply_prompt(step: Step, state: CallState, prompt: CallPrompt, incoming: Incoming) -> None:
     """The caller's final words: a new turn."""
-    text = str(env.body.get("voicePrompt", "")).strip()
+    text = prompt.voice_prompt.strip()
     caller_spoke(state)
     # Keys pressed just before speaking belong to what the caller says.
     text = f"{take_buffered(step, state)} {text}".strip()
-    # The prompt's envelope names the live session and its gateway.
-    state.session = env.session or state.session
-    state.gateway = env.gateway or state.gateway
+    _follow_session(state, incoming)
     if not text:
-        log.info("prompt_empty", seq=env.seq)
+        log.info("prompt_empty", seq=incoming.seq)
         return  # recorded as applied, nothing to answer
-    start_turn(step, state, text, env.seq)
+    start_turn(step, state, text, incoming.seq)
 
 
-def apply_closed(step: Step, state: CallState, env: Envelope) -> None:
+def apply_closed(step: Step, state: CallState, closed: CallClosed) -> None:
     """The session's socket closed."""
     state.closed = True
     state.timers.clear()
     state.dtmf_digits = ""
     end_open_turns(step, state, "hangup")
-    log.info(
-        "call_closed",
-        code=env.body.get("code"),
-        reason=env.body.get("reason", ""),
-        turns=state.turn,
-    )
+    log.info("call_closed", code=closed.code, reason=closed.reason, turns=state.turn)
 
 
-def apply_timer(step: Step, state: CallState, env: Envelope) -> None:
+def apply_timer(step: Step, state: CallState, timer: ConversationTimer) -> None:
     """A deadline fired; it acts only if the state still holds that deadline."""
-    name = str(env.body.get("timer", ""))
-    deadline = env.body.get("deadline_ms")
+    name, deadline = timer.timer, timer.deadline_ms
     if state.timers.get(name) != deadline:
         # Later input moved or cleared it (or it fired already).
         log.debug("timer_stale", timer=name, deadline_ms=deadline)

@@ -16,7 +16,7 @@ import structlog
 
 from actors.conversation.effects import Step
 from actors.conversation.state import SILENCE, CallState, Speaking
-from bus.envelope import Kind
+from bus.messages import GatewaySend
 
 log = structlog.get_logger()
 
@@ -68,11 +68,10 @@ def gateway_send(
     step: Step, state: CallState, frame: dict[str, Any], *, after_speech: bool = False
 ) -> None:
     """Send an app-to-Twilio ``frame`` to the call's gateway."""
-    body = {"frame": frame, "after_speech": after_speech, "origin": "conversation"}
+    message = GatewaySend(frame=frame, after_speech=after_speech, origin="conversation")
     step.send(
-        Kind.GATEWAY_SEND,
+        message,
         state.call,
-        body,
         session=state.session,
         gateway=state.gateway,
         turn=state.turn,

@@ -21,9 +21,8 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from actors.conversation.rules import TIMER_KIND
 from bus.base import Bus, BusError
-from bus.envelope import Envelope
+from bus.messages import ConversationTimer, envelope
 from bus.retry import Backoff
 
 log = structlog.get_logger()
@@ -117,11 +116,8 @@ async def fire_timers(
         items = [
             (
                 stream,
-                Envelope(
-                    kind=TIMER_KIND,
-                    call=call,
-                    epoch=epoch(),
-                    body={"timer": name, "deadline_ms": deadline},
+                envelope(
+                    ConversationTimer(timer=name, deadline_ms=deadline), call=call, epoch=epoch()
                 ).encode(),
             )
             for call, name, deadline in due

@@ -14,7 +14,7 @@ turn was interrupted or superseded (``actors.heard``, ``actors.history``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 import structlog
 
@@ -30,7 +30,7 @@ from actors.conversation.state import (
 )
 from actors.heard import Heard, locate_heard
 from actors.history import Message, request_messages, truncate_reply
-from bus.envelope import Envelope, Kind
+from bus.messages import ControlCancel, HistoryMessage, LlmRequest, LlmResult
 
 log = structlog.get_logger()
 
@@ -71,18 +71,24 @@ def request(step: Step, state: CallState, turn: OpenTurn) -> None:
     state.timers.pop(REQUEST, None)
     reply_to = turn.reply_to
     messages = request_messages(state.history)
-    stamps: dict[str, Any] = {
-        "session": state.session,
-        "gateway": state.gateway,
-        "seq": reply_to,
-        "turn": state.turn,
-    }
-    body = {"system": step.config.system_prompt, "messages": messages, "reply_to": reply_to}
-    step.send(Kind.LLM_REQUEST, state.call, body, **stamps)
+    # History is kept as plain dicts (actors.history); they are API messages.
+    typed = cast(list[HistoryMessage], messages)
+    message = LlmRequest(system=step.config.system_prompt, messages=typed, reply_to=reply_to)
+    session, gateway, turn_no = state.session, state.gateway, state.turn
+    step.send(message, state.call, session=session, gateway=gateway, seq=reply_to, turn=turn_no)
     # The turn's facts ride in the request's round trip (bus.facts).
-    fields = {"reply_to": reply_to}
-    step.effects.append(FactOut("prompt_applied", state.call, fields, t_ms=step.wall_ms, **stamps))
-    step.effects.append(FactOut("llm_requested", state.call, fields, **stamps))
+    for name, t_ms in (("prompt_applied", step.wall_ms), ("llm_requested", None)):
+        fact = FactOut(
+            name,
+            state.call,
+            {"reply_to": reply_to},
+            session=session,
+            gateway=gateway,
+            seq=reply_to,
+            turn=turn_no,
+            t_ms=t_ms,
+        )
+        step.effects.append(fact)
     log.info(
         "prompt_applied",
         turn=state.turn,
@@ -92,23 +98,21 @@ def request(step: Step, state: CallState, turn: OpenTurn) -> None:
     )
 
 
-def apply_result(step: Step, state: CallState, env: Envelope) -> None:
-    """Put a turn's reply into history, cut to what the caller heard of it."""
-    body = env.body
-    turn = next((t for t in state.open_turns if t.turn == env.turn), None)
+def apply_result(step: Step, state: CallState, result: LlmResult, *, turn_no: int) -> None:
+    """Put turn ``turn_no``'s reply into history, cut to what the caller heard of it."""
+    turn = next((t for t in state.open_turns if t.turn == turn_no), None)
     if turn is None:
         log.info(
             "llm_result_stale",
-            result_turn=env.turn,
+            result_turn=turn_no,
             current_turn=state.turn,
             answered_turn=state.answered_turn,
         )
         return
-    text = str(body.get("text") or "")
-    raw = body.get("messages")
+    text = result.text
     messages: list[Message]
-    if isinstance(raw, list):
-        messages = [m for m in raw if isinstance(m, dict)]
+    if result.messages is not None:
+        messages = cast(list[Message], list(result.messages))
     else:
         # A result without "messages": its text is the whole reply.
         messages = [{"role": "assistant", "content": text}] if text else []
@@ -123,8 +127,8 @@ def apply_result(step: Step, state: CallState, env: Envelope) -> None:
         state.speaking = Speaking(
             start=turn.index, count=len(kept), text=spoken, played=turn.played
         )
-        tools = {str(c.get("name")) for c in body.get("tool_calls") or [] if isinstance(c, dict)}
-        if tools & _ENDING_TOOLS and not body.get("cancelled"):
+        tools = {c.name for c in result.tool_calls}
+        if tools & _ENDING_TOOLS and not result.cancelled:
             state.ending = True  # the LLM actor ends the call after the goodbye
         arm_silence(step, state, "" if turn.interrupted else text)
     current = state.current()
@@ -138,11 +142,11 @@ def apply_result(step: Step, state: CallState, env: Envelope) -> None:
         heard=heard.method if heard is not None else "complete",
         superseded=turn.superseded,
         messages=len(kept),
-        cancelled=bool(body.get("cancelled")),
-        stop_reason=body.get("stop_reason"),
-        error=body.get("error"),
-        timings=body.get("timings"),
-        usage=body.get("usage"),
+        cancelled=result.cancelled,
+        stop_reason=result.stop_reason,
+        error=result.error,
+        timings=result.timings.to_body(),
+        usage=result.usage.to_body(),
     )
 
 
@@ -175,9 +179,8 @@ def cancel(step: Step, state: CallState, turn: OpenTurn, reason: str) -> None:
         return
     turn.cancelled = True
     step.send(
-        Kind.CONTROL_CANCEL,
+        ControlCancel(reply_to=turn.reply_to, reason=reason),
         state.call,
-        {"reply_to": turn.reply_to, "reason": reason},
         session=state.session,
         gateway=state.gateway,
         seq=turn.reply_to,

@@ -10,13 +10,26 @@ the same rules through the actor on a bus.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.config import ConversationConfig
-from actors.conversation import TIMER_KIND, CallState, apply
-from actors.conversation.effects import Effect, FactOut, Outbound
+from actors.conversation import CallState, Effect, FactOut, Incoming, Outbound, apply
 from actors.conversation.state import DTMF, REQUEST, REQUEST_WAIT_MS, SILENCE
-from bus.envelope import Envelope, Kind
+from bus.messages import (
+    BusMessage,
+    CallClosed,
+    CallDtmf,
+    CallInfo,
+    CallInterrupt,
+    CallPrompt,
+    CallSetup,
+    ControlCancel,
+    ConversationTimer,
+    GatewaySend,
+    HistoryMessage,
+    LlmRequest,
+    LlmResult,
+)
 
 CALL = "CA00000000000000000000000000000009"
 SESSION = "VX00000000000000000000000000000009"
@@ -38,47 +51,45 @@ class Call:
     seq: int = 0
     now: float = 1_000_000.0
 
-    def feed(self, kind: str, body: dict[str, Any], *, turn: int = 0) -> list[Effect]:
+    def feed(self, message: BusMessage, *, turn: int = 0) -> list[Effect]:
         """Apply one entry; the effects it asks for."""
         self.seq += 1
-        env = Envelope(
-            kind=kind, call=CALL, session=self.session, gateway="gw1", seq=self.seq,
-            turn=turn, body=body,
-        )  # fmt: skip
-        applied = apply(self.state, env, config=self.config, now=self.now, wall_ms=self.now)
+        incoming = Incoming(message, CALL, self.session, "gw1", seq=self.seq, turn=turn)
+        applied = apply(self.state, incoming, config=self.config, now=self.now, wall_ms=self.now)
         if applied.state is not None:
             self.state = applied.state
         return applied.effects
 
     def setup(self) -> list[Effect]:
-        return self.feed(Kind.CALL_SETUP, {"type": "setup", "callSid": CALL})
+        return self.feed(CallSetup(session_id=self.session, call_sid=CALL))
 
     def say(self, text: str, *, last: bool = True) -> list[Effect]:
-        return self.feed(Kind.CALL_PROMPT, {"voicePrompt": text, "lang": "en-US", "last": last})
+        return self.feed(CallPrompt(voice_prompt=text, lang="en-US", last=last))
 
     def played(self, text: str) -> list[Effect]:
-        return self.feed(Kind.CALL_INFO, {"name": "tokensPlayed", "value": text})
+        return self.feed(CallInfo(name="tokensPlayed", value=text))
 
     def interrupt(self, fragment: str, duration_ms: float = 0) -> list[Effect]:
-        body = {"utteranceUntilInterrupt": fragment, "durationUntilInterruptMs": duration_ms}
-        return self.feed(Kind.CALL_INTERRUPT, body)
+        return self.feed(CallInterrupt(fragment, duration_ms))
 
     def dtmf(self, digit: str) -> list[Effect]:
-        return self.feed(Kind.CALL_DTMF, {"digit": digit})
+        return self.feed(CallDtmf(digit))
 
     def result(self, request: Outbound, text: str, *, cancelled: bool = False) -> list[Effect]:
-        body = {"text": text, "reply_to": request.body["reply_to"], "cancelled": cancelled}
-        return self.feed(Kind.LLM_RESULT, body, turn=request.turn)
+        """The LLM actor's result for ``request``, on the request's turn."""
+        assert isinstance(request.message, LlmRequest) and request.message.reply_to is not None
+        result = LlmResult(text=text, reply_to=request.message.reply_to, cancelled=cancelled)
+        return self.feed(result, turn=request.turn)
 
     def fire(self, timer: str) -> list[Effect]:
         """The timer task's entry for ``timer`` at its deadline, the clock moved there."""
         assert self.state is not None
         deadline = self.state.timers[timer]
         self.now = deadline
-        return self.feed(TIMER_KIND, {"timer": timer, "deadline_ms": deadline})
+        return self.feed(ConversationTimer(timer, deadline))
 
     def closed(self) -> list[Effect]:
-        return self.feed(Kind.CALL_CLOSED, {"code": 1000, "reason": ""})
+        return self.feed(CallClosed(code=1000))
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -86,35 +97,44 @@ class Call:
         return self.state.history
 
 
-def sent(effects: list[Effect], kind: Kind) -> list[Outbound]:
-    return [e for e in effects if isinstance(e, Outbound) and e.kind == kind]
+M = TypeVar("M", LlmRequest, ControlCancel, GatewaySend)
 
 
-def one(effects: list[Effect], kind: Kind) -> Outbound:
+def sent(effects: list[Effect], kind: type[M]) -> list[tuple[M, Outbound]]:
+    """The messages of type ``kind`` among ``effects``, each with what carries it."""
+    return [
+        (e.message, e) for e in effects if isinstance(e, Outbound) and isinstance(e.message, kind)
+    ]
+
+
+def one(effects: list[Effect], kind: type[M]) -> tuple[M, Outbound]:
     (found,) = sent(effects, kind)
     return found
+
+
+def user(text: str) -> HistoryMessage:
+    return {"role": "user", "content": text}
+
+
+def agent(text: str) -> HistoryMessage:
+    return {"role": "assistant", "content": text}
 
 
 def test_a_prompt_opens_a_turn_and_asks_for_its_reply_with_the_whole_history() -> None:
     call = Call()
     assert call.setup() == []
     effects = call.say("  When are you open? ")
-    request = one(effects, Kind.LLM_REQUEST)
-    assert request.body == {
-        "system": "Test agent.",
-        "messages": [
-            {"role": "assistant", "content": GREETING},
-            {"role": "user", "content": "When are you open?"},
-        ],
-        "reply_to": 2,
-    }
-    assert (request.session, request.gateway, request.seq, request.turn) == (SESSION, "gw1", 2, 1)
+    request, out = one(effects, LlmRequest)
+    assert request == LlmRequest(
+        system="Test agent.", messages=[agent(GREETING), user("When are you open?")], reply_to=2
+    )
+    assert (out.call, out.session, out.gateway, out.seq, out.turn) == (CALL, SESSION, "gw1", 2, 1)
     facts = [e for e in effects if isinstance(e, FactOut)]
     assert [f.name for f in facts] == ["prompt_applied", "llm_requested"]
     assert facts[0].t_ms == call.now and facts[0].fields == {"reply_to": 2}
-    result = call.result(request, REPLY)
-    assert result == []
-    assert call.history[-1] == {"role": "assistant", "content": REPLY}
+    assert facts[1].t_ms is None  # stamped when published
+    assert call.result(out, REPLY) == []
+    assert call.history[-1] == agent(REPLY)
 
 
 def test_an_interim_prompt_changes_nothing() -> None:
@@ -122,68 +142,66 @@ def test_an_interim_prompt_changes_nothing() -> None:
     call.setup()
     before = call.state
     assert call.say("When are", last=False) == []
-    assert call.state is before and call.history == [{"role": "assistant", "content": GREETING}]
+    assert call.state is before and call.history == [agent(GREETING)]
 
 
-def test_barge_in_before_the_result_cancels_and_cuts_the_result_to_tokens_played() -> None:
+def test_barge_in_before_the_result_cancels_and_cuts_the_result_to_what_was_heard() -> None:
     call = Call()
     call.setup()
-    request = one(call.say("When are you open?"), Kind.LLM_REQUEST)
+    _, request = one(call.say("When are you open?"), LlmRequest)
     call.played("We open at nine")
-    cancel = one(call.interrupt("in the", 500), Kind.CONTROL_CANCEL)
-    assert cancel.body == {"reply_to": request.body["reply_to"], "reason": "interrupt"}
-    assert (cancel.session, cancel.seq, cancel.turn) == (SESSION, 2, 1)
+    cancel, out = one(call.interrupt("in the", 500), ControlCancel)
+    assert cancel == ControlCancel(reply_to=2, reason="interrupt")
+    assert (out.session, out.seq, out.turn) == (SESSION, 2, 1)
     # The cancelled generation reports all it streamed; history keeps what was heard.
     assert call.result(request, REPLY, cancelled=True) == []
-    assert call.history[-1] == {"role": "assistant", "content": "We open at nine in the"}
+    assert call.history[-1] == agent("We open at nine in the")
 
 
 def test_barge_in_after_the_result_cuts_the_reply_in_history_without_a_cancel() -> None:
     call = Call()
     call.setup()
-    request = one(call.say("When are you open?"), Kind.LLM_REQUEST)
+    _, request = one(call.say("When are you open?"), LlmRequest)
     call.result(request, REPLY)
     # Only the playing chunk's fragment, in other case and punctuation.
     assert call.interrupt("MORNING, and we", 700) == []
-    assert call.history[-1] == {
-        "role": "assistant",
-        "content": "We open at nine in the morning, and we",
-    }
+    assert call.history[-1] == agent("We open at nine in the morning, and we")
 
 
 def test_barge_in_with_only_a_duration_cuts_at_the_configured_speaking_rate() -> None:
-    call = Call(config=ConversationConfig(welcome_greeting=GREETING, speech_chars_per_second=10.0))
+    config = ConversationConfig(welcome_greeting=GREETING, speech_chars_per_second=10.0)
+    call = Call(config=config)
     call.setup()
-    request = one(call.say("When?"), Kind.LLM_REQUEST)
+    _, request = one(call.say("When?"), LlmRequest)
     call.result(request, REPLY)
     call.interrupt("", 1500)  # 15 characters at 10 a second, cut at a word
-    assert call.history[-1] == {"role": "assistant", "content": "We open at nine"}
+    assert call.history[-1] == agent("We open at nine")
 
 
 def test_barge_in_during_the_greeting_cuts_the_greeting() -> None:
     call = Call()
     call.setup()
     call.interrupt("Hello,", 300)
-    assert call.history == [{"role": "assistant", "content": "Hello"}]
+    assert call.history == [agent("Hello")]
 
 
 def test_a_new_prompt_supersedes_the_open_turn_and_its_request_waits_for_the_result() -> None:
     call = Call()
     call.setup()
-    first = one(call.say("When are you open?"), Kind.LLM_REQUEST)
+    _, first = one(call.say("When are you open?"), LlmRequest)
     call.played("We open at nine")
     effects = call.say("Actually, where are you?")
-    cancel = one(effects, Kind.CONTROL_CANCEL)
-    assert cancel.body == {"reply_to": 2, "reason": "superseded"} and cancel.turn == 1
-    assert sent(effects, Kind.LLM_REQUEST) == []  # waits for the first turn's result
+    cancel, out = one(effects, ControlCancel)
+    assert cancel == ControlCancel(reply_to=2, reason="superseded") and out.turn == 1
+    assert sent(effects, LlmRequest) == []  # waits for the first turn's result
     assert call.state is not None and call.state.timers[REQUEST] == call.now + REQUEST_WAIT_MS
     # The superseded reply is cut to its tokensPlayed; then the waiting turn is asked.
-    second = one(call.result(first, REPLY, cancelled=True), Kind.LLM_REQUEST)
-    assert (second.turn, second.body["reply_to"]) == (2, 4)
-    assert second.body["messages"][1:] == [
-        {"role": "user", "content": "When are you open?"},
-        {"role": "assistant", "content": "We open at nine"},
-        {"role": "user", "content": "Actually, where are you?"},
+    second, out = one(call.result(first, REPLY, cancelled=True), LlmRequest)
+    assert (out.turn, second.reply_to) == (2, 4)
+    assert second.messages[1:] == [
+        user("When are you open?"),
+        agent("We open at nine"),
+        user("Actually, where are you?"),
     ]
     assert REQUEST not in call.state.timers
 
@@ -191,12 +209,10 @@ def test_a_new_prompt_supersedes_the_open_turn_and_its_request_waits_for_the_res
 def test_a_superseded_reply_nobody_heard_leaves_nothing_and_the_request_merges_prompts() -> None:
     call = Call()
     call.setup()
-    first = one(call.say("When are you open?"), Kind.LLM_REQUEST)
+    _, first = one(call.say("When are you open?"), LlmRequest)
     call.say("And where?")
-    second = one(call.result(first, REPLY, cancelled=True), Kind.LLM_REQUEST)
-    assert second.body["messages"][1:] == [
-        {"role": "user", "content": "When are you open? And where?"}
-    ]
+    second, _ = one(call.result(first, REPLY, cancelled=True), LlmRequest)
+    assert second.messages[1:] == [user("When are you open? And where?")]
 
 
 def test_the_request_wait_times_out_and_asks_anyway() -> None:
@@ -204,8 +220,8 @@ def test_the_request_wait_times_out_and_asks_anyway() -> None:
     call.setup()
     call.say("When are you open?")
     call.say("And where?")
-    request = one(call.fire(REQUEST), Kind.LLM_REQUEST)
-    assert (request.turn, request.body["reply_to"]) == (2, 3)
+    request, out = one(call.fire(REQUEST), LlmRequest)
+    assert (out.turn, request.reply_to) == (2, 3)
 
 
 def test_dtmf_keys_are_buffered_until_hash_and_become_the_callers_words() -> None:
@@ -213,9 +229,9 @@ def test_dtmf_keys_are_buffered_until_hash_and_become_the_callers_words() -> Non
     call.setup()
     assert call.dtmf("4") == [] and call.dtmf("2") == []
     assert call.state is not None and call.state.dtmf_digits == "42"
-    request = one(call.dtmf("#"), Kind.LLM_REQUEST)
-    assert request.body["reply_to"] == 4  # the '#'
-    assert call.history[-1] == {"role": "user", "content": "[keypad] 4 2"}
+    request, _ = one(call.dtmf("#"), LlmRequest)
+    assert request.reply_to == 4  # the '#'
+    assert call.history[-1] == user("[keypad] 4 2")
     assert call.state.dtmf_digits == "" and DTMF not in call.state.timers
 
 
@@ -226,9 +242,9 @@ def test_dtmf_idle_timer_ends_the_entry_answering_the_last_key() -> None:
     assert call.state is not None
     assert call.state.timers[DTMF] == call.now + call.config.dtmf_idle_s * 1000
     call.dtmf("*")
-    request = one(call.fire(DTMF), Kind.LLM_REQUEST)
-    assert request.body["reply_to"] == 3  # the last key's seq
-    assert call.history[-1] == {"role": "user", "content": "[keypad] 7 *"}
+    request, _ = one(call.fire(DTMF), LlmRequest)
+    assert request.reply_to == 3  # the last key's seq
+    assert call.history[-1] == user("[keypad] 7 *")
 
 
 def test_a_one_key_menu_entry_becomes_its_words_and_unknown_keys_are_ignored() -> None:
@@ -237,19 +253,19 @@ def test_a_one_key_menu_entry_becomes_its_words_and_unknown_keys_are_ignored() -
     call.setup()
     assert call.dtmf("x") == []
     call.dtmf("1")
-    request = one(call.dtmf("#"), Kind.LLM_REQUEST)
-    assert call.history[-1] == {"role": "user", "content": "I want to talk about billing"}
+    _, request = one(call.dtmf("#"), LlmRequest)
+    assert call.history[-1] == user("I want to talk about billing")
     call.result(request, "Sure.")
-    one(call.dtmf("#"), Kind.LLM_REQUEST)  # '#' alone is a menu key here
-    assert call.history[-1]["content"] == "Repeat the menu"
+    one(call.dtmf("#"), LlmRequest)  # '#' alone is a menu key here
+    assert call.history[-1] == user("Repeat the menu")
 
 
 def test_keys_pressed_before_speaking_join_what_the_caller_says() -> None:
     call = Call()
     call.setup()
     call.dtmf("3")
-    one(call.say("is my floor"), Kind.LLM_REQUEST)
-    assert call.history[-1] == {"role": "user", "content": "[keypad] 3 is my floor"}
+    one(call.say("is my floor"), LlmRequest)
+    assert call.history[-1] == user("[keypad] 3 is my floor")
 
 
 def silent_call(max_reprompts: int = 1) -> Call:
@@ -270,13 +286,11 @@ def test_silence_reprompts_after_the_greeting_has_played() -> None:
     assert call.state is not None
     # 5 s of silence counted from the end of the greeting (22 chars at 10/s).
     assert call.state.timers[SILENCE] == call.now + 5000 + len(GREETING) * 100
-    frame = one(call.fire(SILENCE), Kind.GATEWAY_SEND)
-    assert frame.body == {
-        "frame": {"type": "text", "token": "Still there?", "last": True},
-        "after_speech": False,
-        "origin": "conversation",
-    }
-    assert call.history[-1] == {"role": "assistant", "content": "Still there?"}
+    send, _ = one(call.fire(SILENCE), GatewaySend)
+    assert send == GatewaySend(
+        frame={"type": "text", "token": "Still there?", "last": True}, origin="conversation"
+    )
+    assert call.history[-1] == agent("Still there?")
     assert call.state.timers[SILENCE] == call.now + 5000 + len("Still there?") * 100
 
 
@@ -284,13 +298,13 @@ def test_silence_after_the_last_reprompt_says_goodbye_and_ends_after_speech() ->
     call = silent_call(max_reprompts=1)
     call.setup()
     call.fire(SILENCE)
-    goodbye, end = sent(call.fire(SILENCE), Kind.GATEWAY_SEND)
-    assert goodbye.body["frame"] == {"type": "text", "token": "Goodbye!", "last": True}
-    assert end.body == {
-        "frame": {"type": "end", "handoffData": '{"reason": "silence"}'},
-        "after_speech": True,
-        "origin": "conversation",
-    }
+    (goodbye, _), (end, _) = sent(call.fire(SILENCE), GatewaySend)
+    assert goodbye.frame == {"type": "text", "token": "Goodbye!", "last": True}
+    assert end == GatewaySend(
+        frame={"type": "end", "handoffData": '{"reason": "silence"}'},
+        after_speech=True,
+        origin="conversation",
+    )
     assert call.state is not None and call.state.ending and SILENCE not in call.state.timers
 
 
@@ -299,9 +313,9 @@ def test_caller_input_clears_silence_and_its_stale_timer_entry_does_nothing() ->
     call.setup()
     assert call.state is not None
     deadline = call.state.timers[SILENCE]
-    request = one(call.say("Hi"), Kind.LLM_REQUEST)
+    _, request = one(call.say("Hi"), LlmRequest)
     assert SILENCE not in call.state.timers and call.state.reprompts == 0
-    assert call.feed(TIMER_KIND, {"timer": SILENCE, "deadline_ms": deadline}) == []
+    assert call.feed(ConversationTimer(SILENCE, deadline)) == []
     call.result(request, "Hello!")
     assert call.state.timers[SILENCE] == call.now + 5000 + len("Hello!") * 100
 
@@ -309,12 +323,12 @@ def test_caller_input_clears_silence_and_its_stale_timer_entry_does_nothing() ->
 def test_resume_keeps_history_cancels_the_old_sessions_reply_and_greets_again() -> None:
     call = Call()
     call.setup()
-    request = one(call.say("When are you open?"), Kind.LLM_REQUEST)
+    _, request = one(call.say("When are you open?"), LlmRequest)
     call.session = "VX0000000000000000000000000000000a"
-    cancel = one(call.setup(), Kind.CONTROL_CANCEL)
+    cancel, out = one(call.setup(), ControlCancel)
     # The cancel names the session whose reply it stops.
-    assert (cancel.session, cancel.body) == (SESSION, {"reply_to": 2, "reason": "hangup"})
-    assert call.history[-1] == {"role": "assistant", "content": call.config.resume_greeting}
+    assert (out.session, cancel) == (SESSION, ControlCancel(reply_to=2, reason="hangup"))
+    assert call.history[-1] == agent(call.config.resume_greeting)
     assert call.state is not None and call.state.session == call.session
     # The old reply arrives later: nobody heard it, so it adds nothing.
     call.result(request, REPLY, cancelled=True)
@@ -325,14 +339,14 @@ def test_a_closed_call_cancels_its_open_turn_once_and_answers_nothing_after() ->
     call = silent_call()
     call.setup()
     call.say("When are you open?")
-    cancel = one(call.closed(), Kind.CONTROL_CANCEL)
-    assert cancel.body["reason"] == "hangup"
+    cancel, _ = one(call.closed(), ControlCancel)
+    assert cancel.reason == "hangup"
     assert call.state is not None and call.state.closed and call.state.timers == {}
-    assert sent(call.setup(), Kind.CONTROL_CANCEL) == []  # already cancelled
+    assert sent(call.setup(), ControlCancel) == []  # already cancelled
 
 
 def test_a_result_or_timer_for_an_unknown_call_changes_nothing() -> None:
     call = Call()
-    assert call.feed(Kind.LLM_RESULT, {"text": "x", "reply_to": 1}, turn=1) == []
-    assert call.feed(TIMER_KIND, {"timer": SILENCE, "deadline_ms": 1}) == []
+    assert call.feed(LlmResult(text="x", reply_to=1), turn=1) == []
+    assert call.feed(ConversationTimer(SILENCE, 1)) == []
     assert call.state is None
