@@ -13,14 +13,15 @@ from typing import Any
 
 import trio
 import trio.testing
+from structlog.testing import capture_logs
 
 from actors.config import ConversationConfig
 from actors.conversation import CallState, ConversationActor
 from actors.history import request_messages
-from actors.runtime import serve_actor
+from actors.runtime import dead_letter_stream, serve_actor
 from bus.base import Entry
 from bus.envelope import Envelope, Kind
-from bus.keys import Keys
+from bus.keys import Keys, partition_of
 from bus.memory import MemoryBus
 
 KEYS = Keys(namespace="cv", partitions=4)
@@ -328,3 +329,45 @@ def test_call_state_round_trips_through_json() -> None:
         closed=True,
     )
     assert CallState.from_json(state.to_json()) == state
+
+
+def same_partition_call(call: str) -> str:
+    """Another call sid on ``call``'s partition (one stream, read in order)."""
+    p = partition_of(call, KEYS.partitions)
+    return next(
+        c for c in (f"CA{n:032d}" for n in range(2, 1000)) if partition_of(c, KEYS.partitions) == p
+    )
+
+
+async def test_a_malformed_entry_is_refused_typed_and_the_next_call_on_its_stream_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = MemoryBus()
+    actor = ConversationActor(config())
+    broken, other = Caller(bus), Caller(bus, call=same_partition_call(CALL))
+    with trio.fail_after(60), capture_logs() as logs:
+        async with serving(bus, actor):
+            await broken.setup()
+            await broken.send(Kind.CALL_DTMF, {"type": "dtmf", "digit": 5})  # not a string
+            await other.setup()
+            await other.say("hello")
+            request = await other.next_request()
+    assert request.call == other.call and request.body["messages"][-1]["content"] == "hello"
+    (dead,) = await bus.range(dead_letter_stream(KEYS))
+    assert Envelope.decode(dead.fields).kind == Kind.CALL_DTMF
+    assert "digit" in dead.fields["dead.error"] and "MalformedEntry" in dead.fields["dead.error"]
+    state = await actor.load_state(CALL)
+    assert state is not None and state.dtmf_digits == ""  # nothing of it applied
+    assert not [e for e in logs if e["event"] == "caller_dtmf"]
+
+
+async def test_an_entry_of_a_kind_it_does_not_know_is_skipped() -> None:
+    bus = MemoryBus()
+    actor = ConversationActor(config())
+    actor.attach(bus)
+    caller = Caller(bus)
+    entry_id, env = await caller.send("analytics.mark", {"note": "x"})
+    with capture_logs() as logs:
+        await actor.handle(env, Entry(KEYS.calls_for(CALL), entry_id, env.encode()))
+    assert [e["event"] for e in logs] == ["unexpected_kind"]
+    assert await actor.load_state(CALL) is None
