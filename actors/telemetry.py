@@ -45,6 +45,7 @@ from actors.runtime import Actor
 from bus.base import Entry
 from bus.envelope import Envelope, Kind
 from bus.keys import GROUP_TELEMETRY, Keys
+from bus.messages import Fact, Usage
 
 log = structlog.get_logger()
 
@@ -92,7 +93,7 @@ class TurnTimings:
     reply_to: int
     turn: int = 0
     t_ms: dict[str, float] = field(default_factory=dict)
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: Usage | None = None  # from ``completion_done``
     error: str | None = None
     tools: list[str] = field(default_factory=list)
     done: bool = False
@@ -147,8 +148,9 @@ class CallSummary:
             if self.started_ms is not None and self.ended_ms is not None
             else None
         )
-        usage_in = sum(t.usage.get("input_tokens", 0) for t in self.turns.values())
-        usage_out = sum(t.usage.get("output_tokens", 0) for t in self.turns.values())
+        usage = [t.usage for t in self.turns.values() if t.usage is not None]
+        usage_in = sum(u.input_tokens for u in usage)
+        usage_out = sum(u.output_tokens for u in usage)
         return {
             "outcome": self.outcome,
             "close_code": self.close_code,
@@ -248,25 +250,20 @@ class TelemetryActor(Actor):
     async def handle(self, env: Envelope, entry: Entry) -> None:
         if env.kind != Kind.EVENT:
             return
-        name = str(env.body.get("fact", ""))
-        try:
-            t_ms = float(env.body.get("t_ms", env.ts))
-        except (TypeError, ValueError):
-            t_ms = float(env.ts)
-        if not name:
-            return
-        self.apply(env, name, t_ms)
+        # A body that is no fact raises MalformedEntry: the runtime
+        # dead-letters it with the reason.
+        self.apply(env, Fact.from_body(env.body))
         self._changed.set()
         self._changed = trio.Event()
 
-    def apply(self, env: Envelope, name: str, t_ms: float) -> None:
+    def apply(self, env: Envelope, fact: Fact) -> None:
         """Fold one fact into the call's state (synchronous: no bus access)."""
+        name, t_ms = fact.name, fact.t_ms
         if env.call in self._ended:
             if name != "call_started":
                 return  # late fact of a summarised call
             del self._ended[env.call]  # a new session of the call (e.g. after a handoff)
         call = self._call(env.call)
-        body = env.body
         if name == "call_started":
             call.started_ms = call.started_ms if call.started_ms is not None else t_ms
         elif name == "interrupt_received":
@@ -277,30 +274,28 @@ class TelemetryActor(Actor):
             self.metrics.errors.labels(name).inc()
         elif name == "call_ended":
             call.ended_ms = t_ms
-            code = body.get("code")
-            call.close_code = code if isinstance(code, int) else None
+            call.close_code = fact.int_field("code")
             call.outcome = _outcome(call.close_code)
             self._summarise(call)
             return
         if name not in _TURN_FACTS:
             return
-        reply_to = body.get("reply_to", env.seq)
-        reply = int(reply_to) if isinstance(reply_to, int) else env.seq
+        reply_to = fact.int_field("reply_to")
+        reply = env.seq if reply_to is None else reply_to
         turn = self._turn(call, env, reply, gateway_count=name == "prompt_received")
         turn.t_ms.setdefault(name, t_ms)
         if name == "completion_done":
-            usage = body.get("usage")
-            if isinstance(usage, dict) and not turn.usage:
-                turn.usage = {k: int(v) for k, v in usage.items() if isinstance(v, int)}
-                for direction in ("input", "output"):
-                    tokens = turn.usage.get(f"{direction}_tokens", 0)
-                    self.metrics.llm_tokens.labels(direction).inc(tokens)
+            usage = fact.usage()
+            if usage is not None and turn.usage is None:
+                turn.usage = usage
+                self.metrics.llm_tokens.labels("input").inc(usage.input_tokens)
+                self.metrics.llm_tokens.labels("output").inc(usage.output_tokens)
         elif name == "provider_error":
-            turn.error = str(body.get("error"))
+            turn.error = fact.str_field("error") or "unknown error"
             call.errors.append(turn.error)
             self.metrics.errors.labels(name).inc()
         elif name == "tool_called":
-            tool = str(body.get("name", "?"))
+            tool = fact.str_field("name") or "?"
             turn.tools.append(tool)
             call.tools.append(tool)
             self.metrics.tool_calls.inc()

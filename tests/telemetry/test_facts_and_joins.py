@@ -13,6 +13,7 @@ from bus.envelope import Envelope
 from bus.facts import FactPublisher, fact_envelope
 from bus.keys import Keys
 from bus.memory import MemoryBus
+from bus.messages import Fact
 from switchboard.settings import Settings, SettingsError
 
 
@@ -34,7 +35,7 @@ async def test_publisher_never_blocks_and_counts_what_it_drops(autojump_clock: o
 
 
 def _feed(actor: TelemetryActor, env: Envelope) -> None:
-    actor.apply(env, str(env.body["fact"]), float(env.body["t_ms"]))
+    actor.apply(env, Fact.from_body(env.body))
 
 
 def test_join_survives_out_of_order_and_duplicate_facts() -> None:

@@ -45,7 +45,7 @@ async def test_turn_timings_are_complete_ordered_and_exposed() -> None:
         assert turn.complete, f"turn {turn.turn} misses {set(TIMELINE) - set(turn.t_ms)}"
         times = [turn.t_ms[name] for name in TIMELINE]
         assert times == sorted(times), f"turn {turn.turn} out of order: {turn.offsets_ms()}"
-        assert turn.usage["output_tokens"] > 0
+        assert turn.usage is not None and turn.usage.output_tokens > 0
     fields = summary.fields()
     assert fields["outcome"] == "completed"
     assert fields["turns"] == fields["turns_complete"] == 3
