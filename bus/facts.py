@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -42,6 +43,7 @@ import trio
 from bus.base import Bus, BusError, Fields
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
+from bus.messages import Fact
 
 log = structlog.get_logger()
 
@@ -63,15 +65,19 @@ def fact_envelope(
     gateway: str = "",
     seq: int = 0,
     t_ms: float | None = None,
+    extra: Mapping[str, Any] | None = None,
     **fields: Any,
 ) -> Envelope:
-    """The envelope of one fact; ``t_ms`` defaults to now."""
-    body: dict[str, Any] = {"fact": name, "t_ms": wall_ms() if t_ms is None else t_ms}
-    body.update(fields)
+    """The envelope of one fact; ``t_ms`` defaults to now.
+
+    ``extra``: more fields, for names the keywords cannot carry (a tool's
+    ``name``, which would be this function's own ``name``).
+    """
+    fact = Fact(name, wall_ms() if t_ms is None else t_ms, {**fields, **(extra or {})})
     return Envelope(
         kind=Kind.EVENT,
         call=call,
-        body=body,
+        body=fact.to_body(),
         session=session,
         gateway=gateway,
         seq=seq,

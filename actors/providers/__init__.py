@@ -14,6 +14,7 @@ from actors.providers.base import (
     CompletionRequest,
     Provider,
     ProviderError,
+    ToolUse,
     Usage,
 )
 from actors.providers.scripted import ScriptedProvider
@@ -47,6 +48,7 @@ __all__ = [
     "Provider",
     "ProviderError",
     "ScriptedProvider",
+    "ToolUse",
     "Usage",
     "make_provider",
 ]

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -76,9 +76,11 @@ from actors.providers.base import (
     FirstTokenTimeout,
     ProviderError,
     ProviderRefusal,
+    ToolUse,
     Usage,
     skip_prefix,
 )
+from bus.messages import HistoryMessage
 
 log = structlog.get_logger()
 
@@ -154,7 +156,7 @@ def _shape_content(content: Any) -> str | list[dict[str, Any]]:
     ]
 
 
-def shape_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def shape_messages(messages: Sequence[HistoryMessage]) -> list[dict[str, Any]]:
     """The history as the Messages API should see it (see the module docstring).
 
     Content is a string or a list of ``text``/``tool_use``/``tool_result``
@@ -291,13 +293,13 @@ class _AnthropicCompletion:
         self._attempt: _Attempt | None = None
         self._stop_reason: str | None = None
         self._usage = Usage()
-        self._tool_uses: list[dict[str, Any]] = []
+        self._tool_uses: list[ToolUse] = []
         self._content: list[dict[str, Any]] = []
         self.model = request.model or provider.model
         self.attempts = 0
 
     @property
-    def tool_uses(self) -> list[dict[str, Any]]:
+    def tool_uses(self) -> list[ToolUse]:
         return self._tool_uses
 
     @property
@@ -435,7 +437,7 @@ class _AnthropicCompletion:
         # blocks of the final message.
         self._content = [b for b in map(_block_dict, final.content) if b is not None]
         self._tool_uses = [
-            {"id": b["id"], "name": b["name"], "input": b["input"]}
+            ToolUse(id=b["id"], name=b["name"], input=b["input"])
             for b in self._content
             if b["type"] == "tool_use"
         ]

@@ -12,10 +12,12 @@ whether trying again later may help (overload, rate limit, network).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from bus.messages import HistoryMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +40,20 @@ class CompletionRequest:
     """
 
     system: str
-    messages: list[dict[str, Any]]
+    messages: Sequence[HistoryMessage]
     model: str = ""
     max_tokens: int = 0
     prefill: str = ""
     tools: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """A tool the model asked for: ``name`` with ``input``, answered by ``id``."""
+
+    id: str
+    name: str
+    input: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(slots=True)
@@ -128,8 +139,8 @@ class Completion(Protocol):
         ...
 
     @property
-    def tool_uses(self) -> list[dict[str, Any]]:
-        """The tools the model asked for, ``{"id", "name", "input"}`` in order.
+    def tool_uses(self) -> Sequence[ToolUse]:
+        """The tools the model asked for, in order.
 
         Complete once ``deltas()`` is exhausted; then ``stop_reason`` is
         ``"tool_use"`` when the model waits for their results.
@@ -137,16 +148,12 @@ class Completion(Protocol):
         ...
 
 
-def message_text(message: dict[str, Any]) -> str:
+def message_text(message: HistoryMessage) -> str:
     """The plain text of a history message (its text blocks joined)."""
-    content = message.get("content", "")
+    content = message["content"]
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        return ""
-    return "".join(
-        str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text"
-    )
+    return "".join(b["text"] for b in content if b["type"] == "text")
 
 
 class Provider(Protocol):

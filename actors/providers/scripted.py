@@ -38,14 +38,15 @@ for the same tool use and the idempotency cache recognises it.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from actors.providers.base import Completion, CompletionRequest, Usage, message_text
+from actors.providers.base import Completion, CompletionRequest, ToolUse, Usage, message_text
 from actors.timers import SharedTimer
+from bus.messages import HistoryMessage, ToolResultBlock
 
 _PIECES = re.compile(r"\s*\S+\s*")
 _WORDS = re.compile(r"[\w']+")
@@ -74,18 +75,18 @@ FOLLOW_UP = {
 _TOOL_ERROR = "Sorry, I could not do that."
 
 
-def _said(messages: list[dict[str, Any]]) -> list[str]:
+def _said(messages: Sequence[HistoryMessage]) -> list[str]:
     """The caller's words: user messages with text (tool results are not words)."""
     out = []
     for m in messages:
-        if m.get("role") == "user":
+        if m["role"] == "user":
             text = message_text(m)
             if text.strip():
                 out.append(text)
     return out
 
 
-def scripted_reply(messages: list[dict[str, Any]]) -> str:
+def scripted_reply(messages: Sequence[HistoryMessage]) -> str:
     """The reply the scripted provider gives to ``messages`` when no tool applies."""
     said = _said(messages)
     if not said:
@@ -95,7 +96,7 @@ def scripted_reply(messages: list[dict[str, Any]]) -> str:
 
 
 def scripted_tool_use(
-    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    messages: Sequence[HistoryMessage], tools: Sequence[Mapping[str, Any]]
 ) -> tuple[str, dict[str, Any]] | None:
     """The tool (name, input) the caller's last words ask for, if offered."""
     said = _said(messages)
@@ -124,25 +125,30 @@ def scripted_tool_use(
     return None
 
 
-def _tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _tool_results(messages: Sequence[HistoryMessage]) -> list[ToolResultBlock]:
     """The tool_result blocks of the last message, when it holds them."""
-    if not messages or messages[-1].get("role") != "user":
+    if not messages or messages[-1]["role"] != "user":
         return []
-    content = messages[-1].get("content")
-    if not isinstance(content, list):
+    content = messages[-1]["content"]
+    if isinstance(content, str):
         return []
-    return [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+    return [b for b in content if b["type"] == "tool_result"]
 
 
-def _tool_names(messages: list[dict[str, Any]]) -> dict[str, str]:
+def _tool_names(messages: Sequence[HistoryMessage]) -> dict[str, str]:
     names: dict[str, str] = {}
     for m in messages:
-        content = m.get("content")
-        if m.get("role") == "assistant" and isinstance(content, list):
+        content = m["content"]
+        if m["role"] == "assistant" and not isinstance(content, str):
             for b in content:
-                if isinstance(b, dict) and b.get("type") == "tool_use":
-                    names[str(b.get("id"))] = str(b.get("name"))
+                if b["type"] == "tool_use":
+                    names[b["id"]] = b["name"]
     return names
+
+
+def _result_text(result: ToolResultBlock) -> str:
+    content = result["content"]
+    return content if isinstance(content, str) else "".join(b["text"] for b in content)
 
 
 class _ScriptedCompletion:
@@ -151,7 +157,7 @@ class _ScriptedCompletion:
         self._request = request
         self._stop_reason: str | None = None
         self._usage = Usage()
-        self._tool_uses: list[dict[str, Any]] = []
+        self._tool_uses: list[ToolUse] = []
 
     @property
     def stop_reason(self) -> str | None:
@@ -162,10 +168,10 @@ class _ScriptedCompletion:
         return self._usage
 
     @property
-    def tool_uses(self) -> list[dict[str, Any]]:
+    def tool_uses(self) -> list[ToolUse]:
         return self._tool_uses
 
-    def _plan(self) -> tuple[str, list[dict[str, Any]]]:
+    def _plan(self) -> tuple[str, list[ToolUse]]:
         messages = self._request.messages
         results = _tool_results(messages)
         if results:
@@ -174,8 +180,7 @@ class _ScriptedCompletion:
             names = _tool_names(messages)
             # A user tool's result is read out as it is.
             follow = [
-                FOLLOW_UP.get(names.get(str(r.get("tool_use_id")), ""), str(r.get("content", "")))
-                for r in results
+                FOLLOW_UP.get(names.get(r["tool_use_id"], ""), _result_text(r)) for r in results
             ]
             return " ".join(f for f in follow if f), []
         wanted = scripted_tool_use(messages, self._request.tools)
@@ -183,7 +188,7 @@ class _ScriptedCompletion:
             return scripted_reply(messages), []
         name, tool_input = wanted
         n = len(_tool_names(messages))
-        use = {"id": f"toolu_scripted_{n}_{name}", "name": name, "input": tool_input}
+        use = ToolUse(id=f"toolu_scripted_{n}_{name}", name=name, input=tool_input)
         return _LEAD_IN.get(name, "One moment."), [use]
 
     async def deltas(self) -> AsyncIterator[str]:

@@ -16,11 +16,12 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from actors.runtime import Actor, dead_letter_stream, serve_actor
+from actors.runtime import Actor, Reclaim, dead_letter_stream, serve_actor
 from bus.base import Bus, Entry
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.memory import MemoryBus
+from bus.messages import CallDtmf
 
 KEYS = Keys(namespace="rt", partitions=2)
 STREAM = "rt:{test}:in"
@@ -219,9 +220,12 @@ async def test_background_runs_with_the_actor() -> None:
             self.bus_seen: Bus | None = None
             self.ran = trio.Event()
 
-        async def background(self, bus: Bus) -> None:
+        async def background(
+            self, bus: Bus, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
             self.bus_seen = bus
             self.ran.set()
+            task_status.started()
             await trio.sleep_forever()
 
     bus = MemoryBus()
@@ -284,3 +288,166 @@ async def test_graceful_stop_is_bounded_by_the_drain_timeout(autojump_clock: obj
         assert trio.current_time() - stopped_at >= 3.0
     # Cancelled past the bound: not acked, so another worker gets it.
     assert await bus.pending_count(STREAM, GROUP) == 1
+
+
+class Reclaiming(Recorder):
+    """A recorder that opted in to reclaiming a dead consumer's entries."""
+
+    reclaim = Reclaim(idle_ms=3000, interval_s=1.0)
+
+
+async def test_an_opted_in_actor_takes_over_entries_a_dead_consumer_left_pending(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = MemoryBus()
+    dead = Reclaiming()
+    dead.gates[1] = trio.Event()  # never set: this worker dies mid-handle
+    with trio.fail_after(60), capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            dying = trio.CancelScope()
+
+            async def doomed(task_status: trio.TaskStatus[None]) -> None:
+                with dying:
+                    await serve_actor(bus, dead, consumer="worker-a", task_status=task_status)
+
+            await nursery.start(doomed)
+            await bus.append(STREAM, envelope(1))
+            await dead.started_event.wait()
+            dying.cancel()
+            alive = Reclaiming()
+            await nursery.start(partial(serve_actor, bus, alive, consumer="worker-b"))
+            await alive.started_event.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert await bus.pending_count(STREAM, GROUP) == 0
+            nursery.cancel_scope.cancel()
+    [(env, entry, _)] = alive.handled
+    assert env.seq == 1 and entry.deliveries == 2
+    [reclaimed] = [e for e in logs if e["event"] == "entry_reclaimed"]
+    assert reclaimed["actor"] == "recorder" and reclaimed["entry_id"] == entry.id
+
+
+async def test_a_long_handler_keeps_its_entry_from_being_reclaimed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = MemoryBus()
+    slow = Reclaiming()
+    slow.gates[1] = trio.Event()
+    other = Reclaiming()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, slow, consumer="worker-a"))
+            await bus.append(STREAM, envelope(1))
+            await slow.started_event.wait()
+            # A second worker, looking for idle entries all along.
+            await nursery.start(partial(serve_actor, bus, other, consumer="worker-b"))
+            # Ten times the idle time: touches keep the entry worker-a's.
+            await trio.sleep(30)
+            slow.gates[1].set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert await bus.pending_count(STREAM, GROUP) == 0
+            nursery.cancel_scope.cancel()
+    assert other.started == []
+    assert [env.seq for env, _, _ in slow.handled] == [1]
+
+
+async def test_actors_without_reclaim_leave_a_dead_consumers_entries_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = MemoryBus()
+    await bus.ensure_group(STREAM, GROUP)
+    await bus.append(STREAM, envelope(1))
+    await bus.read_group(STREAM, GROUP, "worker-a")  # taken, then its worker died
+    actor = Recorder()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="worker-b"))
+            await trio.sleep(30)
+            nursery.cancel_scope.cancel()
+    assert actor.started == []
+    assert await bus.pending_count(STREAM, GROUP) == 1
+
+
+class BodyChecker(Recorder):
+    """Reads its entries as typed ``call.dtmf`` messages."""
+
+    async def handle(self, env: Envelope, entry: Entry) -> None:
+        self.attempts += 1
+        CallDtmf.from_body(env.body)
+        await super().handle(env, entry)
+
+
+async def test_a_malformed_body_is_dead_lettered_at_once_without_retries() -> None:
+    bus = MemoryBus()
+    actor = BodyChecker()
+    bad = Envelope(kind=Kind.CALL_DTMF, call="CA1", seq=1, body={"digit": 7}).encode()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="c1"))
+            bad_id = await bus.append(STREAM, bad)
+            [dead] = await bus.read(dead_letter_stream(KEYS), "0", block_ms=5000)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert actor.attempts == 1
+    assert dead.fields["dead.id"] == bad_id
+    assert dead.fields["dead.attempts"] == "1"
+    assert "'digit'" in dead.fields["dead.error"]
+    assert await bus.pending_count(STREAM, GROUP) == 0
+
+
+async def test_an_actor_giving_up_writes_the_runtimes_dead_letter_record() -> None:
+    bus = MemoryBus()
+    retried = Recorder()
+    retried.fail_first = 99
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, retried, consumer="c1", max_attempts=1))
+            await bus.append(STREAM, envelope(1))
+            [by_runtime] = await bus.read(dead_letter_stream(KEYS), "0", block_ms=5000)
+            nursery.cancel_scope.cancel()
+    giving_up = Recorder()
+    giving_up.attach(bus)
+    giving_up.consumer = "c1"
+    entry = Entry(STREAM, "1-1", envelope(1), deliveries=1)
+    dead_id = await giving_up.dead_letter(entry, "RuntimeError: boom 1", attempts=1)
+    [by_actor] = await bus.range(dead_letter_stream(KEYS), dead_id, dead_id)
+    differing = {
+        k
+        for k in by_runtime.fields.keys() | by_actor.fields.keys()
+        if by_runtime.fields.get(k) != by_actor.fields.get(k)
+    }
+    assert differing <= {"dead.id", "dead.ts", "d"}
+
+
+async def test_the_actor_is_ready_only_once_its_background_is() -> None:
+    class SlowStart(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = trio.Event()
+
+        async def background(
+            self, bus: Bus, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
+            await self.release.wait()
+            task_status.started()
+            await trio.sleep_forever()
+
+    bus = MemoryBus()
+    actor = SlowStart()
+    ready = trio.Event()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                await nursery.start(partial(serve_actor, bus, actor, consumer="c1"))
+                ready.set()
+
+            nursery.start_soon(run)
+            await bus.ensure_group(STREAM, GROUP)
+            await bus.append(STREAM, envelope(1))
+            await trio.testing.wait_all_tasks_blocked()
+            assert not ready.is_set() and actor.started == []
+            actor.release.set()
+            await ready.wait()
+            await actor.started_event.wait()
+            nursery.cancel_scope.cancel()
+    assert actor.started == [1]

@@ -26,6 +26,7 @@ from actors.providers import (
     CompletionRequest,
     Provider,
     ScriptedProvider,
+    ToolUse,
     Usage,
 )
 from actors.runtime import serve_actor
@@ -51,6 +52,10 @@ class BurstCompletion:
     @property
     def usage(self) -> Usage:
         return self._usage
+
+    @property
+    def tool_uses(self) -> list[ToolUse]:
+        return []
 
     async def deltas(self) -> AsyncIterator[str]:
         for burst in self.bursts:

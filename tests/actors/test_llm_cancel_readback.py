@@ -19,7 +19,7 @@ from actors.llm import LLMActor
 from actors.providers import ScriptedProvider
 from actors.runtime import serve_actor
 from bus.envelope import Envelope, Kind, now_ms
-from bus.keys import Keys
+from bus.keys import GROUP_LLM, Keys
 from bus.memory import MemoryBus
 
 KEYS = Keys(namespace="llmreadback", partitions=4)
@@ -48,17 +48,21 @@ async def spoken(bus: MemoryBus, reply_to: int) -> str:
     )
 
 
-async def run_after_cancels(*, wait_ready: bool) -> tuple[MemoryBus, list[Envelope]]:
+async def run_after_cancels(*, requests_first: bool) -> tuple[MemoryBus, list[Envelope]]:
     bus = MemoryBus()
     await publish_cancel(bus, 5)
     actor = LLMActor(LLMConfig(keys=KEYS), ScriptedProvider(token_gap_ms=100))
+    pending = [request("tell me a long story", seq=5), request("and another one", seq=7)]
+    if requests_first:
+        await bus.ensure_group(KEYS.llm, GROUP_LLM)
+        for env in pending:
+            await bus.append(KEYS.llm, env.encode())
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_actor, bus, actor, consumer="llm-late"))
-            if wait_ready:
-                await actor.control_ready.wait()
-            await bus.append(KEYS.llm, request("tell me a long story", seq=5).encode())
-            await bus.append(KEYS.llm, request("and another one", seq=7).encode())
+            if not requests_first:
+                for env in pending:
+                    await bus.append(KEYS.llm, env.encode())
             found = await results(bus, 2)
             nursery.cancel_scope.cancel()
     return bus, found
@@ -67,7 +71,7 @@ async def run_after_cancels(*, wait_ready: bool) -> tuple[MemoryBus, list[Envelo
 async def test_a_cancel_published_before_the_worker_started_stops_its_request(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    bus, found = await run_after_cancels(wait_ready=True)
+    bus, found = await run_after_cancels(requests_first=False)
     by_reply = {e.body["reply_to"]: e.body for e in found}
     assert by_reply[5]["cancelled"] is True and by_reply[5]["text"] == ""
     assert await spoken(bus, 5) == ""
@@ -76,10 +80,11 @@ async def test_a_cancel_published_before_the_worker_started_stops_its_request(
     assert by_reply[7]["text"] and await spoken(bus, 7) == by_reply[7]["text"]
 
 
-async def test_a_request_handled_during_the_read_back_waits_for_it(
+async def test_requests_waiting_when_the_worker_starts_are_read_after_the_read_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    bus, found = await run_after_cancels(wait_ready=False)
+    # The worker's first read finds both requests: it must already know the cancel.
+    bus, found = await run_after_cancels(requests_first=True)
     by_reply = {e.body["reply_to"]: e.body for e in found}
     assert by_reply[5]["cancelled"] is True and by_reply[5]["text"] == ""
     assert await spoken(bus, 5) == ""
@@ -98,7 +103,6 @@ async def test_a_cancel_older_than_the_memory_is_forgotten(
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_actor, bus, actor, consumer="llm-late"))
-            await actor.control_ready.wait()
             await bus.append(KEYS.llm, request("hello", seq=5).encode())
             [result] = await results(bus, 1)
             nursery.cancel_scope.cancel()

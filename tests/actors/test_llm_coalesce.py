@@ -117,7 +117,6 @@ async def test_cancel_does_not_wait_for_the_floor(
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
-            await actor.control_ready.wait()
             await bus.append(KEYS.llm, request("tell me a long story").encode())
             await bus.read(KEYS.gateway("gw1"), "0", block_ms=60_000)  # first token out
             # Let a few more words pile up behind the floor (virtual time).

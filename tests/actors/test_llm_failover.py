@@ -143,7 +143,7 @@ async def test_a_request_of_a_dead_worker_is_finished_by_another_without_repeats
     assert taken_over_after < 5.0 + 1.0 + WORDS * 1.0 + 1
     resumed = [e for e in logs if e["event"] == "completion_resumed"]
     assert len(resumed) == 1 and resumed[0]["next_index"] == 4
-    assert any(e["event"] == "request_reclaimed" for e in logs)
+    assert any(e["event"] == "entry_reclaimed" and e["actor"] == "llm" for e in logs)
 
 
 async def test_a_reply_already_finished_is_not_spoken_again(
@@ -190,7 +190,7 @@ async def test_touch_keeps_a_long_live_reply_from_being_reclaimed(
             await wait_for_result(bus)
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
-    assert not [e for e in logs if e["event"] in ("request_reclaimed", "completion_resumed")]
+    assert not [e for e in logs if e["event"] in ("entry_reclaimed", "completion_resumed")]
     entries = await tokens(bus)
     assert [t.body["index"] for t in entries] == list(range(len(entries)))
     assert heard(entries) == (REPLY, True)

@@ -287,7 +287,6 @@ async def test_cancel_stops_the_stream_and_still_writes_a_cancelled_result(
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
-            await actor.control_ready.wait()
             await bus.append(KEYS.llm, request("tell me a long story").encode())
             await bus.read(KEYS.gateway("gw1"), "0", block_ms=60_000)  # first token out
             await cancel(bus, 5)
@@ -322,7 +321,6 @@ async def test_cancel_mid_tool_closes_the_pair_and_drops_the_pending_end(
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
-            await actor.control_ready.wait()
             await bus.append(KEYS.llm, request("slow lookup please").encode())
             await started.wait()
             await cancel(bus, 5, "superseded")
@@ -360,7 +358,6 @@ async def test_cancelled_end_call_is_not_sent(autojump_clock: trio.testing.MockC
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
-            await actor.control_ready.wait()
             await bus.append(KEYS.llm, request("bye").encode())
             await ran.wait()
             await cancel(bus, 5)
@@ -382,7 +379,6 @@ async def test_a_request_arriving_after_its_cancel_is_not_generated(
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
-            await actor.control_ready.wait()
             await cancel(bus, 5, "superseded")
             await trio.testing.wait_all_tasks_blocked()
             await bus.append(KEYS.llm, request("hello").encode())

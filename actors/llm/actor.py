@@ -1,0 +1,249 @@
+"""The LLM actor: takes ``llm.request`` entries, one reply each.
+
+Stateless: each request carries the whole context. The runtime reads the
+requests (consumer group ``llm``), reclaims those a dead worker left pending
+and keeps a long reply's entry claimed (``Actor.reclaim``); this module ties
+the parts of one reply together: resume (``resume``), cancellation
+(``cancel``), generation (``generate``), the token stream (``stream``), and
+the result with its facts (``result``, ``facts``).
+
+Dead letter: a request delivered more than ``max_deliveries`` times goes to
+the dead-letter stream and the caller's reply is closed with the apology.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import structlog
+import trio
+
+from actors.config import LLMConfig
+from actors.llm.cancel import Cancels, GenerationKey
+from actors.llm.facts import request_facts
+from actors.llm.generate import Engine, Producer, deferred_frames
+from actors.llm.result import Outcome, ending
+from actors.llm.resume import SentSoFar, already_sent
+from actors.llm.stream import TICKS_PER_FLOOR, Piece, ReplyOut, TokenSender, Wake
+from actors.providers.base import CompletionRequest, Provider
+from actors.runtime import Actor, Reclaim
+from actors.timers import SharedTimer
+from actors.tools import ToolRegistry, tool_registry
+from bus.base import Bus, Entry, Fields
+from bus.envelope import Envelope, Kind
+from bus.keys import GROUP_LLM
+from bus.messages import HistoryMessage, LlmRequest
+
+log = structlog.get_logger()
+
+
+class LLMActor(Actor):
+    """Turns ``llm.request`` entries into streamed tokens and a result."""
+
+    name = "llm"
+    group = GROUP_LLM
+
+    def __init__(
+        self, config: LLMConfig, provider: Provider, tools: ToolRegistry | None = None
+    ) -> None:
+        self.config = config
+        self.keys = config.keys
+        self.provider = provider
+        self.concurrency = max(1, config.concurrency)
+        self.reclaim = Reclaim(idle_ms=config.claim_idle_ms, interval_s=config.claim_interval_s)
+        self.tools = tools if tools is not None else tool_registry(config)
+        # Entries this process started handling: a retry of one of them
+        # resumes like a redelivery.
+        self._attempted: set[str] = set()
+        self.cancels = Cancels(self.keys, memory_s=config.cancel_memory_s, actor=self.name)
+        # The coalescing waits of every reply, on one timer and one grid.
+        self._ticks = SharedTimer(max(0.0, config.token_coalesce_ms) / 1000 / TICKS_PER_FLOOR)
+
+    def streams(self) -> Sequence[str]:
+        return [self.keys.llm]
+
+    async def background(
+        self, bus: Bus, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The control tail; ready (requests are read) once it read back."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.cancels.serve, bus)
+            task_status.started()
+
+    def cancel(self, call: str, session: str, reply_to: int, reason: str) -> bool:
+        """Stop a generation now, or before it starts (see ``Cancels.cancel``)."""
+        return self.cancels.cancel(call, session, reply_to, reason)
+
+    async def handle(self, env: Envelope, entry: Entry) -> None:
+        if env.kind != Kind.LLM_REQUEST:
+            log.warning("unexpected_kind", kind=env.kind, entry_id=entry.id)
+            return
+        request = LlmRequest.from_body(env.body)
+        reply_to = env.seq if request.reply_to is None else request.reply_to
+        if entry.deliveries > self.config.max_deliveries:
+            await self._give_up(env, entry, reply_to)
+            return
+        resumed = entry.deliveries > 1 or entry.id in self._attempted
+        # Which worker took which request: what an operator (or a failover
+        # test) looks for when a worker dies mid-reply.
+        log.info(
+            "completion_started",
+            entry_id=entry.id,
+            deliveries=entry.deliveries,
+            reply_to=reply_to,
+            worker=self.consumer,
+        )
+        self._attempted.add(entry.id)
+        sent = await already_sent(self.bus, self.keys, env, reply_to) if resumed else SentSoFar()
+        if sent.finished:
+            await self._close_finished(env, reply_to, sent)
+        else:
+            if resumed:
+                log.info(
+                    "completion_resumed",
+                    entry_id=entry.id,
+                    deliveries=entry.deliveries,
+                    reply_to=reply_to,
+                    next_index=sent.next_index,
+                    chars_sent=len(sent.text),
+                )
+            await self._complete(env, request, reply_to, sent)
+        self._attempted.discard(entry.id)
+
+    async def _complete(
+        self, env: Envelope, request: LlmRequest, reply_to: int, sent: SentSoFar
+    ) -> None:
+        messages: list[HistoryMessage] = [
+            {"role": m["role"], "content": m["content"]} for m in request.messages
+        ]
+        completion = CompletionRequest(
+            system=request.system,
+            messages=messages,
+            model=self.config.model,
+            max_tokens=self.config.max_tokens,
+            prefill=sent.text,
+            tools=self.tools.definitions(),
+        )
+        outcome = Outcome(started=trio.current_time(), prefix=sent.text)
+        key: GenerationKey = (env.call, env.session, reply_to)
+        early = self.cancels.early(key)
+        if early is not None:
+            # The cancel overtook the request: nothing is generated.
+            outcome.cancelled, outcome.cancelled_ms = early.reason, early.t_ms
+            log.info("generation_cancelled", reply_to=reply_to, reason=early.reason, early=True)
+            await self._finish(env, reply_to, sent.next_index, "", outcome)
+            return
+        index, leftover = await self._generate(env, reply_to, completion, outcome, sent.next_index)
+        await self._finish(env, reply_to, index, leftover, outcome)
+
+    async def _generate(
+        self,
+        env: Envelope,
+        reply_to: int,
+        completion: CompletionRequest,
+        outcome: Outcome,
+        start_index: int,
+    ) -> tuple[int, str]:
+        """Stream the reply to the caller; the next index and the unsent text."""
+        key: GenerationKey = (env.call, env.session, reply_to)
+        generation = self.cancels.start(key)
+        try:
+            send, receive = trio.open_memory_channel[Piece](math.inf)
+            wake = Wake()
+            engine = Engine(self.config, self.provider, self.tools, self.bus)
+            producer = Producer(engine, env, reply_to, completion, outcome, generation, wake, send)
+            sender = TokenSender(
+                ReplyOut(self.bus, self.keys, env, reply_to),
+                floor_s=max(0.0, self.config.token_coalesce_ms) / 1000,
+                ticks=self._ticks,
+                wake=wake,
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(producer.run)
+                index, leftover = await sender.run(receive, start_index=start_index)
+        finally:
+            self.cancels.finish(key)
+        if generation.reason is not None:
+            outcome.cancelled = generation.reason
+            outcome.cancelled_ms = generation.cancelled_ms
+        return index, leftover
+
+    async def _finish(
+        self,
+        env: Envelope,
+        reply_to: int,
+        index: int,
+        leftover: str,
+        outcome: Outcome,
+        *,
+        close_reply: bool = True,
+    ) -> None:
+        """Write the result, the closing entry, deferred frames and the facts at once."""
+        end = ending(outcome, reply_to, leftover, trio.current_time())
+        out = ReplyOut(self.bus, self.keys, env, reply_to)
+        # The result goes first: once the caller has the closing token it may
+        # answer at once, and its next prompt must land on the partition stream
+        # after this reply, or the conversation would see them out of order.
+        items: list[tuple[str, Fields]] = [
+            (self.keys.calls_for(env.call), out.envelope(end.result).encode())
+        ]
+        if env.gateway and close_reply:
+            items.append((out.stream, out.tokens(end.final, index, last=True)))
+            # ``end`` and the like: after the closing token, held by the
+            # gateway until the caller has heard the reply.
+            for frame in deferred_frames(outcome):
+                items.append((out.stream, out.frame(frame, after_speech=True)))
+        elif not env.gateway:
+            log.warning("request_without_gateway", reply_to=reply_to)
+        items += request_facts(self.keys, env, reply_to, outcome)
+        await self.bus.append_many(items)
+        result = end.result
+        log.info(
+            "completion_done",
+            reply_to=reply_to,
+            token_entries=index + 1,
+            chars=len(result.text),
+            first_token_ms=result.timings.first_token_ms,
+            total_ms=result.timings.total_ms,
+            stop_reason=result.stop_reason,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            error=result.error,
+            cancelled=outcome.cancelled,
+            tool_calls=len(result.tool_calls),
+        )
+
+    async def _close_finished(self, env: Envelope, reply_to: int, sent: SentSoFar) -> None:
+        """The caller heard the whole reply already: write only a missing result."""
+        log.info(
+            "completion_already_sent",
+            reply_to=reply_to,
+            chars=len(sent.text),
+            result_written=sent.result_written,
+        )
+        if sent.result_written:
+            return
+        outcome = Outcome(started=trio.current_time(), prefix=sent.text)
+        await self._finish(env, reply_to, sent.next_index, "", outcome, close_reply=False)
+
+    async def _give_up(self, env: Envelope, entry: Entry, reply_to: int) -> None:
+        """Dead-letter a request delivered too often; close the caller's reply."""
+        error = (
+            f"delivered {entry.deliveries} times (max {self.config.max_deliveries}); "
+            "the workers that took it died or stalled"
+        )
+        dead_id = await self.dead_letter(entry, error, attempts=0)
+        log.error(
+            "request_dead_lettered",
+            entry_id=entry.id,
+            deliveries=entry.deliveries,
+            dead_id=dead_id,
+            reply_to=reply_to,
+        )
+        sent = await already_sent(self.bus, self.keys, env, reply_to)
+        if sent.finished:
+            await self._close_finished(env, reply_to, sent)
+            return
+        outcome = Outcome(started=trio.current_time(), prefix=sent.text, error=error)
+        await self._finish(env, reply_to, sent.next_index, "", outcome)

@@ -1,0 +1,191 @@
+"""Generating one reply: the completion rounds, with tools in between.
+
+The request offers the enabled tools (``actors/tools.py``). When the
+provider stops with ``tool_use``, the tools run (each with its timeout, at
+most once per idempotency key) and the completion continues with their
+results, up to ``max_tool_rounds`` rounds; text of every round streams to
+the caller. Frames a tool sends (``sendDigits``, ``language``) go to the
+gateway in order with the text; ``end`` frames (``after_speech``) go after
+the closing token.
+
+A ``control.cancel`` cancels ``generation.scope``: the provider stream and any
+running tool stop at once; open tool uses get the result ``"cancelled: the
+caller interrupted"`` (``is_error``) and a pending ``end`` is not sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import trio
+
+from actors.config import LLMConfig
+from actors.llm.cancel import Generation
+from actors.llm.result import Outcome
+from actors.llm.stream import Frame, Piece, Wake
+from actors.providers.base import CompletionRequest, Provider, ToolUse
+from actors.tools import ToolContext, ToolRegistry
+from bus.base import Bus
+from bus.envelope import Envelope
+from bus.facts import wall_ms
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """What every generation of a worker uses: config, provider, tools, bus."""
+
+    config: LLMConfig
+    provider: Provider
+    tools: ToolRegistry
+    bus: Bus
+
+
+class Producer:
+    """Runs the rounds of one reply into ``send`` (deltas and tools' frames)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        env: Envelope,
+        reply_to: int,
+        request: CompletionRequest,
+        outcome: Outcome,
+        generation: Generation,
+        wake: Wake,
+        send: trio.MemorySendChannel[Piece],
+    ) -> None:
+        self.engine = engine
+        self.env = env
+        self.reply_to = reply_to
+        self.request = request
+        self.outcome = outcome
+        self.generation = generation
+        self.wake = wake
+        self.reply = outcome.messages()
+        self._current_use = ""
+        self._send = send
+
+    async def run(self) -> None:
+        """Generate, then close ``send``; an error becomes ``outcome.error``."""
+        async with self._send:
+            with self.generation.scope:
+                try:
+                    await self._rounds()
+                except Exception as exc:  # trio.Cancelled is a BaseException: never caught
+                    self._failed(exc)
+            self._close()
+        # ``send`` is closed (finished, failed or cancelled): the sender stops
+        # its coalescing wait and sends the closing entry now. (Only an outer
+        # cancel skips this, and it cancels the sender too.)
+        self.wake.event.set()
+
+    async def _rounds(self) -> None:
+        for round_no in range(max(1, self.engine.config.max_tool_rounds)):
+            uses = await self._stream_round(round_no)
+            if not uses:
+                return
+            for use in uses:
+                await self._run_tool(use)
+            self.reply.end_tools()
+
+    async def _stream_round(self, round_no: int) -> list[ToolUse]:
+        """One completion; the tool uses it asks to run (none: the reply is done)."""
+        request = self.request
+        this = CompletionRequest(
+            system=request.system,
+            messages=[*request.messages, *self.reply.history()],
+            model=request.model,
+            max_tokens=request.max_tokens,
+            prefill=request.prefill if round_no == 0 else "",
+            tools=request.tools,
+        )
+        # Rounds stream back to back: keep a word break between "...now."
+        # and "Done." for the voice.
+        spaced = round_no == 0
+        async with self.engine.provider.complete(this) as completion:
+            async for delta in completion.deltas():
+                if delta:
+                    self._emit(delta if spaced else self._spaced(delta))
+                    spaced = True
+            self.outcome.stop_reason = completion.stop_reason
+            self.outcome.usage.input_tokens += completion.usage.input_tokens
+            self.outcome.usage.output_tokens += completion.usage.output_tokens
+            uses = list(completion.tool_uses)
+        if self.outcome.stop_reason != "tool_use" or not uses:
+            self.reply.end_round(())
+            return []
+        self.reply.end_round(uses)
+        return uses
+
+    def _spaced(self, delta: str) -> str:
+        said = "".join(self.outcome.text[-1:])
+        if said and not said[-1].isspace() and not delta[0].isspace():
+            return " " + delta
+        return delta
+
+    def _emit(self, delta: str) -> None:
+        outcome = self.outcome
+        if outcome.first_token_at is None:
+            outcome.first_token_at = trio.current_time()
+            outcome.first_token_ms = wall_ms()
+        outcome.text.append(delta)
+        self.reply.add_text(delta)
+        self._send.send_nowait(delta)  # unbounded: never blocks
+
+    async def _run_tool(self, use: ToolUse) -> None:
+        config = self.engine.config
+        self._current_use = use.id
+        ctx = ToolContext(
+            call=self.env.call,
+            session=self.env.session,
+            turn=self.env.turn,
+            reply_to=self.reply_to,
+            tool_use_id=use.id,
+            transfer_number=config.transfer_number,
+            transfer_queue=config.transfer_queue,
+            languages=config.languages,
+            _sink=self._sink,
+        )
+        tools = self.engine.tools
+        outcome = await tools.run(self.engine.bus, config.keys, ctx, use.name, dict(use.input))
+        self.reply.add_outcome(outcome)
+
+    async def _sink(self, frame: dict[str, Any], *, after_speech: bool) -> None:
+        """Where a tool's frames go: in order with the text, or after the reply."""
+        if after_speech:
+            self.outcome.deferred.append((self._current_use, frame))
+            return
+        self._send.send_nowait(Frame(frame))  # unbounded: never blocks
+        self.wake.event.set()
+
+    def _failed(self, exc: Exception) -> None:
+        self.outcome.error = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "provider_failed",
+            error=self.outcome.error,
+            retriable=bool(getattr(exc, "retriable", False)),
+            chars_before_error=sum(len(t) for t in self.outcome.text),
+        )
+
+    def _close(self) -> None:
+        """Close the reply's messages: every tool use keeps its result.
+
+        Reached on a normal end, an error and a cancel alike (the scope
+        absorbs its own cancel). A cancelled reply's ``end`` is not sent (the
+        caller is still talking): its tool result says so.
+        """
+        dropped: frozenset[str] = frozenset()
+        if self.generation.reason is not None:
+            dropped = frozenset(use_id for use_id, _ in self.outcome.deferred)
+            self.outcome.deferred.clear()
+        self.reply.close(cancelled_ids=dropped)
+
+
+def deferred_frames(outcome: Outcome) -> list[Mapping[str, Any]]:
+    """The frames to send after the closing token (``end`` and the like)."""
+    return [frame for _, frame in outcome.deferred]
