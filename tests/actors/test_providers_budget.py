@@ -25,7 +25,7 @@ from fakes.anthropic_server import (
 
 from actors.providers import AnthropicProvider, CompletionRequest, ProviderError
 from actors.providers.anthropic import parse_effort, parse_thinking
-from actors.providers.base import FirstTokenTimeout, ProviderRefusal
+from actors.providers.base import FirstTokenTimeout, ProviderRefusal, ToolUse
 
 USER = [{"role": "user", "content": "Is the shop open on Sunday?"}]
 
@@ -177,7 +177,7 @@ async def test_thinking_is_never_spoken_and_is_echoed_exactly_through_a_tool_rou
                 spoken = [d async for d in first.deltas()]
                 content = first.content
                 assert first.stop_reason == "tool_use"
-                assert first.tool_uses == [use]
+                assert first.tool_uses == [ToolUse(**use)]
             assert spoken == ["Let me check."]
             assert content == [
                 {
