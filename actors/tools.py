@@ -61,7 +61,6 @@ ran and the claim expires, after which a redelivery would run it again.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +73,7 @@ import trio
 from actors.config import LLMConfig
 from bus.base import Bus, BusError
 from bus.keys import Keys, partition_of
+from relay import Handoff, dtmf, to_wire
 
 log = structlog.get_logger()
 
@@ -93,7 +93,7 @@ INTERRUPTED_RESULT = "interrupted before it finished; it may or may not have tak
 # Bounds the shielded write of that record.
 RECORD_ON_CANCEL_S = 1.0
 BUILTIN_TOOLS = ("end_call", "transfer", "send_digits", "switch_language")
-_DIGITS = re.compile(r"^[0-9*#w]{1,64}$")
+_MAX_DIGITS = 64
 
 
 class FrameSink(Protocol):
@@ -218,28 +218,25 @@ class ToolError(Exception):
 
 
 async def _end_call(input: dict[str, Any], ctx: ToolContext) -> str:
-    await ctx.send(
-        {"type": "end", "handoffData": json.dumps({"reason": "end_call"})}, after_speech=True
-    )
+    await ctx.send(to_wire(Handoff.end_call().end()), after_speech=True)
     return "The call will end after your goodbye has been spoken."
 
 
 async def _transfer(input: dict[str, Any], ctx: ToolContext) -> str:
     destination = str(input.get("destination") or "")
-    handoff: dict[str, str] = {"reason": "transfer"}
     if ctx.transfer_queue and (destination == "queue" or not ctx.transfer_number):
-        handoff["queue"] = ctx.transfer_queue
+        handoff = Handoff.transfer(queue=ctx.transfer_queue)
     elif ctx.transfer_number:
-        handoff["number"] = ctx.transfer_number
+        handoff = Handoff.transfer(number=ctx.transfer_number)
     else:
         raise ToolError("no transfer number or queue is configured")
-    await ctx.send({"type": "end", "handoffData": json.dumps(handoff)}, after_speech=True)
+    await ctx.send(to_wire(handoff.end()), after_speech=True)
     return "The caller will be transferred after your last words have been spoken."
 
 
 async def _send_digits(input: dict[str, Any], ctx: ToolContext) -> str:
     digits = str(input.get("digits", "")).replace(" ", "")
-    if not _DIGITS.match(digits):
+    if len(digits) > _MAX_DIGITS or not dtmf.is_send_digits(digits):
         raise ToolError(f"digits must be 1-64 of 0-9 * # w, got {digits!r}")
     await ctx.send({"type": "sendDigits", "digits": digits})
     return f"Sent the digits {digits}."

@@ -39,7 +39,7 @@ from bus.envelope import Envelope
 from bus.keys import Keys
 from bus.redis import open_redis_bus
 from bus.resp import RedisClient
-from gateway.protocol import Text
+from relay import Text
 from switchboard.logging import configure_logging
 from switchboard.simulator import open_call
 from switchboard.testing.procs import open_switchboard

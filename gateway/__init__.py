@@ -3,11 +3,13 @@
 Layers, bottom up (each imports only the ones above it in this list):
 
 - ``config``     the frozen settings the composition root builds.
-- ``protocol``   sans-IO ConversationRelay: frames in, typed messages out.
-- ``signature``, ``twiml``  pure helpers: X-Twilio-Signature, TwiML answers.
+- ``twiml``      the TwiML answers of the voice webhook and ``POST /action``.
 - ``http``       an h11 HTTP/1.1 front: routing, limits, WebSocket hand-off.
 - ``metrics``    the per-gateway Prometheus registry.
 - ``server``     ``serve_gateway``: sessions, the bus, fencing; the only I/O owner.
 
-The gateway never imports ``actors``; the two meet only through bus messages.
+The ConversationRelay protocol itself (messages, codec, session state,
+signatures, TwiML rendering) is the pure :mod:`relay` package. The gateway
+imports only ``relay`` and ``bus``, never ``actors``: the two meet only
+through bus messages.
 """

@@ -5,48 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bus.keys import Keys
+from relay.twiml import RelayAttributes
 
 DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
-
-
-@dataclass(frozen=True, slots=True)
-class LanguageOption:
-    """A ``<Language>`` child of ``<ConversationRelay>``."""
-
-    code: str
-    tts_provider: str | None = None
-    voice: str | None = None
-    transcription_provider: str | None = None
-    speech_model: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RelayAttributes:
-    """Attributes of the ``<ConversationRelay>`` noun we answer in TwiML.
-
-    ``None`` means "leave it out and take Twilio's default".
-    """
-
-    welcome_greeting: str | None = None
-    welcome_greeting_interruptible: str | None = None
-    language: str | None = "en-US"
-    tts_language: str | None = None
-    transcription_language: str | None = None
-    tts_provider: str | None = None
-    voice: str | None = None
-    transcription_provider: str | None = None
-    speech_model: str | None = None
-    interruptible: str | None = None
-    interrupt_sensitivity: str | None = None
-    dtmf_detection: bool | None = None
-    report_input_during_agent_speech: str | None = None
-    preemptible: bool | None = None
-    partial_prompts: bool | None = None
-    hints: str | None = None
-    debug: str | None = None
-    intelligence_service: str | None = None
-    languages: tuple[LanguageOption, ...] = ()
-    parameters: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

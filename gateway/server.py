@@ -5,7 +5,7 @@
 - the HTTP front (:mod:`gateway.http`): webhooks, health, metrics, and the
   ``/relay`` upgrade, every Twilio request signature-checked first;
 - one *relay session* per socket: frames are parsed by the sans-IO core
-  (:mod:`gateway.protocol`) strictly in order, stamped and appended to the
+  (:class:`relay.RelayConnection`) strictly in order, stamped and appended to the
   call's partition stream. A bad frame is logged (``frame_rejected``) and
   dropped, never answered and never a reason to close;
 - one *dispatcher* tailing ``keys.gateway(gateway_id)``: ``llm.tokens`` and
@@ -60,7 +60,6 @@ from bus.envelope import Envelope, Kind, now_ms
 from bus.facts import FactPublisher
 from bus.keys import GROUP_CONVERSATION, GROUP_LLM, GROUP_TELEMETRY
 from bus.retry import Backoff, retry_bus
-from gateway import signature
 from gateway.config import GatewayConfig
 from gateway.http import (
     HttpLimits,
@@ -74,9 +73,11 @@ from gateway.http import (
     xml_response,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import (
+from gateway.twiml import action_twiml, connect_twiml
+from relay import (
     Dtmf,
     Error,
+    FrameErrorKind,
     InboundMessage,
     Info,
     Interrupt,
@@ -88,10 +89,10 @@ from gateway.protocol import (
     Setup,
     Text,
     outbound_from_wire,
+    signature,
     to_wire,
     wire_type,
 )
-from gateway.twiml import action_twiml, connect_twiml
 
 log = structlog.get_logger()
 
@@ -594,6 +595,7 @@ class Gateway:
         if session.call_sid and self.sessions.get(session.call_sid) is session:
             del self.sessions[session.call_sid]
         self.metrics.active_calls.set(len(self.sessions))
+        session.relay.closed()
         session.outbox.close()
         if session.deferred is not None:
             session.deferred.close()
@@ -818,6 +820,11 @@ class Gateway:
         try:
             frame = session.relay.send(msg)
         except ProtocolError as exc:
+            if exc.kind is FrameErrorKind.AFTER_END:
+                # ``end`` is already on its way: Twilio closes the session after
+                # it, so nothing later would be spoken anyway.
+                self._dropped(env, "session_ending")
+                return False
             log.warning("outbound_invalid", kind=exc.kind.value, detail=exc.detail, **_context(env))
             return False
         kind = wire_type(msg)

@@ -29,9 +29,8 @@ from typing import Final
 import structlog
 import trio
 
-from gateway.protocol import End, Language, OutboundMessage, Play, SendDigits, Text
+from relay import End, Language, OutboundMessage, Play, SendDigits, Text, dtmf
 from switchboard.simulator import (
-    DTMF_KEYS,
     SessionClosed,
     SimulatedCall,
     TimedPlayback,
@@ -248,7 +247,7 @@ async def _talk(call: SimulatedCall, lines: _Lines, screen: _Screen) -> None:
         try:
             if text.startswith("/dtmf"):
                 keys = text[len("/dtmf") :].strip()
-                if not keys or any(key not in DTMF_KEYS for key in keys):
+                if not dtmf.is_keys(keys):
                     await screen.line("[usage: /dtmf followed by keys 0-9 * #]")
                     continue
                 if not call.twiml.dtmf_detection:

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import LanguageOption
+from relay import dtmf
+from relay.twiml import LanguageOption
 
 
 class ProfileError(ValueError):
@@ -124,7 +125,6 @@ _CHOICES = {
     ("voice", "transcription_provider"): {"Deepgram", "Google"},
 }
 BUILTIN_TOOLS = ("end_call", "transfer", "send_digits", "switch_language")
-_DTMF_KEYS = set("0123456789*#")
 
 
 def _type_name(expected: Any) -> str:
@@ -204,7 +204,7 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
                 "nor tools.transfer_queue is set"
             )
     for key, value in menu.items():
-        if key not in _DTMF_KEYS or not isinstance(value, str):
+        if not dtmf.is_key(key) or not isinstance(value, str):
             raise ProfileError(f"{source}: dtmf.menu.{key} must map one key 0-9 * # to a string")
     for key in ("silence_reprompt_s", "dtmf_idle_s"):
         if key in timers and timers[key] <= 0:

@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from gateway.protocol import Text
+from relay import Text
 from switchboard.simulator import Reply, SimulatedCall
 
 

@@ -25,7 +25,8 @@ from actors.providers.anthropic import parse_effort, parse_thinking
 from actors.telemetry import TelemetryConfig
 from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
 from bus.keys import Keys
-from gateway.config import GatewayConfig, RelayAttributes
+from gateway.config import GatewayConfig
+from relay.twiml import RelayAttributes
 from switchboard.profile import Profile, ProfileError, load_profile
 
 DEFAULT_GREETING = "Hello! This is the Switchboard demo agent. How can I help you today?"

@@ -65,10 +65,10 @@ from typing import Any, Final, TextIO
 import structlog
 import trio
 
-from gateway.protocol import Prompt, Text
+from relay import Prompt, Text, dtmf
+from relay.twiml import TwimlError
 from switchboard import gcpause, report
 from switchboard.simulator import (
-    DTMF_KEYS,
     SessionClosed,
     SimulatedCall,
     SimulatorError,
@@ -192,7 +192,7 @@ def _turn(where: str, raw: object) -> Turn:
         return Pause(_number(f"{where}.pause_ms", raw["pause_ms"]))
     if action == "dtmf":
         digits = raw["dtmf"]
-        if not isinstance(digits, str) or not digits or set(digits) - DTMF_KEYS:
+        if not isinstance(digits, str) or not dtmf.is_keys(digits):
             raise ScenarioError(f"{where}.dtmf must be phone keys (0-9 * #), got {digits!r}")
         return Dtmf(digits)
     text = raw["say"]
@@ -711,7 +711,7 @@ async def _run_one(
         result.error = f"reply_timeout: no last:true within {config.turn_timeout_s:g} s"
     except SessionClosed as exc:
         result.error = f"session_closed: {exc}"
-    except SimulatorError as exc:
+    except (SimulatorError, TwimlError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     except (OSError, trio.BrokenResourceError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"

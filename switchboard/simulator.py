@@ -45,25 +45,23 @@ Errors::
     Exception
      +-- SimulatorError        the call could not be placed or went wrong
           +-- HttpError         a webhook answered with a non-2xx status
-          +-- TwimlError        the TwiML is not usable (no relay, bad url, bad XML)
           +-- RelayConnectError the WebSocket upgrade failed or was rejected
           +-- SessionClosed     the session ended while waiting (``.partial`` reply)
+     +-- ValueError
+          +-- relay.twiml.TwimlError  the TwiML is not usable (no relay, bad url, bad XML)
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import re
 import secrets
 import ssl
-import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from dataclasses import dataclass, replace
 from typing import Final
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -71,9 +69,8 @@ import h11
 import structlog
 import trio
 import trio_websocket
-from twilio.request_validator import RequestValidator
 
-from gateway.protocol import (
+from relay import (
     CLOSE_NORMAL,
     DEFAULT_MAX_BYTES,
     REASON_NORMAL,
@@ -90,11 +87,13 @@ from gateway.protocol import (
     Setup,
     Text,
     TwilioSide,
+    dtmf,
     to_wire,
 )
+from relay.signature import SIGNATURE_HEADER, sign
+from relay.twiml import RelayTwiml, TwimlError, TwimlResponse, check_relay_url, parse_twiml
 
 __all__ = [
-    "DTMF_KEYS",
     "HttpError",
     "HttpResponse",
     "InstantPlayback",
@@ -117,11 +116,9 @@ __all__ = [
 log = structlog.get_logger()
 
 API_VERSION: Final = "2010-04-01"
-SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 # Bounds for a simulator talking to our own server: generous, but finite.
 MAX_HTTP_BODY: Final = 1024 * 1024
 CLEANUP_TIMEOUT: Final = 5.0
-DTMF_KEYS: Final = frozenset("0123456789*#")
 CLOSE_INTERNAL_ERROR: Final = 1011  # how drop() breaks the socket (anything but 1000)
 
 
@@ -137,10 +134,6 @@ class HttpError(SimulatorError):
         self.url = url
         self.status = status
         self.body = body
-
-
-class TwimlError(SimulatorError):
-    """The TwiML cannot start a relay session (Twilio would fail the call, 64102)."""
 
 
 class RelayConnectError(SimulatorError):
@@ -163,103 +156,6 @@ class SessionClosed(SimulatorError):
 def new_sid(prefix: str) -> str:
     """A Twilio-shaped SID: two letters and 32 hex digits (``CA…``, ``VX…``)."""
     return prefix + secrets.token_hex(16)
-
-
-def sign(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:
-    """``X-Twilio-Signature`` over ``url`` plus sorted form ``params`` (none for the upgrade)."""
-    signature: str = RequestValidator(auth_token).compute_signature(url, dict(params or {}))
-    return signature
-
-
-# --------------------------------------------------------------------------- TwiML
-
-
-@dataclass(frozen=True, slots=True)
-class RelayTwiml:
-    """``<Connect><ConversationRelay>`` as the app wrote it."""
-
-    url: str
-    attributes: Mapping[str, str]
-    languages: tuple[Mapping[str, str], ...] = ()
-    parameters: Mapping[str, str] = field(default_factory=dict, hash=False)
-    action: str | None = None
-    action_method: str = "POST"
-
-    def flag(self, name: str) -> bool:
-        """A boolean attribute (TwiML writes ``"true"``/``"false"``)."""
-        return self.attributes.get(name, "").strip().lower() == "true"
-
-    @property
-    def welcome_greeting(self) -> str | None:
-        return self.attributes.get("welcomeGreeting")
-
-    @property
-    def dtmf_detection(self) -> bool:
-        return self.flag("dtmfDetection")
-
-    @property
-    def partial_prompts(self) -> bool:
-        return self.flag("partialPrompts")
-
-
-@dataclass(frozen=True, slots=True)
-class TwimlResponse:
-    """A TwiML document: its top-level verbs in order, and the relay if it starts one."""
-
-    xml: str
-    verbs: tuple[str, ...]
-    relay: RelayTwiml | None
-
-
-def parse_twiml(xml: str) -> TwimlResponse:
-    """Parse a ``<Response>``. Raises :class:`TwimlError` for bad XML or a bad relay."""
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as exc:
-        raise TwimlError(f"TwiML is not XML: {exc}") from None
-    if root.tag != "Response":
-        raise TwimlError(f"TwiML root is <{root.tag}>, not <Response>")
-    relay: RelayTwiml | None = None
-    for connect in root.iter("Connect"):
-        element = connect.find("ConversationRelay")
-        if element is None:
-            continue
-        url = element.get("url")
-        if not url:
-            raise TwimlError("<ConversationRelay> has no url")
-        relay = RelayTwiml(
-            url=url,
-            attributes=MappingProxyType(dict(element.attrib)),
-            languages=tuple(
-                MappingProxyType(dict(lang.attrib)) for lang in element.findall("Language")
-            ),
-            parameters=MappingProxyType(
-                {p.get("name", ""): p.get("value", "") for p in element.findall("Parameter")}
-            ),
-            action=connect.get("action"),
-            action_method=(connect.get("method") or "POST").upper(),
-        )
-        break
-    return TwimlResponse(xml=xml, verbs=tuple(child.tag for child in root), relay=relay)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_relay_url(url: str) -> None:
-    """Twilio only connects to ``wss://``; ``ws://`` passes for loopback development."""
-    parts = urlsplit(url)
-    if parts.scheme == "wss" and parts.hostname:
-        return
-    if parts.scheme == "ws" and parts.hostname and _is_loopback(parts.hostname):
-        return
-    raise TwimlError(f"relay url must be wss:// (ws:// only on loopback): {url!r}")
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -756,7 +652,7 @@ class SimulatedCall:
     async def dtmf(self, digit: str) -> bool:
         """The caller presses one key. Twilio only reports key presses when the TwiML
         sets ``dtmfDetection="true"``; otherwise nothing is sent and this returns False."""
-        if len(digit) != 1 or digit not in DTMF_KEYS:
+        if not dtmf.is_key(digit):
             raise ValueError(f"not a phone key: {digit!r}")
         if not self.twiml.dtmf_detection:
             return False
@@ -1095,7 +991,7 @@ class SimulatedCall:
                 self._origin, self.twiml.action_method, url, params, self._auth_token
             )
             self.action_response = parse_twiml(response.text)
-        except (SimulatorError, OSError, trio.BrokenResourceError) as exc:
+        except (SimulatorError, TwimlError, OSError, trio.BrokenResourceError) as exc:
             # Twilio logs a failed callback and ends the call; so do we.
             self._log.warning("simulator_action_failed", url=url, error=str(exc))
 

@@ -15,10 +15,10 @@ from actors.conversation.silence import caller_spoke
 from actors.conversation.state import DTMF, CallState
 from actors.conversation.turns import start_turn
 from bus.messages import CallDtmf
+from relay.dtmf import END_OF_ENTRY, ENTRY_KEYS
 
 log = structlog.get_logger()
 
-_DTMF_KEYS = frozenset("0123456789*")
 _DTMF_MAX = 64  # digits kept in one entry; more is a stuck key
 
 
@@ -26,15 +26,15 @@ def apply_dtmf(step: Step, state: CallState, dtmf: CallDtmf, *, seq: int) -> Non
     """One key (caller event ``seq``): buffer it, or (``#``) finish the entry."""
     digit = dtmf.digit
     caller_spoke(state)
-    if digit == "#":
-        entry = state.dtmf_digits or ("#" if "#" in step.config.dtmf_menu else "")
+    if digit == END_OF_ENTRY:
+        entry = state.dtmf_digits or (digit if digit in step.config.dtmf_menu else "")
         state.dtmf_digits = ""
         state.timers.pop(DTMF, None)
         log.info("caller_dtmf", seq=seq, digit=digit, entry=entry)
         if entry:
             start_turn(step, state, dtmf_words(step, entry), seq)
         return
-    if digit not in _DTMF_KEYS or len(digit) != 1:
+    if len(digit) != 1 or digit not in ENTRY_KEYS:
         log.warning("caller_dtmf_unknown", seq=seq, digit=digit)
         return
     if len(state.dtmf_digits) < _DTMF_MAX:

@@ -9,7 +9,6 @@ sends ``end`` once that has been spoken (handoffData ``{"reason": "silence"}``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
@@ -17,6 +16,7 @@ import structlog
 from actors.conversation.effects import Step
 from actors.conversation.state import SILENCE, CallState, Speaking
 from bus.messages import GatewaySend
+from relay import Handoff, to_wire
 
 log = structlog.get_logger()
 
@@ -49,7 +49,7 @@ def on_silence(step: Step, state: CallState) -> None:
         log.info("silence_reprompt", reprompts=state.reprompts)
         return
     say(step, state, step.config.goodbye_text)
-    end = {"type": "end", "handoffData": json.dumps({"reason": "silence"})}
+    end = to_wire(Handoff.silence().end())
     gateway_send(step, state, end, after_speech=True)
     state.ending = True
     log.info("silence_hangup", reprompts=state.reprompts - 1)

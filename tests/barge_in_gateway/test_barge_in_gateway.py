@@ -17,9 +17,10 @@ import trio
 from bus.base import Bus
 from bus.envelope import Envelope, Kind
 from bus.memory import MemoryBus
-from gateway.config import GatewayConfig, RelayAttributes
-from gateway.protocol import End, Interrupt
+from gateway.config import GatewayConfig
 from gateway.server import Gateway
+from relay import End, Interrupt
+from relay.twiml import RelayAttributes
 from switchboard.simulator import SimulatedCall, TimedPlayback, open_call
 
 PUBLIC_URL = "https://agent.example.com"

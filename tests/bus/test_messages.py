@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import relay
 from bus.base import MalformedEntry
 from bus.envelope import Envelope, Kind
 from bus.messages import (
@@ -35,7 +36,6 @@ from bus.messages import (
     decode,
     envelope,
 )
-from gateway import protocol
 
 # What JSON (and orjson) can carry: no lone surrogates, 64-bit integers, finite floats.
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -211,34 +211,34 @@ def test_recorded_bodies_decode_and_encode_unchanged(
 
 inbound = st.one_of(
     st.builds(
-        protocol.Setup,
+        relay.Setup,
         session_id=text,
         call_sid=text,
         account_sid=text,
         caller_name=text,
         custom_parameters=st.dictionaries(text, text, max_size=2),
     ),
-    st.builds(protocol.Prompt, voice_prompt=text, lang=text, last=st.booleans()),
-    st.builds(protocol.Dtmf, digit=text),
-    st.builds(protocol.Interrupt, utterance_until_interrupt=text, duration_until_interrupt_ms=ms),
-    st.builds(protocol.Info, name=text, value=text),
-    st.builds(protocol.Error, description=text),
+    st.builds(relay.Prompt, voice_prompt=text, lang=text, last=st.booleans()),
+    st.builds(relay.Dtmf, digit=text),
+    st.builds(relay.Interrupt, utterance_until_interrupt=text, duration_until_interrupt_ms=ms),
+    st.builds(relay.Info, name=text, value=text),
+    st.builds(relay.Error, description=text),
 )
 INBOUND_KINDS = {
-    protocol.Setup: Kind.CALL_SETUP,
-    protocol.Prompt: Kind.CALL_PROMPT,
-    protocol.Dtmf: Kind.CALL_DTMF,
-    protocol.Interrupt: Kind.CALL_INTERRUPT,
-    protocol.Info: Kind.CALL_INFO,
-    protocol.Error: Kind.CALL_ERROR,
+    relay.Setup: Kind.CALL_SETUP,
+    relay.Prompt: Kind.CALL_PROMPT,
+    relay.Dtmf: Kind.CALL_DTMF,
+    relay.Interrupt: Kind.CALL_INTERRUPT,
+    relay.Info: Kind.CALL_INFO,
+    relay.Error: Kind.CALL_ERROR,
 }
 
 
 @given(inbound)
 def test_caller_events_keep_the_twilio_frame_the_gateway_puts_on_the_bus(
-    frame: protocol.InboundMessage,
+    frame: relay.InboundMessage,
 ) -> None:
-    wire = protocol.to_wire(frame)
+    wire = relay.to_wire(frame)
     env = Envelope(kind=INBOUND_KINDS[type(frame)], call="CA1", body=wire)
     message = decode(Envelope.decode(env.encode()))
     assert message.to_body() == wire

@@ -18,7 +18,7 @@ import trio
 
 from bus.envelope import Envelope, Kind
 from bus.memory import MemoryBus
-from gateway.protocol import End, Text
+from relay import End, Text
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
 from switchboard.simulator import SimulatedCall, TimedPlayback, open_call

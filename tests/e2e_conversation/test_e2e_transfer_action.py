@@ -13,7 +13,7 @@ import json
 import trio
 
 from bus.memory import MemoryBus
-from gateway.protocol import End, Text
+from relay import End, Text
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
 from switchboard.simulator import TimedPlayback, open_call

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from gateway.config import GatewayConfig, LanguageOption, RelayAttributes
+from gateway.config import GatewayConfig
 from gateway.twiml import action_twiml, connect_twiml
-from switchboard.simulator import parse_twiml
+from relay.twiml import LanguageOption, RelayAttributes, parse_twiml
 
 CONFIG = GatewayConfig(
     gateway_id="gw",

@@ -13,7 +13,7 @@ from bus.memory import MemoryBus
 from gateway.config import GatewayConfig
 from gateway.http import ReplayStream
 from gateway.server import with_bound_port
-from gateway.signature import sign
+from relay.signature import sign
 
 CALL_FORM = {"CallSid": "CA1", "From": "+15550001111", "To": "+15550002222", "Caller": ""}
 

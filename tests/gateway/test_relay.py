@@ -29,7 +29,7 @@ from bus.base import Bus, CommandError, Fields
 from bus.envelope import Kind
 from bus.memory import MemoryBus
 from gateway.server import CLOSE_TIMEOUT
-from gateway.signature import sign
+from relay.signature import sign
 from switchboard.testing import FaultyBus
 
 

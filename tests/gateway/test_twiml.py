@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from gateway.config import GatewayConfig, LanguageOption, RelayAttributes
-from gateway.twiml import connect_twiml, hangup_twiml
+from gateway.config import GatewayConfig
+from gateway.twiml import connect_twiml
+from relay.twiml import LanguageOption, RelayAttributes, hangup_twiml
 
 
 def _relay(xml: str) -> tuple[ET.Element, ET.Element]:

@@ -27,7 +27,7 @@ import trio
 import trio_websocket
 from twilio.request_validator import RequestValidator
 
-from gateway.protocol import End, Play, SendDigits, Text, parse_inbound, serialize
+from relay import End, Play, SendDigits, Text, parse_inbound, serialize
 
 HANDOFF = '{"reason":"caller said goodbye"}'
 

@@ -12,7 +12,7 @@ import trio
 from sim_fakeapp import HANDOFF, FakeApp, frames_of_type, serve_fake_app
 from twilio.request_validator import RequestValidator
 
-from gateway.protocol import (
+from relay import (
     CLOSE_MALFORMED,
     REASON_MALFORMED,
     FrameErrorKind,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from gateway.protocol import Info, Text
+from relay import Info, Text
 from switchboard.simulator import TimedPlayback
 
 

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from actors.providers.scripted import scripted_reply
-from gateway.protocol import Text
+from relay import Text
 from switchboard.simulator import open_call
 from switchboard.testing.procs import SwitchboardProcess, first_to_log, open_switchboard
 from switchboard.testing.redis_server import open_redis_server

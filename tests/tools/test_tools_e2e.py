@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from bus.memory import MemoryBus
-from gateway.protocol import End, Language, SendDigits
+from relay import End, Language, SendDigits
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
 from switchboard.simulator import SimulatedCall, open_call

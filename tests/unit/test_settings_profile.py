@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import LanguageOption
+from relay.twiml import LanguageOption
 from switchboard.settings import Settings, SettingsError
 
 PROFILE = """

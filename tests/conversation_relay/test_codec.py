@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.protocol import (
+from relay import (
     CLOSE_MALFORMED,
     MAX_CONSECUTIVE_INVALID,
     REASON_MALFORMED,

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-from gateway.signature import sign, url_variants, verify
+from relay.signature import sign, url_variants, verify
 
 TOKEN = "12345"
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from twilio.request_validator import RequestValidator
 
+__all__ = ["SIGNATURE_HEADER", "sign", "url_variants", "verify"]
+
+SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 _DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
 
 
@@ -39,10 +43,14 @@ def url_variants(url: str) -> list[str]:
     return variants
 
 
-def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
-    """The signature Twilio would send for ``url`` and ``params`` (tests, simulators)."""
+def sign(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:
+    """The signature Twilio would send for ``url`` plus sorted form ``params``.
+
+    No ``params`` for the WebSocket upgrade. Twilio's side (the simulator) and
+    tests sign with this.
+    """
     validator = RequestValidator(auth_token)
-    return str(validator.compute_signature(url, dict(params)))
+    return str(validator.compute_signature(url, dict(params or {})))
 
 
 def verify(auth_token: str, url: str, params: Mapping[str, str], signature: str | None) -> bool:
