@@ -1,8 +1,8 @@
 """The telemetry actor: joins facts into per-turn timings and one summary per call.
 
-It reads ``keys.events`` as its own consumer group (``telemetry``), so it adds
-nothing to the hot path: the gateway, conversation and LLM actors publish
-facts (``bus.facts``) whether or not anyone reads them.
+It reads every event shard (``keys.event_streams()``) as its own consumer
+group (``telemetry``), so it adds nothing to the hot path: the gateway,
+conversation and LLM actors publish facts (``bus.facts``) whether or not anyone reads them.
 
 Joining. A turn is identified by ``(call, session, reply_to)``: the ``seq`` of
 the caller's final prompt, which every fact of that turn carries. (The turn
@@ -237,7 +237,7 @@ class TelemetryActor(Actor):
         self._changed = trio.Event()
 
     def streams(self) -> Sequence[str]:
-        return [self.keys.events]
+        return self.keys.event_streams()
 
     async def wait_summary(self, call: str) -> CallSummary:
         """Wait until ``call`` has been summarised; return its summary."""

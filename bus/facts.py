@@ -1,4 +1,7 @@
-"""Facts: what happened, when, published on ``keys.events`` for telemetry and plug-ins.
+"""Facts: what happened, when, published on the event streams for telemetry and plug-ins.
+
+A call's facts go to its event shard (``keys.events_for``); readers read
+every shard (``keys.event_streams()``).
 
 A fact is an ``Envelope(kind="event")`` whose body is ``{"fact": NAME,
 "t_ms": T, ...}``. ``T`` is wall-clock milliseconds (``time.time()``, with
@@ -86,8 +89,9 @@ def fact_envelope(
 
 
 def fact_item(keys: Keys, name: str, **kwargs: Any) -> tuple[str, Fields]:
-    """A fact as an ``append_many`` item for ``keys.events`` (see ``fact_envelope``)."""
-    return keys.events, fact_envelope(name, **kwargs).encode()
+    """A fact as an ``append_many`` item for its call's event shard (see ``fact_envelope``)."""
+    env = fact_envelope(name, **kwargs)
+    return keys.events_for(env.call), env.encode()
 
 
 class FactPublisher:
@@ -103,12 +107,13 @@ class FactPublisher:
         self.keys = keys
         self.dropped = 0
         self.published = 0
-        self._send, self._receive = trio.open_memory_channel[Fields](max(1, capacity))
+        self._send, self._receive = trio.open_memory_channel[tuple[str, Fields]](max(1, capacity))
 
     def emit(self, name: str, **kwargs: Any) -> None:
         """Queue one fact (``fact_envelope`` arguments); drop it if the queue is full."""
         try:
-            self._send.send_nowait(fact_envelope(name, **kwargs).encode())
+            env = fact_envelope(name, **kwargs)
+            self._send.send_nowait((self.keys.events_for(env.call), env.encode()))
         except trio.WouldBlock:
             self.dropped += 1
             if self.dropped == 1 or math.log2(self.dropped).is_integer():
@@ -127,7 +132,7 @@ class FactPublisher:
                 except trio.WouldBlock:
                     break
             try:
-                await self.bus.append_many([(self.keys.events, fields) for fields in batch])
+                await self.bus.append_many(batch)
                 self.published += len(batch)
             except BusError as exc:
                 if not exc.retriable:

@@ -389,8 +389,8 @@ class Gateway:
         """
         groups = {
             GROUP_CONVERSATION: self.keys.all_calls(),
-            GROUP_LLM: [self.keys.llm],
-            GROUP_TELEMETRY: [self.keys.events],
+            GROUP_LLM: self.keys.llm_streams(),
+            GROUP_TELEMETRY: self.keys.event_streams(),
         }
         async with self._scrape_lock:
             with trio.move_on_after(PENDING_SCRAPE_TIMEOUT):

@@ -152,7 +152,9 @@ async def load_call(bus: Bus, keys: Keys, call: str) -> CallRecording:
         ("calls", keys.calls_for(call), partition)
     ]
     gateways = sorted({env.gateway for _, env in partition if env.gateway})
-    others = [("llm", keys.llm), ("control", keys.control), ("events", keys.events)]
+    # Every shard, not only the call's: the shard count may have changed since.
+    others = [("llm", s) for s in keys.llm_streams()] + [("control", keys.control)]
+    others += [("events", s) for s in keys.event_streams()]
     others += [("gateway", keys.gateway(gw)) for gw in gateways]
     for source, stream in others:
         sources.append((source, stream, _decode(await _range_all(bus, stream, lo, hi), call)))
@@ -326,7 +328,7 @@ async def rerun(rec: CallRecording, config: ConversationConfig) -> RerunReport:
             env = item.env
             if env.kind == Kind.LLM_RESULT:
                 # Answer the oldest request today's code made, with the recorded reply.
-                fresh = await bus.range(keys.llm, f"({seen_requests}")
+                fresh = await bus.range(keys.llm_for(rec.call), f"({seen_requests}")
                 if fresh:
                     seen_requests = fresh[-1].id
                 pending += [Envelope.decode(e.fields) for e in fresh]
@@ -348,7 +350,9 @@ async def rerun(rec: CallRecording, config: ConversationConfig) -> RerunReport:
             entry_id = await bus.append(stream, env.encode())
             await actor.handle(env, Entry(stream, entry_id, env.encode()))
         requests_now = [
-            Envelope.decode(e.fields) for e in await bus.range(keys.llm) if e.fields.get("c")
+            Envelope.decode(e.fields)
+            for e in await bus.range(keys.llm_for(rec.call))
+            if e.fields.get("c")
         ]
         sends_now = [
             env

@@ -154,6 +154,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     namespace: str = "sb"
     partitions: int = 32
+    # Request and fact streams each (bus.keys); readers read them all.
+    stream_shards: int = 1
     retention_ms: int = 24 * 3600 * 1000
     gateway_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -291,6 +293,7 @@ class Settings:
             redis_url=env.get("SWITCHBOARD_REDIS_URL") or "redis://127.0.0.1:6379/0",
             namespace=env.get("SWITCHBOARD_NAMESPACE") or "sb",
             partitions=_int(env, "SWITCHBOARD_PARTITIONS", 32, minimum=1),
+            stream_shards=_int(env, "SWITCHBOARD_STREAM_SHARDS", 1, minimum=1),
             retention_ms=int(_float(env, "SWITCHBOARD_RETENTION_HOURS", 24.0) * 3600 * 1000),
             gateway_id=env.get("SWITCHBOARD_GATEWAY_ID") or f"{socket.gethostname()}-{os.getpid()}",
             worker_id=env.get("SWITCHBOARD_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
@@ -337,7 +340,7 @@ class Settings:
 
     @property
     def keys(self) -> Keys:
-        return Keys(namespace=self.namespace, partitions=self.partitions)
+        return Keys(namespace=self.namespace, partitions=self.partitions, shards=self.stream_shards)
 
     def gateway_config(self) -> GatewayConfig:
         return GatewayConfig(

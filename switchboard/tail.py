@@ -61,7 +61,7 @@ def matches(line: TailLine, *, call: str | None, kind: str | None) -> bool:
 
 
 def _streams(client: redis.Redis, keys: Keys) -> list[str]:
-    fixed = [*keys.all_calls(), keys.llm, keys.control, keys.events]
+    fixed = [*keys.all_calls(), *keys.llm_streams(), keys.control, *keys.event_streams()]
     pattern = keys.gateway("*")
     gateways = sorted(str(k) for k in client.scan_iter(match=pattern, count=1000))
     return fixed + gateways

@@ -156,7 +156,7 @@ class ConversationActor(Actor):
             epoch=_epoch(),
         )
         if isinstance(message, LlmRequest):
-            stream = self.keys.llm
+            stream = self.keys.llm_for(effect.call)
         elif isinstance(message, ControlCancel):
             stream = self.keys.control
         else:

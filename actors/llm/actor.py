@@ -61,7 +61,7 @@ class LLMActor(Actor):
         self._ticks = SharedTimer(max(0.0, config.token_coalesce_ms) / 1000 / TICKS_PER_FLOOR)
 
     def streams(self) -> Sequence[str]:
-        return [self.keys.llm]
+        return self.keys.llm_streams()
 
     async def background(
         self, bus: Bus, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

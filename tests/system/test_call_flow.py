@@ -2,10 +2,11 @@
 
 (a) ``switchboard dev`` (one process, memory bus) and (b) three real processes
 (``gateway``, ``actor conversation``, ``actor llm``) on a real redis-server,
-plain or as managed Redis runs (TLS only with client certificates, an ACL
-user, database 2). All must give the same behaviour: setup, then three prompts; each reply
-arrives as several ``text`` frames closed by ``last: true``; the LLM request of
-turn 3 carries the greeting and turns 1-2 in order.
+plain, as managed Redis runs (TLS only with client certificates, an ACL
+user, database 2), and a Redis Cluster (3 masters, 3 replicas). All must give
+the same behaviour: setup, then three prompts; each reply arrives as several
+``text`` frames closed by ``last: true``; the LLM request of turn 3 carries
+the greeting and turns 1-2 in order.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bus.redis import open_redis_bus
 from switchboard.metrics_http import fetch
 from switchboard.simulator import open_call
 from switchboard.testing.procs import open_switchboard
-from switchboard.testing.redis_server import AclUser, open_redis_server
+from switchboard.testing.redis_server import AclUser, open_redis_cluster, open_redis_server
 from switchboard.testing.tls import make_certificates
 
 pytestmark = pytest.mark.system
@@ -100,8 +101,8 @@ async def test_scripted_call_against_switchboard_dev() -> None:
 
 
 @asynccontextmanager
-async def _three_processes(redis_url: str) -> AsyncIterator[int]:
-    env = _env(SWITCHBOARD_REDIS_URL=redis_url)
+async def _three_processes(redis_url: str, shards: int = 1) -> AsyncIterator[int]:
+    env = _env(SWITCHBOARD_REDIS_URL=redis_url, SWITCHBOARD_STREAM_SHARDS=str(shards))
     async with (
         open_switchboard("actor", "conversation", env=env) as _conversation,
         open_switchboard("actor", "llm", env=env) as _llm,
@@ -116,6 +117,10 @@ async def _redis(kind: str, tmp_path: Path) -> AsyncIterator[str]:
     if kind == "single":
         async with open_redis_server() as server:
             yield server.url
+    elif kind == "cluster":
+        # 3 masters + 3 replicas; every role finds the rest from one node.
+        async with open_redis_cluster() as cluster:
+            yield cluster.url
     else:
         # As managed Redis runs: TLS only with client certificates, an ACL
         # user (default user off), and not database 0.
@@ -125,21 +130,28 @@ async def _redis(kind: str, tmp_path: Path) -> AsyncIterator[str]:
             yield server.url_with(db=2)
 
 
-@pytest.mark.parametrize("redis_kind", ["single", "tls-acl"])
+@pytest.mark.parametrize("redis_kind", ["single", "tls-acl", "cluster"])
 async def test_scripted_call_across_three_processes_on_redis(
     redis_kind: str, tmp_path: Path
 ) -> None:
+    # On the cluster, requests and facts are spread over 4 streams each.
+    shards = 4 if redis_kind == "cluster" else 1
     with trio.fail_after(90):
         async with _redis(redis_kind, tmp_path) as redis_url:
-            async with _three_processes(redis_url) as port:
+            async with _three_processes(redis_url, shards) as port:
                 call_sid, replies = await _converse(f"http://127.0.0.1:{port}")
                 _, gateway_metrics = await fetch("127.0.0.1", port, "/metrics")
-            keys = Keys(partitions=8)
+            keys = Keys(partitions=8, shards=shards)
             async with open_redis_bus(redis_url) as bus:
-                entries = await bus.range(keys.llm)
+                entries = await bus.range(keys.llm_for(call_sid))
                 requests = [Envelope.decode(e.fields) for e in entries]
                 partition = await bus.range(keys.calls_for(call_sid))
                 inbound = [Envelope.decode(e.fields) for e in partition]
+                facts = {s: await bus.range(s) for s in keys.event_streams()}
+    # A call's facts all go to its own shard.
+    assert {
+        s for s, entries in facts.items() for e in entries if e.fields.get("c") == call_sid
+    } == {keys.events_for(call_sid)}
     _check_replies(replies)
     assert "switchboard_gc_pause_seconds_bucket" in gateway_metrics
     requests = [r for r in requests if r.call == call_sid and r.kind == Kind.LLM_REQUEST]

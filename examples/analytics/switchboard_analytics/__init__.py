@@ -1,10 +1,10 @@
 """An example plug-in actor: per-call analytics written to its own stream.
 
-It reads the facts every Switchboard actor publishes (``keys.events``) as its
-own consumer group, ``analytics``, so running it or not changes nothing for
-the gateway, the conversation or the LLM actors. For each call it keeps, in
-memory, the caller's words and the interruptions; when the call ends
-(``call_ended``) it appends one ``analytics.call`` entry to
+It reads the facts every Switchboard actor publishes (every shard of
+``keys.event_streams()``) as its own consumer group, ``analytics``, so
+running it or not changes nothing for the gateway, the conversation or the
+LLM actors. For each call it keeps, in memory, the caller's words and the
+interruptions; when the call ends (``call_ended``) it appends one ``analytics.call`` entry to
 ``{namespace}:{analytics}``::
 
     {"talk_time_s": 42.1, "turns": 3, "interruptions": 1,
@@ -153,7 +153,7 @@ class AnalyticsActor(Actor):
         )
 
     def streams(self) -> Sequence[str]:
-        return [self.keys.events]
+        return self.keys.event_streams()
 
     async def handle(self, env: Envelope, entry: Entry) -> None:
         if env.kind != Kind.EVENT:
