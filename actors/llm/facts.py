@@ -20,39 +20,41 @@ def request_facts(
     keys: Keys, env: Envelope, reply_to: int, outcome: Outcome
 ) -> list[tuple[str, Fields]]:
     """The facts of the request ``env`` as ``append_many`` items."""
-    ctx: dict[str, Any] = {"call": env.call, "session": env.session, "turn": env.turn}
-    ctx.update(gateway=env.gateway, seq=env.seq, reply_to=reply_to)
-    facts = [fact_item(keys, "request_taken", t_ms=outcome.taken_ms, **ctx)]
+
+    def item(name: str, **fields: Any) -> tuple[str, Fields]:
+        return fact_item(
+            keys,
+            name,
+            call=env.call,
+            session=env.session,
+            turn=env.turn,
+            gateway=env.gateway,
+            seq=env.seq,
+            reply_to=reply_to,
+            **fields,
+        )
+
+    facts = [item("request_taken", t_ms=outcome.taken_ms)]
     if outcome.first_token_ms is not None:
-        facts.append(fact_item(keys, "provider_first_token", t_ms=outcome.first_token_ms, **ctx))
+        facts.append(item("provider_first_token", t_ms=outcome.first_token_ms))
     if outcome.error is not None:
-        facts.append(fact_item(keys, "provider_error", error=outcome.error, **ctx))
+        facts.append(item("provider_error", error=outcome.error))
     for tool_outcome in outcome.messages().outcomes:
         # The tool's name is the fact's ``name`` field (through ``extra``:
         # ``fact_item``'s own ``name`` parameter is the fact's name).
         extra = {"name": tool_outcome.name}
-        facts.append(
-            fact_item(keys, "tool_called", is_error=tool_outcome.is_error, extra=extra, **ctx)
-        )
+        facts.append(item("tool_called", is_error=tool_outcome.is_error, extra=extra))
     if outcome.cancelled is not None:
         facts.append(
-            fact_item(
-                keys,
-                "generation_cancelled",
-                t_ms=outcome.cancelled_ms,
-                reason=outcome.cancelled,
-                **ctx,
-            )
+            item("generation_cancelled", t_ms=outcome.cancelled_ms, reason=outcome.cancelled)
         )
     facts.append(
-        fact_item(
-            keys,
+        item(
             "completion_done",
             usage=outcome.bus_usage().to_body(),
             stop_reason=outcome.stop_reason,
             error=outcome.error,
             cancelled=outcome.cancelled is not None,
-            **ctx,
         )
     )
     return facts
