@@ -8,6 +8,9 @@ Three cases:
   comes (cancelled or complete), is cut to what was heard (``turns``);
 - the result was applied (the reply may still be playing), or it is the
   greeting or a re-prompt: the last reply in history is cut at once;
+- without a reply on its way, the silence timer starts again from the
+  interrupt (a prompt that follows clears it; the cancelled reply's result
+  re-arms it otherwise);
 - what was heard comes from ``actors.heard.locate_heard``: the reply's
   ``tokensPlayed`` when subscribed, else the interrupt's fragment, else its
   duration at the configured speaking rate.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import structlog
 
 from actors.conversation.effects import Step
-from actors.conversation.silence import caller_spoke
+from actors.conversation.silence import arm_silence, caller_spoke
 from actors.conversation.state import CallState
 from actors.conversation.turns import cancel
 from actors.heard import locate_heard
@@ -50,6 +53,10 @@ def apply_interrupt(step: Step, state: CallState, interrupt: CallInterrupt, *, s
             played=len(current.played),
         )
         return
+    # The caller's words should follow as a prompt; if none does (a cough,
+    # words the recogniser dropped) the silence timer must still run, or
+    # the agent waits silently for ever. A prompt clears it again.
+    arm_silence(step, state, "")
     spoken = state.speaking
     if spoken is None:
         log.info("caller_interrupt_nothing_playing", seq=seq, fragment=fragment)

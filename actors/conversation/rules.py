@@ -172,6 +172,10 @@ def apply_prompt(step: Step, state: CallState, prompt: CallPrompt, incoming: Inc
     _follow_session(state, incoming)
     if not text:
         log.info("prompt_empty", seq=incoming.seq)
+        if state.current() is None:
+            # Nothing to answer and no reply on its way: keep the silence
+            # timer running, or an empty final prompt leaves dead air.
+            arm_silence(step, state, "")
         return  # recorded as applied, nothing to answer
     start_turn(step, state, text, incoming.seq)
 

@@ -2,7 +2,8 @@
 
 After a reply is applied (or a greeting is spoken) the call gets a deadline
 of ``silence_reprompt_s`` plus the reply's estimated speaking time; any caller
-input clears it. When it fires the agent re-prompts (recorded as an
+input clears it, and an interrupt with no reply on its way or an empty final
+prompt (input that asks nothing) starts it again. When it fires the agent re-prompts (recorded as an
 assistant message), and after ``silence_max_reprompts`` it says goodbye and
 sends ``end`` once that has been spoken (handoffData ``{"reason": "silence"}``).
 """

@@ -320,6 +320,45 @@ def test_caller_input_clears_silence_and_its_stale_timer_entry_does_nothing() ->
     assert call.state.timers[SILENCE] == call.now + 5000 + len("Hello!") * 100
 
 
+def test_an_interrupt_no_prompt_follows_rearms_the_silence_timer() -> None:
+    call = silent_call()
+    call.setup()
+    _, request = one(call.say("Hours?"), LlmRequest)
+    call.result(request, REPLY)
+    call.interrupt("We open at nine", duration_ms=900)
+    assert call.state is not None
+    # Counted from the interrupt (nothing more is playing), not cleared.
+    assert call.state.timers[SILENCE] == call.now + 5000
+    send, _ = one(call.fire(SILENCE), GatewaySend)
+    assert send.frame["token"] == "Still there?"
+
+
+def test_an_interrupt_during_the_greeting_rearms_the_silence_timer() -> None:
+    call = silent_call()
+    call.setup()
+    call.interrupt("Hello, how", duration_ms=500)
+    assert call.state is not None and call.state.timers[SILENCE] == call.now + 5000
+
+
+def test_an_empty_final_prompt_rearms_the_silence_timer() -> None:
+    call = silent_call()
+    call.setup()
+    assert call.say("  ") == []
+    assert call.state is not None and call.state.timers[SILENCE] == call.now + 5000
+    send, _ = one(call.fire(SILENCE), GatewaySend)
+    assert send.frame["token"] == "Still there?"
+
+
+def test_an_empty_prompt_while_a_reply_is_on_its_way_leaves_the_reply_to_arm_it() -> None:
+    call = silent_call()
+    call.setup()
+    _, request = one(call.say("Hours?"), LlmRequest)
+    call.say("")
+    assert call.state is not None and SILENCE not in call.state.timers
+    call.result(request, "Nine.")
+    assert call.state.timers[SILENCE] == call.now + 5000 + len("Nine.") * 100
+
+
 def test_resume_keeps_history_cancels_the_old_sessions_reply_and_greets_again() -> None:
     call = Call()
     call.setup()
