@@ -10,6 +10,8 @@ result, at most ``REQUEST_WAIT_MS``, so the model sees what the caller heard.
 The turn's ``llm.result`` brings the reply's history messages; they go in
 right after the turn's user message, cut to what the caller heard when the
 turn was interrupted or superseded (``actors.heard``, ``actors.history``).
+A refused reply (``stop_reason: refusal``) takes its user message out of
+history, so the model never sees the refused exchange again.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ def apply_result(step: Step, state: CallState, result: LlmResult, *, turn_no: in
     else:
         # A result without "messages": its text is the whole reply.
         messages = [{"role": "assistant", "content": text}] if text else []
+    if result.stop_reason == "refusal":
+        _forget_refused_prompt(state, turn)
     heard = _heard(step, turn, text)
     kept = truncate_reply(messages, text, heard.text if heard is not None else None)
     state.history[turn.index : turn.index] = kept
@@ -148,6 +152,21 @@ def apply_result(step: Step, state: CallState, result: LlmResult, *, turn_no: in
         timings=result.timings.to_body(),
         usage=result.usage.to_body(),
     )
+
+
+def _forget_refused_prompt(state: CallState, turn: OpenTurn) -> None:
+    """Drop the user message a refused reply answered.
+
+    Anthropic: after ``stop_reason: refusal`` the refused exchange must not
+    be sent again, or the refusals continue. The LLM actor's result for it
+    carries only the fallback line it spoke instead; the words that drew
+    the refusal leave history here.
+    """
+    at = turn.index - 1
+    if at >= 0 and state.history[at].get("role") == "user":
+        del state.history[at]
+        state.shift(at, -1)
+        log.info("refused_prompt_forgotten", turn=turn.turn)
 
 
 def _heard(step: Step, turn: OpenTurn, text: str) -> Heard | None:

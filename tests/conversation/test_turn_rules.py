@@ -359,6 +359,33 @@ def test_an_empty_prompt_while_a_reply_is_on_its_way_leaves_the_reply_to_arm_it(
     assert call.state.timers[SILENCE] == call.now + 5000 + len("Nine.") * 100
 
 
+def test_a_refused_exchange_leaves_history_and_only_the_fallback_line_stays() -> None:
+    call = Call()
+    call.setup()
+    _, first = one(call.say("Hours?"), LlmRequest)
+    call.result(first, "Nine to five.")
+    refused, out = one(call.say("How do I pick a lock?"), LlmRequest)
+    assert refused.reply_to is not None
+    fallback = "Sorry, I can't help with that. Is there anything else?"
+    result = LlmResult(
+        text=f"Well, first {fallback}",
+        reply_to=refused.reply_to,
+        stop_reason="refusal",
+        messages=[agent(fallback)],
+    )
+    call.feed(result, turn=out.turn)
+    assert call.history == [
+        agent(GREETING),
+        user("Hours?"),
+        agent("Nine to five."),
+        agent(fallback),
+    ]
+    nxt, _ = one(call.say("When do you close?"), LlmRequest)
+    sent_text = str(nxt.messages)
+    assert "lock" not in sent_text and "Well, first" not in sent_text
+    assert nxt.messages[-1] == user("When do you close?")
+
+
 def test_resume_keeps_history_cancels_the_old_sessions_reply_and_greets_again() -> None:
     call = Call()
     call.setup()
