@@ -10,14 +10,12 @@ sends ``end`` once that has been spoken (handoffData ``{"reason": "silence"}``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 
 from actors.conversation.effects import Step
 from actors.conversation.state import SILENCE, CallState, Speaking
 from bus.messages import GatewaySend
-from relay import Handoff, to_wire
+from relay import Handoff, OutboundMessage, Text, to_wire
 
 log = structlog.get_logger()
 
@@ -50,8 +48,7 @@ def on_silence(step: Step, state: CallState) -> None:
         log.info("silence_reprompt", reprompts=state.reprompts)
         return
     say(step, state, step.config.goodbye_text)
-    end = to_wire(Handoff.silence().end())
-    gateway_send(step, state, end, after_speech=True)
+    gateway_send(step, state, Handoff.silence().end(), after_speech=True)
     state.ending = True
     log.info("silence_hangup", reprompts=state.reprompts - 1)
 
@@ -60,16 +57,21 @@ def say(step: Step, state: CallState, text: str) -> None:
     """Speak ``text`` as one reply and record it as the agent's words."""
     if not text:
         return
-    gateway_send(step, state, {"type": "text", "token": text, "last": True})
+    gateway_send(step, state, Text(token=text, last=True))
     state.history.append({"role": "assistant", "content": text})
     state.speaking = Speaking(start=len(state.history) - 1, count=1, text=text)
 
 
 def gateway_send(
-    step: Step, state: CallState, frame: dict[str, Any], *, after_speech: bool = False
+    step: Step, state: CallState, frame: OutboundMessage, *, after_speech: bool = False
 ) -> None:
-    """Send an app-to-Twilio ``frame`` to the call's gateway."""
-    message = GatewaySend(frame=frame, after_speech=after_speech, origin="conversation")
+    """Send the app-to-Twilio message ``frame`` to the call's gateway.
+
+    ``to_wire`` checks it as Twilio would (a ``LocalProtocolError`` here is
+    our bug, caught where the frame is built rather than at the gateway).
+    """
+    wire = to_wire(frame)
+    message = GatewaySend(frame=wire, after_speech=after_speech, origin="conversation")
     step.send(
         message,
         state.call,
