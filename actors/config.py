@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bus.keys import Keys
+from relay.speech import CHARS_PER_SECOND
 
 DEFAULT_MODEL = "claude-haiku-5-5"
 DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
@@ -43,8 +44,10 @@ class ConversationConfig:
     dtmf_idle_s: float = 3.0
     # A single-key entry found here is delivered as these words of the caller.
     dtmf_menu: Mapping[str, str] = field(default_factory=dict)
-    # Speaking rate used to estimate when a reply has finished playing.
-    speech_chars_per_second: float = 14.0
+    # Speaking rate (characters a second) behind the estimates of when a
+    # reply has finished playing and of how much of it an interrupt's
+    # duration covers (SWITCHBOARD_SPEECH_CHARS_PER_S).
+    speech_chars_per_second: float = CHARS_PER_SECOND
     # Calls whose last written state the partition owner keeps in memory
     # (LRU), so an entry costs no state read; 0 turns the cache off.
     state_cache_calls: int = 4096

@@ -25,8 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Typical TTS speaking rate: ~150 words a minute, ~14 characters a second.
-DEFAULT_CHARS_PER_SECOND = 14.0
+from relay.speech import CHARS_PER_SECOND
 
 _TAG = re.compile(r"<[^>]*>")
 
@@ -120,7 +119,7 @@ def locate_heard(
     played: Sequence[str] = (),
     fragment: str = "",
     duration_ms: float | None = None,
-    chars_per_second: float = DEFAULT_CHARS_PER_SECOND,
+    chars_per_second: float = CHARS_PER_SECOND,
 ) -> Heard:
     """The prefix of ``reply`` the caller heard before the cut.
 

@@ -26,6 +26,7 @@ from actors.telemetry import TelemetryConfig
 from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
 from bus.keys import Keys
 from gateway.config import GatewayConfig
+from relay.speech import CHARS_PER_SECOND
 from relay.twiml import RelayAttributes
 from switchboard.profile import Profile, ProfileError, load_profile
 
@@ -197,6 +198,9 @@ class Settings:
     goodbye_text: str = DEFAULT_GOODBYE_TEXT
     dtmf_idle_s: float = 3.0
     dtmf_menu: Mapping[str, str] = field(default_factory=dict)
+    # How fast replies are spoken (characters a second), wherever speech is
+    # timed without Twilio saying so (relay.speech).
+    speech_chars_per_second: float = CHARS_PER_SECOND
     # The agent profile these settings were built with (SWITCHBOARD_PROFILE).
     profile_path: str | None = None
     log_level: str = "info"
@@ -282,6 +286,12 @@ class Settings:
         dtmf_idle_s = _float(env, "SWITCHBOARD_DTMF_IDLE_S", 3.0)
         if dtmf_idle_s <= 0:
             raise SettingsError(f"SWITCHBOARD_DTMF_IDLE_S must be > 0, got {dtmf_idle_s}")
+        speech_rate = _float(env, "SWITCHBOARD_SPEECH_CHARS_PER_S", CHARS_PER_SECOND)
+        if not 0 < speech_rate < float("inf"):
+            raise SettingsError(
+                f"SWITCHBOARD_SPEECH_CHARS_PER_S must be a positive number of characters "
+                f"a second, got {speech_rate}"
+            )
         # switch_language may pick the profile's [[voice.languages]] too.
         extra_languages = ",".join(
             [*(lang.code for lang in profile.languages), env.get("SWITCHBOARD_LANGUAGES") or ""]
@@ -327,6 +337,7 @@ class Settings:
             reprompt_text=env.get("SWITCHBOARD_REPROMPT_TEXT") or DEFAULT_REPROMPT_TEXT,
             goodbye_text=env.get("SWITCHBOARD_GOODBYE_TEXT") or DEFAULT_GOODBYE_TEXT,
             dtmf_idle_s=dtmf_idle_s,
+            speech_chars_per_second=speech_rate,
             dtmf_menu=dict(profile.dtmf_menu),
             profile_path=profile_path,
             log_level=env.get("SWITCHBOARD_LOG_LEVEL") or "info",
@@ -367,6 +378,7 @@ class Settings:
             goodbye_text=self.goodbye_text,
             dtmf_idle_s=self.dtmf_idle_s,
             dtmf_menu=dict(self.dtmf_menu),
+            speech_chars_per_second=self.speech_chars_per_second,
             state_cache_calls=self.state_cache_calls,
         )
 
