@@ -4,6 +4,12 @@ T1: a blocking XREADGROUP cancelled mid-wait must not leave a connection
 that is still blocked server-side in the pool (it would take the next entry
 and hand its reply to the next command). T2: hundreds of commands cancelled
 at random moments never make a later command read a wrong reply.
+
+Where a command is cancelled after a random delay, the delay comes from a
+``Staircase``: it grows after a cancel and shrinks after a completion, so it
+settles where commands are cut mid-flight on this machine, whatever its
+speed or load. Each test then checks both outcomes happened (or it proved
+nothing) without a count that depends on how fast the machine is.
 """
 
 from __future__ import annotations
@@ -18,6 +24,32 @@ from bus.base import ConnectionLost, Entry
 from bus.redis import RedisBus
 from bus.resp import RedisClient
 from switchboard.testing.redis_server import RedisServerHandle
+
+
+class Staircase:
+    """Random deadlines that home in on the moment a command is in flight.
+
+    A fixed range of deadlines cancels most commands on a slow machine and
+    none on a fast one. Here the typical deadline is multiplied by ``step``
+    after a cancel and divided by it after a completion, so about half of the
+    attempts end each way at any speed; each deadline is drawn around it.
+    """
+
+    def __init__(self, rng: random.Random, start_s: float = 0.0005, step: float = 1.3) -> None:
+        self.rng = rng
+        self.typical_s = start_s
+        self.step = step
+        self.outcomes = {"cancelled": 0, "completed": 0}
+
+    def deadline(self) -> float:
+        return self.rng.uniform(0, 2 * self.typical_s)
+
+    def record(self, cancelled: bool) -> None:
+        self.outcomes["cancelled" if cancelled else "completed"] += 1
+        if cancelled:
+            self.typical_s *= self.step
+        else:
+            self.typical_s /= self.step
 
 
 async def wait_blocked_clients(client: RedisClient, n: int) -> None:
@@ -110,11 +142,11 @@ async def test_t2_random_cancellations_never_shift_replies(redis_url: str) -> No
             await client.pipeline([("SET", k, v) for k, v in values.items()])
             await client.execute("XGROUP", "CREATE", "s", "g", "$", "MKSTREAM")
             keys = sorted(values)
-            landed = completed = 0
+            stairs = Staircase(rng)
             for i in range(400):
                 victim, checker = rng.sample(keys, 2)
                 shape = i % 4
-                with trio.move_on_after(rng.uniform(0, 0.0004)) as scope:
+                with trio.move_on_after(stairs.deadline()) as scope:
                     if shape == 0:
                         await client.execute("GET", victim)
                     elif shape == 1:
@@ -126,17 +158,14 @@ async def test_t2_random_cancellations_never_shift_replies(redis_url: str) -> No
                         )  # fmt: skip
                     else:
                         await client.execute_blocking("BLPOP", "never", 0.001)
-                if scope.cancelled_caught:
-                    landed += 1
-                else:
-                    completed += 1
+                stairs.record(scope.cancelled_caught)
                 # The uncancelled command right after must get its own reply.
                 assert await client.execute("GET", checker) == values[checker]
                 got = await client.pipeline([("GET", victim), ("ECHO", str(i))])
                 assert got == [values[victim], str(i)]
             # Both outcomes must have happened, or the test proved nothing.
-            assert landed >= 20
-            assert completed >= 20
+            assert stairs.outcomes["cancelled"] >= 20
+            assert stairs.outcomes["completed"] >= 20
     finally:
         await client.aclose()
 
@@ -144,18 +173,15 @@ async def test_t2_random_cancellations_never_shift_replies(redis_url: str) -> No
 async def test_t2_concurrent_tasks_with_random_cancels(redis_url: str) -> None:
     client = RedisClient.from_url(redis_url)
     wrong: list[tuple[str, object]] = []
-    landed = completed = 0
+    stairs = Staircase(random.Random(8), start_s=0.002)
 
     async def worker(seed: int) -> None:
-        nonlocal landed, completed
-        rng = random.Random(seed)
         for i in range(100):
             key = f"w{seed}:{i % 5}"
-            with trio.move_on_after(rng.uniform(0, 0.004)) as scope:
+            with trio.move_on_after(stairs.deadline()) as scope:
                 await client.execute("SET", key, f"{seed}:{i}")
-            landed += scope.cancelled_caught
+            stairs.record(scope.cancelled_caught)
             if not scope.cancelled_caught:
-                completed += 1
                 got = await client.execute("GET", key)
                 if got != f"{seed}:{i}":
                     wrong.append((key, got))
@@ -167,8 +193,8 @@ async def test_t2_concurrent_tasks_with_random_cancels(redis_url: str) -> None:
                     nursery.start_soon(worker, seed)
         assert wrong == []
         # Both outcomes must have happened, or the test proved nothing.
-        assert landed >= 20
-        assert completed >= 20
+        assert stairs.outcomes["cancelled"] >= 20
+        assert stairs.outcomes["completed"] >= 20
     finally:
         await client.aclose()
 
@@ -246,18 +272,16 @@ async def test_pipelined_callers_cancelled_at_random_keep_replies_in_step(redis_
     another caller its reply or its connection."""
     client = RedisClient.from_url(redis_url, max_connections=2)
     wrong: list[tuple[str, object]] = []
-    outcomes = {"cancelled": 0, "completed": 0}
+    stairs = Staircase(random.Random(64), start_s=0.001)
 
     async def worker(seed: int) -> None:
-        rng = random.Random(seed)
         for i in range(40):
             key = f"p{seed}:{i % 3}"
-            with trio.move_on_after(rng.uniform(0, 0.002)) as scope:
+            with trio.move_on_after(stairs.deadline()) as scope:
                 await client.pipeline([("SET", key, f"{seed}:{i}"), ("ECHO", f"{seed}:{i}")])
+            stairs.record(scope.cancelled_caught)
             if scope.cancelled_caught:
-                outcomes["cancelled"] += 1
                 continue
-            outcomes["completed"] += 1
             got = await client.pipeline([("GET", key), ("ECHO", str(seed))])
             if got != [f"{seed}:{i}", str(seed)]:
                 wrong.append((key, got))
@@ -268,7 +292,7 @@ async def test_pipelined_callers_cancelled_at_random_keep_replies_in_step(redis_
                 for seed in range(64):
                     nursery.start_soon(worker, seed)
             assert wrong == []
-            assert outcomes["cancelled"] >= 20
-            assert outcomes["completed"] >= 20
+            assert stairs.outcomes["cancelled"] >= 20
+            assert stairs.outcomes["completed"] >= 20
     finally:
         await client.aclose()
