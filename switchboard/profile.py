@@ -116,15 +116,29 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "dtmf": {"menu": dict},
 }
 _LANGUAGE_KEYS = {"code", "tts_provider", "voice", "transcription_provider", "speech_model"}
-_CHOICES = {
-    ("voice", "interruptible"): {"none", "dtmf", "speech", "any"},
-    ("voice", "welcome_greeting_interruptible"): {"none", "dtmf", "speech", "any"},
-    ("voice", "report_input_during_agent_speech"): {"none", "dtmf", "speech", "any"},
-    ("voice", "interrupt_sensitivity"): {"low", "medium", "high"},
-    ("voice", "tts_provider"): {"ElevenLabs", "Google", "Amazon"},
-    ("voice", "transcription_provider"): {"Deepgram", "Google"},
+# The TwiML attributes with a fixed set of values (Twilio's <ConversationRelay>
+# reference), by [voice] key. The environment variable of the same setting
+# (SWITCHBOARD_<KEY>) is checked against the same set (switchboard.settings).
+RELAY_CHOICES: dict[str, frozenset[str]] = {
+    "interruptible": frozenset({"none", "dtmf", "speech", "any"}),
+    "welcome_greeting_interruptible": frozenset({"none", "dtmf", "speech", "any"}),
+    "report_input_during_agent_speech": frozenset({"none", "dtmf", "speech", "any"}),
+    "interrupt_sensitivity": frozenset({"low", "medium", "high"}),
+    "tts_provider": frozenset({"ElevenLabs", "Google", "Amazon"}),
+    "transcription_provider": frozenset({"Deepgram", "Google"}),
 }
+_CHOICES = {("voice", key): values for key, values in RELAY_CHOICES.items()}
 BUILTIN_TOOLS = ("end_call", "transfer", "send_digits", "switch_language")
+
+
+def choice_problem(value: object, choices: frozenset[str]) -> str:
+    """``must be one of [...], got 'x'``, with the right spelling of a near miss."""
+    text = f"must be one of {', '.join(sorted(choices))}; got {value!r}"
+    if isinstance(value, str):
+        for choice in choices:
+            if choice.lower() == value.strip().lower():
+                return f"{text} (did you mean {choice!r}?)"
+    return text
 
 
 def _type_name(expected: Any) -> str:
@@ -165,7 +179,7 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
             _check_type(where, value, _SCHEMA[section][key])
             choices = _CHOICES.get((section, key))
             if choices and value not in choices:
-                raise ProfileError(f"{where} must be one of {sorted(choices)}, got {value!r}")
+                raise ProfileError(f"{where} {choice_problem(value, choices)}")
     agent = data.get("agent", {})
     voice = dict(data.get("voice", {}))
     tools_table = data.get("tools", {})

@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from actors.config import (
     DEFAULT_GOODBYE_TEXT,
@@ -28,16 +29,27 @@ from bus.keys import Keys
 from gateway.config import GatewayConfig
 from relay.speech import CHARS_PER_SECOND
 from relay.twiml import RelayAttributes
-from switchboard.profile import Profile, ProfileError, load_profile
+from switchboard.profile import (
+    RELAY_CHOICES,
+    Profile,
+    ProfileError,
+    choice_problem,
+    load_profile,
+)
 
 DEFAULT_GREETING = "Hello! This is the Switchboard demo agent. How can I help you today?"
+LOG_LEVELS = frozenset({"debug", "info", "warning", "error", "critical"})
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+MAX_PORT = 65535
 
 
 class SettingsError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -47,6 +59,29 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    return _int(env, name, default, minimum=0, maximum=MAX_PORT)
+
+
+def _url(name: str, value: str, schemes: frozenset[str]) -> str:
+    """``value`` if it is a URL with one of ``schemes``, a host and a valid port."""
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        wanted = " or ".join(f"{s}://" for s in sorted(schemes))
+        raise SettingsError(f"{name} must start with {wanted}, got {value!r}")
+    try:
+        port = parts.port  # ValueError for a port out of range or not a number
+    except ValueError:
+        raise SettingsError(f"{name} has a bad port (0-{MAX_PORT}): {value!r}") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise SettingsError(f"{name} has no host: {value!r}")
+    del port
     return value
 
 
@@ -141,7 +176,24 @@ def _profile_env(profile: Profile) -> dict[str, str]:
 def _choice(env: Mapping[str, str], name: str, default: str, choices: set[str]) -> str:
     value = env.get(name) or default
     if value not in choices:
-        raise SettingsError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+        raise SettingsError(f"{name} {choice_problem(value, frozenset(choices))}")
+    return value
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    """SWITCHBOARD_LOG_LEVEL, any case (``INFO`` is as common as ``info``)."""
+    raw = env.get("SWITCHBOARD_LOG_LEVEL") or "info"
+    if raw.lower() not in LOG_LEVELS:
+        raise SettingsError(f"SWITCHBOARD_LOG_LEVEL {choice_problem(raw, LOG_LEVELS)}")
+    return raw.lower()
+
+
+def _relay_choice(env: Mapping[str, str], key: str) -> str | None:
+    """A TwiML attribute with a fixed set of values, checked as the profile checks it."""
+    name = f"SWITCHBOARD_{key.upper()}"
+    value = _str(env, name, None)
+    if value is not None and value not in RELAY_CHOICES[key]:
+        raise SettingsError(f"{name} {choice_problem(value, RELAY_CHOICES[key])}")
     return value
 
 
@@ -226,13 +278,15 @@ class Settings:
             except ProfileError as exc:
                 raise SettingsError(f"SWITCHBOARD_PROFILE: {exc}") from None
             env = {**_profile_env(profile), **{k: v for k, v in env.items() if v != ""}}
-        port = _int(env, "SWITCHBOARD_PORT", 8080)
+        port = _port(env, "SWITCHBOARD_PORT", 8080)
         host = env.get("SWITCHBOARD_HOST") or "127.0.0.1"
         public_url = (env.get("SWITCHBOARD_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
-        if not public_url.startswith(("http://", "https://")):
-            raise SettingsError(
-                f"SWITCHBOARD_PUBLIC_URL must start with http:// or https://, got {public_url!r}"
-            )
+        _url("SWITCHBOARD_PUBLIC_URL", public_url, frozenset({"http", "https"}))
+        redis_url = _url(
+            "SWITCHBOARD_REDIS_URL",
+            env.get("SWITCHBOARD_REDIS_URL") or "redis://127.0.0.1:6379/0",
+            REDIS_SCHEMES,
+        )
         anthropic_key = bool(env.get("ANTHROPIC_API_KEY"))
         provider = _choice(
             env,
@@ -242,22 +296,18 @@ class Settings:
         )
         relay = RelayAttributes(
             welcome_greeting=_str(env, "SWITCHBOARD_WELCOME_GREETING", DEFAULT_GREETING),
-            welcome_greeting_interruptible=_str(
-                env, "SWITCHBOARD_WELCOME_GREETING_INTERRUPTIBLE", None
-            ),
+            welcome_greeting_interruptible=_relay_choice(env, "welcome_greeting_interruptible"),
             language=_str(env, "SWITCHBOARD_LANGUAGE", "en-US"),
             tts_language=_str(env, "SWITCHBOARD_TTS_LANGUAGE", None),
             transcription_language=_str(env, "SWITCHBOARD_TRANSCRIPTION_LANGUAGE", None),
-            tts_provider=_str(env, "SWITCHBOARD_TTS_PROVIDER", None),
+            tts_provider=_relay_choice(env, "tts_provider"),
             voice=_str(env, "SWITCHBOARD_VOICE", None),
-            transcription_provider=_str(env, "SWITCHBOARD_TRANSCRIPTION_PROVIDER", None),
+            transcription_provider=_relay_choice(env, "transcription_provider"),
             speech_model=_str(env, "SWITCHBOARD_SPEECH_MODEL", None),
-            interruptible=_str(env, "SWITCHBOARD_INTERRUPTIBLE", None),
-            interrupt_sensitivity=_str(env, "SWITCHBOARD_INTERRUPT_SENSITIVITY", None),
+            interruptible=_relay_choice(env, "interruptible"),
+            interrupt_sensitivity=_relay_choice(env, "interrupt_sensitivity"),
             dtmf_detection=_bool(env, "SWITCHBOARD_DTMF_DETECTION", True),
-            report_input_during_agent_speech=_str(
-                env, "SWITCHBOARD_REPORT_INPUT_DURING_AGENT_SPEECH", None
-            ),
+            report_input_during_agent_speech=_relay_choice(env, "report_input_during_agent_speech"),
             partial_prompts=_bool(env, "SWITCHBOARD_PARTIAL_PROMPTS", None),
             preemptible=_bool(env, "SWITCHBOARD_PREEMPTIBLE", None),
             hints=_str(env, "SWITCHBOARD_HINTS", None),
@@ -300,7 +350,7 @@ class Settings:
             host=host,
             port=port,
             public_url=public_url,
-            redis_url=env.get("SWITCHBOARD_REDIS_URL") or "redis://127.0.0.1:6379/0",
+            redis_url=redis_url,
             namespace=env.get("SWITCHBOARD_NAMESPACE") or "sb",
             partitions=_int(env, "SWITCHBOARD_PARTITIONS", 32, minimum=1),
             stream_shards=_int(env, "SWITCHBOARD_STREAM_SHARDS", 1, minimum=1),
@@ -340,10 +390,10 @@ class Settings:
             speech_chars_per_second=speech_rate,
             dtmf_menu=dict(profile.dtmf_menu),
             profile_path=profile_path,
-            log_level=env.get("SWITCHBOARD_LOG_LEVEL") or "info",
+            log_level=_log_level(env),
             log_format=_choice(env, "SWITCHBOARD_LOG_FORMAT", "auto", {"auto", "json", "console"}),
             metrics_port=(
-                _int(env, "SWITCHBOARD_METRICS_PORT", 0)
+                _port(env, "SWITCHBOARD_METRICS_PORT", 0)
                 if env.get("SWITCHBOARD_METRICS_PORT")
                 else None
             ),
