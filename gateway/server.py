@@ -250,8 +250,14 @@ class Gateway:
 
     # ----------------------------------------------------------------- serving
 
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Bind, report the bound port through ``task_status``, serve until cancelled."""
+    async def serve(
+        self,
+        *,
+        listeners: list[trio.SocketListener] | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Bind (unless given bound ``listeners``), report the bound port through
+        ``task_status``, serve until cancelled."""
         structlog.contextvars.bind_contextvars(actor="gateway")
         if self.config.auth_token is None:
             log.warning(
@@ -259,7 +265,8 @@ class Gateway:
                 gateway_id=self.config.gateway_id,
                 hint="no Twilio auth token: anyone can open calls on this gateway",
             )
-        listeners = await open_listeners(self.config.host, self.config.port)
+        if listeners is None:
+            listeners = await open_listeners(self.config.host, self.config.port)
         port = bound_port(listeners)
         self.config = with_bound_port(self.config, port)
         limits = HttpLimits(max_body_bytes=self.config.max_body_bytes)
@@ -893,9 +900,13 @@ async def serve_gateway(
     config: GatewayConfig,
     *,
     registries: Sequence[CollectorRegistry] = (),
+    listeners: list[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the gateway on ``config.host:config.port`` until cancelled.
+
+    ``listeners``, when given, are already bound (the composition root binds
+    the public port before anything else, so a port in use fails at once).
 
     Reports the bound port (useful with port 0) through ``task_status``.
     On cancel every relay socket is closed with 1001 (going away), shielded
@@ -903,4 +914,6 @@ async def serve_gateway(
     ``registries`` are rendered on ``/metrics`` after the gateway's own (the
     one-process ``dev`` composition shows the telemetry actor's there).
     """
-    await Gateway(bus, config, registries=registries).serve(task_status=task_status)
+    await Gateway(bus, config, registries=registries).serve(
+        listeners=listeners, task_status=task_status
+    )

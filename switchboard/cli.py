@@ -1,11 +1,24 @@
-"""The ``switchboard`` command line."""
+"""The ``switchboard`` command line.
+
+Settings come from the environment laid over a ``.env`` file in the current
+directory (the environment wins), and command-line flags over both; they
+are validated once (``switchboard.settings``).
+
+A person's mistake ends in one line on stderr that says what to do, and exit
+status 2: bad settings, a port in use, an agent that cannot be reached, a
+call refused with 403. ``--debug`` shows the traceback instead. Commands
+that do not run the model (``call``, ``simulate``, ``replay``, ``tail``)
+never import a model SDK, so they start quickly.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 import trio
@@ -13,11 +26,36 @@ import trio
 from switchboard.logging import configure_logging
 from switchboard.settings import Settings, SettingsError
 
+# How long `call` and `simulate` retry an agent that refuses connections (it
+# may be starting up) before they give up with one line.
+CONNECT_RETRY_S = 5.0
+ENV_FILE = ".env"
+
+
+class UsageError(Exception):
+    """A mistake the person running the command can fix; the message says how."""
+
+
+def _version() -> str:
+    """The installed distribution's version (whatever it is named on PyPI)."""
+    from importlib import metadata
+
+    for name in metadata.packages_distributions().get("switchboard", []):
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "switchboard (not installed)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard",
         description="A backend for AI voice agents on Twilio ConversationRelay.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not one line"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -42,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-drive the call through today's conversation actor and show what changed",
     )
-    replay.add_argument("--export", metavar="FILE", help="write the call as a scenario file")
+    replay.add_argument(
+        "--export", metavar="FILE", help="write the call as a scenario file (-: stdout)"
+    )
     replay.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
 
     tail = sub.add_parser("tail", help="follow live entries on every stream")
@@ -76,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--calls", type=int, default=10, help="calls in total")
     sim.add_argument("--concurrency", type=int, default=10, help="calls at once")
     sim.add_argument("--ramp", type=float, default=0.0, help="seconds to start the first wave")
-    sim.add_argument("--json", dest="json_out", help="write the report as JSON here")
-    sim.add_argument("--plot", dest="plot_out", help="write an SVG picture here")
+    sim.add_argument("--json", dest="json_out", help="write the report as JSON here (-: stdout)")
+    sim.add_argument("--plot", dest="plot_out", help="write an SVG picture here (-: stdout)")
     sim.add_argument("--seed", type=int, default=0, help="seed for the pacing jitter")
     sim.add_argument(
         "--content",
@@ -102,12 +142,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_env(
+    path: str | Path = ENV_FILE, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment laid over the ``.env`` file at ``path`` (if there is one).
+
+    A variable set in the environment, even to an empty string, wins over the
+    file, as python-dotenv's ``load_dotenv`` does by default.
+    """
+    environ = os.environ if environ is None else environ
+    env: dict[str, str] = {}
+    if Path(path).is_file():
+        from dotenv import dotenv_values
+
+        env.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    env.update(environ)
+    return env
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UsageError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"switchboard {args.command}: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     # Command-line flags override their environment variables, before parsing,
     # so derived settings (the public URL follows the port) stay consistent.
-    env = dict(os.environ)
+    env = read_env()
     if getattr(args, "host", None):
         env["SWITCHBOARD_HOST"] = args.host
     if getattr(args, "port", None) is not None:
@@ -117,8 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(env)
     except SettingsError as exc:
-        sys.stderr.write(f"switchboard: {exc}\n")
-        return 2
+        raise UsageError(str(exc)) from exc
     level = settings.log_level
     if args.command in ("call", "simulate") and not env.get("SWITCHBOARD_LOG_LEVEL"):
         # The phone's screen is the conversation; only problems go to the log.
@@ -140,17 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             installed = plugins.available()
             if args.name not in runner.BUILTIN_ACTORS and args.name not in installed:
-                sys.stderr.write(
-                    f"switchboard: unknown actor {args.name!r} "
+                raise UsageError(
+                    f"unknown actor {args.name!r} "
                     f"(built-in: {', '.join(runner.BUILTIN_ACTORS)}; "
-                    f"plug-ins: {', '.join(sorted(installed)) or 'none installed'})\n"
+                    f"plug-ins: {', '.join(sorted(installed)) or 'none installed'})"
                 )
-                return 2
             try:
                 trio.run(runner.run_actor, settings, args.name)
             except plugins.PluginError as exc:
-                sys.stderr.write(f"switchboard: {exc}\n")
-                return 2
+                raise UsageError(str(exc)) from exc
         elif args.command == "replay":
             code: int = trio.run(
                 runner.run_replay, settings, args.call_sid, args.json, args.rerun, args.export
@@ -165,8 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "call":
             from switchboard.phone import run_phone
 
-            trio.run(
-                lambda: run_phone(
+            async def phone() -> None:
+                await wait_reachable(args.url)
+                await run_phone(
                     args.url,
                     public_url=args.public_url,
                     auth_token=settings.twilio_auth_token,
@@ -174,10 +242,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     to=args.to,
                     speech_rate=args.speech_rate if args.speech_rate > 0 else None,
                 )
-            )
+
+            try:
+                trio.run(phone)
+            except Exception as exc:
+                refused = _refusal(args.url, exc)
+                if refused is None:
+                    raise
+                raise refused from exc
         elif args.command == "simulate":
             from switchboard import simulate
 
+            trio.run(wait_reachable, args.url)
             ttft = args.provider_ttft_ms
             return simulate.main(
                 url=args.url,
@@ -195,10 +271,76 @@ def main(argv: Sequence[str] | None = None) -> int:
                 turn_timeout_s=args.turn_timeout,
                 client_processes=args.client_processes,
             )
+    except BaseExceptionGroup as group:
+        # A usage error raised inside a nursery arrives wrapped; unwrap it.
+        found = _leaf(group, UsageError) or _leaf(group, runner.StartupError)
+        if found is None:
+            raise
+        raise UsageError(str(found)) from group
+    except runner.StartupError as exc:
+        raise UsageError(str(exc)) from exc
     except KeyboardInterrupt:
         log.info("interrupted")
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _leaf(group: BaseExceptionGroup[BaseException], kind: type[Exception]) -> Exception | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _leaf(exc, kind)
+            if inner is not None:
+                return inner
+        elif isinstance(exc, kind):
+            return exc
+    return None
+
+
+async def wait_reachable(url: str, retry_s: float = CONNECT_RETRY_S) -> None:
+    """Return once the agent at ``url`` accepts a TCP connection.
+
+    Refused or unreachable: retried every quarter second for ``retry_s`` (the
+    agent may be starting), then a ``UsageError`` that says what to do.
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        raise UsageError(f"--url must look like http://host:port, got {url!r}")
+    host = parts.hostname
+    port = port or (443 if parts.scheme == "https" else 80)
+    last: OSError | None = None
+    with trio.move_on_after(retry_s):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                last = exc
+                await trio.sleep(0.25)
+                continue
+            await stream.aclose()
+            return
+    reason = last.strerror if last is not None and last.strerror else "no answer"
+    raise UsageError(
+        f"cannot reach the agent at {url} ({reason}); start it (switchboard dev, or "
+        "make run) or point --url at it"
+    )
+
+
+def _refusal(url: str, exc: BaseException) -> UsageError | None:
+    """The one line for a simulated call the agent refused, or None for another error."""
+    from switchboard.simulator import HttpError, RelayConnectError, SimulatorError
+
+    leaf = _leaf(exc, SimulatorError) if isinstance(exc, BaseExceptionGroup) else exc
+    if isinstance(leaf, HttpError | RelayConnectError):
+        status = leaf.status if isinstance(leaf, HttpError) else leaf.status_code
+        if status == 403:
+            return UsageError(
+                f"the agent at {url} refused the call (HTTP 403: the Twilio signature "
+                "did not match); set TWILIO_AUTH_TOKEN to the server's auth token (and "
+                "--public-url to its SWITCHBOARD_PUBLIC_URL if it has one)"
+            )
+    if isinstance(leaf, SimulatorError):
+        return UsageError(str(leaf))
+    return None

@@ -13,7 +13,9 @@ the permanent generation (``gc.freeze()``), which the collector never walks
 again; later collections only see what the calls themselves allocate.
 ``observe()`` times every collection into a Prometheus histogram and logs a
 warning for a pause that long, so an operator can see stalls for what they
-are instead of guessing at latency spikes.
+are instead of guessing at latency spikes. ``settle()``'s own collection is
+not counted: it happens once, before the first call, and no caller waits
+on it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ SLOW_PAUSE_S = 0.050
 # ended calls waits that long, and the pause of walking 1,000 calls' objects
 # (60-150 ms measured) comes that much less often.
 THRESHOLDS = (10_000, 20, 100)
-_settling = False  # settle()'s own collection is expected to be long
+_settling = False  # settle()'s own collection: long, expected, and before any call
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 
@@ -82,11 +84,13 @@ class PauseObserver:
         if phase == "start":
             self._started = time.perf_counter()
             return
+        if _settling:
+            return
         pause = time.perf_counter() - self._started
         generation = int(info.get("generation", 2))
         self._children[generation].observe(pause)
         self.slowest_s = max(self.slowest_s, pause)
-        if pause >= SLOW_PAUSE_S and not _settling:
+        if pause >= SLOW_PAUSE_S:
             log.warning(
                 "gc_pause_slow",
                 generation=generation,

@@ -14,13 +14,27 @@ from collections.abc import Sequence
 import h11
 import structlog
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import generate_latest
 
 log = structlog.get_logger()
 
 REQUEST_TIMEOUT = 5.0
 MAX_REQUEST_BYTES = 16 * 1024
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry holding this process's own metrics (prometheus_client's
+    ``ProcessCollector``, read from ``/proc``): ``process_resident_memory_bytes``,
+    ``process_cpu_seconds_total``, ``process_open_fds``, ``process_max_fds``,
+    ``process_virtual_memory_bytes`` and ``process_start_time_seconds``.
+
+    Every role's ``/metrics`` includes one (on systems without ``/proc`` the
+    collector reports nothing).
+    """
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    return registry
 
 
 def render(registries: Sequence[CollectorRegistry]) -> bytes:
@@ -67,13 +81,16 @@ async def serve_metrics(
     port: int,
     registries: Sequence[CollectorRegistry],
     *,
+    listeners: list[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``/metrics`` (the ``registries``) and ``/healthz`` until cancelled.
 
     Reports the bound port through ``task_status`` (useful with port 0).
+    ``listeners``, when given, are already bound to ``host:port``.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    if listeners is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
     bound = int(listeners[0].socket.getsockname()[1])
 
     async def handle(stream: trio.SocketStream) -> None:

@@ -38,6 +38,7 @@ from bus.base import Bus, Entry, MalformedEntry, parse_id
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.memory import MemoryBus
+from switchboard.outfile import is_stdout
 
 PAGE = 1000  # entries per range read
 WINDOW_BEFORE_MS = 5_000  # other streams are read from the call's first entry minus this
@@ -444,8 +445,12 @@ async def run_replay(
         err.write(f"switchboard replay: {exc}\n")
         return 1
     if export_path is not None:
+        scenario = json.dumps(export_scenario(rec), indent=2, ensure_ascii=False) + "\n"
+        if is_stdout(export_path):
+            out.write(scenario)  # the scenario is the whole output
+            return 0
         with open(export_path, "w", encoding="utf-8") as f:  # noqa: ASYNC230 (one small file)
-            json.dump(export_scenario(rec), f, indent=2, ensure_ascii=False)
+            f.write(scenario)
         err.write(f"scenario written to {export_path}\n")
     if rerun_config is not None:
         report = await rerun(rec, rerun_config)

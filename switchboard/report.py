@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Final
 from xml.sax.saxutils import escape
 
+from switchboard.outfile import is_stdout, write_text
+
 __all__ = [
     "SCHEMA",
     "LatencyStats",
@@ -148,8 +150,8 @@ def render_table(doc: Mapping[str, Any]) -> str:
 
 
 def write_json(path: str | Path, doc: Mapping[str, Any]) -> None:
-    """Write ``doc`` as indented JSON."""
-    Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    """Write ``doc`` as indented JSON (``-``: to standard output)."""
+    write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- SVG
@@ -261,6 +263,6 @@ def write_svg(path: str | Path, svg: str) -> None:
     """Write an SVG document (``.svg`` only: a raster format would need a plotting
     library, which a load tool does not justify)."""
     target = Path(path)
-    if target.suffix.lower() != ".svg":
+    if not is_stdout(path) and target.suffix.lower() != ".svg":
         raise ValueError(f"plots are written as SVG; use a .svg file name, not {target.name!r}")
-    target.write_text(svg, encoding="utf-8")
+    write_text(path, svg)

@@ -4,14 +4,22 @@
 ``MemoryBus``; ``run_gateway`` and ``run_actor`` run one role each against
 Redis. Every role stops on SIGINT/SIGTERM: the nursery is cancelled, so work
 in flight stays pending on the bus for another worker, and the process exits 0.
+
+Start-up order: a serving role binds its port first, so a port in use stops
+it at once (``StartupError``) before anything else started; then it opens
+the bus, waiting for Redis with the same backoff the loops use after start
+(one ``bus_unavailable`` line, then ``bus_recovered``), never exiting
+because Redis is not up yet.
 """
 
 from __future__ import annotations
 
+import errno
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import structlog
 import trio
@@ -19,16 +27,16 @@ from prometheus_client import CollectorRegistry
 
 from actors import plugins
 from actors.conversation import ConversationActor
-from actors.llm import LLMActor
-from actors.providers import make_provider
 from actors.runtime import Actor, serve_actor
 from actors.telemetry import TelemetryActor
 from bus.base import Bus, BusError
 from bus.memory import MemoryBus
 from bus.redis import open_redis_bus
+from bus.retry import Backoff
+from gateway.http import open_listeners
 from gateway.server import serve_gateway
 from switchboard import gcpause
-from switchboard.metrics_http import serve_metrics
+from switchboard.metrics_http import process_registry, serve_metrics
 from switchboard.settings import Settings
 
 log = structlog.get_logger()
@@ -37,6 +45,31 @@ log = structlog.get_logger()
 DRAIN_SECONDS = {"llm": 20.0, "conversation": 5.0}
 
 BUILTIN_ACTORS = ("conversation", "llm", "telemetry")
+
+
+class StartupError(Exception):
+    """A role cannot start for a reason its operator can fix; the message says how."""
+
+
+async def bind(host: str, port: int, *, what: str, setting: str) -> list[trio.SocketListener]:
+    """Bind ``host:port`` before anything else starts; a clash is a ``StartupError``."""
+    try:
+        return await open_listeners(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {port} on {host} is already in use; stop the process using it "
+                f"or choose another {what} port ({setting})"
+            ) from None
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise StartupError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); check --host or SWITCHBOARD_HOST"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise StartupError(
+                f"no permission to listen on port {port}; use a port above 1023 ({setting})"
+            ) from None
+        raise
 
 
 def build_actor(settings: Settings, role: str, registry: CollectorRegistry | None = None) -> Actor:
@@ -50,6 +83,12 @@ def build_actor(settings: Settings, role: str, registry: CollectorRegistry | Non
     if role == "conversation":
         return ConversationActor(settings.conversation_config())
     if role == "llm":
+        # Imported here: the LLM role is the only one that needs the model
+        # SDKs, which cost seconds of CPU to import (call, simulate, replay
+        # and tail never do).
+        from actors.llm import LLMActor
+        from actors.providers import make_provider
+
         config = settings.llm_config()
         return LLMActor(config, make_provider(config))
     if role == "telemetry":
@@ -64,9 +103,26 @@ def build_actor(settings: Settings, role: str, registry: CollectorRegistry | Non
 
 
 @asynccontextmanager
-async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
-    """The Redis bus named by the settings."""
-    async with open_redis_bus(settings.redis_url, retention_ms=settings.retention_ms) as bus:
+async def open_bus(settings: Settings, *, wait: bool = False) -> AsyncIterator[Bus]:
+    """The Redis bus named by the settings.
+
+    With ``wait`` an unreachable Redis is waited for, with the backoff every
+    bus loop uses (logged once: ``bus_unavailable`` with loop ``start``, then
+    ``bus_recovered``); without it the first failure is raised.
+    """
+    backoff = Backoff("start", redis_url=settings.redis_url)
+    async with AsyncExitStack() as stack:
+        while True:
+            try:
+                bus = await stack.enter_async_context(
+                    open_redis_bus(settings.redis_url, retention_ms=settings.retention_ms)
+                )
+                break
+            except BusError as exc:
+                if not wait:
+                    raise
+                await backoff.failed(exc)
+        backoff.succeeded()
         yield bus
 
 
@@ -103,8 +159,11 @@ async def start_dev(
     *,
     telemetry: TelemetryActor | None = None,
     extra_registries: Sequence[CollectorRegistry] = (),
+    listeners: list[trio.SocketListener] | None = None,
 ) -> int:
     """Start every built-in actor and the gateway on ``bus``; returns the bound port.
+
+    ``listeners``: the gateway's port, already bound (else it binds its own).
 
     The gateway's ``/metrics`` also shows the telemetry actor's metrics (one
     port for everything in one process). Pass ``telemetry`` to keep a handle
@@ -129,7 +188,11 @@ async def start_dev(
     registries = [telemetry.registry if telemetry is not None else registry, *extra_registries]
     port: int = await nursery.start(
         lambda task_status: serve_gateway(
-            bus, settings.gateway_config(), registries=registries, task_status=task_status
+            bus,
+            settings.gateway_config(),
+            registries=registries,
+            listeners=listeners,
+            task_status=task_status,
         )
     )
     return port
@@ -137,11 +200,14 @@ async def start_dev(
 
 async def run_dev(settings: Settings) -> None:
     """``switchboard dev``: the whole system in one process on the memory bus."""
+    listeners = await bind(settings.host, settings.port, what="gateway", setting="SWITCHBOARD_PORT")
     bus = MemoryBus(retention_ms=settings.retention_ms)
-    pauses = gcpause.observe()
+    pauses = gcpause.observe(process_registry())
 
     async def main(nursery: trio.Nursery) -> None:
-        port = await start_dev(nursery, settings, bus, extra_registries=[pauses.registry])
+        port = await start_dev(
+            nursery, settings, bus, extra_registries=[pauses.registry], listeners=listeners
+        )
         gcpause.settle()
         log.info(
             "switchboard_ready",
@@ -159,8 +225,9 @@ async def run_dev(settings: Settings) -> None:
 
 async def run_gateway(settings: Settings) -> None:
     """``switchboard gateway``: the edge alone, on Redis."""
-    pauses = gcpause.observe()
-    async with open_bus(settings) as bus:
+    listeners = await bind(settings.host, settings.port, what="gateway", setting="SWITCHBOARD_PORT")
+    pauses = gcpause.observe(process_registry())
+    async with open_bus(settings, wait=True) as bus:
 
         async def main(nursery: trio.Nursery) -> None:
             port = await nursery.start(
@@ -168,6 +235,7 @@ async def run_gateway(settings: Settings) -> None:
                     bus,
                     settings.gateway_config(),
                     registries=[pauses.registry],
+                    listeners=listeners,
                     task_status=task_status,
                 )
             )
@@ -188,12 +256,17 @@ async def run_actor(settings: Settings, role: str) -> None:
     With ``SWITCHBOARD_METRICS_PORT`` set, the process also serves ``/metrics``
     (its registry) and ``/healthz`` on that port.
     """
-    registry = CollectorRegistry()
+    metrics_listeners = None
+    if settings.metrics_port is not None:
+        metrics_listeners = await bind(
+            settings.host, settings.metrics_port, what="metrics", setting="SWITCHBOARD_METRICS_PORT"
+        )
+    registry = process_registry()
     actor = build_actor(settings, role, registry)
     gcpause.observe(registry)
     # SIGTERM drains: in-flight entries finish, partition leases are released.
     stop = trio.Event()
-    async with open_bus(settings) as bus:
+    async with open_bus(settings, wait=True) as bus:
 
         async def main(nursery: trio.Nursery) -> None:
             async def serve(task_status: trio.TaskStatus[None]) -> None:
@@ -212,9 +285,15 @@ async def run_actor(settings: Settings, role: str) -> None:
 
             await nursery.start(serve)
             metrics_port: int | None = None
-            if settings.metrics_port is not None:
+            if metrics_listeners is not None:
                 metrics_port = await nursery.start(
-                    serve_metrics, settings.host, settings.metrics_port, [registry]
+                    lambda task_status: serve_metrics(
+                        settings.host,
+                        0,
+                        [registry],
+                        listeners=metrics_listeners,
+                        task_status=task_status,
+                    )
                 )
             gcpause.settle()
             log.info(

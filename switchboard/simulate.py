@@ -68,6 +68,7 @@ import trio
 from relay import Prompt, Text, dtmf
 from relay.twiml import TwimlError
 from switchboard import gcpause, report
+from switchboard.outfile import is_stdout
 from switchboard.simulator import (
     SessionClosed,
     SimulatedCall,
@@ -917,8 +918,11 @@ def main(
     except ScenarioError as exc:
         sys.stderr.write(f"switchboard simulate: {exc}\n")
         return 2
-    if plot_out is not None and not plot_out.lower().endswith(".svg"):
-        sys.stderr.write("switchboard simulate: --plot writes SVG; name the file *.svg\n")
+    if plot_out is not None and not (is_stdout(plot_out) or plot_out.lower().endswith(".svg")):
+        sys.stderr.write("switchboard simulate: --plot writes SVG; name the file *.svg or -\n")
+        return 2
+    if is_stdout(json_out) and is_stdout(plot_out):
+        sys.stderr.write("switchboard simulate: only one of --json and --plot can be -\n")
         return 2
     config = SimulationConfig(
         url=url,
@@ -942,7 +946,9 @@ def main(
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     doc = result.to_json()
-    sys.stdout.write(report.render_table(doc) + "\n")
+    # With a document on standard output, the table goes to stderr beside the log.
+    table_to = sys.stderr if is_stdout(json_out) or is_stdout(plot_out) else sys.stdout
+    table_to.write(report.render_table(doc) + "\n")
     if json_out:
         report.write_json(json_out, doc)
     if plot_out:

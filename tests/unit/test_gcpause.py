@@ -17,7 +17,7 @@ from switchboard import gcpause
 def test_settle_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
     # In a child: freezing the test process would change every later test.
     code = (
-        "import gc, json; import switchboard.runner; from switchboard import gcpause;"
+        "import gc, json; import switchboard.runner, actors.llm; from switchboard import gcpause;"
         "before = len(gc.get_objects()); frozen = gcpause.settle();"
         "print(json.dumps({'before': before, 'frozen': frozen,"
         " 'left': len(gc.get_objects()), 'threshold': gc.get_threshold()}))"
@@ -62,3 +62,22 @@ def test_a_slow_pause_is_logged_and_a_second_observer_replaces_the_first(
         second.close()
     slow = [e for e in logs if e["event"] == "gc_pause_slow"]
     assert slow and slow[0]["generation"] == 1 and slow[0]["pause_ms"] >= 0
+
+
+def test_the_start_up_collection_is_not_counted_as_a_pause() -> None:
+    # settle() collects once before the first call: no caller waits on it, so
+    # it must not show on the histogram (a child: settle freezes the process).
+    code = (
+        "import gc, json; from switchboard import gcpause;"
+        "from prometheus_client import CollectorRegistry;"
+        "r = CollectorRegistry(); o = gcpause.observe(r); gcpause.settle();"
+        "n = lambda: sum(r.get_sample_value('switchboard_gc_pause_seconds_count',"
+        " {'generation': str(g)}) or 0 for g in range(3));"
+        "settled = n(); gc.collect(2);"
+        "print(json.dumps({'settled': settled, 'after': n()}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc == {"settled": 0, "after": 1}
