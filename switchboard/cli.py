@@ -344,3 +344,7 @@ def _refusal(url: str, exc: BaseException) -> UsageError | None:
     if isinstance(leaf, SimulatorError):
         return UsageError(str(leaf))
     return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
