@@ -1,8 +1,9 @@
 """The ``switchboard`` command line.
 
 Settings come from the environment laid over a ``.env`` file in the current
-directory (the environment wins), and command-line flags over both; they
-are validated once (``switchboard.settings``).
+directory (or the file ``SWITCHBOARD_ENV_FILE`` names; the environment
+wins), and command-line flags over both; they are validated once
+(``switchboard.settings``).
 
 A person's mistake ends in one line on stderr that says what to do, and exit
 status 2: bad settings, a port in use, an agent that cannot be reached, a
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     # Command-line flags override their environment variables, before parsing,
     # so derived settings (the public URL follows the port) stay consistent.
-    env = read_env()
+    env = read_env(os.environ.get("SWITCHBOARD_ENV_FILE") or ENV_FILE)
     if getattr(args, "host", None):
         env["SWITCHBOARD_HOST"] = args.host
     if getattr(args, "port", None) is not None:

@@ -9,6 +9,7 @@ implementations: a test that takes it runs against ``MemoryBus`` and against
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,6 +18,10 @@ from bus.base import Bus
 from bus.memory import MemoryBus
 from bus.redis import RedisBus
 from switchboard.testing.redis_server import RedisServerHandle, open_redis_server
+
+# The switchboard processes the tests start must not read a developer's own
+# .env (with a real auth token, every unsigned test call would get a 403).
+os.environ.setdefault("SWITCHBOARD_ENV_FILE", os.devnull)
 
 
 @pytest.fixture

@@ -125,6 +125,17 @@ async def _pump(proc: SwitchboardProcess, stream: trio.abc.ReceiveStream) -> Non
     proc.output_done.set()
 
 
+# How long a process may take to log its readiness event. A hang guard, not
+# a speed check: on a 2-core machine with both cores busy elsewhere, starting
+# one Python process with its imports can take tens of seconds.
+READY_TIMEOUT_S = 120.0
+# Hang guards for tests of several processes, sized the same way: a whole
+# test (below pytest's own per-test timeout), and one step that waits for the
+# system to react (a takeover, a reconnect, a reply).
+HANG_GUARD_S = 480.0
+TAKEOVER_GUARD_S = 60.0
+
+
 @asynccontextmanager
 async def open_switchboard(
     *args: str,
@@ -151,7 +162,7 @@ async def open_switchboard(
         nursery.start_soon(_pump, proc, process.stderr)
         try:
             if ready_event is not None:
-                with trio.fail_after(30):
+                with trio.fail_after(READY_TIMEOUT_S):
                     await proc.wait_for(ready_event)
             yield proc
         finally:

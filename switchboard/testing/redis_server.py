@@ -2,7 +2,8 @@
 
 The server listens on loopback only, keeps nothing on disk (``--save ""
 --appendonly no``, a temporary working directory) and is killed on exit.
-Readiness is checked by polling ``PING`` on its port with bounded retries:
+Readiness is checked by polling ``INFO server`` on its port until our own
+process answers (another run may hold the port), with bounded retries:
 process start-up is the one place where there is no event to wait for.
 
 ``open_redis_server()`` is an async context manager; its handle can
@@ -16,6 +17,7 @@ handle's ``url`` carries whatever a client needs for that.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import ssl
@@ -42,7 +44,11 @@ def _log() -> structlog.typing.FilteringBoundLogger:
     return logger
 
 
-STARTUP_TIMEOUT_S = 10.0
+# A hang guard: redis-server starts in milliseconds, but not on a loaded machine.
+STARTUP_TIMEOUT_S = 60.0
+# Attempts on fresh free ports when the port picked was taken before the
+# server bound it (parallel test runs pick ports at the same time).
+PORT_ATTEMPTS = 5
 STOP_TIMEOUT_S = 5.0
 _POLL_INTERVAL_S = 0.005
 
@@ -125,10 +131,17 @@ def _client_tls(tls: TestCertificates) -> ssl.SSLContext:
     return ctx
 
 
-async def _ping_once(port: int, tls: ssl.SSLContext | None = None) -> bool:
-    """True when something on ``port`` answers ``PING`` like a ready Redis.
+# _answering_pid's answer for a server that is up but will not say who it is
+# (an ACL server answers NOAUTH before AUTH).
+UNKNOWN_PID = 0
 
-    An ACL server answers ``NOAUTH`` before ``AUTH``: that is ready too.
+
+async def _answering_pid(port: int, tls: ssl.SSLContext | None = None) -> int | None:
+    """The process id of the redis-server answering on ``port`` (None: none yet;
+    ``UNKNOWN_PID``: one answered ``NOAUTH``).
+
+    Asked rather than assumed: when parallel runs pick the same free port,
+    the server that answers may be another run's, and ours exited.
     """
     try:
         with trio.move_on_after(0.5):
@@ -136,12 +149,18 @@ async def _ping_once(port: int, tls: ssl.SSLContext | None = None) -> bool:
             if tls is not None:
                 stream = trio.SSLStream(stream, tls, server_hostname="127.0.0.1")
             async with stream:
-                await stream.send_all(b"PING\r\n")
-                reply = await stream.receive_some(64)
-                return reply.startswith((b"+PONG", b"-NOAUTH"))
+                await stream.send_all(b"INFO server\r\n")
+                data = b""
+                while chunk := await stream.receive_some(4096):
+                    data += chunk
+                    if data.startswith(b"-NOAUTH"):
+                        return UNKNOWN_PID
+                    found = re.search(rb"process_id:(\d+)\r\n", data)
+                    if found is not None:
+                        return int(found[1])
     except (OSError, trio.BrokenResourceError):
-        return False
-    return False
+        return None
+    return None
 
 
 class RedisServerHandle:
@@ -196,7 +215,7 @@ class RedisServerHandle:
         return self._process.pid
 
     async def start(self) -> None:
-        """Start the process and wait until it answers ``PING``."""
+        """Start the process and wait until it answers on its port."""
         argv = _argv(self.port, self._workdir, tls=self.tls, user=self.user, extra=self._extra)
         ping_tls = _client_tls(self.tls) if self.tls is not None else None
         self._process = await trio.lowlevel.open_process(
@@ -206,7 +225,7 @@ class RedisServerHandle:
             stderr=subprocess.DEVNULL,
         )
         deadline = trio.current_time() + STARTUP_TIMEOUT_S
-        while not await _ping_once(self.port, ping_tls):
+        while await _answering_pid(self.port, ping_tls) not in (self._process.pid, UNKNOWN_PID):
             if self._process.poll() is not None:
                 raise RedisServerError(
                     f"redis-server exited with {self._process.returncode} on port "
@@ -252,13 +271,22 @@ async def open_redis_server(
 
     ``tls``: serve TLS only, with these certificates (``make_certificates``);
     ``user``: require this ACL user; ``extra_args``: more ``--name value``.
+    With no ``port`` given, a port taken between picking and binding it is
+    replaced by another free one.
     """
     with tempfile.TemporaryDirectory(prefix="switchboard-redis-") as tmp:
         handle = RedisServerHandle(
             port or free_port(), Path(tmp), tls=tls, user=user, extra_args=extra_args
         )
         try:
-            await handle.start()
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                try:
+                    await handle.start()
+                    break
+                except RedisServerError:
+                    if port is not None or attempt == PORT_ATTEMPTS:
+                        raise
+                    handle.port = free_port()
             yield handle
         finally:
             await handle.stop()

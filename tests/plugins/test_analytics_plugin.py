@@ -32,7 +32,7 @@ from bus.envelope import Envelope
 from bus.keys import Keys
 from switchboard.metrics_http import fetch
 from switchboard.simulator import open_call
-from switchboard.testing.procs import SwitchboardProcess, open_switchboard
+from switchboard.testing.procs import HANG_GUARD_S, SwitchboardProcess, open_switchboard
 from switchboard.testing.redis_server import open_redis_server
 
 pytestmark = pytest.mark.system
@@ -116,7 +116,7 @@ async def _system(url: str) -> AsyncIterator[tuple[int, SwitchboardProcess]]:
 
 async def test_plugin_beside_a_live_system_changes_nothing_but_its_own_group() -> None:
     keys = Keys(partitions=4)
-    with trio.fail_after(90):
+    with trio.fail_after(HANG_GUARD_S):
         async with open_redis_server() as server, _system(server.url) as (port, telemetry):
             first = await _call(port, ["Hello there."], interrupt=False)
             await telemetry.wait_for("call_summary", call_sid=first)

@@ -33,6 +33,7 @@ from switchboard.scenario import play_scenario
 from switchboard.settings import Settings
 from switchboard.simulate import parse_scenario
 from switchboard.simulator import open_call
+from switchboard.testing.procs import TAKEOVER_GUARD_S
 
 GREETING = "Hello from the replay test."
 
@@ -80,7 +81,7 @@ async def _recorded_call(settings: Settings, bus: MemoryBus) -> str:
 async def test_timeline_shows_the_interrupt_and_every_stream() -> None:
     settings = _settings()
     bus = MemoryBus()
-    with trio.fail_after(30):
+    with trio.fail_after(TAKEOVER_GUARD_S):
         sid = await _recorded_call(settings, bus)
         rec = await load_call(bus, settings.keys, sid)
     sources = {item.source for item in rec.items}
@@ -121,7 +122,7 @@ async def test_timeline_shows_the_interrupt_and_every_stream() -> None:
 async def test_rerun_with_unchanged_code_reports_no_difference() -> None:
     settings = _settings()
     bus = MemoryBus()
-    with trio.fail_after(30):
+    with trio.fail_after(TAKEOVER_GUARD_S):
         sid = await _recorded_call(settings, bus)
         rec = await load_call(bus, settings.keys, sid)
         report = await rerun(rec, settings.conversation_config())
@@ -134,7 +135,7 @@ async def test_rerun_with_unchanged_code_reports_no_difference() -> None:
 async def test_rerun_with_a_changed_greeting_reports_exactly_that() -> None:
     settings = _settings()
     bus = MemoryBus()
-    with trio.fail_after(30):
+    with trio.fail_after(TAKEOVER_GUARD_S):
         sid = await _recorded_call(settings, bus)
         rec = await load_call(bus, settings.keys, sid)
         config = dataclasses.replace(
@@ -151,7 +152,7 @@ async def test_rerun_with_a_changed_greeting_reports_exactly_that() -> None:
 async def test_exported_scenario_plays_back_the_callers_side() -> None:
     settings = _settings()
     bus = MemoryBus()
-    with trio.fail_after(30):
+    with trio.fail_after(TAKEOVER_GUARD_S):
         sid = await _recorded_call(settings, bus)
         scenario = export_scenario(await load_call(bus, settings.keys, sid))
     assert [t.get("say") or t.get("dtmf") for t in scenario["turns"]] == [
@@ -164,7 +165,7 @@ async def test_exported_scenario_plays_back_the_callers_side() -> None:
     parse_scenario(scenario)  # `switchboard simulate --scenario` accepts it
 
     again = MemoryBus()
-    with trio.fail_after(30):
+    with trio.fail_after(TAKEOVER_GUARD_S):
         async with _dev(settings, again) as (port, telemetry):
             async with open_call(f"http://127.0.0.1:{port}") as call:
                 replies = await play_scenario(call, scenario)

@@ -12,6 +12,7 @@ from bus.facts import fact_envelope
 from bus.keys import Keys
 from bus.redis import open_redis_bus
 from switchboard.tail import TailLine, tail
+from switchboard.testing.procs import TAKEOVER_GUARD_S
 
 pytestmark = pytest.mark.redis
 
@@ -44,7 +45,7 @@ async def test_tail_follows_every_stream_with_filters(redis_url: str) -> None:
                     break
         return lines
 
-    with trio.fail_after(20):
+    with trio.fail_after(TAKEOVER_GUARD_S):
         mine = await collect(4, call=sid)
         llm = await collect(2, call=sid, kind="llm")
         facts = await collect(1, kind="first_token_sent")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from switchboard.testing.procs import open_switchboard
+from switchboard.testing.procs import HANG_GUARD_S, open_switchboard
 
 SMOKE = Path(__file__).resolve().parents[2] / "bench" / "scenarios" / "smoke.json"
 
@@ -31,7 +31,7 @@ async def test_simulate_cli_against_dev(tmp_path: Path) -> None:
         argv = [sys.executable, "-m", "switchboard.cli", "simulate", "--url", ready["url"]]
         argv += ["--scenario", str(SMOKE), "--calls", "4", "--concurrency", "2"]
         argv += ["--json", str(out_json), "--plot", str(out_svg), "--seed", "3"]
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD_S):
             done = await trio.run_process(
                 argv,
                 env={**os.environ, **env},

@@ -16,6 +16,7 @@ from bus.memory import MemoryBus
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
 from switchboard.simulate import SimulationConfig, run_simulation_processes
+from switchboard.testing.procs import HANG_GUARD_S
 
 TOKEN = "simulate-token"
 SMOKE = Path(__file__).resolve().parents[2] / "bench" / "scenarios" / "smoke.json"
@@ -31,7 +32,7 @@ async def test_two_client_processes_play_every_call_once_and_merge_every_sample(
         }
     )
     bus = MemoryBus()
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD_S):
         async with trio.open_nursery() as nursery:
             port = await start_dev(nursery, settings, bus)
             config = SimulationConfig(

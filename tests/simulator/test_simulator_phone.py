@@ -21,9 +21,10 @@ from bus.memory import MemoryBus
 from switchboard.phone import run_phone
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
+from switchboard.testing.procs import HANG_GUARD_S
 
 TOKEN = "phone-test-token"
-TIMEOUT = 10
+TIMEOUT = 60  # a hang guard: in-process calls on a loaded machine
 
 
 class Screen:
@@ -166,7 +167,7 @@ async def test_typing_over_the_agent_interrupts_it() -> None:
         SWITCHBOARD_WELCOME_GREETING="Hi.",
         SWITCHBOARD_WELCOME_GREETING_INTERRUPTIBLE="false",
     ) as (url, bus, s):
-        with trio.fail_after(30):
+        with trio.fail_after(HANG_GUARD_S):
             async with phone(url, speech_rate=40) as (stdin, screen):
                 try:
                     await screen.wait_for("/quit")
@@ -209,7 +210,7 @@ async def test_a_piped_script_hears_the_greeting_and_every_answer() -> None:
         SWITCHBOARD_WELCOME_GREETING="Hello, this is the demo agent.",
         SWITCHBOARD_TOOLS="end_call",
     ) as (url, _bus, _s):
-        with trio.fail_after(30):
+        with trio.fail_after(HANG_GUARD_S):
             async with phone(url, speech_rate=400) as (stdin, screen):
                 # Sent before the phone first runs: all of stdin is already there.
                 await stdin.send_all(b"Hello there\nok, goodbye\n")
@@ -223,7 +224,7 @@ async def test_a_piped_script_hears_the_greeting_and_every_answer() -> None:
 async def test_switchboard_call_cli_takes_a_speech_rate() -> None:
     # The real console entry point, as a process, against the dev composition.
     async with dev() as (url, _bus, _s):
-        with trio.fail_after(60):
+        with trio.fail_after(HANG_GUARD_S):
             done = await trio.run_process(
                 [sys.executable, "-m", "switchboard.cli", "call", "--url", url,
                  "--speech-rate", "0"],

@@ -24,7 +24,7 @@ from bus.keys import Keys
 from bus.redis import open_redis_bus
 from switchboard.metrics_http import fetch
 from switchboard.simulator import open_call
-from switchboard.testing.procs import open_switchboard
+from switchboard.testing.procs import HANG_GUARD_S, open_switchboard
 from switchboard.testing.redis_server import AclUser, open_redis_cluster, open_redis_server
 from switchboard.testing.tls import make_certificates
 
@@ -84,7 +84,7 @@ def _check_turn3_request(requests: list[Envelope], replies: list[Any]) -> None:
 
 
 async def test_scripted_call_against_switchboard_dev() -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD_S):
         async with open_switchboard("dev", "--port", "0", env=_env()) as dev:
             call_sid, replies = await _converse(f"http://127.0.0.1:{dev.port}")
             _, metrics = await fetch("127.0.0.1", dev.port, "/metrics")
@@ -136,7 +136,7 @@ async def test_scripted_call_across_three_processes_on_redis(
 ) -> None:
     # On the cluster, requests and facts are spread over 4 streams each.
     shards = 4 if redis_kind == "cluster" else 1
-    with trio.fail_after(90):
+    with trio.fail_after(HANG_GUARD_S):
         async with _redis(redis_kind, tmp_path) as redis_url:
             async with _three_processes(redis_url, shards) as port:
                 call_sid, replies = await _converse(f"http://127.0.0.1:{port}")

@@ -26,7 +26,7 @@ import trio
 from bus.keys import Keys, partition_of
 from bus.redis import open_redis_bus
 from switchboard.simulator import open_call
-from switchboard.testing.procs import first_to_log, open_switchboard
+from switchboard.testing.procs import HANG_GUARD_S, TAKEOVER_GUARD_S, first_to_log, open_switchboard
 from switchboard.testing.redis_server import open_redis_server
 
 pytestmark = pytest.mark.system
@@ -59,7 +59,7 @@ async def test_killing_a_conversation_worker_loses_and_repeats_nothing() -> None
     replies: dict[str, list[Any]] = {}
     done = 0
     kill_now = trio.Event()
-    with trio.fail_after(90):
+    with trio.fail_after(HANG_GUARD_S):
         async with open_redis_server() as redis:
             env = _env(redis.url)
             async with (
@@ -78,7 +78,7 @@ async def test_killing_a_conversation_worker_loses_and_repeats_nothing() -> None
                 base_url = f"http://127.0.0.1:{gateway.port}"
                 # conv-3 joined last; it holds partitions once the others let go.
                 victim, survivors = conv3, [conv1, conv2]
-                with trio.fail_after(LEASE_TTL_MS / 1000 * 3):
+                with trio.fail_after(TAKEOVER_GUARD_S):
                     await victim.wait_for("partition_acquired")
 
                 async def converse(i: int) -> None:
@@ -109,7 +109,7 @@ async def test_killing_a_conversation_worker_loses_and_repeats_nothing() -> None
                     ]
                     assert stranded, "no live call was on the victim's partitions"
                     for partition, epoch in sorted(held.items()):
-                        with trio.fail_after(LEASE_TTL_MS / 1000 + 2):
+                        with trio.fail_after(TAKEOVER_GUARD_S):
                             await first_to_log(
                                 survivors,
                                 "partition_acquired",

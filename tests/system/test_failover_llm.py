@@ -17,7 +17,13 @@ import trio
 from actors.providers.scripted import scripted_reply
 from relay import Text
 from switchboard.simulator import open_call
-from switchboard.testing.procs import SwitchboardProcess, first_to_log, open_switchboard
+from switchboard.testing.procs import (
+    HANG_GUARD_S,
+    TAKEOVER_GUARD_S,
+    SwitchboardProcess,
+    first_to_log,
+    open_switchboard,
+)
 from switchboard.testing.redis_server import open_redis_server
 
 pytestmark = pytest.mark.system
@@ -49,7 +55,7 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
 async def test_a_killed_llm_worker_s_reply_is_finished_by_the_other_without_repeats() -> None:
     expected = scripted_reply([{"role": "user", "content": PROMPT}])
     killed: list[SwitchboardProcess] = []
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD_S):
         async with open_redis_server() as redis:
             env = _env(redis.url)
             async with (
@@ -76,10 +82,10 @@ async def test_a_killed_llm_worker_s_reply_is_finished_by_the_other_without_repe
                 async with open_call(f"http://127.0.0.1:{gateway.port}", auth_token=TOKEN) as call:
                     await call.prompt(PROMPT)
                     # Claim idle time, the 1 s claim check, the rest of the reply.
-                    with trio.fail_after(CLAIM_IDLE_MS / 1000 + 8):
+                    with trio.fail_after(TAKEOVER_GUARD_S):
                         reply = await call.reply(on_token=on_token)
                     survivor = llm_b if killed and killed[0] is llm_a else llm_a
-                    with trio.fail_after(5):
+                    with trio.fail_after(TAKEOVER_GUARD_S):
                         resumed = await survivor.wait_for("completion_resumed")
                         await survivor.wait_for("completion_done")
                 processes = [conversation, survivor, gateway]

@@ -16,7 +16,12 @@ import trio
 
 from actors.providers.scripted import scripted_reply
 from switchboard.simulator import SessionClosed, open_call
-from switchboard.testing.procs import SwitchboardProcess, open_switchboard
+from switchboard.testing.procs import (
+    HANG_GUARD_S,
+    TAKEOVER_GUARD_S,
+    SwitchboardProcess,
+    open_switchboard,
+)
 from switchboard.testing.redis_server import open_redis_server
 
 pytestmark = pytest.mark.system
@@ -55,12 +60,12 @@ def _outage_report(processes: list[SwitchboardProcess]) -> str:
 async def _one_call(base_url: str, prompt: str) -> Any:
     async with open_call(base_url, auth_token=TOKEN) as call:
         await call.prompt(prompt)
-        with trio.fail_after(15):
+        with trio.fail_after(TAKEOVER_GUARD_S):
             return await call.reply()
 
 
 async def test_processes_ride_out_a_redis_restart_and_serve_a_new_call() -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD_S):
         async with open_redis_server() as redis:
             env = _env(redis.url)
             async with (
@@ -78,7 +83,7 @@ async def test_processes_ride_out_a_redis_restart_and_serve_a_new_call() -> None
                 # loops may instead end with their lease and start afresh
                 # when it is re-acquired: the new call is the proof there.)
                 try:
-                    with trio.fail_after(20):
+                    with trio.fail_after(TAKEOVER_GUARD_S):
                         for proc in processes:
                             await proc.wait_for("bus_unavailable")
                         for proc in (llm, gateway):
