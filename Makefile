@@ -39,9 +39,10 @@ lint: $(STAMP)
 	$(BIN)/mypy examples/analytics/switchboard_analytics
 	$(BIN)/mypy examples/tools_demo/switchboard_tools_demo
 
-## test: lint, type-check and run the whole suite (unit, bus conformance, system)
+## test: lint, type-check and run the whole suite (unit, bus conformance, system),
+## on every core (pytest-xdist; the multi-process tests share one worker)
 test: $(STAMP) redis-server lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadgroup
 
 bench: $(STAMP) redis-server
 	$(BIN)/python bench/turn_latency.py

@@ -24,6 +24,15 @@ from switchboard.testing.redis_server import RedisServerHandle, open_redis_serve
 os.environ.setdefault("SWITCHBOARD_ENV_FILE", os.devnull)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (``make test``) the tests that start
+    several processes run one after another on one worker, beside the rest:
+    two of them at once on two cores would only slow both."""
+    for item in items:
+        if item.get_closest_marker("system") is not None:
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
 @pytest.fixture
 async def redis_server() -> AsyncIterator[RedisServerHandle]:
     """A fresh redis-server for this test; killed afterwards."""
