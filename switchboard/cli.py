@@ -254,6 +254,10 @@ def _run(args: argparse.Namespace) -> int:
         elif args.command == "simulate":
             from switchboard import simulate
 
+            try:  # a bad scenario is a mistake to report before anything else
+                simulate.load_scenario(args.scenario)
+            except simulate.ScenarioError as exc:
+                raise UsageError(str(exc)) from exc
             trio.run(wait_reachable, args.url)
             ttft = args.provider_ttft_ms
             return simulate.main(

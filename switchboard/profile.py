@@ -119,9 +119,11 @@ _LANGUAGE_KEYS = {"code", "tts_provider", "voice", "transcription_provider", "sp
 # The TwiML attributes with a fixed set of values (Twilio's <ConversationRelay>
 # reference), by [voice] key. The environment variable of the same setting
 # (SWITCHBOARD_<KEY>) is checked against the same set (switchboard.settings).
+# Twilio still takes true (any) and false (none) for the two interruptible
+# attributes, for backward compatibility.
 RELAY_CHOICES: dict[str, frozenset[str]] = {
-    "interruptible": frozenset({"none", "dtmf", "speech", "any"}),
-    "welcome_greeting_interruptible": frozenset({"none", "dtmf", "speech", "any"}),
+    "interruptible": frozenset({"none", "dtmf", "speech", "any", "true", "false"}),
+    "welcome_greeting_interruptible": frozenset({"none", "dtmf", "speech", "any", "true", "false"}),
     "report_input_during_agent_speech": frozenset({"none", "dtmf", "speech", "any"}),
     "interrupt_sensitivity": frozenset({"low", "medium", "high"}),
     "tts_provider": frozenset({"ElevenLabs", "Google", "Amazon"}),

@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry
 
 from actors import plugins
 from actors.conversation import ConversationActor
+from actors.llm import LLMActor
+from actors.providers import make_provider
 from actors.runtime import Actor, serve_actor
 from actors.telemetry import TelemetryActor
 from bus.base import Bus, BusError
@@ -83,12 +85,6 @@ def build_actor(settings: Settings, role: str, registry: CollectorRegistry | Non
     if role == "conversation":
         return ConversationActor(settings.conversation_config())
     if role == "llm":
-        # Imported here: the LLM role is the only one that needs the model
-        # SDKs, which cost seconds of CPU to import (call, simulate, replay
-        # and tail never do).
-        from actors.llm import LLMActor
-        from actors.providers import make_provider
-
         config = settings.llm_config()
         return LLMActor(config, make_provider(config))
     if role == "telemetry":

@@ -22,7 +22,7 @@ from actors.config import (
     ConversationConfig,
     LLMConfig,
 )
-from actors.providers.anthropic import parse_effort, parse_thinking
+from actors.providers.options import parse_effort, parse_thinking
 from actors.telemetry import TelemetryConfig
 from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
 from bus.keys import Keys

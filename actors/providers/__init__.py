@@ -7,8 +7,9 @@ picks one from an ``LLMConfig``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from actors.config import LLMConfig
-from actors.providers.anthropic import AnthropicProvider
 from actors.providers.base import (
     Completion,
     CompletionRequest,
@@ -19,10 +20,25 @@ from actors.providers.base import (
 )
 from actors.providers.scripted import ScriptedProvider
 
+if TYPE_CHECKING:
+    from actors.providers.anthropic import AnthropicProvider
+
+
+def __getattr__(name: str) -> Any:
+    # The Anthropic provider imports the SDK (seconds of CPU): only on use, so
+    # importing this package for the scripted provider or the options stays cheap.
+    if name == "AnthropicProvider":
+        from actors.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def make_provider(config: LLMConfig) -> Provider:
     """The provider named by ``config.provider`` (``"anthropic"`` or ``"scripted"``)."""
     if config.provider == "anthropic":
+        from actors.providers.anthropic import AnthropicProvider
+
         return AnthropicProvider(
             config.model,
             config.max_tokens,

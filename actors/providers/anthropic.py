@@ -80,7 +80,10 @@ from actors.providers.base import (
     Usage,
     skip_prefix,
 )
+from actors.providers.options import EFFORTS, Thinking, parse_effort, parse_thinking
 from bus.messages import HistoryMessage
+
+__all__ = ["EFFORTS", "AnthropicProvider", "Thinking", "parse_effort", "parse_thinking"]
 
 log = structlog.get_logger()
 
@@ -100,45 +103,7 @@ SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
 _BACKOFF_FIRST_S = 0.25
 # Less than this left of the deadline: not worth another request.
 _MIN_ATTEMPT_S = 0.05
-EFFORTS = ("low", "medium", "high", "xhigh", "max")
 _BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
-
-
-@dataclass(frozen=True, slots=True)
-class Thinking:
-    """A thinking setting: ``off``, ``adaptive`` or ``budget`` (``budget_tokens``)."""
-
-    mode: str
-    budget_tokens: int = 0
-
-    def param(self) -> dict[str, Any]:
-        """The Messages API ``thinking`` parameter."""
-        if self.mode == "off":
-            return {"type": "disabled"}
-        if self.mode == "adaptive":
-            return {"type": "adaptive"}
-        return {"type": "enabled", "budget_tokens": self.budget_tokens}
-
-
-def parse_thinking(value: str) -> Thinking:
-    """``"off"``, ``"adaptive"`` or ``"budget:N"`` (N at least 1024, as the API requires)."""
-    text = value.strip().lower()
-    if text in ("off", "adaptive"):
-        return Thinking(text)
-    head, _, tail = text.partition(":")
-    if head == "budget" and tail.strip().isdigit() and int(tail) >= 1024:
-        return Thinking("budget", int(tail))
-    raise ValueError(
-        f"thinking must be 'off', 'adaptive' or 'budget:N' with N >= 1024, not {value!r}"
-    )
-
-
-def parse_effort(value: str) -> str:
-    """One of the API's effort levels (``low`` ... ``max``)."""
-    text = value.strip().lower()
-    if text not in EFFORTS:
-        raise ValueError(f"effort must be one of {', '.join(EFFORTS)}, not {value!r}")
-    return text
 
 
 def _shape_content(content: Any) -> str | list[dict[str, Any]]:

@@ -17,7 +17,8 @@ from switchboard import gcpause
 def test_settle_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
     # In a child: freezing the test process would change every later test.
     code = (
-        "import gc, json; import switchboard.runner, actors.llm; from switchboard import gcpause;"
+        "import gc, json; import switchboard.runner, actors.providers.anthropic;"
+        "from switchboard import gcpause;"
         "before = len(gc.get_objects()); frozen = gcpause.settle();"
         "print(json.dumps({'before': before, 'frozen': frozen,"
         " 'left': len(gc.get_objects()), 'threshold': gc.get_threshold()}))"

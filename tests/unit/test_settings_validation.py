@@ -9,12 +9,14 @@ import pytest
 from switchboard.cli import read_env
 from switchboard.settings import Settings, SettingsError
 
+INTERRUPTIBLE = "any, dtmf, false, none, speech, true"
+
 
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
-        ("SWITCHBOARD_INTERRUPTIBLE", "sometimes", "any, dtmf, none, speech"),
-        ("SWITCHBOARD_WELCOME_GREETING_INTERRUPTIBLE", "yes", "any, dtmf, none, speech"),
+        ("SWITCHBOARD_INTERRUPTIBLE", "sometimes", INTERRUPTIBLE),
+        ("SWITCHBOARD_WELCOME_GREETING_INTERRUPTIBLE", "yes", INTERRUPTIBLE),
         ("SWITCHBOARD_REPORT_INPUT_DURING_AGENT_SPEECH", "all", "any, dtmf, none, speech"),
         ("SWITCHBOARD_INTERRUPT_SENSITIVITY", "extreme", "high, low, medium"),
         ("SWITCHBOARD_TTS_PROVIDER", "amazon", "did you mean 'Amazon'?"),
