@@ -65,6 +65,11 @@ class Keys:
         p = partition_of(call_sid, self.partitions)
         return f"{self.namespace}:{{p{p}}}:state:{call_sid}"
 
+    def resume(self, call_sid: str, n: int) -> str:
+        """Slot ``n`` of a call's resumes after failed sessions (``gateway/resume.py``)."""
+        p = partition_of(call_sid, self.partitions)
+        return f"{self.namespace}:{{p{p}}}:resume:{call_sid}:{n}"
+
     def timers(self, partition: int) -> str:
         """Pending conversation timers of a partition's calls (same slot as its stream).
 
