@@ -9,6 +9,8 @@ from bus.keys import Keys
 from relay.speech import CHARS_PER_SECOND
 
 DEFAULT_MODEL = "claude-haiku-5-5"
+DEFAULT_FILLER_TEXT = "One moment."
+DEFAULT_REFUSAL_LINE = "I'm sorry, I can't help with that. Is there anything else I can do for you?"
 DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
 DEFAULT_REPROMPT_TEXT = "Are you still there?"
 DEFAULT_GOODBYE_TEXT = "I haven't heard from you, so I'll end the call now. Goodbye!"
@@ -71,6 +73,13 @@ class LLMConfig:
     # output_config.effort: "low" ... "max".
     thinking: str = "off"
     effort: str = "low"
+    # When a reply's first token is this late the caller hears ``filler_text``
+    # (not kept in history, never on two turns in a row); 0: never.
+    filler_after_s: float = 1.2
+    filler_text: str = DEFAULT_FILLER_TEXT
+    # Said instead when the model refuses (stop_reason "refusal"); the
+    # refused exchange then leaves history (Anthropic: or refusals continue).
+    refusal_line: str = DEFAULT_REFUSAL_LINE
     # Scripted provider pacing: time to first token and gap between words.
     scripted_first_token_ms: float = 0.0
     scripted_token_gap_ms: float = 0.0

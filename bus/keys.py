@@ -65,6 +65,11 @@ class Keys:
         p = partition_of(call_sid, self.partitions)
         return f"{self.namespace}:{{p{p}}}:state:{call_sid}"
 
+    def filler(self, call_sid: str) -> str:
+        """The turn of a call that last had the filler line (``actors/llm/generate.py``)."""
+        p = partition_of(call_sid, self.partitions)
+        return f"{self.namespace}:{{p{p}}}:filler:{call_sid}"
+
     def resume(self, call_sid: str, n: int) -> str:
         """Slot ``n`` of a call's resumes after failed sessions (``gateway/resume.py``)."""
         p = partition_of(call_sid, self.partitions)

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from actors.config import (
+    DEFAULT_FILLER_TEXT,
     DEFAULT_GOODBYE_TEXT,
     DEFAULT_MODEL,
+    DEFAULT_REFUSAL_LINE,
     DEFAULT_REPROMPT_TEXT,
     DEFAULT_RESUME_GREETING,
     DEFAULT_SYSTEM_PROMPT,
@@ -222,6 +224,10 @@ class Settings:
     fallback_model: str | None = None
     thinking: str = "off"
     effort: str = "low"
+    # LLMConfig.filler_after_s / filler_text / refusal_line.
+    filler_after_s: float = 1.2
+    filler_text: str = DEFAULT_FILLER_TEXT
+    refusal_line: str = DEFAULT_REFUSAL_LINE
     scripted_first_token_ms: float = 0.0
     scripted_token_gap_ms: float = 0.0
     llm_concurrency: int = 1024
@@ -366,6 +372,9 @@ class Settings:
             fallback_model=_str(env, "SWITCHBOARD_FALLBACK_MODEL", None),
             thinking=thinking,
             effort=effort,
+            filler_after_s=_float(env, "SWITCHBOARD_FILLER_AFTER_S", 1.2),
+            filler_text=env.get("SWITCHBOARD_FILLER_TEXT") or DEFAULT_FILLER_TEXT,
+            refusal_line=env.get("SWITCHBOARD_REFUSAL_LINE") or DEFAULT_REFUSAL_LINE,
             scripted_first_token_ms=_float(env, "SWITCHBOARD_SCRIPTED_FIRST_TOKEN_MS", 0.0),
             scripted_token_gap_ms=_float(env, "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS", 0.0),
             llm_concurrency=_int(env, "SWITCHBOARD_LLM_CONCURRENCY", 1024, minimum=1),
@@ -445,6 +454,9 @@ class Settings:
             fallback_model=self.fallback_model,
             thinking=self.thinking,
             effort=self.effort,
+            filler_after_s=self.filler_after_s,
+            filler_text=self.filler_text,
+            refusal_line=self.refusal_line,
             scripted_first_token_ms=self.scripted_first_token_ms,
             scripted_token_gap_ms=self.scripted_token_gap_ms,
             concurrency=self.llm_concurrency,

@@ -32,6 +32,7 @@ from actors.timers import SharedTimer
 from actors.tools import ToolRegistry, tool_registry
 from bus.base import Bus, Entry, Fields
 from bus.envelope import Envelope, Kind
+from bus.facts import wall_ms
 from bus.keys import GROUP_LLM
 from bus.messages import HistoryMessage, LlmRequest
 
@@ -124,6 +125,7 @@ class LLMActor(Actor):
             max_tokens=self.config.max_tokens,
             prefill=sent.text,
             tools=self.tools.definitions(),
+            first_token_deadline_s=self._budget_left(env, sent),
         )
         outcome = Outcome(started=trio.current_time(), prefix=sent.text)
         key: GenerationKey = (env.call, env.session, reply_to)
@@ -136,6 +138,18 @@ class LLMActor(Actor):
             return
         index, leftover = await self._generate(env, reply_to, completion, outcome, sent.next_index)
         await self._finish(env, reply_to, index, leftover, outcome)
+
+    def _budget_left(self, env: Envelope, sent: SentSoFar) -> float | None:
+        """What is left of the first-token deadline, counted from the request's stamp.
+
+        The caller has waited since the prompt; the request's ``ts`` (when
+        the conversation asked) is the closest stamp this worker has. A
+        resumed reply (the caller already heard its start) gets the whole.
+        """
+        if sent.text or not env.ts:
+            return None
+        waited = max(0.0, (wall_ms() - env.ts) / 1000)
+        return max(self.config.first_token_deadline_s - waited, 0.0)
 
     async def _generate(
         self,
@@ -161,6 +175,7 @@ class LLMActor(Actor):
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(producer.run)
+                nursery.start_soon(producer.filler)
                 index, leftover = await sender.run(receive, start_index=start_index)
         finally:
             self.cancels.finish(key)
@@ -180,7 +195,9 @@ class LLMActor(Actor):
         close_reply: bool = True,
     ) -> None:
         """Write the result, the closing entry, deferred frames and the facts at once."""
-        end = ending(outcome, reply_to, leftover, trio.current_time())
+        end = ending(
+            outcome, reply_to, leftover, trio.current_time(), refusal_line=self.config.refusal_line
+        )
         out = ReplyOut(self.bus, self.keys, env, reply_to)
         # The result goes first: once the caller has the closing token it may
         # answer at once, and its next prompt must land on the partition stream

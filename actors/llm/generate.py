@@ -26,13 +26,16 @@ from actors.config import LLMConfig
 from actors.llm.cancel import Generation
 from actors.llm.result import Outcome
 from actors.llm.stream import Frame, Piece, Wake
-from actors.providers.base import CompletionRequest, Provider, ToolUse
+from actors.providers.base import CompletionRequest, Provider, ProviderRefusal, ToolUse
 from actors.tools import ToolContext, ToolRegistry
 from bus.base import Bus
 from bus.envelope import Envelope
 from bus.facts import wall_ms
 
 log = structlog.get_logger()
+
+# Which turn of a call last had the filler line, kept this long.
+FILLER_MEMORY_MS = 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,8 @@ class Producer:
         self.reply = outcome.messages()
         self._current_use = ""
         self._send = send
+        # Cancelled at the first token, or when the reply ends (``filler``).
+        self.filler_scope = trio.CancelScope()
 
     async def run(self) -> None:
         """Generate, then close ``send``; an error becomes ``outcome.error``."""
@@ -79,6 +84,7 @@ class Producer:
                 except Exception as exc:  # trio.Cancelled is a BaseException: never caught
                     self._failed(exc)
             self._close()
+        self.filler_scope.cancel()
         # ``send`` is closed (finished, failed or cancelled): the sender stops
         # its coalescing wait and sends the closing entry now. (Only an outer
         # cancel skips this, and it cancels the sender too.)
@@ -103,6 +109,7 @@ class Producer:
             max_tokens=request.max_tokens,
             prefill=request.prefill if round_no == 0 else "",
             tools=request.tools,
+            first_token_deadline_s=request.first_token_deadline_s if round_no == 0 else None,
         )
         # Rounds stream back to back: keep a word break between "...now."
         # and "Done." for the voice.
@@ -116,11 +123,41 @@ class Producer:
             self.outcome.usage.input_tokens += completion.usage.input_tokens
             self.outcome.usage.output_tokens += completion.usage.output_tokens
             uses = list(completion.tool_uses)
+            # Every block of the round, thinking included (providers that
+            # have them): the tool round must send them back unchanged.
+            blocks = list(getattr(completion, "content", None) or ())
         if self.outcome.stop_reason != "tool_use" or not uses:
             self.reply.end_round(())
             return []
-        self.reply.end_round(uses)
+        self.reply.end_round(uses, blocks)
         return uses
+
+    async def filler(self) -> None:
+        """Say the filler line when the reply's first token is late.
+
+        After ``filler_after_s`` without a token the caller hears
+        ``filler_text`` (a ``text`` frame, not part of the reply: never in
+        its text or history), unless the call's previous turn had it too
+        (the turn that had it is kept in the bus, so any worker knows). A
+        resumed reply (the caller already heard its start) gets none.
+        """
+        config = self.engine.config
+        if config.filler_after_s <= 0 or not config.filler_text or self.outcome.prefix:
+            return
+        with self.filler_scope:
+            await trio.sleep(config.filler_after_s)
+            bus, key, turn = self.engine.bus, config.keys.filler(self.env.call), self.env.turn
+            if await bus.get(key) == str(turn - 1):
+                log.info("filler_skipped", reason="previous_turn_had_it")
+                return
+            await bus.set(key, str(turn), ttl_ms=FILLER_MEMORY_MS)
+            frame = {"type": "text", "token": f"{config.filler_text} ", "last": False}
+            try:
+                self._send.send_nowait(Frame(frame))
+            except trio.ClosedResourceError:
+                return  # the reply ended meanwhile
+            self.wake.event.set()
+            log.info("filler_spoken", after_s=config.filler_after_s)
 
     def _spaced(self, delta: str) -> str:
         said = "".join(self.outcome.text[-1:])
@@ -131,6 +168,7 @@ class Producer:
     def _emit(self, delta: str) -> None:
         outcome = self.outcome
         if outcome.first_token_at is None:
+            self.filler_scope.cancel()
             outcome.first_token_at = trio.current_time()
             outcome.first_token_ms = wall_ms()
         outcome.text.append(delta)
@@ -164,6 +202,16 @@ class Producer:
         self.wake.event.set()
 
     def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, ProviderRefusal):
+            # Not an error of ours: the reply ends with the fallback line.
+            self.outcome.refused = True
+            self.outcome.stop_reason = "refusal"
+            log.warning(
+                "reply_refused",
+                category=exc.category,
+                chars_before_refusal=sum(len(t) for t in self.outcome.text),
+            )
+            return
         self.outcome.error = f"{type(exc).__name__}: {exc}"
         log.error(
             "provider_failed",

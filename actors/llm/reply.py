@@ -9,16 +9,51 @@ caller), which is what the conversation truncates by. ``close`` leaves no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
 
 from actors.providers.base import ToolUse
 from actors.tools import CANCELLED_RESULT, ToolOutcome
 from bus.messages import ContentBlock, HistoryMessage, TextBlock, ToolResultBlock, ToolUseBlock
 
+_THINKING = ("thinking", "redacted_thinking")
+
 
 def _text(text: str) -> TextBlock:
     return {"type": "text", "text": text}
+
+
+def _with_thinking(
+    blocks: Sequence[Mapping[str, Any]], text: str, uses: list[ContentBlock]
+) -> list[ContentBlock]:
+    """The provider's blocks in their order, its thinking exact, our text and uses.
+
+    The text the caller was sent may differ from the provider's text blocks
+    (a space between rounds, a resumed prefix): when it does, it goes in
+    one block where the first text block was (after any leading thinking).
+    """
+    provider_text = "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
+    exact = provider_text == text
+    out: list[ContentBlock] = []
+    placed = False
+    pending_uses = list(uses)
+    for block in blocks:
+        kind = block.get("type")
+        if kind in _THINKING:
+            out.append(cast(ContentBlock, dict(block)))
+        elif kind == "text":
+            if exact:
+                if block.get("text"):
+                    out.append(_text(str(block["text"])))
+            elif not placed and text:
+                out.append(_text(text))
+            placed = True
+        elif kind == "tool_use" and pending_uses:
+            out.append(pending_uses.pop(0))
+    if not placed and text:
+        at = next((i for i, b in enumerate(out) if b["type"] not in _THINKING), len(out))
+        out.insert(at, _text(text))
+    return out + pending_uses
 
 
 def _cancelled(use_id: str) -> ToolResultBlock:
@@ -47,12 +82,19 @@ class ReplyMessages:
     def add_text(self, delta: str) -> None:
         self._round_text.append(delta)
 
-    def end_round(self, tool_uses: Sequence[ToolUse]) -> None:
-        """The round's text and tool uses become one assistant message."""
+    def end_round(
+        self, tool_uses: Sequence[ToolUse], blocks: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
+        """The round's text and tool uses become one assistant message.
+
+        ``blocks``: the provider's content blocks of the round, in order
+        (``Completion.content`` where the provider has it). Thinking and
+        redacted-thinking blocks among them are kept unchanged and in place:
+        the API rejects a tool round whose assistant message lost them.
+        """
         content: list[ContentBlock] = []
         text = "".join(self._round_text)
-        if text:
-            content.append(_text(text))
+        uses: list[ContentBlock] = []
         for use in tool_uses:
             block: ToolUseBlock = {
                 "type": "tool_use",
@@ -60,7 +102,13 @@ class ReplyMessages:
                 "name": use.name,
                 "input": dict(use.input),
             }
-            content.append(block)
+            uses.append(block)
+        if any(b.get("type") in _THINKING for b in blocks):
+            content = _with_thinking(blocks, text, uses)
+        else:
+            if text:
+                content.append(_text(text))
+            content.extend(uses)
         if content:
             self.messages.append(("assistant", content))
         self._round_text = []
@@ -126,6 +174,14 @@ class ReplyMessages:
             else:
                 out.append({"role": role, "content": list(blocks)})
         return out
+
+    def replace_with_text(self, text: str) -> None:
+        """Only ``text`` as the reply (a refusal's fallback line): all else dropped."""
+        self.messages = [("assistant", [_text(text)])]
+        self._round_text = []
+        self._pending = []
+        self._results = {}
+        self.outcomes = []
 
     def append_text(self, text: str) -> None:
         """Text said after the reply closed (the apology)."""

@@ -1,7 +1,10 @@
 """The end of a reply: what the producer learned, and the ``llm.result`` made of it.
 
 On a provider error the caller hears a short apology (as the rest of the
-reply, ``last=true``) and the result carries the error text. The result
+reply, ``last=true``) and the result carries the error text. On a refusal
+(``ProviderRefusal``) the caller hears the configured fallback line instead,
+the result's ``stop_reason`` is ``refusal`` and its ``messages`` hold only
+that line: the conversation then drops the refused exchange from history. The result
 carries ``messages``: the history messages the reply produced (assistant
 text/``tool_use``, user ``tool_result``, ...), every ``tool_use`` followed by
 its result, and the text blocks joined equal to ``text``; and a
@@ -43,6 +46,7 @@ class Outcome:
     deferred: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
     cancelled: str | None = None  # the reason, once cancelled
     cancelled_ms: float | None = None
+    refused: bool = False  # the model refused (stop_reason "refusal")
 
     def messages(self) -> ReplyMessages:
         if self.reply is None:
@@ -61,13 +65,22 @@ class Ending:
     final: str  # the closing token entry's text (the leftover, and any apology)
 
 
-def ending(outcome: Outcome, reply_to: int, leftover: str, now: float) -> Ending:
+def ending(
+    outcome: Outcome, reply_to: int, leftover: str, now: float, *, refusal_line: str = ""
+) -> Ending:
     """Close the reply's messages and build its result (``now``: the trio clock)."""
     spoken = outcome.prefix + "".join(outcome.text)
     reply = outcome.messages()
     reply.close()
     final = leftover
-    if outcome.error is not None:
+    if outcome.refused and refusal_line:
+        # What streamed before the refusal was heard; the line follows it.
+        # Only the line is kept: the refused exchange must not be sent again.
+        line = f" {refusal_line}" if spoken else refusal_line
+        final += line
+        spoken += line
+        reply.replace_with_text(refusal_line)
+    elif outcome.error is not None:
         # Whatever was already said stays said; the apology completes it.
         apology = f" {APOLOGY}" if spoken else APOLOGY
         final += apology

@@ -334,6 +334,9 @@ class _AnthropicCompletion:
         """Attempts until the first text (or the stream's end) within the deadline."""
         provider = self._provider
         budget = provider.first_token_deadline_s
+        asked = self._request.first_token_deadline_s
+        if budget is not None and asked is not None:
+            budget = max(min(budget, asked), _MIN_ATTEMPT_S)
         deadline = trio.current_time() + budget if budget is not None else math.inf
         backoff = _BACKOFF_FIRST_S
         last_error: str | None = None

@@ -37,6 +37,8 @@ class CompletionRequest:
     twice: by continuing from it where the model can (Claude's prefilled
     assistant turn), else by generating again and skipping that many
     characters (``skip_prefix``).
+
+    ``first_token_deadline_s``: see the field.
     """
 
     system: str
@@ -45,6 +47,10 @@ class CompletionRequest:
     max_tokens: int = 0
     prefill: str = ""
     tools: list[dict[str, Any]] = field(default_factory=list)
+    # What is left of the turn's first-token budget when the request is
+    # made (the prompt waited on the bus first); it can only shorten the
+    # provider's own deadline. None: the provider's.
+    first_token_deadline_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,22 @@ class ToolResultBlock(TypedDict):
     is_error: NotRequired[bool]
 
 
-ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock
+class ThinkingBlock(TypedDict):
+    """Claude's thinking; sent back unchanged (``signature`` included) in a tool loop."""
+
+    type: Literal["thinking"]
+    thinking: str
+    signature: str
+
+
+class RedactedThinkingBlock(TypedDict):
+    """Thinking the API encrypted; opaque, sent back unchanged like ``thinking``."""
+
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
 
 
 class HistoryMessage(TypedDict):

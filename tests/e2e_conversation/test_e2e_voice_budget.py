@@ -1,0 +1,86 @@
+"""End to end: a rate-limited Claude within the voice budget, as the caller hears it.
+
+The dev composition (gateway, conversation, LLM with the real Anthropic SDK,
+telemetry) runs in this process on a MemoryBus with the default budget
+(filler after 1.2 s, first-token deadline 2.5 s); Claude is the local fake
+of the API answering 429 with ``retry-after: 20`` on every attempt; the
+caller is the simulator. The SDK reads its endpoint and key from the
+environment, as in production.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from fakes.anthropic_server import FakeError, FakeReply, open_fake_anthropic
+
+from actors.config import DEFAULT_FILLER_TEXT
+from actors.llm import APOLOGY
+from bus.memory import MemoryBus
+from relay import Text
+from switchboard.runner import start_dev
+from switchboard.settings import Settings
+from switchboard.simulator import open_call
+
+TOKEN = "e2e-budget-token"
+# Time for a frame to cross the gateway to the caller, on a loaded machine.
+DELIVERY_S = 0.5
+
+
+async def test_rate_limited_turn_hears_filler_then_apology_and_the_next_turn_is_normal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limited = True
+
+    def respond(payload: dict[str, Any]) -> FakeReply | FakeError:
+        if limited:
+            return FakeError(429, retry_after=20)
+        return FakeReply(["We open", " at nine."])
+
+    with trio.fail_after(60):
+        async with open_fake_anthropic(responder=respond) as fake:
+            monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+            monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+            settings = Settings.from_env(
+                {
+                    "ANTHROPIC_API_KEY": "test-key",
+                    "TWILIO_AUTH_TOKEN": TOKEN,
+                    "SWITCHBOARD_PORT": "0",
+                    "SWITCHBOARD_PARTITIONS": "2",
+                    "SWITCHBOARD_WELCOME_GREETING": "Hi.",
+                    "SWITCHBOARD_SILENCE_REPROMPT_S": "0",
+                }
+            )
+            assert settings.first_token_deadline_s == 2.5 and settings.filler_after_s == 1.2
+            async with trio.open_nursery() as nursery:
+                port = await start_dev(nursery, settings, MemoryBus())
+                async with open_call(f"http://127.0.0.1:{port}", auth_token=TOKEN) as call:
+                    heard: list[tuple[float, str]] = []
+
+                    async def note(frame: Text) -> None:
+                        heard.append((trio.current_time() - asked, frame.token))
+
+                    asked = trio.current_time()
+                    await call.prompt("When do you open?")
+                    first = await call.reply(on_token=note)
+                    limited = False
+                    asked = trio.current_time()
+                    await call.prompt("And on Sunday?")
+                    second = await call.reply()
+                nursery.cancel_scope.cancel()
+    # The filler first, within 1.5 s; then the apology, at the deadline.
+    (filler_at, filler), *rest = heard
+    assert filler == f"{DEFAULT_FILLER_TEXT} "
+    assert 1.2 <= filler_at < 1.5
+    apology_at = next(at for at, token in rest if APOLOGY in token)
+    assert first.text == f"{DEFAULT_FILLER_TEXT} {APOLOGY}"
+    assert apology_at < 2.5 + DELIVERY_S
+    # The server asked for 20 s; the turn did not wait for it.
+    limited_requests = [r for r in fake.requests if "Sunday" not in str(r["messages"])]
+    assert len(limited_requests) == 1
+    # The next prompt: a normal reply, no filler, and the filler is not in history.
+    assert second.text == "We open at nine."
+    assert DEFAULT_FILLER_TEXT not in str(fake.requests[-1]["messages"])
+    assert fake.requests[-1]["messages"][-1] == {"role": "user", "content": "And on Sunday?"}
