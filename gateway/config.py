@@ -29,6 +29,10 @@ class GatewayConfig:
     # Spoken as welcomeGreeting of the fresh session that /action answers
     # after a failed one (the same callSid continues its history).
     resume_greeting: str = DEFAULT_RESUME_GREETING
+    # The dashboard and operator API (gateway.dashboard): the token they need,
+    # and whether they are open without one (dev).
+    dashboard_token: str | None = None
+    dashboard_open: bool = False
 
     @property
     def relay_url(self) -> str:

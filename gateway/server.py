@@ -61,6 +61,7 @@ from bus.facts import FactPublisher
 from bus.keys import GROUP_CONVERSATION, GROUP_LLM, GROUP_TELEMETRY
 from bus.retry import Backoff, retry_bus
 from gateway.config import GatewayConfig
+from gateway.dashboard import Dashboard, DashboardAccess
 from gateway.http import (
     HttpLimits,
     Request,
@@ -247,6 +248,17 @@ class Gateway:
         self._scrape_lock = trio.Lock()
         self.sessions: dict[str, _Session] = {}
         self.ready = False
+        # Open without a token on dev, or where no signature protects anything anyway.
+        access = DashboardAccess(
+            config.dashboard_token, config.dashboard_open or config.auth_token is None
+        )
+        self.dashboard = Dashboard(
+            bus,
+            self.keys,
+            gateway_id=config.gateway_id,
+            access=access,
+            local_calls=lambda: list(self.sessions),
+        )
 
     # ----------------------------------------------------------------- serving
 
@@ -273,6 +285,7 @@ class Gateway:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.facts.serve)
             await nursery.start(self._dispatch)
+            await nursery.start(self.dashboard.serve)
             nursery.start_soon(serve_http, self.router(), listeners, limits)
             self.ready = True
             log.info(
@@ -293,6 +306,7 @@ class Gateway:
         router.add("POST", "/action", self._action)
         router.add("POST", "/status", self._status)
         router.websocket("/relay", gate=self._relay_gate, handler=self._relay)
+        self.dashboard.add_routes(router)
         return router
 
     # ---------------------------------------------------------------- webhooks

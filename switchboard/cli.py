@@ -86,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
 
+    calls = sub.add_parser("calls", help="list recent calls, newest first, with their problems")
+    calls.add_argument(
+        "--url", help="a running `switchboard dev` (make run), e.g. http://127.0.0.1:8080"
+    )
+    calls.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
+    calls.add_argument("--json", action="store_true", help="JSON for tools instead of text")
+    calls.add_argument("--limit", type=int, default=50, help="at most this many calls (50)")
+    calls.add_argument(
+        "--since", type=float, default=60.0, help="minutes of the streams to read (Redis; 60)"
+    )
+
     tail = sub.add_parser("tail", help="follow live entries on every stream")
     tail.add_argument("--call", help="only this call sid")
     tail.add_argument("--kind", help="only this kind or fact (prefix: llm, call, event)")
@@ -193,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command in ("call", "simulate") and not env.get("SWITCHBOARD_LOG_LEVEL"):
         # The phone's screen is the conversation; only problems go to the log.
         level = "warning"
-    if args.command in ("replay", "tail") and not env.get("SWITCHBOARD_LOG_LEVEL"):
+    if args.command in ("replay", "tail", "calls") and not env.get("SWITCHBOARD_LOG_LEVEL"):
         level = "warning"  # stdout is the report; the log only for problems
     configure_logging(level, settings.log_format)
     log = structlog.get_logger()
@@ -224,6 +235,19 @@ def _run(args: argparse.Namespace) -> int:
                 runner.run_replay, settings, args.call_sid, args.json, args.rerun, args.export
             )
             return code
+        elif args.command == "calls":
+            from switchboard.calls import run_calls
+
+            calls_code: int = trio.run(
+                lambda: run_calls(
+                    settings,
+                    url=args.url,
+                    as_json=args.json,
+                    limit=args.limit,
+                    since_min=args.since,
+                )
+            )
+            return calls_code
         elif args.command == "tail":
             from switchboard.tail import run_tail
 

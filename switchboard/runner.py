@@ -20,6 +20,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 import structlog
 import trio
@@ -185,7 +186,8 @@ async def start_dev(
     port: int = await nursery.start(
         lambda task_status: serve_gateway(
             bus,
-            settings.gateway_config(),
+            # The dev process is the operator's own: its dashboard needs no token.
+            replace(settings.gateway_config(), dashboard_open=True),
             registries=registries,
             listeners=listeners,
             task_status=task_status,

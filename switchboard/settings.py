@@ -265,6 +265,8 @@ class Settings:
     log_format: str = "auto"
     # Actor processes serve /metrics and /healthz on this port; None: no server.
     metrics_port: int | None = None
+    # SWITCHBOARD_DASHBOARD_TOKEN: what /dashboard and /api/* ask for (gateway.dashboard).
+    dashboard_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -406,6 +408,7 @@ class Settings:
                 if env.get("SWITCHBOARD_METRICS_PORT")
                 else None
             ),
+            dashboard_token=env.get("SWITCHBOARD_DASHBOARD_TOKEN") or None,
         )
 
     @property
@@ -422,6 +425,7 @@ class Settings:
             relay=self.relay,
             keys=self.keys,
             resume_greeting=self.resume_greeting,
+            dashboard_token=self.dashboard_token,
         )
 
     def conversation_config(self) -> ConversationConfig:
