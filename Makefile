@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check redis-server bench clean
+.PHONY: run test lint check redis-server chromium bench clean
 
 $(STAMP): pyproject.toml examples/analytics/pyproject.toml examples/tools_demo/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Switchboard needs Python 3.11+ (set PYTHON=python3.11)"'
@@ -32,6 +32,16 @@ redis-server:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools >/dev/null; }
 	@redis-server --version
 
+## chromium: the headless browser the dashboard tests drive (Debian package; playwright
+## drives it through /usr/bin/chromium and never downloads a browser of its own)
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (Debian package) for the dashboard's browser tests"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@/usr/bin/chromium --version
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -41,7 +51,7 @@ lint: $(STAMP)
 
 ## test: lint, type-check and run the whole suite (unit, bus conformance, system),
 ## on every core (pytest-xdist; the multi-process tests share one worker)
-test: $(STAMP) redis-server lint
+test: $(STAMP) redis-server chromium lint
 	$(BIN)/pytest -n auto --dist loadgroup
 
 bench: $(STAMP) redis-server

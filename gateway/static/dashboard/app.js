@@ -33,6 +33,10 @@ function clock(ms) {
   return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
 
+function plural(n, word) {
+  return n + " " + word + (n === 1 ? "" : "s");
+}
+
 function fmt(ms) {
   return ms === null || ms === undefined ? "-" : Math.round(ms).toString();
 }
@@ -47,7 +51,7 @@ function callRow(c) {
   li.append(el("span", "who", (c.from || "?") + " \u2192 " + (c.to || "?")));
   const meta = el("span", "meta");
   meta.textContent = clock(c.start_ms) + " \u00b7 " + (c.duration_s ?? "-") + " s \u00b7 " +
-    c.turns + " turn" + (c.turns === 1 ? "" : "s") + " \u00b7 " + c.outcome;
+    plural(c.turns, "turn") + " \u00b7 " + c.outcome;
   li.append(meta);
   if (c.problems.length) li.append(el("span", "problems", c.problems.join(", ")));
   li.addEventListener("click", () => select(c.call));
@@ -89,7 +93,7 @@ function transcriptItem(item) {
       li.classList.add("bargein");
       li.append(el("span", "badge", "barge-in"));
       li.append(el("span", "text heard", item.heard));
-      if (item.cut) li.append(el("span", "text cut", item.cut));
+      if (item.cut && item.cut.trim()) li.append(el("span", "text cut", item.cut));
     } else {
       li.append(el("span", "text", item.text));
       if (!item.done) li.append(el("span", "streaming", "\u258d"));
@@ -137,8 +141,9 @@ function renderCall(call) {
   calls.set(call.call, call);
   document.getElementById("call-meta").textContent =
     (call.from || "?") + " \u2192 " + (call.to || "?") + " \u00b7 started " + clock(call.start_ms) +
-    " \u00b7 " + (call.duration_s ?? "-") + " s \u00b7 " + call.turns + " turns \u00b7 " +
-    call.interruptions + " barge-ins \u00b7 " + call.tool_calls + " tool calls \u00b7 " + call.outcome;
+    " \u00b7 " + (call.duration_s ?? "-") + " s \u00b7 " + plural(call.turns, "turn") + " \u00b7 " +
+    plural(call.interruptions, "barge-in") + " \u00b7 " + plural(call.tool_calls, "tool call") +
+    " \u00b7 " + call.outcome;
   document.getElementById("call-problems").textContent = call.problems.join(", ");
   const list = document.getElementById("transcript");
   list.replaceChildren(...call.transcript.map(transcriptItem));
