@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 import structlog
@@ -10,7 +11,7 @@ import trio
 from actors.partitions import DEFAULT_LEASE_TTL_MS, PartitionManager
 from actors.runtime.actor import Actor
 from actors.runtime.worker import StreamWorker
-from bus.base import Bus
+from bus.base import Bus, BusError
 
 log = structlog.get_logger()
 
@@ -55,6 +56,10 @@ async def serve_actor(
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.background, bus)
         await nursery.start(loops.serve)
+        if not actor.partitioned:
+            # Partitioned actors heartbeat through their PartitionManager.
+            registry = actor.keys.members(actor.group)
+            nursery.start_soon(_heartbeat, bus, registry, consumer, lease_ttl_ms)
         task_status.started()
         if stop is not None:
             await stop.wait()
@@ -67,6 +72,24 @@ async def serve_actor(
             nursery.cancel_scope.cancel()
     if stop is not None and stop.is_set():
         log.info("actor_stopped", actor=actor.name, consumer=consumer)
+
+
+async def _heartbeat(bus: Bus, registry: str, member: str, ttl_ms: int) -> None:
+    """Keep ``member`` in its role's liveness registry while it runs (who is up, per role:
+    the dashboard's live workers); leave it at once on the way out. A failed
+    heartbeat is left to expire: the read loops report the outage."""
+    try:
+        while True:
+            with contextlib.suppress(BusError):
+                await bus.heartbeat(registry, member, ttl_ms)
+            await trio.sleep(ttl_ms / 3000)
+    finally:
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(1.0),
+            contextlib.suppress(BusError),
+        ):
+            await bus.leave(registry, member)
 
 
 class _Loops(Protocol):

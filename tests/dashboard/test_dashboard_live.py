@@ -83,4 +83,8 @@ async def test_a_call_appears_live_and_its_reply_streams_into_the_transcript() -
             assert {"call.prompt", "llm.request", "llm.tokens", "llm.result"} <= set(labels)
             system = await OperatorApi(base).get("/api/system")
             assert system["calls_open"] == 0 and system["latency"]["turns"] == 1
-            assert system["workers"]["conversation"] == ["w-dev-conversation"]
+            assert system["workers"] == {
+                "conversation": ["w-dev-conversation"],
+                "llm": ["w-dev-llm"],
+                "telemetry": ["w-dev-telemetry"],
+            }
