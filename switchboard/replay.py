@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from actors.config import ConversationConfig
@@ -291,14 +291,16 @@ def _said(requests: Sequence[Envelope], sends: Sequence[Envelope]) -> dict[str, 
     """What a conversation said, as named items comparable between two runs."""
     said: dict[str, Any] = {}
     first = requests[0].body.get("messages", []) if requests else []
-    greeting = first[0]["content"] if first and first[0].get("role") == "assistant" else None
-    said["greeting"] = greeting
+    # Everything the agent said before the caller's first words: the greeting,
+    # and any silence re-prompt (one merged assistant message in the request).
+    opening = first[0]["content"] if first and first[0].get("role") == "assistant" else None
+    said["said before the first turn"] = opening
     said["system prompt"] = requests[0].body.get("system") if requests else None
     said["turns"] = len(requests)
-    skip = 1 if greeting is not None else 0
+    skip = 1 if opening is not None else 0
     for env in requests:
         messages = env.body.get("messages", [])
-        # Without the greeting, so a changed greeting is one difference, not one per turn.
+        # Without the opening, so a changed greeting is one difference, not one per turn.
         said[f"turn {env.turn} request"] = messages[skip:]
     said["frames sent"] = [env.body.get("frame") for env in sends]
     return said
@@ -345,6 +347,14 @@ async def rerun(rec: CallRecording, config: ConversationConfig) -> RerunReport:
                     turn=request.turn,
                     body={**env.body, "reply_to": request.body.get("reply_to", request.seq)},
                 )
+            elif env.kind == Kind.CONVERSATION_TIMER:
+                # Fire the recorded timer: today's deadline of that name, if today's
+                # code armed one (deadlines are wall-clock, so the recorded value
+                # cannot match; a timer today's code never armed stays a no-op).
+                state = await actor.load_state(env.call)
+                armed = state.timers.get(str(env.body.get("timer", ""))) if state else None
+                if armed is not None:
+                    env = replace(env, body={**env.body, "deadline_ms": armed})
             elif env.kind not in _CALLER_KINDS:
                 continue
             stream = keys.calls_for(env.call)
@@ -462,7 +472,7 @@ async def run_replay(
             out.write(json.dumps({"call": call, "comparisons": data}, ensure_ascii=False) + "\n")
         else:
             out.write(format_rerun(report) + "\n")
-        return 0
+        return 1 if report.differences else 0
     if as_json:
         out.write(json.dumps(timeline_json(rec), ensure_ascii=False) + "\n")
     else:

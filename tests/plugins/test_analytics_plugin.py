@@ -188,8 +188,9 @@ async def test_plugin_beside_a_live_system_changes_nothing_but_its_own_group() -
         "no differences"
     )
     changed = rerun_new.stdout.decode()
+    assert rerun_new.returncode == 1, "a rerun with differences exits 1 (CI can use it)"
     assert changed.strip().endswith("1 difference"), changed
-    assert "DIFF  greeting" in changed and "A different hello." in changed
+    assert "DIFF  said before the first turn" in changed and "A different hello." in changed
     assert unknown.returncode == 1
     assert b"retention" in unknown.stderr and b"Traceback" not in unknown.stderr
 

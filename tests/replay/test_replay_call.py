@@ -129,7 +129,7 @@ async def test_rerun_with_unchanged_code_reports_no_difference() -> None:
     assert report.differences == []
     assert format_rerun(report).endswith("no differences")
     names = [c.name for c in report.comparisons]
-    assert {"greeting", "turn 1 request", "turn 2 request"} <= set(names)
+    assert {"said before the first turn", "turn 1 request", "turn 2 request"} <= set(names)
 
 
 async def test_rerun_with_a_changed_greeting_reports_exactly_that() -> None:
@@ -143,10 +143,10 @@ async def test_rerun_with_a_changed_greeting_reports_exactly_that() -> None:
         )
         report = await rerun(rec, config)
     assert [(c.name, c.then, c.now) for c in report.differences] == [
-        ("greeting", GREETING, "A brand new greeting.")
+        ("said before the first turn", GREETING, "A brand new greeting.")
     ]
     text = format_rerun(report)
-    assert "DIFF  greeting" in text and text.endswith("1 difference")
+    assert "DIFF  said before the first turn" in text and text.endswith("1 difference")
 
 
 async def test_exported_scenario_plays_back_the_callers_side() -> None:
