@@ -13,7 +13,9 @@ The JSON document (``SCHEMA``) is::
     {"schema": "switchboard.simulate/1", "label": str, "config": {...},
      "counts": {name: int, ...},
      "latency_ms": {"first_token": Stats, "turn": Stats, "overhead": Stats},
-     "errors": {kind: int}, "violations": [str, ...] (first few, as examples),
+     "errors": {kind: int}, "violations": [str, ...] (first few, as examples,
+     each naming its call's index and CallSid),
+     "problem_calls": [{"call": index, "call_sid": str, "problems": [str, ...]}, ...],
      "samples": [[t_s, first_token_ms, turn_ms | null], ...]}   # optional
 
 with ``Stats = {"n", "min", "mean", "p50", "p95", "p99", "max"}`` (null when n == 0).
@@ -205,16 +207,25 @@ def render_svg(
     title: str,
     value_label: str = "first token (ms)",
     marks: Mapping[str, float] | None = None,
+    turn_samples: Sequence[tuple[float, float]] = (),
+    problems: Sequence[float] = (),
+    open_calls: Sequence[tuple[float, int]] = (),
 ) -> str:
-    """Two panels: ``(t_s, ms)`` samples over time (scatter) and their histogram.
+    """Panels: ``(t_s, ms)`` samples over time (scatter), their histogram, and,
+    when ``open_calls`` is given, the calls open over time.
 
     ``marks`` draws labelled horizontal lines (e.g. ``{"p99": 12.3}``) on the
-    scatter. Written by hand so a picture needs no plotting library.
+    scatter; ``turn_samples`` adds a second series there (whole-turn latency,
+    prompt to ``last: true``); ``problems`` (times, s) are red ticks along its
+    top edge; ``open_calls`` is a step series of ``(t_s, calls open from then
+    on)``. Written by hand so a picture needs no plotting library.
     """
+    panels = 3 if open_calls else 2
+    height = panels * _PANEL_H + 40
     out: list[str] = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{2 * _PANEL_H + 40}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{height}" '
         f'font-family="sans-serif">',
-        f'<rect width="{_W}" height="{2 * _PANEL_H + 40}" fill="white"/>',
+        f'<rect width="{_W}" height="{height}" fill="white"/>',
         f'<text x="{_W / 2}" y="20" font-size="14" text-anchor="middle">{escape(title)}</text>',
     ]
     values = [v for _, v in samples]
@@ -222,15 +233,37 @@ def render_svg(
     # Panel 1: latency over time.
     top = 40.0
     bottom = top + _PANEL_H - 40
-    t_max = _nice_max(max((t for t, _ in samples), default=1.0))
-    v_max = _nice_max(max(values, default=1.0))
+    times = [t for t, _ in samples] + [t for t, _ in turn_samples] + list(problems)
+    times += [t for t, _ in open_calls]
+    t_max = _nice_max(max(times, default=1.0))
+    v_max = _nice_max(max([*values, *(v for _, v in turn_samples)], default=1.0))
     _axes(out, top, t_max, v_max, "time since start (s)", value_label)
-    points = []
-    for t, v in samples:
-        x = left + (right - left) * t / t_max
-        y = bottom - (bottom - top) * v / v_max
-        points.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.5"/>')
-    out.append(f'<g fill="#1f77b4" fill-opacity="0.5">{"".join(points)}</g>')
+    for series, colour in ((turn_samples, "#ff7f0e"), (samples, "#1f77b4")):
+        points = []
+        for t, v in series:
+            x = left + (right - left) * t / t_max
+            y = bottom - (bottom - top) * v / v_max
+            points.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.5"/>')
+        out.append(f'<g fill="{colour}" fill-opacity="0.5">{"".join(points)}</g>')
+    if turn_samples:
+        out.append(
+            f'<text x="{left + 6}" y="{top + 12}" font-size="10" fill="#1f77b4">'
+            f"\u25cf {escape(value_label)}</text>"
+            f'<text x="{left + 6}" y="{top + 25}" font-size="10" fill="#ff7f0e">'
+            "\u25cf whole turn: prompt to last:true (ms)</text>"
+        )
+    if problems:
+        ticks = "".join(
+            f'<line x1="{left + (right - left) * t / t_max:.1f}" y1="{top}" '
+            f'x2="{left + (right - left) * t / t_max:.1f}" y2="{top + 10}"/>'
+            for t in problems
+        )
+        out.append(f'<g stroke="#d62728" stroke-width="2">{ticks}</g>')
+        out.append(
+            f'<text x="{right - 2}" y="{top + 22}" font-size="10" text-anchor="end" '
+            f'fill="#d62728">{len(problems)} problem{"s" if len(problems) != 1 else ""} '
+            "(red ticks)</text>"
+        )
     for name, value in (marks or {}).items():
         y = bottom - (bottom - top) * min(value, v_max) / v_max
         out.append(
@@ -255,6 +288,21 @@ def render_svg(
             f'height="{h:.1f}"/>'
         )
     out.append(f'<g fill="#2ca02c">{"".join(bars)}</g>')
+    if open_calls:
+        # Panel 3: calls open over time, a step line.
+        top = 40.0 + 2 * _PANEL_H
+        bottom = top + _PANEL_H - 40
+        n_max = _nice_max(max((n for _, n in open_calls), default=1))
+        _axes(out, top, t_max, n_max, "time since start (s)", "calls open")
+        path: list[str] = []
+        previous = 0
+        for t, n in sorted(open_calls):
+            x = left + (right - left) * t / t_max
+            y0 = bottom - (bottom - top) * previous / n_max
+            y1 = bottom - (bottom - top) * n / n_max
+            path.append(f"{'M' if not path else 'L'}{x:.1f},{y0:.1f} L{x:.1f},{y1:.1f}")
+            previous = n
+        out.append(f'<path d="{" ".join(path)}" fill="none" stroke="#9467bd" stroke-width="1.5"/>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

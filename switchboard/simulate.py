@@ -28,6 +28,7 @@ Scenario files (JSON, or TOML with the same keys)::
       "partials": false,            # send interim prompts while the caller speaks
       "repeat": 1,                  # play the turn list this many times per call
       "lang": "en-US",
+      "strict_turns": false,        # true: app text outside a turn is a violation
       "turns": [                    # each turn has exactly one of say / dtmf / pause_ms
         {"say": "I would like to book a table."},
         {"say": "For four people.", "interrupt_after": 2},   # barge in after 2 text frames
@@ -65,6 +66,7 @@ from typing import Any, Final, TextIO
 import structlog
 import trio
 
+from actors.providers.scripted import TOOL_LEAD_IN, scripted_tool_use
 from relay import Prompt, Text, dtmf
 from relay.twiml import TwimlError
 from switchboard import gcpause, report
@@ -146,6 +148,9 @@ class Scenario:
     partials: bool = False
     repeat: int = 1
     lang: str = "en-US"
+    # Text the app sends outside any turn (a silence re-prompt, a tool's goodbye)
+    # is normal in ConversationRelay; with strict_turns it is a violation.
+    strict_turns: bool = False
 
     @property
     def prompts_per_call(self) -> int:
@@ -160,6 +165,7 @@ class Scenario:
 
 _TOP_KEYS: Final = {
     "name", "wpm", "think_ms", "dtmf_gap_ms", "jitter", "partials", "repeat", "lang", "turns",
+    "strict_turns",
 }  # fmt: skip
 _SAY_KEYS: Final = {"say", "speech_ms", "think_ms", "interrupt_after", "partials"}
 
@@ -251,6 +257,7 @@ def parse_scenario(data: object, *, source: str = "scenario") -> Scenario:
         partials=_bool(f"{source}: partials", data.get("partials", False)),
         repeat=repeat,
         lang=lang,
+        strict_turns=_bool(f"{source}: strict_turns", data.get("strict_turns", False)),
     )
 
 
@@ -278,6 +285,9 @@ _SCRIPTED: Final = re.compile(
 )
 
 
+_BUILT_IN_TOOLS = [{"name": name} for name in TOOL_LEAD_IN]
+
+
 def check_scripted_reply(prompt: str, reply: str, *, complete: bool = True) -> str | None:
     """None if ``reply`` is what the scripted provider answers to ``prompt``, else
     the kind of fault: ``fenced`` (another turn's tokens first), ``misordered``
@@ -295,6 +305,10 @@ def check_scripted_reply(prompt: str, reply: str, *, complete: bool = True) -> s
         return "fenced" if expected_start in reply else "lost"
     match = _SCRIPTED.fullmatch(reply)
     if match is not None and match["said"].endswith(said):
+        return None
+    # Words that ask for a tool (when the agent has it) get its lead-in instead.
+    tool = scripted_tool_use([{"role": "user", "content": prompt}], _BUILT_IN_TOOLS)
+    if tool is not None and reply.startswith(TOOL_LEAD_IN[tool[0]]):
         return None
     if match is None and _SCRIPTED.search(reply) is not None:
         found = _SCRIPTED.search(reply)
@@ -350,6 +364,7 @@ class CallResult:
     frames_after_interrupt: int = 0
     dtmf_reply_frames: int = 0  # the agent answering a keypad entry (not a fault)
     stray_frames: int = 0
+    app_text_frames: int = 0  # text the app sent outside any turn (allowed)
     violations: list[str] = field(default_factory=list)
     error: str | None = None
     session_status: str | None = None
@@ -427,6 +442,7 @@ class SimulationResult:
             "misordered_tokens": faults.get("misordered", 0),
             "fenced_leaks": faults.get("fenced", 0),
             "stray_frames": sum(c.stray_frames for c in self.calls),
+            "app_text_frames": sum(c.app_text_frames for c in self.calls),
             "frames_after_interrupt": sum(c.frames_after_interrupt for c in self.calls),
             "dtmf_reply_frames": sum(c.dtmf_reply_frames for c in self.calls),
             "peak_open_calls": self.peak_open_calls(),
@@ -468,15 +484,21 @@ class SimulationResult:
         ttft = self.config.provider_ttft_ms
         errors = Counter(c.error.split(":", 1)[0] for c in self.calls if c.error)
         examples: list[str] = []
+        problem_calls: list[dict[str, Any]] = []
         for c in self.calls:
-            examples += [f"call {c.index}: {v}" for v in c.violations]
-            if c.error:
-                examples.append(f"call {c.index}: {c.error}")
-            examples += [
-                f"call {c.index} turn {t.index}: {t.fault} reply {''.join(t.frames)[:120]!r}"
+            # Every problem names the CallSid: `switchboard replay CALLSID` shows it.
+            who = f"call {c.index} {c.call_sid or '(no CallSid)'}"
+            problems = [*c.violations, *([c.error] if c.error else [])]
+            problems += [
+                f"turn {t.index}: {t.fault} reply {''.join(t.frames)[:120]!r}"
                 for t in c.turns
                 if t.fault
             ]
+            examples += [f"{who}: {p}" for p in problems]
+            if problems:
+                problem_calls.append(
+                    {"call": c.index, "call_sid": c.call_sid, "problems": problems}
+                )
         doc: dict[str, Any] = {
             "schema": report.SCHEMA,
             "label": self.config.label or self.scenario.name,
@@ -503,6 +525,7 @@ class SimulationResult:
             },
             "errors": dict(errors),
             "violations": examples[:MAX_EXAMPLES],
+            "problem_calls": problem_calls[:MAX_EXAMPLES],
         }
         if samples:
             doc["samples"] = [
@@ -517,13 +540,34 @@ class SimulationResult:
         return doc
 
     def svg(self) -> str:
-        """Overhead over time and its histogram."""
+        """Overhead and whole-turn latency over time with problems marked, the
+        overhead histogram, and the calls open over time."""
         ttft = self.config.provider_ttft_ms
+        t0 = self.started_at
         points = [
-            (t.sent_at - self.started_at, t.first_token_ms - ttft)
+            (t.sent_at - t0, t.first_token_ms - ttft)
             for t in self.turns()
             if t.first_token_ms is not None
         ]
+        turn_points = [
+            (t.sent_at - t0, t.turn_ms)
+            for t in self.turns()
+            if t.turn_ms is not None and not t.interrupted
+        ]
+        problems = [t.sent_at - t0 for t in self.turns() if t.fault]
+        for c in self.calls:
+            if c.violations or c.error:
+                at = c.closed_at if c.closed_at is not None else c.opened_at
+                problems += [(at if at is not None else t0) - t0] * (
+                    len(c.violations) + (1 if c.error else 0)
+                )
+        edges = sorted(
+            [(c.opened_at - t0, 1) for c in self.calls if c.opened_at is not None]
+            + [(c.closed_at - t0, -1) for c in self.calls if c.closed_at is not None]
+        )
+        open_calls: list[tuple[float, int]] = [(0.0, 0)]
+        for at, step in edges:
+            open_calls.append((at, open_calls[-1][1] + step))
         values = [v for _, v in points]
         marks = (
             {"p50": report.percentile(values, 50), "p99": report.percentile(values, 99)}
@@ -536,6 +580,9 @@ class SimulationResult:
             f"{self.config.concurrency} at once",
             value_label="overhead: first token - provider TTFT (ms)",
             marks=marks,
+            turn_samples=turn_points,
+            problems=problems,
+            open_calls=open_calls,
         )
 
 
@@ -593,9 +640,13 @@ class _CallDriver:
                     # A keypad entry ('#' or the idle timeout) is a turn: this is
                     # its reply, until the next prompt supersedes it.
                     self.result.dtmf_reply_frames += 1
-                else:
+                elif self.scenario.strict_turns:
                     self.result.stray_frames += 1
                     self.result.violations.append(f"text frame outside any turn: {msg.token!r}")
+                else:
+                    # ConversationRelay lets the app speak at any time: a silence
+                    # re-prompt, a tool's goodbye. Counted, not a fault.
+                    self.result.app_text_frames += 1
                 continue
             if turn.first_at is None:
                 turn.first_at = at
@@ -717,7 +768,9 @@ async def _run_one(
     except (OSError, trio.BrokenResourceError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     if result.error:
-        log.warning("simulated_call_failed", call=index, error=result.error)
+        log.warning(
+            "simulated_call_failed", call=index, call_sid=result.call_sid, error=result.error
+        )
 
 
 # --------------------------------------------------------------------------- many calls

@@ -60,7 +60,7 @@ _LANGUAGES = {
     "francais": "fr-FR",
     "english": "en-US",
 }
-_LEAD_IN = {
+TOOL_LEAD_IN = {
     "end_call": "Thanks for calling. Goodbye!",
     "transfer": "Let me transfer you to a person.",
     "send_digits": "Sending the digits now.",
@@ -118,7 +118,7 @@ def scripted_tool_use(
             for word, code in _LANGUAGES.items():
                 if word in words:
                     return name, {"language": code}
-        if name and name not in _LEAD_IN:
+        if name and name not in TOOL_LEAD_IN:
             spoken = name.replace("_", " ").lower()
             if re.search(rf"\b{re.escape(spoken)}\b", words_text.lower()):
                 return name, {"query": words_text.strip()}
@@ -189,7 +189,7 @@ class _ScriptedCompletion:
         name, tool_input = wanted
         n = len(_tool_names(messages))
         use = ToolUse(id=f"toolu_scripted_{n}_{name}", name=name, input=tool_input)
-        return _LEAD_IN.get(name, "One moment."), [use]
+        return TOOL_LEAD_IN.get(name, "One moment."), [use]
 
     async def deltas(self) -> AsyncIterator[str]:
         reply, tool_uses = self._plan()

@@ -88,7 +88,7 @@ def test_json_document_schema(tmp_path: Path) -> None:
     doc = json.loads(path.read_text())
     assert doc["schema"] == report.SCHEMA
     assert set(doc) == {"schema", "label", "config", "counts", "latency_ms", "errors",
-                        "violations", "samples"}  # fmt: skip
+                        "violations", "problem_calls", "samples"}  # fmt: skip
     assert set(doc["latency_ms"]) == {"first_token", "turn", "overhead"}
     for stats in doc["latency_ms"].values():
         assert set(stats) == {"n", "min", "mean", "p50", "p95", "p99", "max"}
@@ -109,7 +109,8 @@ def test_svg_is_well_formed(tmp_path: Path) -> None:
     report.write_svg(path, _result().svg())
     root = ET.parse(path).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
-    assert len(root.findall(".//{http://www.w3.org/2000/svg}circle")) == 2
+    # Two first-token points and the one whole turn that ended.
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}circle")) == 3
     # Empty runs and awkward titles still give valid XML.
     ET.fromstring(report.render_svg([], title="<none> & nothing"))
     with pytest.raises(ValueError, match="SVG"):
