@@ -136,7 +136,7 @@ def dead_letters(keys: Keys) -> str:
 
 
 def _source_of(keys: Keys, stream: str) -> str | None:
-    if stream == keys.events:
+    if stream in keys.event_streams():
         return SOURCE_EVENTS
     if stream == dead_letters(keys):
         return SOURCE_DEAD
@@ -202,8 +202,11 @@ async def load_call_log(
         entries = await range_all(bus, stream, start)
         partition.extend(entries)
         last[stream] = entries[-1].id if entries else await bus.last_id(stream)
-    events = await range_all(bus, keys.events, start)
-    last[keys.events] = events[-1].id if events else await bus.last_id(keys.events)
+    events: list[Entry] = []
+    for stream in keys.event_streams():
+        entries = await range_all(bus, stream, start)
+        events.extend(entries)
+        last[stream] = entries[-1].id if entries else await bus.last_id(stream)
     by_time = sorted(partition, key=lambda e: parse_id(e.id))
     gateway_entries: list[Entry] = []
     for gw in sorted(gateways_named(by_time) | gateways_named(events)):
@@ -239,7 +242,8 @@ async def call_timeline(bus: Bus, keys: Keys, call: str) -> list[dict[str, Any]]
     last = parse_id(partition[-1].id)[0]
     lo, hi = f"{max(0, first - WINDOW_BEFORE_MS)}-0", f"{last + WINDOW_AFTER_MS}-0"
     sources: list[tuple[str, Entry]] = [("calls", e) for e in partition]
-    others = [("llm", keys.llm), ("control", keys.control), ("events", keys.events)]
+    others = [("llm", keys.llm_for(call)), ("control", keys.control)]
+    others += [("events", keys.events_for(call))]
     others += [("dead", dead_letters(keys))]
     others += [("gateway", keys.gateway(gw)) for gw in sorted(gateways_named(partition))]
     for source, stream in others:
@@ -377,8 +381,8 @@ class Dashboard:
         workers: dict[str, list[str]] = {}
         groups = {
             GROUP_CONVERSATION: self.keys.all_calls(),
-            GROUP_LLM: [self.keys.llm],
-            GROUP_TELEMETRY: [self.keys.events],
+            GROUP_LLM: self.keys.llm_streams(),
+            GROUP_TELEMETRY: self.keys.event_streams(),
         }
         with trio.move_on_after(1.0):
             for group, streams in groups.items():
@@ -408,9 +412,9 @@ class Dashboard:
     def _streams(self) -> list[str]:
         return [
             *self.keys.all_calls(),
-            self.keys.llm,
+            *self.keys.llm_streams(),
             self.keys.control,
-            self.keys.events,
+            *self.keys.event_streams(),
             dead_letters(self.keys),
             *(self.keys.gateway(gw) for gw in sorted(self._gateways)),
         ]
