@@ -18,7 +18,8 @@ from dashkit import running_dev
 from relay import Text
 from switchboard.simulator import open_call
 
-pytestmark = pytest.mark.browser
+# A browser and a whole dev composition: one at a time, with the other process tests.
+pytestmark = [pytest.mark.browser, pytest.mark.system]
 
 LONG = (
     "I would like to know whether the restaurant on the corner of the market square "
