@@ -125,7 +125,7 @@ class Producer:
             uses = list(completion.tool_uses)
             # Every block of the round, thinking included (providers that
             # have them): the tool round must send them back unchanged.
-            blocks = list(getattr(completion, "content", None) or ())
+            blocks = list(completion.content)
         if self.outcome.stop_reason != "tool_use" or not uses:
             self.reply.end_round(())
             return []

@@ -64,7 +64,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import structlog
@@ -81,7 +81,7 @@ from actors.providers.base import (
     skip_prefix,
 )
 from actors.providers.options import EFFORTS, Thinking, parse_effort, parse_thinking
-from bus.messages import HistoryMessage
+from bus.messages import ContentBlock, HistoryMessage
 
 __all__ = ["EFFORTS", "AnthropicProvider", "Thinking", "parse_effort", "parse_thinking"]
 
@@ -268,9 +268,9 @@ class _AnthropicCompletion:
         return self._tool_uses
 
     @property
-    def content(self) -> list[dict[str, Any]]:
+    def content(self) -> list[ContentBlock]:
         """Every content block of this round, in order (thinking included)."""
-        return self._content
+        return cast(list[ContentBlock], self._content)
 
     @property
     def stop_reason(self) -> str | None:

@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bus.messages import HistoryMessage
+from bus.messages import ContentBlock, HistoryMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +142,15 @@ class Completion(Protocol):
     @property
     def usage(self) -> Usage:
         """Token usage; complete once ``deltas()`` is exhausted."""
+        ...
+
+    @property
+    def content(self) -> Sequence[ContentBlock]:
+        """Every content block of the round, in order, thinking included.
+
+        Complete once ``deltas()`` is exhausted. A provider without thinking
+        may leave it empty; a tool round sends its thinking back unchanged.
+        """
         ...
 
     @property

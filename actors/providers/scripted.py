@@ -46,7 +46,7 @@ import trio
 
 from actors.providers.base import Completion, CompletionRequest, ToolUse, Usage, message_text
 from actors.timers import SharedTimer
-from bus.messages import HistoryMessage, ToolResultBlock
+from bus.messages import ContentBlock, HistoryMessage, ToolResultBlock
 
 _PIECES = re.compile(r"\s*\S+\s*")
 _WORDS = re.compile(r"[\w']+")
@@ -170,6 +170,10 @@ class _ScriptedCompletion:
     @property
     def tool_uses(self) -> list[ToolUse]:
         return self._tool_uses
+
+    @property
+    def content(self) -> list[ContentBlock]:
+        return []  # no thinking to send back
 
     def _plan(self) -> tuple[str, list[ToolUse]]:
         messages = self._request.messages

@@ -33,6 +33,7 @@ from actors.runtime import serve_actor
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.memory import MemoryBus
+from bus.messages import ContentBlock
 
 KEYS = Keys(namespace="llmt", partitions=4)
 CALL = "CA00000000000000000000000000000009"
@@ -55,6 +56,10 @@ class BurstCompletion:
 
     @property
     def tool_uses(self) -> list[ToolUse]:
+        return []
+
+    @property
+    def content(self) -> list[ContentBlock]:
         return []
 
     async def deltas(self) -> AsyncIterator[str]:
