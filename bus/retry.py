@@ -14,6 +14,14 @@ the loop works again (with how long the outage lasted and how many attempts
 failed). A dead Redis therefore costs one log line per loop, not one per
 retry, and no loop spins.
 
+``append_once`` is for the one write that must neither be lost nor doubled
+when the bus blinks (a caller's event, which the gateway cannot ask Twilio
+to send again): it retries a failed append, and before each retry looks for
+the entry on the stream, since a lost connection leaves unknown whether the
+append ran. During a Redis Cluster failover that covers both outcomes: an
+entry the old master took and copied to its replica is found and not added
+again; one it took but never copied is gone, and is appended again.
+
 ``missing_group`` recognises the error a consumer-group command gets after
 Redis lost its data (a restart without persistence): the loop re-creates its
 group and carries on instead of crashing.
@@ -28,7 +36,8 @@ from typing import Any, TypeVar
 import structlog
 import trio
 
-from bus.base import BusError, CommandError
+from bus.base import Bus, BusError, CommandError, Fields
+from bus.envelope import now_ms
 
 T = TypeVar("T")
 
@@ -139,3 +148,50 @@ async def retry_bus(
             continue
         backoff.succeeded()
         return result
+
+
+# How far before the first attempt ``append_once`` looks for its entry: the
+# server's clock (entry ids) and ours may disagree by this much.
+CLOCK_SLACK_MS = 2000
+
+
+async def append_once(
+    bus: Bus,
+    stream: str,
+    fields: Fields,
+    *,
+    patience_s: float,
+    backoff: Backoff | None = None,
+    **log_fields: Any,
+) -> str:
+    """Append ``fields`` to ``stream`` exactly once, retrying for up to ``patience_s``.
+
+    After a retriable failure (the append may or may not have run), each
+    retry first reads the stream from just before the first attempt and
+    returns the id of an entry with exactly these fields if there is one.
+    Entries are told apart by their fields, so ``fields`` must be unique to
+    this write (an envelope is: it carries its session, seq and timestamp).
+    Raises the last error when ``patience_s`` runs out, and non-retriable
+    errors at once.
+    """
+    backoff = backoff if backoff is not None else Backoff("append", **log_fields)
+    deadline = trio.current_time() + patience_s
+    since = f"{max(0, now_ms() - CLOCK_SLACK_MS)}-0"
+    attempted = False
+    while True:
+        try:
+            if attempted:
+                for entry in await bus.range(stream, since, "+"):
+                    if entry.fields == fields:
+                        backoff.succeeded()
+                        return entry.id
+            attempted = True
+            entry_id = await bus.append(stream, fields)
+        except BusError as exc:
+            if not exc.retriable or trio.current_time() >= deadline:
+                raise
+            with trio.move_on_at(deadline):  # one last try when patience runs out
+                await backoff.failed(exc)
+            continue
+        backoff.succeeded()
+        return entry_id

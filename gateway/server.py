@@ -59,7 +59,7 @@ from bus.base import Bus, BusError, Entry, MalformedEntry, parse_id
 from bus.envelope import Envelope, Kind, now_ms
 from bus.facts import FactPublisher
 from bus.keys import GROUP_CONVERSATION, GROUP_LLM, GROUP_TELEMETRY
-from bus.retry import Backoff, retry_bus
+from bus.retry import Backoff, append_once, retry_bus
 from gateway.config import GatewayConfig
 from gateway.dashboard import Dashboard, DashboardAccess
 from gateway.http import (
@@ -112,6 +112,9 @@ PENDING_SCRAPE_TIMEOUT = 1.0  # bound on reading pending counts for /metrics
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL_ERROR = 1011
+# How long a caller's event waits for the bus before the session gives up: a
+# Redis Cluster failover (node timeout plus election) fits well inside it.
+PUBLISH_PATIENCE_S = 10.0
 CLOSE_TOO_BIG = 1009
 
 _INBOUND_KINDS: dict[type[Any], Kind] = {
@@ -634,7 +637,13 @@ class Gateway:
 
     async def _publish(self, session: _Session, msg: InboundMessage) -> None:
         env = self._envelope(session, _INBOUND_KINDS[type(msg)], to_wire(msg))
-        await self.bus.append(self.keys.calls_for(session.call_sid), env.encode())
+        await append_once(
+            self.bus,
+            self.keys.calls_for(session.call_sid),
+            env.encode(),
+            patience_s=PUBLISH_PATIENCE_S,
+            call_sid=session.call_sid,
+        )
 
     async def _publish_closed(self, session: _Session, code: int | None, reason: str) -> None:
         if not session.call_sid:

@@ -12,7 +12,10 @@ Delivery, as the runtime implements it on top of ``bus.base``:
   retried (``max_attempts`` in all, with a short backoff); if it still fails,
   the entry goes to the dead-letter stream with the error text and its original
   fields, and is then acked. A malformed entry (not an envelope) goes to the
-  dead-letter stream at once. Nothing is dropped silently.
+  dead-letter stream at once. Nothing is dropped silently. A handler that
+  fails with a retriable bus error (or a group of only those) is retried with
+  backoff for as long as the outage lasts, using up no attempt: a Redis
+  restart or a cluster failover is not the entry's fault.
 - Cancellation stops the loops where they are: an entry whose handler did not
   finish stays pending and is delivered again (to this consumer on restart, or
   to another one that claims it). Handlers are therefore idempotent.

@@ -15,6 +15,18 @@ from bus.retry import Backoff, missing_group
 
 log = structlog.get_logger()
 
+
+def _bus_outage(exc: BaseException) -> BusError | None:
+    """The retriable bus error ``exc`` is, or (a group) consists of only; else None."""
+    if isinstance(exc, BusError):
+        return exc if exc.retriable else None
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_bus_outage(e) for e in exc.exceptions]
+        if found and all(f is not None for f in found):
+            return found[0]
+    return None
+
+
 # Backoff between attempts of a failing handler; doubled each time up to the cap.
 _RETRY_BASE_S = 0.05
 _RETRY_CAP_S = 2.0
@@ -212,11 +224,21 @@ class StreamWorker:
 
     async def _handle_with_retries(self, env: Envelope, entry: Entry) -> tuple[str | None, int]:
         """Run the handler up to ``max_attempts`` times: the last error text (None:
-        handled) and the attempts made. A malformed body is not retried."""
+        handled) and the attempts made. A malformed body is not retried.
+
+        A retriable bus error (Redis restarting, a cluster failing over) is the
+        bus's fault, not the entry's: the handler is run again after a backoff
+        without using up an attempt, for as long as the outage lasts, so an
+        outage of a few seconds dead-letters nothing.
+        """
         error = ""
-        for attempt in range(1, self.max_attempts + 1):
+        outage = Backoff("handler", stream=entry.stream, entry_id=entry.id)
+        attempt = 0
+        while attempt < self.max_attempts:
+            attempt += 1
             try:
                 await self.actor.handle(env, entry)
+                outage.succeeded()
                 return None, attempt
             except MalformedEntry as exc:
                 log.warning(
@@ -228,6 +250,11 @@ class StreamWorker:
                 )
                 return f"{type(exc).__name__}: {exc}", attempt
             except Exception as exc:  # trio.Cancelled is a BaseException: never caught
+                lost = _bus_outage(exc)
+                if lost is not None:
+                    attempt -= 1
+                    await outage.failed(lost)
+                    continue
                 error = f"{type(exc).__name__}: {exc}"
                 log.exception(
                     "handler_failed",

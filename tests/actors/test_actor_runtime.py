@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import pytest
 import structlog
 import trio
 import trio.testing
 from structlog.testing import capture_logs
 
 from actors.runtime import Actor, Reclaim, dead_letter_stream, serve_actor
-from bus.base import Bus, Entry
+from bus.base import Bus, ConnectionLost, Entry
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.memory import MemoryBus
@@ -451,3 +452,45 @@ async def test_the_actor_is_ready_only_once_its_background_is() -> None:
             await actor.started_event.wait()
             nursery.cancel_scope.cancel()
     assert actor.started == [1]
+
+
+class Outage(Recorder):
+    """Fails its first calls the way a handler does while the bus is away."""
+
+    def __init__(self, outages: int, grouped: bool) -> None:
+        super().__init__()
+        self.outages = outages
+        self.grouped = grouped
+
+    async def handle(self, env: Envelope, entry: Entry) -> None:
+        if self.attempts < self.outages:
+            self.attempts += 1
+            lost = ConnectionLost("connection to redis lost")
+            # A handler's own nursery wraps it in a group: same thing.
+            raise ExceptionGroup("in a nursery", [lost]) if self.grouped else lost
+        await super().handle(env, entry)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+async def test_a_bus_outage_uses_up_no_attempts(
+    autojump_clock: trio.testing.MockClock, grouped: bool
+) -> None:
+    bus = MemoryBus()
+    actor = Outage(outages=10, grouped=grouped)  # more outages than attempts
+    with trio.fail_after(60), capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="c1", max_attempts=2))
+            await bus.append(STREAM, envelope(5))
+            while not actor.handled:
+                await actor.started_event.wait()
+                actor.started_event = trio.Event()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert [env.seq for env, _, _ in actor.handled] == [5]
+    assert await bus.last_id(dead_letter_stream(KEYS)) == "0-0"
+    assert await bus.pending_count(STREAM, GROUP) == 0
+    assert not [e for e in logs if e["event"] == "handler_failed"]
+    assert [e["event"] for e in logs if e["event"].startswith("bus_")] == [
+        "bus_unavailable",
+        "bus_recovered",
+    ]
