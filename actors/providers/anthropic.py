@@ -7,17 +7,8 @@ local fake of the API. Credentials and the endpoint come from the SDK's own
 handling of ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``; this module never
 reads the environment itself.
 
-Message shaping: our history starts with the welcome greeting as an
-``assistant`` message. The Messages API documents alternating user/assistant
-turns and older revisions required the first message to be ``user``; rather
-than depend on which models and gateways accept an assistant-first list, a
-history that starts with ``assistant`` gets a short bracketed user note
-(``FIRST_USER_NOTE``) in front. Empty messages are dropped (the API rejects
-empty text); consecutive same-role messages are left to the API, which
-combines them.
-
-SDK errors are translated at this boundary into ``ProviderError`` with
-``retriable`` set for overload, rate limits, server errors and network errors.
+Message shaping is ``claude_messages``; SDK errors become ``ProviderError``
+at this boundary, by the policy in ``claude_errors``.
 
 Resuming a reply (``CompletionRequest.prefill``, after a failover): the text
 the caller already heard goes in as a final ``assistant`` message, which
@@ -60,8 +51,7 @@ it is over; the text streamed before it has already been yielded.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -74,169 +64,53 @@ from actors.providers.base import (
     Completion,
     CompletionRequest,
     FirstTokenTimeout,
-    ProviderError,
     ProviderRefusal,
     ToolUse,
     Usage,
     skip_prefix,
 )
+from actors.providers.claude_errors import (
+    SPEND_LIMIT_CODE,
+    prefill_refused,
+    retry_after_s,
+    translate_error,
+    wants_fallback,
+)
+from actors.providers.claude_messages import (
+    FIRST_USER_NOTE,
+    block_dict,
+    shape_messages,
+    supports_prefill,
+)
 from actors.providers.options import EFFORTS, Thinking, parse_effort, parse_thinking
-from bus.messages import ContentBlock, HistoryMessage
+from bus.messages import ContentBlock
 
-__all__ = ["EFFORTS", "AnthropicProvider", "Thinking", "parse_effort", "parse_thinking"]
+__all__ = [
+    "EFFORTS",
+    "FIRST_USER_NOTE",
+    "SPEND_LIMIT_CODE",
+    "AnthropicProvider",
+    "Thinking",
+    "parse_effort",
+    "parse_thinking",
+    "retry_after_s",
+    "shape_messages",
+    "supports_prefill",
+    "translate_error",
+    "wants_fallback",
+]
 
 log = structlog.get_logger()
 
-FIRST_USER_NOTE = "[The call connected.]"
 
 # Per attempt, for the HTTP exchange (the first-token deadline is what
 # bounds a voice turn; this only stops a stalled stream mid-reply).
 DEFAULT_TIMEOUT_S = 30.0
 _CLOSE_TIMEOUT_S = 2.0
-_RETRIABLE_KINDS = frozenset({"overloaded_error", "rate_limit_error", "api_error"})
-# Errors that send a request to the fallback model: the primary one is
-# rate limited or overloaded, not the request wrong.
-_FALLBACK_KINDS = frozenset({"overloaded_error", "rate_limit_error"})
-_FALLBACK_STATUSES = frozenset({429, 529})
-SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
 # Backoff without a retry-after: 0.25 s, doubling.
 _BACKOFF_FIRST_S = 0.25
 # Less than this left of the deadline: not worth another request.
 _MIN_ATTEMPT_S = 0.05
-_BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
-
-
-def _shape_content(content: Any) -> str | list[dict[str, Any]]:
-    """Content without empty text (the API rejects empty text blocks)."""
-    if isinstance(content, str):
-        return content if content.strip() else ""
-    if not isinstance(content, list):
-        return ""
-    return [
-        dict(b)
-        for b in content
-        if isinstance(b, dict)
-        and b.get("type") in _BLOCK_TYPES
-        and (b.get("type") != "text" or str(b.get("text", "")).strip())
-    ]
-
-
-def shape_messages(messages: Sequence[HistoryMessage]) -> list[dict[str, Any]]:
-    """The history as the Messages API should see it (see the module docstring).
-
-    Content is a string or a list of ``text``/``tool_use``/``tool_result``
-    (and ``thinking``/``redacted_thinking``) blocks and is passed on as-is,
-    minus empty text.
-    """
-    shaped: list[dict[str, Any]] = []
-    for m in messages:
-        if m.get("role") not in ("user", "assistant"):
-            continue
-        content = _shape_content(m.get("content", ""))
-        if content:
-            shaped.append({"role": m["role"], "content": content})
-    if not shaped or shaped[0]["role"] != "user":
-        shaped.insert(0, {"role": "user", "content": FIRST_USER_NOTE})
-    return shaped
-
-
-# Claude 4.6+ (and every later family) refuse a trailing assistant message.
-_VERSIONED_MODEL = re.compile(r"claude-(?:opus|sonnet|haiku)-(\d+)(?:-(\d{1,2}))?(?:\b|-|$)")
-
-
-def supports_prefill(model: str) -> bool:
-    """Whether ``model`` continues a prefilled assistant turn (pre-4.6 models)."""
-    match = _VERSIONED_MODEL.search(model)
-    if match is None:
-        return True  # unknown naming: try, and fall back on the 400
-    major = int(match.group(1))
-    minor = int(match.group(2)) if match.group(2) else 0
-    return (major, minor) < (4, 6)
-
-
-def _prefill_refused(exc: anthropic.AnthropicError) -> bool:
-    return isinstance(exc, anthropic.BadRequestError) and "prefill" in str(exc).lower()
-
-
-def _error_object(exc: anthropic.APIStatusError) -> dict[str, Any]:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error")
-    return error if isinstance(error, dict) else {}
-
-
-def _error_kind(exc: anthropic.APIStatusError) -> str | None:
-    kind = _error_object(exc).get("type")
-    return kind if isinstance(kind, str) else None
-
-
-def _error_code(exc: anthropic.APIStatusError) -> str | None:
-    details = _error_object(exc).get("details")
-    code = details.get("error_code") if isinstance(details, dict) else None
-    return code if isinstance(code, str) else None
-
-
-def retry_after_s(exc: anthropic.AnthropicError) -> float | None:
-    """The server's ``retry-after-ms`` / ``retry-after`` (seconds) on an HTTP error."""
-    if not isinstance(exc, anthropic.APIStatusError):
-        return None
-    headers = exc.response.headers
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw is None:
-            continue
-        try:
-            value = float(raw) / scale
-        except ValueError:
-            continue  # an HTTP date: rare from this API; back off instead
-        if math.isfinite(value) and value >= 0:
-            return value
-    return None
-
-
-def wants_fallback(exc: anthropic.AnthropicError) -> bool:
-    """A 429, 529 or overload: another model may answer where this one cannot."""
-    if not isinstance(exc, anthropic.APIStatusError):
-        return False
-    if _error_code(exc) == SPEND_LIMIT_CODE:
-        return False
-    return exc.status_code in _FALLBACK_STATUSES or _error_kind(exc) in _FALLBACK_KINDS
-
-
-def translate_error(exc: anthropic.AnthropicError) -> ProviderError:
-    """An SDK exception as a ``ProviderError`` carrying its retry policy."""
-    retriable = isinstance(
-        exc,
-        anthropic.APIConnectionError | anthropic.RateLimitError | anthropic.InternalServerError,
-    )
-    if isinstance(exc, anthropic.APIStatusError):
-        # An error event inside a 200 stream carries its kind only in the body.
-        kind = _error_kind(exc)
-        retriable = retriable or kind in _RETRIABLE_KINDS
-        if _error_code(exc) == SPEND_LIMIT_CODE:
-            retriable = False  # the monthly cap: waiting seconds will not help
-        message = f"anthropic {exc.status_code} {type(exc).__name__}: {exc.message}"
-    else:
-        message = f"anthropic {type(exc).__name__}: {exc}"
-    return ProviderError(message, retriable=retriable)
-
-
-def _block_dict(block: Any) -> dict[str, Any] | None:
-    """A content block of the final message as the API takes it back."""
-    kind = getattr(block, "type", None)
-    if kind == "text":
-        return {"type": "text", "text": str(block.text)}
-    if kind == "tool_use":
-        return {
-            "type": "tool_use",
-            "id": str(block.id),
-            "name": str(block.name),
-            "input": dict(block.input or {}),
-        }
-    if kind == "thinking":
-        return {"type": "thinking", "thinking": str(block.thinking), "signature": block.signature}
-    if kind == "redacted_thinking":
-        return {"type": "redacted_thinking", "data": str(block.data)}
-    return None
 
 
 @dataclass(slots=True)
@@ -308,7 +182,7 @@ class _AnthropicCompletion:
         try:
             stream = await manager.__aenter__()
         except anthropic.AnthropicError as exc:
-            if not (use_prefill and _prefill_refused(exc)):
+            if not (use_prefill and prefill_refused(exc)):
                 raise
             # This model cannot continue a prefilled turn: generate again.
             manager = provider.open_stream(request, model, messages)
@@ -403,7 +277,7 @@ class _AnthropicCompletion:
         # The SDK's stream accumulated each tool_use's input_json_delta
         # pieces (and each thinking block's deltas and signature) into the
         # blocks of the final message.
-        self._content = [b for b in map(_block_dict, final.content) if b is not None]
+        self._content = [b for b in map(block_dict, final.content) if b is not None]
         self._tool_uses = [
             ToolUse(id=b["id"], name=b["name"], input=b["input"])
             for b in self._content
