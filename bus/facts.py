@@ -4,7 +4,8 @@ A call's facts go to its event shard (``keys.events_for``); readers read
 every shard (``keys.event_streams()``).
 
 A fact is an ``Envelope(kind="event")`` whose body is ``{"fact": NAME,
-"t_ms": T, ...}``. ``T`` is wall-clock milliseconds (``time.time()``, with
+"t_ms": T, ...}``, typed as ``bus.messages.Fact`` (readers use
+``Fact.from_body``). ``T`` is wall-clock milliseconds (``time.time()``, with
 sub-millisecond precision as a float): the only clock every process of a
 deployment shares. Durations between facts of different processes are exact
 only up to the clock skew between their hosts (NTP keeps it to ~1 ms).
