@@ -249,11 +249,8 @@ def _run(args: argparse.Namespace) -> int:
             )
             return calls_code
         elif args.command == "tail":
-            from switchboard.tail import run_tail
-
-            trio.run(
-                lambda: run_tail(settings.redis_url, settings.keys, call=args.call, kind=args.kind)
-            )
+            tailed: int = trio.run(runner.run_tail, settings, args.call, args.kind)
+            return tailed
         elif args.command == "call":
             from switchboard.phone import run_phone
 

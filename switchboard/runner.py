@@ -308,8 +308,8 @@ async def run_actor(settings: Settings, role: str) -> None:
 async def run_replay(
     settings: Settings, call: str, as_json: bool, rerun: bool, export: str | None
 ) -> int:
-    """``switchboard replay CALLSID``: read the call from Redis (see ``switchboard.replay``)."""
-    from switchboard.replay import run_replay as replay
+    """``switchboard replay CALLSID``: read the call from Redis (``switchboard.ops.replay``)."""
+    from switchboard.ops.replay import run_replay as replay
 
     try:
         async with open_bus(settings) as bus:
@@ -324,3 +324,16 @@ async def run_replay(
     except (BusError, OSError) as exc:
         sys.stderr.write(f"switchboard replay: cannot read {settings.redis_url}: {exc}\n")
         return 1
+
+
+async def run_tail(settings: Settings, call: str | None, kind: str | None) -> int:
+    """``switchboard tail``: follow Redis until interrupted (``switchboard.ops.tail``)."""
+    from switchboard.ops.tail import run_tail as tail
+
+    try:
+        async with open_bus(settings) as bus:
+            await tail(bus, settings.keys, call=call, kind=kind)
+    except (BusError, OSError) as exc:
+        sys.stderr.write(f"switchboard tail: cannot read {settings.redis_url}: {exc}\n")
+        return 1
+    return 0

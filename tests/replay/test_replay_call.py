@@ -18,16 +18,10 @@ import trio
 
 from actors.telemetry import TelemetryActor, TelemetryConfig
 from bus.memory import MemoryBus
-from switchboard.replay import (
-    CallNotFound,
-    export_scenario,
-    format_rerun,
-    format_timeline,
-    load_call,
-    rerun,
-    run_replay,
-    timeline_json,
-)
+from switchboard.ops.recording import CallNotFound, load_call
+from switchboard.ops.replay import export_scenario, run_replay
+from switchboard.ops.rerun import format_rerun, rerun
+from switchboard.ops.timeline import format_timeline, timeline_json
 from switchboard.runner import start_dev
 from switchboard.scenario import play_scenario
 from switchboard.settings import Settings

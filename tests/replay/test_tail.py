@@ -1,58 +1,133 @@
-"""``switchboard tail``: a plain XREAD over every stream, filtered by call and kind."""
+"""``switchboard tail``: plain tail reads of every stream through the Bus, filtered.
+
+The same run on a MemoryBus and on a real redis-server: the tail must see
+entries on the partition, LLM, control and events streams, and on a gateway
+stream it learns about from the envelopes that name that gateway.
+"""
 
 from __future__ import annotations
 
-from contextlib import aclosing
+import io
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 
+from bus.base import Bus
 from bus.envelope import Envelope, Kind
 from bus.facts import fact_envelope
 from bus.keys import Keys
+from bus.memory import MemoryBus
 from bus.redis import open_redis_bus
-from switchboard.tail import TailLine, tail
+from switchboard.ops.tail import TailLine, open_tail, run_tail
 from switchboard.testing.procs import TAKEOVER_GUARD_S
 
-pytestmark = pytest.mark.redis
+KEYS = Keys(namespace="tailtest", partitions=2)
+SID, OTHER = "CA" + "1" * 32, "CA" + "2" * 32
+BusFactory = Callable[[], AbstractAsyncContextManager[Bus]]
 
 
-async def test_tail_follows_every_stream_with_filters(redis_url: str) -> None:
-    keys = Keys(namespace="tailtest", partitions=2)
-    sid, other = "CA" + "1" * 32, "CA" + "2" * 32
-    async with open_redis_bus(redis_url) as bus:
-        await bus.append(
-            keys.calls_for(sid),
-            Envelope(Kind.CALL_PROMPT, sid, {"voicePrompt": "Hi", "last": True}).encode(),
-        )
-        await bus.append(
-            keys.calls_for(other), Envelope(Kind.CALL_PROMPT, other, {"voicePrompt": "No"}).encode()
-        )
-        await bus.append(keys.llm, Envelope(Kind.LLM_REQUEST, sid, {"messages": []}).encode())
-        await bus.append(
-            keys.gateway("gw1"), Envelope(Kind.LLM_TOKENS, sid, {"text": "Yo", "index": 0}).encode()
-        )
-        await bus.append(
-            keys.events, fact_envelope("first_token_sent", call=sid, reply_to=2).encode()
-        )
+@asynccontextmanager
+async def _memory() -> AsyncIterator[Bus]:
+    bus = MemoryBus()
+    try:
+        yield bus
+    finally:
+        await bus.aclose()
 
-    async def collect(n: int, **filters: str) -> list[TailLine]:
-        lines: list[TailLine] = []
-        async with aclosing(tail(redis_url, keys, from_start=True, **filters)) as lines_in:
-            async for line in lines_in:
-                lines.append(line)
-                if len(lines) == n:
-                    break
-        return lines
 
-    with trio.fail_after(TAKEOVER_GUARD_S):
-        mine = await collect(4, call=sid)
-        llm = await collect(2, call=sid, kind="llm")
-        facts = await collect(1, kind="first_token_sent")
+class _Screen(io.StringIO):
+    """What the tail printed; a test waits for lines instead of polling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote = trio.Event()
+
+    def write(self, text: str) -> int:
+        self.wrote.set()
+        return super().write(text)
+
+    async def wait_lines(self, n: int) -> list[str]:
+        while self.getvalue().count("\n") < n:
+            self.wrote = trio.Event()
+            await self.wrote.wait()
+        return self.getvalue().splitlines()
+
+
+def _env(kind: Kind, call: str, body: dict[str, object]) -> dict[str, str]:
+    return Envelope(kind, call, body, gateway="gw1").encode()
+
+
+async def _one_call(bus: Bus) -> None:
+    await bus.append(KEYS.calls_for(SID), _env(Kind.CALL_PROMPT, SID, {"voicePrompt": "Hi"}))
+    await bus.append(KEYS.calls_for(OTHER), _env(Kind.CALL_PROMPT, OTHER, {"voicePrompt": "No"}))
+    await bus.append(KEYS.llm, _env(Kind.LLM_REQUEST, SID, {"messages": []}))
+    await bus.append(KEYS.gateway("gw1"), _env(Kind.LLM_TOKENS, SID, {"text": "Yo", "index": 0}))
+    await bus.append(KEYS.events, fact_envelope("first_token_sent", call=SID, reply_to=2).encode())
+
+
+async def _collect(bus: Bus, n: int, **filters: str) -> list[TailLine]:
+    lines: list[TailLine] = []
+    async with open_tail(bus, KEYS, from_start=True, **filters) as lines_in:
+        async for line in lines_in:
+            lines.append(line)
+            if len(lines) == n:
+                break
+    return lines
+
+
+async def _follows_every_stream_with_filters(open_bus: BusFactory) -> None:
+    async with open_bus() as bus:
+        await _one_call(bus)
+        with trio.fail_after(TAKEOVER_GUARD_S):
+            mine = await _collect(bus, 4, call=SID)
+            llm = await _collect(bus, 2, call=SID, kind="llm")
+            facts = await _collect(bus, 1, kind="first_token_sent")
     assert sorted(line.label for line in mine) == [
         "call.prompt", "event:first_token_sent", "llm.request", "llm.tokens",
     ]  # fmt: skip
-    assert {line.env.call for line in mine} == {sid}
+    assert {line.env.call for line in mine} == {SID}
     assert sorted(line.label for line in llm) == ["llm.request", "llm.tokens"]
     assert facts[0].label == "event:first_token_sent"
     assert "caller said" in next(line for line in mine if line.label == "call.prompt").format()
+
+
+async def _shows_only_what_comes_after_it_started(open_bus: BusFactory) -> None:
+    async with open_bus() as bus:
+        await _one_call(bus)  # before: not shown
+        out = _Screen()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: run_tail(bus, KEYS, call=SID, out=out))
+            await trio.testing.wait_all_tasks_blocked()
+            await bus.append(
+                KEYS.gateway("gw1"), _env(Kind.LLM_TOKENS, SID, {"text": "new", "index": 1})
+            )
+            await bus.append(
+                KEYS.calls_for(SID), _env(Kind.CALL_PROMPT, SID, {"voicePrompt": "Later"})
+            )
+            with trio.fail_after(TAKEOVER_GUARD_S):
+                lines = await out.wait_lines(2)
+            nursery.cancel_scope.cancel()
+    assert len(lines) == 2
+    assert any('caller said "Later"' in line for line in lines)
+    assert any('tokens #1 "new"' in line for line in lines)
+
+
+async def test_tail_follows_every_stream_with_filters() -> None:
+    await _follows_every_stream_with_filters(_memory)
+
+
+async def test_tail_shows_only_what_comes_after_it_started() -> None:
+    await _shows_only_what_comes_after_it_started(_memory)
+
+
+@pytest.mark.redis
+async def test_tail_on_redis_follows_every_stream_with_filters(redis_url: str) -> None:
+    await _follows_every_stream_with_filters(lambda: open_redis_bus(redis_url))
+
+
+@pytest.mark.redis
+async def test_tail_on_redis_shows_only_what_comes_after_it_started(redis_url: str) -> None:
+    await _shows_only_what_comes_after_it_started(lambda: open_redis_bus(redis_url))
