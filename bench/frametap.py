@@ -145,7 +145,8 @@ def tapped() -> Iterator[Tap]:
 
 # --------------------------------------------------------------------------- pytest plugin
 
-_recorded: dict[str, list[dict[str, Any]]] = {}
+FAILED = "failed"  # what a failed test records instead of its calls
+_recorded: dict[str, Any] = {}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -156,6 +157,11 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         finally:
             if tap.ends:
                 _recorded[item.nodeid] = tap.calls()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed:
+        _recorded[report.nodeid] = FAILED
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
