@@ -87,7 +87,7 @@ async def _record_scenario(path: Path) -> dict[str, Any]:
 
     load_scenario = _find("load_scenario", "switchboard.twilio.scenario", "switchboard.simulate")
     config_type = _find("SimulationConfig", "switchboard.twilio.results", "switchboard.simulate")
-    run_simulation = _find("run_simulation", "switchboard.twilio.load", "switchboard.simulate")
+    run_simulation = _find("run_simulation", "switchboard.simulate")
     settings = Settings.from_env(
         {
             "TWILIO_AUTH_TOKEN": TOKEN,

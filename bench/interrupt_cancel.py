@@ -41,9 +41,9 @@ from bus.redis import open_redis_bus
 from bus.resp import RedisClient
 from relay import Text
 from switchboard.logging import configure_logging
-from switchboard.simulator import open_call
 from switchboard.testing.procs import open_switchboard
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.twilio import open_call
 
 # A long question gets a long scripted answer, streamed slowly enough that
 # the interrupt always lands mid-reply.

@@ -10,7 +10,7 @@
 
 Every server uses the same provider timing (time to first token, gap between
 words), so ``overhead = first token at the caller - provider TTFT`` is what the
-server itself adds. The calls come from ``switchboard.simulate`` in this
+server itself adds. The calls come from ``switchboard.twilio.load`` in this
 process (checked: protocol, ``last: true``, lost/misordered/fenced tokens).
 Only ratios within one run mean much on a shared machine.
 
@@ -45,18 +45,15 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
 from actors.providers.scripted import scripted_reply
-from switchboard import gcpause, report
+from switchboard import gcpause
 from switchboard.logging import configure_logging
-from switchboard.simulate import (
-    SimulationConfig,
-    SimulationResult,
-    load_scenario,
-    progress_printer,
-    run_simulation,
-    run_simulation_processes,
-)
+from switchboard.simulate import run_simulation, run_simulation_processes, write_json, write_svg
 from switchboard.testing.procs import open_switchboard
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.twilio import report
+from switchboard.twilio.load import progress_printer
+from switchboard.twilio.results import SimulationConfig, SimulationResult
+from switchboard.twilio.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / "bench" / "peer"
@@ -441,11 +438,11 @@ def main() -> None:
     if args.plot_dir:
         Path(args.plot_dir).mkdir(parents=True, exist_ok=True)
         for name, svg in svgs.items():
-            report.write_svg(Path(args.plot_dir) / f"load-{name}.svg", svg)
+            write_svg(Path(args.plot_dir) / f"load-{name}.svg", svg)
     table = _table(rows)
     sys.stdout.write(table + "\n")
     if args.json_out:
-        report.write_json(args.json_out, {"rows": rows, "reports": docs, "cpu": CPU})
+        write_json(args.json_out, {"rows": rows, "reports": docs, "cpu": CPU})
     if args.docs:
         command = "python bench/load.py " + " ".join(sys.argv[1:])
         today = datetime.date.today().isoformat()

@@ -252,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
             tailed: int = trio.run(runner.run_tail, settings, args.call, args.kind)
             return tailed
         elif args.command == "call":
-            from switchboard.phone import run_phone
+            from switchboard.twilio.phone import run_phone
 
             async def phone() -> None:
                 await wait_reachable(args.url)
@@ -274,10 +274,11 @@ def _run(args: argparse.Namespace) -> int:
                 raise refused from exc
         elif args.command == "simulate":
             from switchboard import simulate
+            from switchboard.twilio.scenario import ScenarioError, load_scenario
 
             try:  # a bad scenario is a mistake to report before anything else
-                simulate.load_scenario(args.scenario)
-            except simulate.ScenarioError as exc:
+                load_scenario(args.scenario)
+            except ScenarioError as exc:
                 raise UsageError(str(exc)) from exc
             trio.run(wait_reachable, args.url)
             ttft = args.provider_ttft_ms
@@ -356,7 +357,7 @@ async def wait_reachable(url: str, retry_s: float = CONNECT_RETRY_S) -> None:
 
 def _refusal(url: str, exc: BaseException) -> UsageError | None:
     """The one line for a simulated call the agent refused, or None for another error."""
-    from switchboard.simulator import HttpError, RelayConnectError, SimulatorError
+    from switchboard.twilio import HttpError, RelayConnectError, SimulatorError
 
     leaf = _leaf(exc, SimulatorError) if isinstance(exc, BaseExceptionGroup) else exc
     if isinstance(leaf, HttpError | RelayConnectError):

@@ -34,7 +34,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "actors": frozenset({"relay", "bus"}),
 }
 # Twilio's side: the modules (or packages, as directories) that play Twilio.
-TWILIO_SIDE: tuple[str, ...] = ("switchboard/simulator.py",)
+TWILIO_SIDE: tuple[str, ...] = ("switchboard/twilio",)
 
 
 def _modules(part: str) -> list[Path]:

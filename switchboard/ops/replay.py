@@ -7,8 +7,8 @@ Three things can be done with a recording (``switchboard.ops.recording``):
   turn it belongs to, as text or JSON;
 - ``--rerun`` it through today's conversation actor and compare
   (``switchboard.ops.rerun``);
-- ``--export`` the caller's side as a scenario (``export_scenario``) that the
-  simulator can play back.
+- ``--export`` the caller's side as a scenario (``export_scenario``, in the
+  format ``switchboard.twilio.scenario`` reads) that the simulator can play back.
 
 A call that is not on the streams (never seen, or older than the retention)
 raises ``CallNotFound``; the CLI prints its message and exits 1.
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TextIO
+from dataclasses import replace
+from typing import TextIO
 
 from actors.config import ConversationConfig
 from bus.base import Bus
@@ -28,23 +29,23 @@ from switchboard.ops.recording import CallNotFound, CallRecording, load_call
 from switchboard.ops.rerun import format_rerun, rerun
 from switchboard.ops.timeline import format_timeline, timeline_json
 from switchboard.outfile import is_stdout
+from switchboard.twilio.scenario import Dtmf, Say, Scenario, Turn, scenario_to_data
 
 
-def export_scenario(rec: CallRecording) -> dict[str, Any]:
-    """The caller's side of ``rec`` as a scenario (format: ``switchboard.scenario``).
+def export_scenario(rec: CallRecording) -> Scenario:
+    """The caller's side of ``rec`` as a scenario (``switchboard.twilio.scenario``).
 
     Each final prompt becomes a ``say`` turn whose ``think_ms`` is the recorded
     pause since the caller's previous move or the agent's previous reply; each
     key press a ``dtmf`` turn; an interrupt becomes ``interrupt_after`` (the
     token entries of the reply the caller had received) on the ``say`` it cut.
     """
-    entries = rec.partition_entries()
     tokens = [i.env for i in rec.of_kind(Kind.LLM_TOKENS, source="gateway")]
-    turns: list[dict[str, Any]] = []
+    turns: list[Turn] = []
     lang = "en-US"
     last_ts: int | None = None
-    last_say: tuple[dict[str, Any], int] | None = None  # the turn and its prompt's seq
-    for item in entries:
+    last_say: tuple[int, Say, int] | None = None  # where in turns, the say, its prompt's seq
+    for item in rec.partition_entries():
         env, b = item.env, item.env.body
         if env.kind == Kind.CALL_PROMPT and b.get("last", True):
             text = str(b.get("voicePrompt", "")).strip()
@@ -52,20 +53,20 @@ def export_scenario(rec: CallRecording) -> dict[str, Any]:
                 continue
             lang = str(b.get("lang") or lang)
             think = max(0, env.ts - last_ts) if last_ts is not None else 0
-            say = {"say": text, "think_ms": think, "speech_ms": 0}
+            say = Say(text, speech_ms=0.0, think_ms=float(think))
+            last_say = (len(turns), say, env.seq)
             turns.append(say)
-            last_say = (say, env.seq)
         elif env.kind == Kind.CALL_DTMF and b.get("digit"):
-            turns.append({"dtmf": str(b["digit"])})
+            turns.append(Dtmf(str(b["digit"])))
         elif env.kind == Kind.CALL_INTERRUPT and last_say is not None:
-            say, seq = last_say
+            at, say, seq = last_say
             heard = [t for t in tokens if t.body.get("reply_to") == seq and t.ts <= env.ts]
-            say["interrupt_after"] = max(1, len(heard))
+            turns[at] = replace(say, interrupt_after=max(1, len(heard)))
             last_say = None
         elif env.kind not in (Kind.LLM_RESULT, Kind.CALL_SETUP):
             continue
         last_ts = env.ts
-    return {"name": f"replay-{rec.call}", "lang": lang, "turns": turns}
+    return Scenario(turns=tuple(turns), name=f"replay-{rec.call}", lang=lang)
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -89,7 +90,8 @@ async def run_replay(
         err.write(f"switchboard replay: {exc}\n")
         return 1
     if export_path is not None:
-        scenario = json.dumps(export_scenario(rec), indent=2, ensure_ascii=False) + "\n"
+        exported = scenario_to_data(export_scenario(rec))
+        scenario = json.dumps(exported, indent=2, ensure_ascii=False) + "\n"
         if is_stdout(export_path):
             out.write(scenario)  # the scenario is the whole output
             return 0

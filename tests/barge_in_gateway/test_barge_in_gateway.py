@@ -21,7 +21,7 @@ from gateway.config import GatewayConfig
 from gateway.server import Gateway
 from relay import End, Interrupt
 from relay.twiml import RelayAttributes
-from switchboard.simulator import SimulatedCall, TimedPlayback, open_call
+from switchboard.twilio import SimulatedCall, TimedPlayback, open_call
 
 PUBLIC_URL = "https://agent.example.com"
 TOKEN = "barge-in-token"

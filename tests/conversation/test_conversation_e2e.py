@@ -21,7 +21,7 @@ from bus.memory import MemoryBus
 from relay import End, Text
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
-from switchboard.simulator import SimulatedCall, TimedPlayback, open_call
+from switchboard.twilio import SimulatedCall, TimedPlayback, open_call
 
 TOKEN = "conversation-e2e-token"
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import trio
 
-from switchboard.simulator import open_call
 from switchboard.testing.procs import open_switchboard
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.twilio import open_call
 
 pytestmark = pytest.mark.system
 

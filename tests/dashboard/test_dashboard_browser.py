@@ -16,7 +16,7 @@ from browser import open_browser
 from dashkit import running_dev
 
 from relay import Text
-from switchboard.simulator import open_call
+from switchboard.twilio import open_call
 
 # A browser and a whole dev composition: one at a time, with the other process tests.
 pytestmark = [pytest.mark.browser, pytest.mark.system]

@@ -13,7 +13,7 @@ import trio
 from dashkit import live_feed, running_dev
 
 from switchboard.operator_api import OperatorApi
-from switchboard.simulator import open_call
+from switchboard.twilio import open_call
 
 
 def _has_call(sid: str, **fields: Any) -> Any:

@@ -16,7 +16,7 @@ from bus.memory import MemoryBus
 from relay import End, Text
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
-from switchboard.simulator import TimedPlayback, open_call
+from switchboard.twilio import TimedPlayback, open_call
 
 TOKEN = "e2e-transfer-token"
 

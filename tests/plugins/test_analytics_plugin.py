@@ -31,9 +31,9 @@ from actors.plugins import PluginContext, available, load
 from bus.envelope import Envelope
 from bus.keys import Keys
 from switchboard.metrics_http import fetch
-from switchboard.simulator import open_call
 from switchboard.testing.procs import HANG_GUARD_S, SwitchboardProcess, open_switchboard
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.twilio import open_call
 
 pytestmark = pytest.mark.system
 

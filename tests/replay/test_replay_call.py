@@ -23,11 +23,10 @@ from switchboard.ops.replay import export_scenario, run_replay
 from switchboard.ops.rerun import format_rerun, rerun
 from switchboard.ops.timeline import format_timeline, timeline_json
 from switchboard.runner import start_dev
-from switchboard.scenario import play_scenario
 from switchboard.settings import Settings
-from switchboard.simulate import parse_scenario
-from switchboard.simulator import open_call
 from switchboard.testing.procs import TAKEOVER_GUARD_S
+from switchboard.twilio import open_call
+from switchboard.twilio.scenario import Dtmf, Say, parse_scenario, play_scenario, scenario_to_data
 
 GREETING = "Hello from the replay test."
 
@@ -149,14 +148,17 @@ async def test_exported_scenario_plays_back_the_callers_side() -> None:
     with trio.fail_after(TAKEOVER_GUARD_S):
         sid = await _recorded_call(settings, bus)
         scenario = export_scenario(await load_call(bus, settings.keys, sid))
-    assert [t.get("say") or t.get("dtmf") for t in scenario["turns"]] == [
+    assert [t.text if isinstance(t, Say) else t.digits for t in scenario.turns] == [
         "Tell me a long story.",
         "Actually, what time is it?",
         "Please press 1 2 3 for me.",
         "5",
     ]
-    assert scenario["turns"][0]["interrupt_after"] >= 1
-    parse_scenario(scenario)  # `switchboard simulate --scenario` accepts it
+    first = scenario.turns[0]
+    assert isinstance(first, Say) and first.interrupt_after and first.interrupt_after >= 1
+    assert isinstance(scenario.turns[-1], Dtmf)
+    # What --export writes, `switchboard simulate --scenario` reads back as it was.
+    assert parse_scenario(scenario_to_data(scenario)) == scenario
 
     again = MemoryBus()
     with trio.fail_after(TAKEOVER_GUARD_S):

@@ -23,10 +23,14 @@ import trio
 from actors.telemetry import TelemetryActor, TelemetryConfig
 from bus.envelope import Kind
 from bus.memory import MemoryBus
-from switchboard.replay import format_rerun, load_call, rerun, run_replay
+from switchboard.ops.recording import load_call
+from switchboard.ops.replay import run_replay
+from switchboard.ops.rerun import format_rerun, rerun
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
-from switchboard.simulate import SimulationConfig, parse_scenario, run_simulation
+from switchboard.simulate import run_simulation
+from switchboard.twilio.results import SimulationConfig
+from switchboard.twilio.scenario import parse_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
 # The agent speaks this short greeting, so silence after it re-prompts soon.

@@ -8,16 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from switchboard import report
-from switchboard.simulate import (
-    CallResult,
-    Say,
-    Scenario,
-    SimulationConfig,
-    SimulationResult,
-    TurnResult,
-    check_scripted_reply,
-)
+from switchboard.checks import check_scripted_reply
+from switchboard.simulate import write_json, write_svg
+from switchboard.twilio import report
+from switchboard.twilio.results import CallResult, SimulationConfig, SimulationResult, TurnResult
+from switchboard.twilio.scenario import Say, Scenario
 
 
 def test_percentiles_interpolate_between_ranks() -> None:
@@ -84,7 +79,7 @@ def _result() -> SimulationResult:
 def test_json_document_schema(tmp_path: Path) -> None:
     result = _result()
     path = tmp_path / "out.json"
-    report.write_json(path, result.to_json())
+    write_json(path, result.to_json())
     doc = json.loads(path.read_text())
     assert doc["schema"] == report.SCHEMA
     assert set(doc) == {"schema", "label", "config", "counts", "latency_ms", "errors",
@@ -106,7 +101,7 @@ def test_json_document_schema(tmp_path: Path) -> None:
 
 def test_svg_is_well_formed(tmp_path: Path) -> None:
     path = tmp_path / "plot.svg"
-    report.write_svg(path, _result().svg())
+    write_svg(path, _result().svg())
     root = ET.parse(path).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     # Two first-token points and the one whole turn that ended.
@@ -114,7 +109,7 @@ def test_svg_is_well_formed(tmp_path: Path) -> None:
     # Empty runs and awkward titles still give valid XML.
     ET.fromstring(report.render_svg([], title="<none> & nothing"))
     with pytest.raises(ValueError, match="SVG"):
-        report.write_svg(tmp_path / "plot.png", "<svg/>")
+        write_svg(tmp_path / "plot.png", "<svg/>")
 
 
 def test_peak_open_calls_counts_overlapping_sockets_only() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.simulate import (
+from switchboard.twilio.scenario import (
     Dtmf,
     Pause,
     Say,

@@ -15,10 +15,12 @@ from pathlib import Path
 import trio
 
 from bus.memory import MemoryBus
-from switchboard import report
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
-from switchboard.simulate import SimulationConfig, load_scenario, run_simulation
+from switchboard.simulate import run_simulation
+from switchboard.twilio import report
+from switchboard.twilio.results import SimulationConfig
+from switchboard.twilio.scenario import load_scenario
 
 TOKEN = "simulate-token"
 SMOKE = Path(__file__).resolve().parents[2] / "bench" / "scenarios" / "smoke.json"

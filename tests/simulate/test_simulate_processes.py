@@ -15,8 +15,9 @@ import trio
 from bus.memory import MemoryBus
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
-from switchboard.simulate import SimulationConfig, run_simulation_processes
+from switchboard.simulate import run_simulation_processes
 from switchboard.testing.procs import HANG_GUARD_S
+from switchboard.twilio.results import SimulationConfig
 
 TOKEN = "simulate-token"
 SMOKE = Path(__file__).resolve().parents[2] / "bench" / "scenarios" / "smoke.json"

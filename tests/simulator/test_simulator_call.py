@@ -20,16 +20,9 @@ from relay import (
     SendDigits,
     Text,
 )
-from switchboard.simulator import (
-    HttpError,
-    RelayConnectError,
-    SessionClosed,
-    TwimlError,
-    check_relay_url,
-    open_call,
-    parse_twiml,
-    sign,
-)
+from relay.signature import sign
+from relay.twiml import TwimlError, check_relay_url, parse_twiml
+from switchboard.twilio import HttpError, RelayConnectError, SessionClosed, open_call
 
 TOKEN = "simulator-test-token"
 TIMEOUT = 10

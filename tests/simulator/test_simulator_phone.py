@@ -18,10 +18,10 @@ from sim_fakeapp import HANDOFF, FakeApp, frames_of_type, serve_fake_app
 
 from bus.envelope import Envelope, Kind
 from bus.memory import MemoryBus
-from switchboard.phone import run_phone
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
 from switchboard.testing.procs import HANG_GUARD_S
+from switchboard.twilio.phone import run_phone
 
 TOKEN = "phone-test-token"
 TIMEOUT = 60  # a hang guard: in-process calls on a loaded machine

@@ -6,7 +6,7 @@ import trio
 import trio.testing
 
 from relay import Info, Text
-from switchboard.simulator import TimedPlayback
+from switchboard.twilio import TimedPlayback
 
 
 async def _run(

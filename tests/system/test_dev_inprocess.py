@@ -12,7 +12,7 @@ from bus.envelope import Envelope, Kind
 from bus.memory import MemoryBus
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
-from switchboard.simulator import open_call
+from switchboard.twilio import open_call
 
 TOKEN = "in-process-token"
 GREETING = "Welcome to the in-process test."

@@ -25,9 +25,9 @@ import trio
 
 from bus.keys import Keys, partition_of
 from bus.redis import open_redis_bus
-from switchboard.simulator import open_call
 from switchboard.testing.procs import HANG_GUARD_S, TAKEOVER_GUARD_S, first_to_log, open_switchboard
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.twilio import open_call
 
 pytestmark = pytest.mark.system
 

@@ -16,7 +16,6 @@ import trio
 
 from actors.providers.scripted import scripted_reply
 from relay import Text
-from switchboard.simulator import open_call
 from switchboard.testing.procs import (
     HANG_GUARD_S,
     TAKEOVER_GUARD_S,
@@ -25,6 +24,7 @@ from switchboard.testing.procs import (
     open_switchboard,
 )
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.twilio import open_call
 
 pytestmark = pytest.mark.system
 

@@ -15,7 +15,6 @@ import pytest
 import trio
 
 from actors.providers.scripted import scripted_reply
-from switchboard.simulator import SessionClosed, open_call
 from switchboard.testing.procs import (
     HANG_GUARD_S,
     TAKEOVER_GUARD_S,
@@ -23,6 +22,7 @@ from switchboard.testing.procs import (
     open_switchboard,
 )
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.twilio import SessionClosed, open_call
 
 pytestmark = pytest.mark.system
 

@@ -14,7 +14,7 @@ from bus.memory import MemoryBus
 from switchboard.metrics_http import fetch, serve_metrics
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
-from switchboard.simulator import open_call
+from switchboard.twilio import open_call
 
 PROMPTS = ["Hello there.", "Tell me more.", "Thanks, bye."]
 

@@ -20,7 +20,7 @@ from bus.memory import MemoryBus
 from relay import End, Language, SendDigits
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
-from switchboard.simulator import SimulatedCall, open_call
+from switchboard.twilio import SimulatedCall, open_call
 
 TRANSFER_NUMBER = "+15551234567"
 

@@ -1,8 +1,8 @@
 """Load-run results as figures: percentiles, a text table, JSON and an SVG picture.
 
-Pure functions over plain data, no I/O beyond the ``write_*`` helpers, so the
-load simulator (``switchboard.simulate``) and the benchmarks (``bench/load.py``)
-share one definition of "p99" and one output format.
+Pure functions over plain data, no I/O (``switchboard.simulate.write_json``
+and ``write_svg`` write the results), so the load simulator and the benchmarks
+(``bench/load.py``) share one definition of "p99" and one output format.
 
 Percentiles interpolate linearly between the closest ranks (numpy's default,
 "type 7"), so p50 of ``[1, 2, 3, 4]`` is 2.5 and any value in ``[0, 100]`` works
@@ -23,15 +23,11 @@ with ``Stats = {"n", "min", "mean", "p50", "p95", "p99", "max"}`` (null when n =
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 from xml.sax.saxutils import escape
-
-from switchboard.outfile import is_stdout, write_text
 
 __all__ = [
     "SCHEMA",
@@ -41,8 +37,6 @@ __all__ = [
     "render_svg",
     "render_table",
     "summarize",
-    "write_json",
-    "write_svg",
 ]
 
 SCHEMA: Final = "switchboard.simulate/1"
@@ -149,11 +143,6 @@ def render_table(doc: Mapping[str, Any]) -> str:
     for example in doc.get("violations", [])[:5]:
         lines.append(f"  violation: {example}")
     return "\n".join(lines)
-
-
-def write_json(path: str | Path, doc: Mapping[str, Any]) -> None:
-    """Write ``doc`` as indented JSON (``-``: to standard output)."""
-    write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- SVG
@@ -305,12 +294,3 @@ def render_svg(
         out.append(f'<path d="{" ".join(path)}" fill="none" stroke="#9467bd" stroke-width="1.5"/>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
-
-
-def write_svg(path: str | Path, svg: str) -> None:
-    """Write an SVG document (``.svg`` only: a raster format would need a plotting
-    library, which a load tool does not justify)."""
-    target = Path(path)
-    if not is_stdout(path) and target.suffix.lower() != ".svg":
-        raise ValueError(f"plots are written as SVG; use a .svg file name, not {target.name!r}")
-    write_text(path, svg)

@@ -6,7 +6,7 @@ keys, ``/quit`` (or end of input) hangs up. The conversation on stdout *is* the
 user interface, so it is written there directly; diagnostics go to the log.
 
 Barge-in: the call speaks the agent's replies at ``speech_rate`` characters per
-second (the simulator's :class:`~switchboard.simulator.TimedPlayback`). A line
+second (the simulator's :class:`~switchboard.twilio.playback.TimedPlayback`). A line
 entered while the agent is talking (its reply still streaming, or still being
 spoken) talks over it, as :meth:`SimulatedCall.barge_in` models Twilio: the
 queued speech is flushed, ``interrupt`` reports the heard part of the chunk that
@@ -30,12 +30,10 @@ import structlog
 import trio
 
 from relay import End, Language, OutboundMessage, Play, SendDigits, Text, dtmf
-from switchboard.simulator import (
-    SessionClosed,
-    SimulatedCall,
-    TimedPlayback,
-    open_call,
-)
+from switchboard.twilio.call import SimulatedCall
+from switchboard.twilio.connect import open_call
+from switchboard.twilio.errors import SessionClosed
+from switchboard.twilio.playback import TimedPlayback
 
 __all__ = ["DEFAULT_SPEECH_RATE", "run_phone"]
 
