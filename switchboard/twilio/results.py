@@ -176,7 +176,7 @@ class SimulationResult:
         return [t.first_token_ms for t in self.turns() if t.first_token_ms is not None]
 
     def to_json(self, *, samples: bool = True) -> dict[str, Any]:
-        """The report document (``switchboard.report`` module docstring)."""
+        """The report document (``switchboard.twilio.report`` module docstring)."""
         turns = self.turns()
         firsts = self.first_token_ms()
         ttft = self.config.provider_ttft_ms
