@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bus.keys import Keys
+from relay.speech import CHARS_PER_SECOND
 from relay.twiml import RelayAttributes
 
 DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
@@ -33,6 +34,9 @@ class GatewayConfig:
     # and whether they are open without one (dev).
     dashboard_token: str | None = None
     dashboard_open: bool = False
+    # Characters a second Twilio is assumed to speak (relay.speech): how long
+    # an after_speech frame waits for a reply without speaker events.
+    speech_chars_per_second: float = CHARS_PER_SECOND
 
     @property
     def relay_url(self) -> str:

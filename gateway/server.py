@@ -27,7 +27,7 @@ current reply has finished playing, then joins the outbox. With speaker
 events subscribed (the TwiML ``debug`` attribute names ``speaker-events``) that
 is the ``info agentSpeaking off`` after the last text sent; otherwise an
 estimate: the characters sent since the reply began (or since the last
-``agentSpeaking on``) at ``SPEECH_CHARS_PER_S``, capped at ``SPEECH_CAP_S``,
+``agentSpeaking on``) at ``GatewayConfig.speech_chars_per_second``, capped at ``SPEECH_CAP_S``,
 counted from the moment the reply's ``last: true`` was forwarded. A waiting
 frame is released at the latest ``SPEECH_CAP_S`` after the reply ended (a lost
 ``off`` must not keep a goodbye from ever ending the call) and dies with its
@@ -94,6 +94,7 @@ from relay import (
     to_wire,
     wire_type,
 )
+from relay.speech import CHARS_PER_SECOND
 
 log = structlog.get_logger()
 
@@ -103,7 +104,6 @@ CLOSE_TIMEOUT = 2.0  # bound on a shielded WebSocket close handshake
 PUBLISH_TIMEOUT = 2.0  # bound on the shielded ``call.closed`` append
 END_CLOSE_TIMEOUT = 5.0  # after ``end``, how long Twilio gets to close the socket
 HANDSHAKE_TIMEOUT = 10.0
-SPEECH_CHARS_PER_S = 14.0  # speaking rate behind the after_speech estimate
 SPEECH_CAP_S = 15.0  # bound on any after_speech wait once the reply has ended
 REPLY_OPEN_CAP_S = 60.0  # a reply that never sends last:true stops blocking after this
 DEFERRED_FRAMES = 16  # after_speech frames waiting per session
@@ -152,6 +152,7 @@ class _Speech:
     Feeds the ``after_speech`` wait. Times are ``trio.current_time()``.
     """
 
+    chars_per_s: float = CHARS_PER_SECOND  # the speaking rate behind the estimate
     speaker_events: bool = False  # the session reports agentSpeaking on/off
     speaking: bool = False  # last agentSpeaking value seen
     reply_open: bool = False  # text forwarded, its ``last: true`` not yet
@@ -206,7 +207,7 @@ class _Speech:
             if not self.speaking and self.unplayed == 0:
                 return -math.inf
             return cap
-        estimate = self.ended_at + min(self.chars / SPEECH_CHARS_PER_S, SPEECH_CAP_S)
+        estimate = self.ended_at + min(self.chars / self.chars_per_s, SPEECH_CAP_S)
         return min(estimate, cap)
 
 
@@ -463,7 +464,12 @@ class Gateway:
                 nursery.cancel_scope.cancel()
                 return
             outbox, inbox = trio.open_memory_channel[_Outgoing](OUTBOX_FRAMES)
-            session = _Session(ws, RelayConnection(max_bytes=self.config.max_frame_bytes), outbox)
+            session = _Session(
+                ws,
+                RelayConnection(max_bytes=self.config.max_frame_bytes),
+                outbox,
+                speech=_Speech(chars_per_s=self.config.speech_chars_per_second),
+            )
             code, reason = CLOSE_GOING_AWAY, "going away"  # unless the session ends by itself
             try:
                 with stop.scope():

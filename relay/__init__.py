@@ -12,6 +12,7 @@ protocol lives here, once. Modules, bottom up (each imports only those above):
 - ``connection``  the two ends of a session as state machines.
 - ``twiml``       ``<Connect><ConversationRelay>``: building and parsing.
 - ``signature``   ``X-Twilio-Signature``: signing and constant-time checking.
+- ``speech``      the speaking rate every estimate from text length assumes.
 
 The names most code needs are re-exported here (``from relay import Text``).
 """

@@ -113,10 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument(
         "--speech-rate",
         type=float,
-        default=15.0,
+        default=None,
         help="characters a second the agent's replies are 'spoken' at, which is what "
-        "typing over the agent interrupts (default 15, ~150 words a minute; 0: no "
-        "speech timing, lines typed mid-reply go as plain prompts)",
+        "typing over the agent interrupts (default SWITCHBOARD_SPEECH_CHARS_PER_S, 14: ~150 "
+        "words a minute; 0: no speech timing, lines typed mid-reply go as plain prompts)",
     )
 
     sim = sub.add_parser(
@@ -170,6 +170,12 @@ def read_env(
         env.update({k: v for k, v in dotenv_values(path).items() if v is not None})
     env.update(environ)
     return env
+
+
+def _speech_rate(flag: float | None, settings: Settings) -> float | None:
+    """``switchboard call``'s playback rate: the flag, else the setting; 0 is off."""
+    rate = settings.speech_chars_per_second if flag is None else flag
+    return rate if rate > 0 else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,7 +268,7 @@ def _run(args: argparse.Namespace) -> int:
                     auth_token=settings.twilio_auth_token,
                     from_=args.from_,
                     to=args.to,
-                    speech_rate=args.speech_rate if args.speech_rate > 0 else None,
+                    speech_rate=_speech_rate(args.speech_rate, settings),
                 )
 
             try:

@@ -426,6 +426,7 @@ class Settings:
             keys=self.keys,
             resume_greeting=self.resume_greeting,
             dashboard_token=self.dashboard_token,
+            speech_chars_per_second=self.speech_chars_per_second,
         )
 
     def conversation_config(self) -> ConversationConfig:

@@ -30,12 +30,13 @@ import structlog
 import trio
 
 from relay import End, Language, OutboundMessage, Play, SendDigits, Text, dtmf
+from relay.speech import CHARS_PER_SECOND
 from switchboard.twilio.call import SimulatedCall
 from switchboard.twilio.connect import open_call
 from switchboard.twilio.errors import SessionClosed
 from switchboard.twilio.playback import TimedPlayback
 
-__all__ = ["DEFAULT_SPEECH_RATE", "run_phone"]
+__all__ = ["run_phone"]
 
 log = structlog.get_logger()
 
@@ -45,8 +46,6 @@ HELP: Final = (
     "keys, /quit (or Ctrl-D) hangs up.\n"
 )
 MAX_LINE: Final = 64 * 1024
-# About 150 words a minute: how fast a TTS voice speaks the agent's replies.
-DEFAULT_SPEECH_RATE: Final = 15.0
 REPLY_WAIT_SECONDS: Final = 60.0
 
 
@@ -300,7 +299,7 @@ async def run_phone(
     to: str = "+15550199",
     stdin: trio.abc.ReceiveStream | None = None,
     stdout: trio.abc.SendStream | None = None,
-    speech_rate: float | None = DEFAULT_SPEECH_RATE,
+    speech_rate: float | None = CHARS_PER_SECOND,
 ) -> None:
     """Place a call to the agent at ``base_url`` and talk to it from the terminal.
 
