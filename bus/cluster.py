@@ -60,10 +60,7 @@ MAX_REDIRECTS = 5
 _MIN_REFRESH_INTERVAL_S = 0.05
 
 
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # Looked up per event (topology changes are rare), so capture_logs() sees them.
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
-    return logger
+log = structlog.get_logger()
 
 
 class CrossSlot(CommandError):
@@ -291,7 +288,7 @@ class ClusterClient:
             # Clients of nodes that stopped being masters stay in the pool: a
             # failed master that comes back rejoins as a replica and may be
             # promoted again; its broken connections were dropped already.
-            _log().info(
+            log.info(
                 "redis.cluster_map",
                 masters=[f"{h}:{p}" for h, p in after],
                 covered=sum(1 for s in slots if s is not None),
@@ -329,7 +326,7 @@ class ClusterClient:
     def _lost(self, node: RedisClient) -> None:
         """A node's connection broke: the map may be wrong (a failover)."""
         self._stale = True
-        _log().info("redis.cluster_node_lost", address=str(node.address))
+        log.info("redis.cluster_node_lost", address=str(node.address))
 
     # -- commands ---------------------------------------------------------------
 

@@ -37,13 +37,7 @@ import trio
 from bus.base import BusError, CommandError, Entry, Fields, Lease, parse_id
 from bus.envelope import now_ms
 
-
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # Looked up per event (these are rare): a module-level proxy caches its
-    # logger when logging is configured with cache_logger_on_first_use, and
-    # then structlog.testing.capture_logs() no longer sees its events.
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
-    return logger
+log = structlog.get_logger()
 
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
@@ -322,7 +316,7 @@ class MemoryBus:
     @staticmethod
     def _drop_trimmed(stream: str, group: str, g: _Group, sid: StreamId) -> None:
         p = g.pending.pop(sid)
-        _log().warning(
+        log.warning(
             "bus.pending_entry_trimmed",
             stream=stream,
             group=group,

@@ -56,13 +56,7 @@ from bus.cluster import CommandClient, open_redis_client
 from bus.envelope import now_ms
 from bus.resp import Arg, RedisClient
 
-
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # Looked up per event (these are rare): a module-level proxy caches its
-    # logger when logging is configured with cache_logger_on_first_use, and
-    # then structlog.testing.capture_logs() no longer sees its events.
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
-    return logger
+log = structlog.get_logger()
 
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
@@ -212,7 +206,7 @@ def _entries(stream: str, raw: Sequence[Any] | None) -> list[Entry]:
     for item in raw or ():
         entry_id, fields = item[0], item[1]
         if fields is None:
-            _log().warning("bus.entry_trimmed", stream=stream, id=entry_id)
+            log.warning("bus.entry_trimmed", stream=stream, id=entry_id)
             continue
         out.append(Entry(stream, entry_id, _fields(fields)))
     return out
@@ -234,7 +228,7 @@ def _scripted_entries(stream: str, raw: Sequence[Any]) -> list[Entry]:
 
 def _log_trimmed(stream: str, group: str, trimmed: Sequence[str]) -> None:
     for entry_id in trimmed:
-        _log().warning("bus.pending_entry_trimmed", stream=stream, group=group, id=entry_id)
+        log.warning("bus.pending_entry_trimmed", stream=stream, group=group, id=entry_id)
 
 
 class RedisBus:

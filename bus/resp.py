@@ -57,12 +57,7 @@ class TLSHandshakeFailed(BusError):
     """
 
 
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # Looked up per event (these are rare): a module-level proxy caches its
-    # logger when logging is configured with cache_logger_on_first_use, and
-    # then structlog.testing.capture_logs() no longer sees its events.
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
-    return logger
+log = structlog.get_logger()
 
 
 Arg = str | bytes | int | float
@@ -360,7 +355,7 @@ class RedisClient:
                     conn.close()
                     self._all.discard(conn)
                     raise CommandError(f"{reply} (connecting to {addr})")
-        _log().debug("redis.connected", address=str(addr))
+        log.debug("redis.connected", address=str(addr))
         return conn
 
     async def _handshake(self, tcp: trio.SocketStream) -> trio.SSLStream[trio.SocketStream]:
@@ -415,9 +410,9 @@ class RedisClient:
         self._all.discard(conn)
         self._drop_idle()
         if exc is None:
-            _log().info("redis.connection_lost", address=str(self.address))
+            log.info("redis.connection_lost", address=str(self.address))
             return None
-        _log().info("redis.connection_lost", address=str(self.address), error=repr(exc))
+        log.info("redis.connection_lost", address=str(self.address), error=repr(exc))
         return ConnectionLost(f"connection to {self.address} lost: {exc!r}")
 
     async def _roundtrip(self, commands: Sequence[Command], *, blocking: bool) -> list[Any]:
@@ -485,7 +480,7 @@ class RedisClient:
                         queued.done.set()
                     continue
                 except Exception as exc:  # a bug: tell the callers, keep the run alive
-                    _log().error("redis.flush_failed", error=repr(exc))
+                    log.error("redis.flush_failed", error=repr(exc))
                     for queued in batch:
                         queued.error = BusError(f"redis pipeline failed: {exc!r}")
                         queued.done.set()

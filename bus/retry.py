@@ -45,10 +45,7 @@ DEFAULT_BASE_S = 0.05
 DEFAULT_CAP_S = 2.0
 
 
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # Looked up per event (outages are rare), so capture_logs() sees them.
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
-    return logger
+log = structlog.get_logger()
 
 
 def missing_group(exc: BaseException) -> bool:
@@ -100,7 +97,7 @@ class Backoff:
             raise exc
         if self.failures == 0:
             self._outage_started = trio.current_time()
-            _log().warning(
+            log.warning(
                 "bus_unavailable",
                 loop=self.what,
                 error=f"{type(exc).__name__}: {exc}",
@@ -115,7 +112,7 @@ class Backoff:
         if self.failures == 0:
             return
         started = self._outage_started if self._outage_started is not None else 0.0
-        _log().info(
+        log.info(
             "bus_recovered",
             loop=self.what,
             failed_attempts=self.failures,

@@ -35,10 +35,7 @@ T = TypeVar("T")
 Moment = Literal["before", "after"]
 
 
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # Looked up per event so structlog.testing.capture_logs() sees it.
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
-    return logger
+log = structlog.get_logger()
 
 
 @dataclass
@@ -119,7 +116,7 @@ class FaultyBus:
             if fault.matches(method, moment, args):
                 fault.hits += 1
                 fault.fired.set()
-                _log().info("bus_fault_injected", method=method, moment=moment)
+                log.info("bus_fault_injected", method=method, moment=moment)
                 # A fresh exception each time: raising one instance twice
                 # chains the first traceback into the second.
                 raise type(fault.error)(*fault.error.args)

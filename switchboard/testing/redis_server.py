@@ -35,13 +35,7 @@ import trio
 from bus.base import BusError
 from switchboard.testing.tls import TestCertificates
 
-
-def _log() -> structlog.typing.FilteringBoundLogger:
-    # Looked up per event (these are rare): a module-level proxy caches its
-    # logger when logging is configured with cache_logger_on_first_use, and
-    # then structlog.testing.capture_logs() no longer sees its events.
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
-    return logger
+log = structlog.get_logger()
 
 
 # A hang guard: redis-server starts in milliseconds, but not on a loaded machine.
@@ -235,7 +229,7 @@ class RedisServerHandle:
                 await self.stop()
                 raise RedisServerError(f"redis-server did not answer on port {self.port}")
             await trio.sleep(_POLL_INTERVAL_S)
-        _log().debug("redis_server.started", port=self.port, pid=self._process.pid)
+        log.debug("redis_server.started", port=self.port, pid=self._process.pid)
 
     async def stop(self) -> None:
         """Kill the process and wait for it; safe when not running.
@@ -251,7 +245,7 @@ class RedisServerHandle:
             process.kill()
             with trio.move_on_after(STOP_TIMEOUT_S):
                 await process.wait()
-        _log().debug("redis_server.stopped", port=self.port)
+        log.debug("redis_server.stopped", port=self.port)
 
     async def restart(self) -> None:
         """Stop the server and start a fresh, empty one on the same port."""
@@ -444,5 +438,5 @@ async def open_redis_cluster(
             )
         handle = RedisClusterHandle(nodes)
         await handle.wait_healthy()
-        _log().debug("redis_cluster.started", ports=[n.port for n in nodes])
+        log.debug("redis_cluster.started", ports=[n.port for n in nodes])
         yield handle
