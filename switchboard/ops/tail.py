@@ -9,7 +9,8 @@ followed too, from where the tail started (or from the beginning with
 ``from_start``), so its entries since then are not missed.
 
 ``open_tail`` yields a receive channel of ``TailLine``; ``run_tail`` prints
-them. Everything goes through the ``Bus``: Redis from the CLI (one connection
+them. The first bus error of any reader stops the tail and is raised as is.
+Everything goes through the ``Bus``: Redis from the CLI (one connection
 per blocking reader), a ``MemoryBus`` in tests.
 """
 
@@ -24,7 +25,7 @@ from typing import TextIO
 
 import trio
 
-from bus.base import Bus, MalformedEntry, parse_id
+from bus.base import Bus, BusError, MalformedEntry, parse_id
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from switchboard.ops.timeline import describe
@@ -76,11 +77,19 @@ class _Tail:
     kind: str | None
     since: str  # where a newly found gateway stream is read from
     gateways: set[str] = field(default_factory=set)
+    failed: BusError | None = None  # the first reader's bus error: it stops the tail
 
     def follow(self, stream: str, after: str) -> None:
         self.nursery.start_soon(self._follow, stream, after)
 
     async def _follow(self, stream: str, after: str) -> None:
+        try:
+            await self._read(stream, after)
+        except BusError as exc:
+            self.failed = self.failed or exc
+            self.nursery.cancel_scope.cancel()
+
+    async def _read(self, stream: str, after: str) -> None:
         while True:
             entries = await self.bus.read(stream, after, count=COUNT, block_ms=BLOCK_MS)
             for entry in entries:
@@ -111,14 +120,22 @@ async def open_tail(
     starts = {s: "0-0" if from_start else await bus.last_id(s) for s in fixed}
     since = max(starts.values(), key=parse_id)
     send, receive = trio.open_memory_channel[TailLine](0)
-    async with trio.open_nursery() as nursery:
-        tail = _Tail(bus, keys, nursery, send, call, kind, since)
-        for stream, after in starts.items():
-            tail.follow(stream, after)
-        try:
-            yield receive
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            tail = _Tail(bus, keys, nursery, send, call, kind, since)
+            for stream, after in starts.items():
+                tail.follow(stream, after)
+            try:
+                yield receive
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # What the caller's block raised (Ctrl-C) comes back as it was raised.
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            raise group.exceptions[0] from None
+        raise
+    if tail.failed is not None:
+        raise tail.failed
 
 
 async def run_tail(

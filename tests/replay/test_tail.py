@@ -15,13 +15,14 @@ import pytest
 import trio
 import trio.testing
 
-from bus.base import Bus
+from bus.base import Bus, ConnectionLost
 from bus.envelope import Envelope, Kind
 from bus.facts import fact_envelope
 from bus.keys import Keys
 from bus.memory import MemoryBus
 from bus.redis import open_redis_bus
 from switchboard.ops.tail import TailLine, open_tail, run_tail
+from switchboard.testing import FaultyBus
 from switchboard.testing.procs import TAKEOVER_GUARD_S
 
 KEYS = Keys(namespace="tailtest", partitions=2)
@@ -131,3 +132,12 @@ async def test_tail_on_redis_follows_every_stream_with_filters(redis_url: str) -
 @pytest.mark.redis
 async def test_tail_on_redis_shows_only_what_comes_after_it_started(redis_url: str) -> None:
     await _shows_only_what_comes_after_it_started(lambda: open_redis_bus(redis_url))
+
+
+async def test_a_bus_that_breaks_stops_the_tail_with_the_bus_error() -> None:
+    # The readers' failure reaches the caller as the bus error itself (the CLI
+    # turns it into one line), not wrapped in an exception group.
+    bus = FaultyBus(MemoryBus())
+    bus.fail_before("read", times=None)
+    with trio.fail_after(TAKEOVER_GUARD_S), pytest.raises(ConnectionLost):
+        await run_tail(bus, KEYS, out=_Screen())
