@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import trio
 from fakes.anthropic_server import FakeError, FakeReply, open_fake_anthropic
-from switchboard.simulator import open_call
 
 from actors.config import DEFAULT_FILLER_TEXT
 from actors.llm import APOLOGY
@@ -23,6 +22,7 @@ from bus.memory import MemoryBus
 from relay import Text
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
+from switchboard.twilio import open_call
 
 TOKEN = "e2e-budget-token"
 # Time for a frame to cross the gateway to the caller, on a loaded machine.
