@@ -57,6 +57,7 @@ async def _snapshot(url: str) -> dict[str, Any]:
     client = RedisClient.from_url(url)
     try:
         cpu = _info(await client.execute("INFO", "cpu"))
+        memory = _info(await client.execute("INFO", "memory"))
         stats = _info(await client.execute("INFO", "stats"))
         commands = _info(await client.execute("INFO", "commandstats"))
     finally:
@@ -69,8 +70,38 @@ async def _snapshot(url: str) -> dict[str, Any]:
         "cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
         "in_bytes": int(stats["total_net_input_bytes"]),
         "out_bytes": int(stats["total_net_output_bytes"]),
+        "memory": int(memory["used_memory"]),
         "commands": calls,
     }
+
+
+def _group(key: str) -> str:
+    """Which kind of key: the part after the namespace, without ids."""
+    rest = key.split(":", 1)[1] if ":" in key else key
+    tag = rest[rest.find("{") + 1 : rest.find("}")] if "{" in rest else rest
+    if tag.startswith("p") and tag[1:].isdigit():
+        return "calls {pN}: " + (rest.split("}:", 1)[1].split(":")[0] if "}:" in rest else "")
+    return "{" + tag.split(":")[0] + "}" + (rest.split("}", 1)[1] if "}" in rest else "")
+
+
+async def _keys_memory(url: str) -> dict[str, dict[str, int]]:
+    """Bytes (``MEMORY USAGE``) and stream entries per kind of key on one node."""
+    client = RedisClient.from_url(url)
+    out: dict[str, dict[str, int]] = {}
+    try:
+        cursor = "0"
+        while True:
+            cursor, keys = await client.execute("SCAN", cursor, "COUNT", 1000)
+            for key in keys:
+                group = out.setdefault(_group(key), {"keys": 0, "bytes": 0, "entries": 0})
+                group["keys"] += 1
+                group["bytes"] += int(await client.execute("MEMORY", "USAGE", key, "SAMPLES", 0))
+                if await client.execute("TYPE", key) == "stream":
+                    group["entries"] += int(await client.execute("XLEN", key))
+            if cursor == "0":
+                return out
+    finally:
+        await client.aclose()
 
 
 def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +172,12 @@ async def measure(target: str, args: argparse.Namespace) -> dict[str, Any]:
             # Let the last acks and facts land before reading the counters.
             await trio.sleep(1.0)
             after = [await _snapshot(m) for m in masters]
+            by_key: dict[str, dict[str, int]] = {}
+            for m in masters:
+                for name, got in (await _keys_memory(m)).items():
+                    into = by_key.setdefault(name, {"keys": 0, "bytes": 0, "entries": 0})
+                    for field, value in got.items():
+                        into[field] += value
     per_master = [_delta(b, a) for b, a in zip(before, after, strict=True)]
     turns = sum(1 for t in result.turns() if t.complete)
     calls = sum(1 for c in result.calls if c.error is None)
@@ -168,6 +205,17 @@ async def measure(target: str, args: argparse.Namespace) -> dict[str, Any]:
         "commands_per_call": round(sum(commands.values()) / max(calls, 1), 1),
         "bytes_in_per_turn": round(total_in / max(turns, 1)),
         "bytes_out_per_turn": round(total_out / max(turns, 1)),
+        "memory_bytes_per_turn": round(
+            sum(a["memory"] - b["memory"] for b, a in zip(before, after, strict=True))
+            / max(turns, 1)
+        ),
+        "per_turn_by_key": {
+            name: {
+                "bytes": round(v["bytes"] / max(turns, 1)),
+                "entries": round(v["entries"] / max(turns, 1), 2),
+            }
+            for name, v in sorted(by_key.items(), key=lambda kv: -kv[1]["bytes"])
+        },
         "commands_per_turn_by_name": {
             n: round(c / max(turns, 1), 2)
             for n, c in sorted(commands.items(), key=lambda kv: -kv[1])
