@@ -18,9 +18,9 @@ import trio
 
 from bus.cluster import ClusterClient, key_slot, open_redis_client
 from bus.keys import Keys
-from switchboard.simulator import open_call
 from switchboard.testing.procs import open_switchboard
 from switchboard.testing.redis_server import open_redis_cluster
+from switchboard.twilio import open_call
 
 pytestmark = pytest.mark.system
 
