@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from relay import dtmf
-from relay.twiml import LanguageOption
+from relay.twiml import LANGUAGE_FIELDS, LanguageOption
 
 
 class ProfileError(ValueError):
@@ -106,6 +106,25 @@ _SCHEMA: dict[str, dict[str, Any]] = {
         "debug": _STR,
         "intelligence_service": _STR,
         "languages": list,
+        # The newer <ConversationRelay> attributes (twilio-python 9.13).
+        "events": _STR,
+        "profanity_filter": bool,
+        "elevenlabs_text_normalization": _STR,
+        "background_noise_reduction": bool,
+        "speech_timeout": _STR,
+        "deepgram_smart_format": bool,
+        "ignore_backchannel": bool,
+        "partial_prompt_on_hangup": bool,
+        "eager_eot_threshold": (int, float),
+        "asr_smart_format": bool,
+        "tts_text_normalization": _STR,
+        "tts_language_text_normalization": bool,
+        "elevenlabs_language_text_normalization": bool,
+        "include_in_prompt": _STR,
+        "customer_name": _STR,
+        "application_reconnect": bool,
+        "echo_prompt_filtering": bool,
+        "turn_detection": bool,
     },
     "tools": {"enabled": list, "transfer_number": _STR, "transfer_queue": _STR},
     "timers": {
@@ -115,7 +134,8 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     },
     "dtmf": {"menu": dict},
 }
-_LANGUAGE_KEYS = {"code", "tts_provider", "voice", "transcription_provider", "speech_model"}
+_LANGUAGE_KEYS = {"code", *LANGUAGE_FIELDS}
+_LANGUAGE_BOOLS = {"asr_smart_format", "tts_language_text_normalization"}
 # The TwiML attributes with a fixed set of values (Twilio's <ConversationRelay>
 # reference), by [voice] key. The environment variable of the same setting
 # (SWITCHBOARD_<KEY>) is checked against the same set (switchboard.settings).
@@ -199,7 +219,7 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
         if not isinstance(lang.get("code"), str) or not lang["code"]:
             raise ProfileError(f"{where}.code is required and must be a string")
         for key, value in lang.items():
-            _check_type(f"{where}.{key}", value, str)
+            _check_type(f"{where}.{key}", value, bool if key in _LANGUAGE_BOOLS else str)
         languages.append(LanguageOption(**lang))
 
     enabled: tuple[str, ...] | None = None

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 from urllib.parse import urlsplit
 
 from actors.config import (
@@ -30,7 +31,7 @@ from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
 from bus.keys import Keys
 from gateway.config import GatewayConfig
 from relay.speech import CHARS_PER_SECOND
-from relay.twiml import RelayAttributes
+from relay.twiml import NEWER_RELAY_ATTRIBUTES, RelayAttributes
 from switchboard.profile import (
     RELAY_CHOICES,
     Profile,
@@ -199,6 +200,32 @@ def _relay_choice(env: Mapping[str, str], key: str) -> str | None:
     return value
 
 
+# Subscribed by default: Twilio then reports when the agent stops speaking
+# (so a goodbye's ``end`` waits for it) and what the caller actually heard.
+DEFAULT_EVENTS = "speaker-events tokens-played"
+
+
+def _newer_relay_attributes(env: Mapping[str, str]) -> dict[str, Any]:
+    """The newer <ConversationRelay> attributes, from SWITCHBOARD_<ATTRIBUTE>.
+
+    Typed by their RelayAttributes field (bool, number or text); their
+    values are checked with the rest by ``RelayAttributes.problems``.
+    """
+    types = {f.name: str(f.type) for f in fields(RelayAttributes)}
+    out: dict[str, Any] = {}
+    for key in NEWER_RELAY_ATTRIBUTES:
+        name = f"SWITCHBOARD_{key.upper()}"
+        kind = types[key]
+        if kind.startswith("bool"):
+            out[key] = _bool(env, name, None)
+        elif kind.startswith("float"):
+            raw = env.get(name)
+            out[key] = None if not raw else _float(env, name, 0.0)
+        else:
+            out[key] = _str(env, name, DEFAULT_EVENTS if key == "events" else None)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a Switchboard process needs, for every role."""
@@ -322,7 +349,13 @@ class Settings:
             debug=_str(env, "SWITCHBOARD_DEBUG", None),
             intelligence_service=_str(env, "SWITCHBOARD_INTELLIGENCE_SERVICE", None),
             languages=profile.languages,
+            **_newer_relay_attributes(env),
         )
+        for key, problem in relay.problems():
+            where = "voice.languages" if key == "languages" else f"SWITCHBOARD_{key.upper()}"
+            raise SettingsError(
+                f"{where}: {problem}" if key == "languages" else f"{where} {problem}"
+            )
         max_tokens = _int(env, "SWITCHBOARD_MAX_TOKENS", 1024, minimum=1)
         first_token_deadline_s = _float(env, "SWITCHBOARD_FIRST_TOKEN_DEADLINE_S", 2.5)
         if first_token_deadline_s <= 0:
