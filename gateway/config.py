@@ -9,6 +9,8 @@ from relay.speech import CHARS_PER_SECOND
 from relay.twiml import RelayAttributes
 
 DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
+DEFAULT_RESUME_APOLOGY = "Sorry, we're having technical trouble and can't continue this call."
+DEFAULT_MAX_RESUMES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,17 @@ class GatewayConfig:
     # Characters a second Twilio is assumed to speak (relay.speech): how long
     # an after_speech frame waits for a reply without speaker events.
     speech_chars_per_second: float = CHARS_PER_SECOND
+    # A failed session is resumed at most this often per call, and only for
+    # transient failures (gateway/resume.py); otherwise the caller hears
+    # ``resume_apology`` and the call hangs up, or goes to the handoff
+    # number or queue when one is set.
+    max_resumes: int = DEFAULT_MAX_RESUMES
+    resume_apology: str = DEFAULT_RESUME_APOLOGY
+    handoff_number: str | None = None
+    handoff_queue: str | None = None
+    # The SharedKey secret of a Twilio Webhook Setting that signs our
+    # webhooks with HMAC-SHA256 (X-Twilio-Webhooks-Signature-Settings).
+    webhook_shared_key: str | None = None
 
     @property
     def relay_url(self) -> str:

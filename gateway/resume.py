@@ -24,19 +24,24 @@ from typing import Final
 
 from bus.base import Bus
 from bus.keys import Keys
+from gateway.config import DEFAULT_MAX_RESUMES as DEFAULT_MAX_RESUMES
 
 # 64105: the WebSocket ended (the app's side dropped it); 64114: the speech
 # recogniser's connection failed; 39001: the network connection to the
 # WebSocket server failed (docs/PROTOCOL-REFERENCE.md, section 5).
 TRANSIENT_ERROR_CODES: Final = frozenset({"64105", "64114", "39001"})
-DEFAULT_MAX_RESUMES: Final = 2
 # A claimed slot outlives any call (Twilio's maximum call length is 4 h).
 RESUME_TTL_MS: Final = 6 * 3600 * 1000
 
 
 def is_transient(error_code: str | None) -> bool:
-    """Whether a session that failed with ``error_code`` is worth reconnecting."""
-    return (error_code or "").strip() in TRANSIENT_ERROR_CODES
+    """Whether a session that failed with ``error_code`` is worth reconnecting.
+
+    No code at all (Twilio documents one on every failure) is taken as a
+    dropped socket: the resume limit still bounds it.
+    """
+    code = (error_code or "").strip()
+    return not code or code in TRANSIENT_ERROR_CODES
 
 
 async def claim_resume(

@@ -10,10 +10,13 @@ in, TwiML out), per the handoff contract (:mod:`relay.handoff`):
   anything else (``end_call``, ``silence``, no handoff) -> ``<Hangup/>``.
   A transfer target that is not an E.164 number or a plain queue name is
   refused (hang up, logged): handoff data comes from an LLM tool call.
-- ``SessionStatus=failed`` (socket dropped, Twilio error) -> a fresh
+- ``SessionStatus=failed`` (socket dropped, Twilio error) with a transient
+  ``ErrorCode`` (``gateway.resume``) and resumes left -> a fresh
   ``<Connect><ConversationRelay>`` like the voice webhook's, with the resume
   greeting and ``<Parameter name="resumed" value="true"/>``; the new session
-  has the same callSid, so the conversation continues its history.
+  has the same callSid, so the conversation continues its history. Any other
+  failure, or none left -> ``<Say>`` the resume apology, then ``<Hangup/>``,
+  or ``<Dial>``/``<Enqueue>`` the configured human handoff.
 - ``completed`` (the caller hung up) or anything unknown -> ``<Hangup/>``.
 """
 
@@ -22,7 +25,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from twilio.twiml.voice_response import VoiceResponse
+
 from gateway.config import GatewayConfig
+from gateway.resume import is_transient
 from relay.handoff import Handoff, HandoffReason
 from relay.twiml import connect_twiml as render_connect
 from relay.twiml import dial_twiml, enqueue_twiml, hangup_twiml
@@ -60,14 +66,40 @@ class ActionDecision:
     """What ``POST /action`` answers and why (``outcome`` is logged and counted)."""
 
     twiml: str
-    outcome: str  # "dial" | "enqueue" | "hangup" | "resume" | "refused"
+    outcome: str  # "dial" | "enqueue" | "hangup" | "resume" | "refused" | "give_up"
     detail: str | None = None
 
 
-def action_twiml(config: GatewayConfig, params: dict[str, str]) -> ActionDecision:
-    """The answer to the ``<Connect action>`` callback with form ``params``."""
+def give_up_twiml(config: GatewayConfig) -> str:
+    """The apology, then the human handoff if there is one, else hang up."""
+    response = VoiceResponse()
+    if config.resume_apology:
+        response.say(config.resume_apology)
+    if config.handoff_number:
+        response.dial(config.handoff_number)
+    elif config.handoff_queue:
+        response.enqueue(config.handoff_queue)
+    else:
+        response.hangup()
+    return str(response.to_xml())
+
+
+def action_twiml(
+    config: GatewayConfig, params: dict[str, str], *, resume_left: bool = True
+) -> ActionDecision:
+    """The answer to the ``<Connect action>`` callback with form ``params``.
+
+    ``resume_left``: whether the call may be resumed once more
+    (``gateway.resume.claim_resume``, asked only for transient failures).
+    """
     status = params.get("SessionStatus", "")
     if status == "failed":
+        code = params.get("ErrorCode")
+        if not is_transient(code):
+            return ActionDecision(give_up_twiml(config), "give_up", f"error {code} repeats")
+        if not resume_left:
+            detail = f"resumed {config.max_resumes} times already"
+            return ActionDecision(give_up_twiml(config), "give_up", detail)
         return ActionDecision(connect_twiml(config, resumed=True), "resume")
     if status != "ended":
         return ActionDecision(hangup_twiml(), "hangup")

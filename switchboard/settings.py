@@ -29,7 +29,7 @@ from actors.providers.options import parse_effort, parse_thinking
 from actors.telemetry import TelemetryConfig
 from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
 from bus.keys import Keys
-from gateway.config import GatewayConfig
+from gateway.config import DEFAULT_MAX_RESUMES, DEFAULT_RESUME_APOLOGY, GatewayConfig
 from relay.speech import CHARS_PER_SECOND
 from relay.twiml import NEWER_RELAY_ATTRIBUTES, RelayAttributes
 from switchboard.profile import (
@@ -242,6 +242,10 @@ class Settings:
     gateway_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     twilio_auth_token: str | None = None
+    # GatewayConfig.webhook_shared_key / max_resumes / resume_apology.
+    webhook_shared_key: str | None = None
+    max_resumes: int = DEFAULT_MAX_RESUMES
+    resume_apology: str = DEFAULT_RESUME_APOLOGY
     anthropic_configured: bool = False
     provider: str = "scripted"
     model: str = DEFAULT_MODEL
@@ -399,6 +403,9 @@ class Settings:
             gateway_id=env.get("SWITCHBOARD_GATEWAY_ID") or f"{socket.gethostname()}-{os.getpid()}",
             worker_id=env.get("SWITCHBOARD_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+            webhook_shared_key=env.get("TWILIO_WEBHOOK_SHARED_KEY") or None,
+            max_resumes=_int(env, "SWITCHBOARD_MAX_RESUMES", DEFAULT_MAX_RESUMES),
+            resume_apology=env.get("SWITCHBOARD_RESUME_APOLOGY") or DEFAULT_RESUME_APOLOGY,
             anthropic_configured=anthropic_key,
             provider=provider,
             model=env.get("SWITCHBOARD_MODEL") or DEFAULT_MODEL,
@@ -460,6 +467,11 @@ class Settings:
             resume_greeting=self.resume_greeting,
             dashboard_token=self.dashboard_token,
             speech_chars_per_second=self.speech_chars_per_second,
+            max_resumes=self.max_resumes,
+            resume_apology=self.resume_apology,
+            handoff_number=self.transfer_number,
+            handoff_queue=self.transfer_queue,
+            webhook_shared_key=self.webhook_shared_key,
         )
 
     def conversation_config(self) -> ConversationConfig:

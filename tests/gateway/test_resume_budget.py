@@ -15,8 +15,8 @@ CALL = "CA0000000000000000000000000000000r"
 @pytest.mark.parametrize(
     ("code", "transient"),
     [("64105", True), ("64114", True), ("39001", True), (" 64105 ", True),
-     ("64101", False), ("64102", False), ("64106", False), ("64108", False), ("", False),
-     (None, False)],
+     ("64101", False), ("64102", False), ("64106", False), ("64108", False), ("", True),
+     (None, True)],
 )  # fmt: skip
 def test_only_transient_failures_are_worth_a_reconnect(code: str | None, transient: bool) -> None:
     assert is_transient(code) is transient
