@@ -32,7 +32,7 @@ DELIVERY_S = 0.5
 async def test_rate_limited_turn_hears_filler_then_apology_and_the_next_turn_is_normal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    limited = True
+    limited = False
 
     def respond(payload: dict[str, Any]) -> FakeReply | FakeError:
         if limited:
@@ -62,6 +62,12 @@ async def test_rate_limited_turn_hears_filler_then_apology_and_the_next_turn_is_
                     async def note(frame: Text) -> None:
                         heard.append((trio.current_time() - asked, frame.token))
 
+                    # A first turn while all is well: the call is set up
+                    # and its partition owned (the budget counts from the
+                    # conversation's request, milliseconds after the prompt).
+                    await call.prompt("Hello?")
+                    assert (await call.reply()).text == "We open at nine."
+                    limited = True
                     asked = trio.current_time()
                     await call.prompt("When do you open?")
                     first = await call.reply(on_token=note)
@@ -78,8 +84,7 @@ async def test_rate_limited_turn_hears_filler_then_apology_and_the_next_turn_is_
     assert first.text == f"{DEFAULT_FILLER_TEXT} {APOLOGY}"
     assert apology_at < 2.5 + DELIVERY_S
     # The server asked for 20 s; the turn did not wait for it.
-    limited_requests = [r for r in fake.requests if "Sunday" not in str(r["messages"])]
-    assert len(limited_requests) == 1
+    assert fake.rejected == [(429, "claude-haiku-5-5")]
     # The next prompt: a normal reply, no filler, and the filler is not in history.
     assert second.text == "We open at nine."
     assert DEFAULT_FILLER_TEXT not in str(fake.requests[-1]["messages"])
