@@ -606,7 +606,7 @@ class Gateway:
         self.sessions[setup.call_sid] = session
         self.metrics.active_calls.set(len(self.sessions))
         relay = self.config.relay
-        session.speech.speaker_events = "speaker-events" in (relay.debug or "").split()
+        session.speech.speaker_events = relay.subscribed("speaker-events")
         resumed = setup.custom_parameters.get("resumed") == "true"
         greeting = self.config.resume_greeting if resumed else relay.welcome_greeting
         if greeting:
