@@ -75,12 +75,19 @@ class Request:
         return self.method == "GET" and upgrade.strip().lower() == "websocket"
 
     def form(self) -> dict[str, str]:
-        """The ``application/x-www-form-urlencoded`` body; ``{}`` for other types."""
+        """The ``application/x-www-form-urlencoded`` body; ``{}`` for other types.
+
+        A repeated name keeps its last value here; ``form_pairs`` has them all.
+        """
+        return dict(self.form_pairs())
+
+    def form_pairs(self) -> list[tuple[str, str]]:
+        """Every ``(name, value)`` of the form body in order, repeated names included."""
         content_type = (self.header("content-type") or "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
-            return {}
+            return []
         text = self.body.decode("utf-8", errors="replace")
-        return dict(parse_qsl(text, keep_blank_values=True))
+        return parse_qsl(text, keep_blank_values=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ closes the socket with 1009 (Message Too Big); we log that as
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -74,6 +74,7 @@ from gateway.http import (
     xml_response,
 )
 from gateway.metrics import GatewayMetrics
+from gateway.resume import claim_resume, is_transient
 from gateway.twiml import action_twiml, connect_twiml
 from relay import (
     Dtmf,
@@ -315,35 +316,51 @@ class Gateway:
 
     # ---------------------------------------------------------------- webhooks
 
-    def _signed(self, request: Request, url: str, params: dict[str, str]) -> bool:
+    def _signed(self, request: Request, url: str, params: signature.Params) -> bool:
+        """Twilio's signature: the Auth Token's HMAC-SHA1, or a SharedKey's algorithm
+        when the request carries ``X-Twilio-Webhooks-Signature-Settings``."""
+        settings = request.header(signature.SETTINGS_HEADER.lower())
         token = self.config.auth_token
-        if token is None:
+        if token is None and self.config.webhook_shared_key is None:
             return True
+        secret, algorithm = token, signature.HMAC_SHA1
+        if settings:
+            secret, algorithm = self.config.webhook_shared_key, signature.algorithm_of(settings)
+        if secret is None:
+            log.warning(
+                "signature_rejected",
+                path=request.path,
+                algorithm=algorithm,
+                hint="Twilio signed this request with a SharedKey: set TWILIO_WEBHOOK_SHARED_KEY",
+            )
+            return False
         if request.query:
             url = f"{url}?{request.query}"
-        ok = signature.verify(token, url, params, request.header("x-twilio-signature"))
+        given = request.header("x-twilio-signature")
+        ok = signature.verify(secret, url, params, given, algorithm=algorithm)
         if not ok:
             log.warning(
                 "signature_rejected",
                 path=request.path,
                 signed_url=url,
-                has_signature=request.header("x-twilio-signature") is not None,
+                algorithm=algorithm,
+                has_signature=given is not None,
             )
         return ok
 
     async def _webhook(
-        self, request: Request, answer: Callable[[dict[str, str]], Response]
+        self, request: Request, answer: Callable[[dict[str, str]], Awaitable[Response]]
     ) -> Response:
-        params = request.form()
-        if not self._signed(request, self.config.public(request.path), params):
+        pairs = request.form_pairs()
+        if not self._signed(request, self.config.public(request.path), pairs):
             response = text_response(403, "invalid signature")
         else:
-            response = answer(params)
+            response = await answer(dict(pairs))
         self.metrics.webhooks.labels(request.path, str(response.status)).inc()
         return response
 
     async def _twiml(self, request: Request) -> Response:
-        def answer(params: dict[str, str]) -> Response:
+        async def answer(params: dict[str, str]) -> Response:
             log.info(
                 "call_incoming",
                 call_sid=params.get("CallSid"),
@@ -355,8 +372,22 @@ class Gateway:
 
         return await self._webhook(request, answer)
 
+    async def _resume_left(self, params: dict[str, str]) -> bool:
+        """Whether a failed session's call may be resumed once more (gateway.resume)."""
+        if params.get("SessionStatus") != "failed" or not is_transient(params.get("ErrorCode")):
+            return True  # not asked: action_twiml decides without a resume
+        call, session = params.get("CallSid", ""), params.get("SessionId", "")
+        try:
+            number = await claim_resume(self.bus, self.keys, call, session, self.config.max_resumes)
+        except BusError as exc:
+            # Without the count, resuming is the better failure than hanging up.
+            log.warning("resume_count_unavailable", call_sid=call, error=str(exc))
+            return True
+        log.info("resume_claimed", call_sid=call, resume=number, limit=self.config.max_resumes)
+        return number is not None
+
     async def _action(self, request: Request) -> Response:
-        def answer(params: dict[str, str]) -> Response:
+        async def answer(params: dict[str, str]) -> Response:
             log.info(
                 "relay_session_ended",
                 call_sid=params.get("CallSid"),
@@ -367,7 +398,8 @@ class Gateway:
                 error_code=params.get("ErrorCode"),
                 error_message=params.get("ErrorMessage"),
             )
-            decision = action_twiml(self.config, params)
+            resume_left = await self._resume_left(params)
+            decision = action_twiml(self.config, params, resume_left=resume_left)
             log.info(
                 "action_answered",
                 call_sid=params.get("CallSid"),
@@ -383,7 +415,7 @@ class Gateway:
         return await self._webhook(request, answer)
 
     async def _status(self, request: Request) -> Response:
-        def answer(params: dict[str, str]) -> Response:
+        async def answer(params: dict[str, str]) -> Response:
             log.info(
                 "call_status",
                 call_sid=params.get("CallSid"),
