@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml examples/analytics/pyproject.toml examples/tools_demo/p
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Switchboard needs Python 3.11+ (set PYTHON=python3.11)"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,otel]"
 	# The worked example plug-in (docs/WRITING-ACTORS.md); the plug-in tests run it.
 	$(BIN)/python -m pip install --quiet -e examples/analytics
 	# The example user tool (docs/WRITING-ACTORS.md, Tools); the tool tests call it.

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     gw.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
 
     actor = sub.add_parser("actor", help="run one actor role against Redis")
-    actor.add_argument("name", help="conversation | llm | telemetry | an installed plug-in")
+    actor.add_argument("name", help="conversation | llm | telemetry | otel | an installed plug-in")
     actor.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
 
     replay = sub.add_parser("replay", help="rebuild one call's timeline from the streams")
@@ -226,10 +226,11 @@ def _run(args: argparse.Namespace) -> int:
             from actors import plugins
 
             installed = plugins.available()
-            if args.name not in runner.BUILTIN_ACTORS and args.name not in installed:
+            builtin = (*runner.BUILTIN_ACTORS, *runner.OPTIONAL_ACTORS)
+            if args.name not in builtin and args.name not in installed:
                 raise UsageError(
                     f"unknown actor {args.name!r} "
-                    f"(built-in: {', '.join(runner.BUILTIN_ACTORS)}; "
+                    f"(built-in: {', '.join(builtin)}; "
                     f"plug-ins: {', '.join(sorted(installed)) or 'none installed'})"
                 )
             try:

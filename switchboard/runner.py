@@ -48,6 +48,8 @@ log = structlog.get_logger()
 DRAIN_SECONDS = {"llm": 20.0, "conversation": 5.0}
 
 BUILTIN_ACTORS = ("conversation", "llm", "telemetry")
+# Built in but not part of every deployment: ``otel`` runs only when configured.
+OPTIONAL_ACTORS = ("otel",)
 
 
 class StartupError(Exception):
@@ -90,6 +92,8 @@ def build_actor(settings: Settings, role: str, registry: CollectorRegistry | Non
         return LLMActor(config, make_provider(config))
     if role == "telemetry":
         return TelemetryActor(settings.telemetry_config(), registry)
+    if role == "otel":
+        return _otel_actor(settings)
     context = plugins.PluginContext(
         keys=settings.keys,
         worker_id=settings.worker_id,
@@ -97,6 +101,24 @@ def build_actor(settings: Settings, role: str, registry: CollectorRegistry | Non
         registry=registry,
     )
     return plugins.load(role, context)
+
+
+def _otel_actor(settings: Settings) -> Actor:
+    """The ``otel`` actor exporting to ``settings.otel_endpoint`` (``switchboard.otel``)."""
+    from switchboard import otel
+
+    if settings.otel_endpoint is None:
+        raise plugins.PluginError(
+            "the otel actor exports traces over OTLP: set OTEL_EXPORTER_OTLP_ENDPOINT "
+            "(e.g. http://127.0.0.1:4318)"
+        )
+    try:
+        provider = otel.tracer_provider(settings.otel_endpoint)
+    except otel.OtelUnavailable as exc:
+        raise plugins.PluginError(str(exc)) from None
+    return otel.trace_actor(
+        settings.keys, provider, llm_provider=settings.provider, model=settings.model
+    )
 
 
 @asynccontextmanager
@@ -178,6 +200,18 @@ async def start_dev(
                 bus,
                 actor,
                 consumer=f"{settings.worker_id}-{role}",
+                lease_ttl_ms=settings.lease_ttl_ms,
+                task_status=task_status,
+            )
+        )
+    if settings.otel_endpoint is not None:
+        # Traces only when configured (OTEL_EXPORTER_OTLP_ENDPOINT): off by default.
+        traces = build_actor(settings, "otel", registry)
+        await nursery.start(
+            lambda task_status: serve_actor(
+                bus,
+                traces,
+                consumer=f"{settings.worker_id}-otel",
                 lease_ttl_ms=settings.lease_ttl_ms,
                 task_status=task_status,
             )

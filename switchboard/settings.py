@@ -298,6 +298,8 @@ class Settings:
     metrics_port: int | None = None
     # SWITCHBOARD_DASHBOARD_TOKEN: what /dashboard and /api/* ask for (gateway.dashboard).
     dashboard_token: str | None = None
+    # OTEL_EXPORTER_OTLP_ENDPOINT: where traces go (switchboard.otel); None: no tracing.
+    otel_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -449,6 +451,7 @@ class Settings:
                 else None
             ),
             dashboard_token=env.get("SWITCHBOARD_DASHBOARD_TOKEN") or None,
+            otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         )
 
     @property
