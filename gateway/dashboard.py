@@ -321,6 +321,7 @@ class Dashboard:
         router.add("GET", "/api/streams", self._guard(self._api_streams))
         router.add("GET", "/api/range", self._guard(self._api_range))
         router.add("GET", "/api/read", self._guard(self._api_read))
+        router.add("GET", "/api/tail", self._guard(self._api_tail))
         router.websocket("/dashboard/live", gate=self._live_gate, handler=self._live)
 
     def _guard(self, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
@@ -427,7 +428,13 @@ class Dashboard:
 
     async def _api_streams(self, request: Request) -> Response:
         await self.ready()
-        return json_response({"namespace": self.keys.namespace, "streams": self._streams()})
+        return json_response(
+            {
+                "namespace": self.keys.namespace,
+                "partitions": self.keys.partitions,
+                "streams": self._streams(),
+            }
+        )
 
     async def _api_range(self, request: Request) -> Response:
         q = _query(request)
@@ -456,6 +463,43 @@ class Dashboard:
         except BusError as exc:
             return json_response({"error": str(exc)}, 400)
         return json_response({"after": after, "entries": [[e.id, e.fields] for e in entries]})
+
+    async def _api_tail(self, request: Request) -> Response:
+        """New entries on every stream after the client's cursors (``switchboard tail --url``).
+
+        ``after`` is the JSON ``{stream: id}`` the previous answer returned (a
+        stream missing from it starts at its newest entry). Waits up to
+        ``block_ms`` for something new, looking again every 50 ms: the bus
+        has no blocking read over many streams, and this is an operator's
+        terminal, not the caller's path.
+        """
+        q = _query(request)
+        try:
+            after = orjson.loads(q.get("after") or "{}")
+        except orjson.JSONDecodeError:
+            return json_response({"error": "after must be a JSON object of stream ids"}, 400)
+        if not isinstance(after, dict):
+            return json_response({"error": "after must be a JSON object of stream ids"}, 400)
+        await self.ready()  # the gateway streams are known once the log is loaded
+        block_s = min(_int(q.get("block_ms"), 1000), 5_000) / 1000
+        cursors: dict[str, str] = {}
+        try:
+            for stream in self._streams():
+                given = after.get(stream)
+                cursors[stream] = str(given) if given else await self.bus.last_id(stream)
+            deadline = trio.current_time() + block_s
+            found: list[list[Any]] = []
+            while True:
+                for stream, cursor in cursors.items():
+                    for entry in await self.bus.range(stream, f"({cursor}", "+", count=PAGE):
+                        found.append([stream, entry.id, entry.fields])
+                        cursors[stream] = entry.id
+                if found or trio.current_time() >= deadline:
+                    break
+                await trio.sleep(0.05)
+        except BusError as exc:
+            return json_response({"error": str(exc)}, 503)
+        return json_response({"after": cursors, "entries": found})
 
     # ------------------------------------------------------------------- live
 

@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
         "--export", metavar="FILE", help="write the call as a scenario file (-: stdout)"
     )
     replay.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
+    replay.add_argument(
+        "--url", help="a running `switchboard dev` (make run), e.g. http://127.0.0.1:8080"
+    )
 
     calls = sub.add_parser("calls", help="list recent calls, newest first, with their problems")
     calls.add_argument(
@@ -101,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--call", help="only this call sid")
     tail.add_argument("--kind", help="only this kind or fact (prefix: llm, call, event)")
     tail.add_argument("--redis", help="Redis URL (SWITCHBOARD_REDIS_URL)")
+    tail.add_argument(
+        "--url", help="a running `switchboard dev` (make run), e.g. http://127.0.0.1:8080"
+    )
 
     call = sub.add_parser("call", help="a terminal phone: talk to an agent as a caller")
     call.add_argument("--url", default="http://127.0.0.1:8080", help="the agent's base URL")
@@ -239,7 +245,13 @@ def _run(args: argparse.Namespace) -> int:
                 raise UsageError(str(exc)) from exc
         elif args.command == "replay":
             code: int = trio.run(
-                runner.run_replay, settings, args.call_sid, args.json, args.rerun, args.export
+                runner.run_replay,
+                settings,
+                args.call_sid,
+                args.json,
+                args.rerun,
+                args.export,
+                args.url,
             )
             return code
         elif args.command == "calls":
@@ -256,7 +268,7 @@ def _run(args: argparse.Namespace) -> int:
             )
             return calls_code
         elif args.command == "tail":
-            tailed: int = trio.run(runner.run_tail, settings, args.call, args.kind)
+            tailed: int = trio.run(runner.run_tail, settings, args.call, args.kind, args.url)
             return tailed
         elif args.command == "call":
             from switchboard.twilio.phone import run_phone

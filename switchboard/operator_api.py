@@ -14,14 +14,19 @@ Failures become :class:`OperatorApiError` with one line that says what to do.
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
 from urllib.parse import urlencode
 
 import trio
 
-from bus.base import Entry
+from bus.base import Entry, MalformedEntry
+from bus.envelope import Envelope
+from bus.keys import Keys
+from switchboard.ops.tail import TailLine, matches
 
 TIMEOUT_S = 10.0
 
@@ -104,3 +109,43 @@ class HttpStreams:
     async def streams(self) -> list[str]:
         data = await self.api.get("/api/streams")
         return [str(s) for s in data["streams"]]
+
+    async def keys(self) -> Keys:
+        """The process's stream names: its namespace and partition count."""
+        data = await self.api.get("/api/streams")
+        return Keys(namespace=str(data["namespace"]), partitions=int(data["partitions"]))
+
+
+async def tail_url(
+    api: OperatorApi, *, call: str | None = None, kind: str | None = None
+) -> AsyncIterator[TailLine]:
+    """Entries appended from now on to every stream of the process at ``api``.
+
+    ``/api/tail`` keeps a cursor per stream; each answer hands the cursors
+    back, so nothing between two requests is missed.
+    """
+    after: dict[str, str] = {}
+    while True:
+        data = await api.get("/api/tail", after=json.dumps(after), block_ms=1000)
+        after = {str(k): str(v) for k, v in data["after"].items()}
+        for stream, entry_id, fields in data["entries"]:
+            try:
+                env = Envelope.decode(fields)
+            except MalformedEntry:
+                continue
+            line = TailLine(stream, entry_id, env)
+            if matches(line, call=call, kind=kind):
+                yield line
+
+
+async def run_tail_url(
+    api: OperatorApi,
+    *,
+    call: str | None = None,
+    kind: str | None = None,
+    out: TextIO = sys.stdout,
+) -> None:
+    """``switchboard tail --url``: print matching entries until interrupted."""
+    async for line in tail_url(api, call=call, kind=kind):
+        out.write(line.format() + "\n")
+        out.flush()

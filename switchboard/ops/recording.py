@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from bus.base import Bus, Entry, MalformedEntry, parse_id
+from bus.base import Entry, MalformedEntry, parse_id
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 
@@ -70,7 +71,18 @@ class CallRecording:
         )
 
 
-async def _range_all(bus: Bus, stream: str, start: str = "-", end: str = "+") -> list[Entry]:
+class StreamReader(Protocol):
+    """What reading a recording needs of a bus: range reads. A ``Bus`` is one;
+    so is ``switchboard.operator_api.HttpStreams`` (a ``dev`` process's streams)."""
+
+    async def range(
+        self, stream: str, start: str = "-", end: str = "+", count: int | None = None
+    ) -> list[Entry]: ...
+
+
+async def _range_all(
+    bus: StreamReader, stream: str, start: str = "-", end: str = "+"
+) -> list[Entry]:
     out: list[Entry] = []
     while True:
         page = await bus.range(stream, start, end, count=PAGE)
@@ -100,7 +112,7 @@ def _at_ms(entry: Entry, env: Envelope) -> float:
     return float(env.ts or parse_id(entry.id)[0])
 
 
-async def load_call(bus: Bus, keys: Keys, call: str) -> CallRecording:
+async def load_call(bus: StreamReader, keys: Keys, call: str) -> CallRecording:
     """Read every entry of ``call`` from the streams; ``CallNotFound`` when none."""
     partition = _decode(await _range_all(bus, keys.calls_for(call)), call)
     if not partition:

@@ -22,10 +22,9 @@ from dataclasses import replace
 from typing import TextIO
 
 from actors.config import ConversationConfig
-from bus.base import Bus
 from bus.envelope import Kind
 from bus.keys import Keys
-from switchboard.ops.recording import CallNotFound, CallRecording, load_call
+from switchboard.ops.recording import CallNotFound, CallRecording, StreamReader, load_call
 from switchboard.ops.rerun import format_rerun, rerun
 from switchboard.ops.timeline import format_timeline, timeline_json
 from switchboard.outfile import is_stdout
@@ -73,7 +72,7 @@ def export_scenario(rec: CallRecording) -> Scenario:
 
 
 async def run_replay(
-    bus: Bus,
+    bus: StreamReader,
     keys: Keys,
     call: str,
     *,

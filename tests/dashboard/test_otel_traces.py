@@ -24,7 +24,7 @@ from bus.keys import Keys
 from switchboard.otel import trace_actor
 from switchboard.runner import build_actor
 from switchboard.settings import Settings
-from switchboard.simulator import open_call
+from switchboard.twilio import open_call
 
 STAGES = {"gateway -> conversation", "conversation -> llm", "to the caller", "playout"}
 
