@@ -3,7 +3,8 @@
 The page is loaded before the call exists; the test then places the call
 with the Twilio-side simulator and checks, in the browser, that the call
 appears live, its transcript grows while the reply streams, a barge-in is
-shown (heard and cut), and the replay timeline opens. Every wait is for
+shown (heard and cut), a tool call and key presses are marked, and the
+replay timeline and turn latency open. Every wait is for
 something on the page or on the call, never for time. Screenshots are kept
 under ``tests/artifacts/dashboard/``.
 """
@@ -31,7 +32,9 @@ async def test_a_simulated_call_seen_live_in_the_browser() -> None:
     # A slow scripted model (a word every 60 ms) so the reply is seen mid-stream.
     with trio.fail_after(90):
         async with (
-            running_dev(SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS="60") as (port, _bus),
+            running_dev(
+                SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS="60", SWITCHBOARD_TOOLS="send_digits"
+            ) as (port, _bus),
             open_browser() as browser,
         ):
             await browser.do(lambda page: page.goto(f"http://127.0.0.1:{port}/dashboard"))
@@ -75,6 +78,19 @@ async def test_a_simulated_call_seen_live_in_the_browser() -> None:
                 cut = await browser.do(lambda page: page.locator(f"{barge} .cut").inner_text())
                 assert chunks[2].strip() in cut
                 await browser.screenshot("barge-in")
+
+                # A tool call and key presses are marked as such.
+                await call.prompt("Please press 1 2 3 for me.")
+                await call.reply()
+                await call.dtmf("4")
+                await call.dtmf("#")
+                await call.reply()
+                tool = "#transcript li.item.tool"
+                await browser.do(lambda page: page.locator(tool, has_text="send_digits").wait_for())
+                digits = "#transcript li.item.dtmf .text"
+                await browser.do(lambda page: page.locator(digits, has_text="#").wait_for())
+                keys = await browser.do(lambda page: page.locator(digits).all_inner_texts())
+                assert keys == ["4", "#"]
 
             # The call is over: it moves to the recent calls.
             done = f'#recent-calls li.call-row[data-call="{sid}"]'

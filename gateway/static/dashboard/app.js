@@ -65,6 +65,8 @@ function renderCalls() {
   open.replaceChildren(...sorted.filter((c) => c.open).map(callRow));
   recent.replaceChildren(...sorted.filter((c) => !c.open).slice(0, 200).map(callRow));
   document.getElementById("open-count").textContent = String(open.children.length);
+  // The system view's own figure comes every 2 s; the list knows sooner.
+  document.getElementById("sys-open").textContent = String(open.children.length);
 }
 
 // ---------------------------------------------------------------- call detail
