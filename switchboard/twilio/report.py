@@ -217,15 +217,38 @@ def render_svg(
         f'<rect width="{_W}" height="{height}" fill="white"/>',
         f'<text x="{_W / 2}" y="20" font-size="14" text-anchor="middle">{escape(title)}</text>',
     ]
-    values = [v for _, v in samples]
-    left, right = _MARGIN, _W - 20
-    # Panel 1: latency over time.
-    top = 40.0
-    bottom = top + _PANEL_H - 40
     times = [t for t, _ in samples] + [t for t, _ in turn_samples] + list(problems)
     times += [t for t, _ in open_calls]
     t_max = _nice_max(max(times, default=1.0))
-    v_max = _nice_max(max([*values, *(v for _, v in turn_samples)], default=1.0))
+    _scatter_panel(out, samples, turn_samples, t_max, value_label)
+    _problem_ticks(out, problems, t_max)
+    _mark_lines(out, marks or {}, samples, turn_samples)
+    _histogram_panel(out, [v for _, v in samples], value_label)
+    if open_calls:
+        _open_calls_panel(out, open_calls, t_max)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+_LEFT, _RIGHT = _MARGIN, _W - 20
+_TOP1 = 40.0  # the first panel's top edge
+_BOTTOM1 = _TOP1 + _PANEL_H - 40
+
+
+def _v_max(samples: Sequence[tuple[float, float]], turns: Sequence[tuple[float, float]]) -> float:
+    return _nice_max(max([*(v for _, v in samples), *(v for _, v in turns)], default=1.0))
+
+
+def _scatter_panel(
+    out: list[str],
+    samples: Sequence[tuple[float, float]],
+    turn_samples: Sequence[tuple[float, float]],
+    t_max: float,
+    value_label: str,
+) -> None:
+    """Panel 1: latency over time (first token, and whole turns if given)."""
+    left, right, top, bottom = _LEFT, _RIGHT, _TOP1, _BOTTOM1
+    v_max = _v_max(samples, turn_samples)
     _axes(out, top, t_max, v_max, "time since start (s)", value_label)
     for series, colour in ((turn_samples, "#ff7f0e"), (samples, "#1f77b4")):
         points = []
@@ -241,26 +264,47 @@ def render_svg(
             f'<text x="{left + 6}" y="{top + 25}" font-size="10" fill="#ff7f0e">'
             "\u25cf whole turn: prompt to last:true (ms)</text>"
         )
-    if problems:
-        ticks = "".join(
-            f'<line x1="{left + (right - left) * t / t_max:.1f}" y1="{top}" '
-            f'x2="{left + (right - left) * t / t_max:.1f}" y2="{top + 10}"/>'
-            for t in problems
-        )
-        out.append(f'<g stroke="#d62728" stroke-width="2">{ticks}</g>')
-        out.append(
-            f'<text x="{right - 2}" y="{top + 22}" font-size="10" text-anchor="end" '
-            f'fill="#d62728">{len(problems)} problem{"s" if len(problems) != 1 else ""} '
-            "(red ticks)</text>"
-        )
-    for name, value in (marks or {}).items():
+
+
+def _problem_ticks(out: list[str], problems: Sequence[float], t_max: float) -> None:
+    """Red ticks along the first panel's top edge, one per problem."""
+    if not problems:
+        return
+    left, right, top = _LEFT, _RIGHT, _TOP1
+    ticks = "".join(
+        f'<line x1="{left + (right - left) * t / t_max:.1f}" y1="{top}" '
+        f'x2="{left + (right - left) * t / t_max:.1f}" y2="{top + 10}"/>'
+        for t in problems
+    )
+    out.append(f'<g stroke="#d62728" stroke-width="2">{ticks}</g>')
+    out.append(
+        f'<text x="{right - 2}" y="{top + 22}" font-size="10" text-anchor="end" '
+        f'fill="#d62728">{len(problems)} problem{"s" if len(problems) != 1 else ""} '
+        "(red ticks)</text>"
+    )
+
+
+def _mark_lines(
+    out: list[str],
+    marks: Mapping[str, float],
+    samples: Sequence[tuple[float, float]],
+    turn_samples: Sequence[tuple[float, float]],
+) -> None:
+    """Labelled horizontal lines on the first panel (p50, p99, ...)."""
+    left, right, top, bottom = _LEFT, _RIGHT, _TOP1, _BOTTOM1
+    v_max = _v_max(samples, turn_samples)
+    for name, value in marks.items():
         y = bottom - (bottom - top) * min(value, v_max) / v_max
         out.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#d62728" '
             f'stroke-dasharray="4 3"/><text x="{right - 2}" y="{y - 3:.1f}" font-size="10" '
             f'text-anchor="end" fill="#d62728">{escape(name)} {value:.1f}</text>'
         )
-    # Panel 2: histogram.
+
+
+def _histogram_panel(out: list[str], values: Sequence[float], value_label: str) -> None:
+    """Panel 2: the histogram of the first-token values."""
+    left, right = _LEFT, _RIGHT
     top = 40.0 + _PANEL_H
     bottom = top + _PANEL_H - 40
     buckets = histogram(values, bins=40)
@@ -277,20 +321,23 @@ def render_svg(
             f'height="{h:.1f}"/>'
         )
     out.append(f'<g fill="#2ca02c">{"".join(bars)}</g>')
-    if open_calls:
-        # Panel 3: calls open over time, a step line.
-        top = 40.0 + 2 * _PANEL_H
-        bottom = top + _PANEL_H - 40
-        n_max = _nice_max(max((n for _, n in open_calls), default=1))
-        _axes(out, top, t_max, n_max, "time since start (s)", "calls open")
-        path: list[str] = []
-        previous = 0
-        for t, n in sorted(open_calls):
-            x = left + (right - left) * t / t_max
-            y0 = bottom - (bottom - top) * previous / n_max
-            y1 = bottom - (bottom - top) * n / n_max
-            path.append(f"{'M' if not path else 'L'}{x:.1f},{y0:.1f} L{x:.1f},{y1:.1f}")
-            previous = n
-        out.append(f'<path d="{" ".join(path)}" fill="none" stroke="#9467bd" stroke-width="1.5"/>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+
+
+def _open_calls_panel(
+    out: list[str], open_calls: Sequence[tuple[float, int]], t_max: float
+) -> None:
+    """Panel 3: calls open over time, a step line."""
+    left, right = _LEFT, _RIGHT
+    top = 40.0 + 2 * _PANEL_H
+    bottom = top + _PANEL_H - 40
+    n_max = _nice_max(max((n for _, n in open_calls), default=1))
+    _axes(out, top, t_max, n_max, "time since start (s)", "calls open")
+    path: list[str] = []
+    previous = 0
+    for t, n in sorted(open_calls):
+        x = left + (right - left) * t / t_max
+        y0 = bottom - (bottom - top) * previous / n_max
+        y1 = bottom - (bottom - top) * n / n_max
+        path.append(f"{'M' if not path else 'L'}{x:.1f},{y0:.1f} L{x:.1f},{y1:.1f}")
+        previous = n
+    out.append(f'<path d="{" ".join(path)}" fill="none" stroke="#9467bd" stroke-width="1.5"/>')

@@ -175,12 +175,8 @@ class SimulationResult:
     def first_token_ms(self) -> list[float]:
         return [t.first_token_ms for t in self.turns() if t.first_token_ms is not None]
 
-    def to_json(self, *, samples: bool = True) -> dict[str, Any]:
-        """The report document (``switchboard.twilio.report`` module docstring)."""
-        turns = self.turns()
-        firsts = self.first_token_ms()
-        ttft = self.config.provider_ttft_ms
-        errors = Counter(c.error.split(":", 1)[0] for c in self.calls if c.error)
+    def _problems(self) -> tuple[list[str], list[dict[str, Any]]]:
+        """Every problem as an example line, and the calls that had any."""
         examples: list[str] = []
         problem_calls: list[dict[str, Any]] = []
         for c in self.calls:
@@ -197,6 +193,15 @@ class SimulationResult:
                 problem_calls.append(
                     {"call": c.index, "call_sid": c.call_sid, "problems": problems}
                 )
+        return examples, problem_calls
+
+    def to_json(self, *, samples: bool = True) -> dict[str, Any]:
+        """The report document (``switchboard.twilio.report`` module docstring)."""
+        turns = self.turns()
+        firsts = self.first_token_ms()
+        ttft = self.config.provider_ttft_ms
+        errors = Counter(c.error.split(":", 1)[0] for c in self.calls if c.error)
+        examples, problem_calls = self._problems()
         doc: dict[str, Any] = {
             "schema": report.SCHEMA,
             "label": self.config.label or self.scenario.name,
