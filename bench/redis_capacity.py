@@ -38,7 +38,8 @@ from bus.resp import RedisClient
 from switchboard.logging import configure_logging
 from switchboard.simulate import SimulationConfig, load_scenario, run_simulation
 from switchboard.testing.procs import open_switchboard
-from switchboard.testing.redis_server import open_redis_cluster, open_redis_server
+from switchboard.testing.redis_cluster import open_redis_cluster
+from switchboard.testing.redis_server import open_redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,8 +1,9 @@
 """Helpers for tests and benchmarks; not part of the product (like ``trio.testing``).
 
 - ``procs``: start real ``switchboard`` CLI processes and wait for their events.
-- ``redis_server``: a throwaway loopback ``redis-server`` (plain, TLS-only with
-  an ACL user, or a Redis Cluster of masters and replicas).
+- ``redis_server``: a throwaway loopback ``redis-server`` (plain, or TLS-only
+  with an ACL user).
+- ``redis_cluster``: a throwaway Redis Cluster of masters and replicas.
 - ``tls``: a throwaway CA with server and client certificates (``openssl``).
 - ``faults``: ``FaultyBus``, bus fault injection ("may or may not have run").
 """

@@ -21,11 +21,8 @@ from bus.base import Bus
 from bus.cluster import ClusterClient, open_redis_client
 from bus.memory import MemoryBus
 from bus.redis import RedisBus
-from switchboard.testing.redis_server import (
-    RedisClusterHandle,
-    open_redis_cluster,
-    open_redis_server,
-)
+from switchboard.testing.redis_cluster import RedisClusterHandle, open_redis_cluster
+from switchboard.testing.redis_server import open_redis_server
 
 
 class _ClusterThread:

@@ -19,11 +19,8 @@ from bus.cluster import (
 from bus.redis import RedisBus, open_redis_bus
 from bus.resp import RedisClient
 from bus.retry import retry_bus
-from switchboard.testing.redis_server import (
-    RedisClusterHandle,
-    open_redis_cluster,
-    open_redis_server,
-)
+from switchboard.testing.redis_cluster import RedisClusterHandle, open_redis_cluster
+from switchboard.testing.redis_server import open_redis_server
 
 pytestmark = pytest.mark.redis
 

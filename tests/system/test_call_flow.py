@@ -24,7 +24,8 @@ from bus.keys import Keys
 from bus.redis import open_redis_bus
 from switchboard.metrics_http import fetch
 from switchboard.testing.procs import HANG_GUARD_S, open_switchboard
-from switchboard.testing.redis_server import AclUser, open_redis_cluster, open_redis_server
+from switchboard.testing.redis_cluster import open_redis_cluster
+from switchboard.testing.redis_server import AclUser, open_redis_server
 from switchboard.testing.tls import make_certificates
 from switchboard.twilio import open_call
 

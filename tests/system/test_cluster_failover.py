@@ -19,7 +19,7 @@ import trio
 from bus.cluster import ClusterClient, key_slot, open_redis_client
 from bus.keys import Keys
 from switchboard.testing.procs import open_switchboard
-from switchboard.testing.redis_server import open_redis_cluster
+from switchboard.testing.redis_cluster import open_redis_cluster
 from switchboard.twilio import open_call
 
 pytestmark = pytest.mark.system
