@@ -61,9 +61,14 @@ log = structlog.get_logger()
 BACKFILL_MS = 3_600_000  # on start the log reads the last hour of the streams
 READ_BLOCK_MS = 1000
 PAGE = 1000
-PUSH_COALESCE_S = 0.05  # changes within this window go out as one message
-SYSTEM_EVERY_S = 2.0
-HANDSHAKE_TIMEOUT_S = 10.0  # the system view is refreshed at least this often
+# Changes within this window go out as one message: a person reads a few
+# updates a second, and every push costs the process that serves calls.
+PUSH_COALESCE_S = 0.2
+# After a read that found entries the tail waits this long before reading
+# again, so a busy stream is folded in batches rather than entry by entry.
+TAIL_BATCH_S = 0.1
+SYSTEM_EVERY_S = 2.0  # the system view is refreshed at least this often
+HANDSHAKE_TIMEOUT_S = 10.0
 MAX_RANGE = 10_000  # entries one /api/range or /api/read answers at most
 ROLES = (GROUP_CONVERSATION, GROUP_LLM, GROUP_TELEMETRY)
 _STATIC = {
@@ -636,13 +641,17 @@ class Dashboard:
                         self._follow(self.keys.gateway(view.gateway), "0-0")
             if changed:
                 self._bump(changed)
+            if entries:
+                await trio.sleep(TAIL_BATCH_S)
 
     def _bump(self, calls: Sequence[str]) -> None:
         self.version += 1
         for call in calls:
             self.changed_at[call] = self.version
-        for call in [c for c in self.changed_at if c not in self.calls.calls]:
-            del self.changed_at[call]
+        if len(self.changed_at) > 2 * self.calls.max_calls:
+            # Forget calls the log no longer holds (now and then, not per batch).
+            for call in [c for c in self.changed_at if c not in self.calls.calls]:
+                del self.changed_at[call]
         self._changed.set()
         self._changed = trio.Event()
 
