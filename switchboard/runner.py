@@ -247,6 +247,7 @@ async def run_dev(settings: Settings) -> None:
             url=f"http://{settings.host}:{port}",
             provider=settings.provider,
             hint=f"talk to it: switchboard call --url http://{settings.host}:{port}",
+            dashboard=f"http://{settings.host}:{port}/dashboard",
         )
 
     try:

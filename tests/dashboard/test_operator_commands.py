@@ -111,6 +111,9 @@ async def test_calls_replay_and_tail_against_a_dev_process() -> None:
     with trio.fail_after(90):
         async with open_switchboard("dev", "--port", "0", env=ENV) as dev:
             url = f"http://127.0.0.1:{dev.port}"
+            # The ready line points the operator at the dashboard.
+            ready = await dev.wait_for("switchboard_ready")
+            assert ready["dashboard"] == f"{url}/dashboard"
             await _check_operator_commands(["--url", url], url, {})
 
 
