@@ -3,10 +3,17 @@
 Layers, bottom up (each imports only the ones above it in this list):
 
 - ``config``     the frozen settings the composition root builds.
+- ``fence``, ``speech``  pure rules: which reply tokens may still be spoken;
+                 when the agent has finished speaking.
 - ``twiml``      the TwiML answers of the voice webhook and ``POST /action``.
 - ``http``       an h11 HTTP/1.1 front: routing, limits, WebSocket hand-off.
 - ``metrics``    the per-gateway Prometheus registry.
-- ``server``     ``serve_gateway``: sessions, the bus, fencing; the only I/O owner.
+- ``session``, ``context``  one socket's state; what the parts share.
+- ``inbound``    a Twilio frame becomes a stamped caller event on the bus.
+- ``dispatch``   this gateway's bus stream to the sockets (fence, after_speech).
+- ``lifecycle``  a socket's life: accept, setup, frames in order, close.
+- ``webhooks``   the HTTP routes' handlers, signature-checked.
+- ``server``     ``serve_gateway``: composes the parts.
 
 The ConversationRelay protocol itself (messages, codec, session state,
 signatures, TwiML rendering) is the pure :mod:`relay` package. The gateway

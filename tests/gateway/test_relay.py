@@ -28,7 +28,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket
 from bus.base import Bus, CommandError, Fields
 from bus.envelope import Kind
 from bus.memory import MemoryBus
-from gateway.server import CLOSE_TIMEOUT
+from gateway.lifecycle import CLOSE_TIMEOUT
 from relay.signature import sign
 from switchboard.testing import FaultyBus
 

@@ -1,0 +1,42 @@
+"""What every part of one gateway shares: the bus, settings, metrics, facts, sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bus.base import Bus
+from bus.facts import FactPublisher
+from bus.keys import Keys
+from gateway.config import GatewayConfig
+from gateway.metrics import GatewayMetrics
+from gateway.session import Session
+
+__all__ = ["GatewayContext"]
+
+
+@dataclass(eq=False, slots=True)
+class GatewayContext:
+    """One gateway process's shared state; ``sessions`` holds live sessions by call sid."""
+
+    bus: Bus
+    config: GatewayConfig
+    metrics: GatewayMetrics
+    facts: FactPublisher
+    sessions: dict[str, Session] = field(default_factory=dict)
+    ready: bool = False
+
+    @property
+    def keys(self) -> Keys:
+        return self.config.keys
+
+    def fact(self, session: Session, name: str, **fields: object) -> None:
+        """Publish a fact about ``session`` without waiting (see ``bus.facts``)."""
+        self.facts.emit(
+            name,
+            call=session.call_sid,
+            session=session.session_id,
+            gateway=self.config.gateway_id,
+            seq=session.seq,
+            turn=session.prompts,
+            **fields,
+        )

@@ -1,0 +1,263 @@
+"""Outbound: this gateway's bus stream to the callers' sockets.
+
+One dispatcher tails ``keys.gateway(gateway_id)`` and routes each entry by
+call sid to the live session, never blocking: ``llm.tokens`` become ``text``
+frames after the reply fence (:mod:`gateway.fence`) admits them;
+``gateway.send`` frames (validated as Twilio would) go at once or, with
+``after_speech``, once the speech model (:mod:`gateway.speech`) says the
+current reply has been spoken. Each frame is encoded by the session's
+:class:`relay.RelayConnection` (which refuses anything after ``end``) into
+the session's bounded outbox; a per-session sender drains it, so one slow
+socket never blocks the dispatcher. When an outbox is full the frame is
+dropped and counted (``outbound_dropped{reason="queue_full"}``): a socket
+that cannot absorb ``OUTBOX_FRAMES`` frames is dead or hopelessly behind,
+and waiting for it would stall every other call on this gateway.
+
+After-speech frames of a session leave in order and die with their session.
+"""
+
+from __future__ import annotations
+
+import structlog
+import trio
+import trio_websocket
+
+from bus.base import BusError, Entry, MalformedEntry, parse_id
+from bus.envelope import Envelope, Kind, now_ms
+from bus.messages import GatewaySend, LlmTokens
+from bus.retry import Backoff, retry_bus
+from gateway.context import GatewayContext
+from gateway.fence import Admission
+from gateway.session import Deferred, Outgoing, SentFacts, Session
+from relay import (
+    FrameErrorKind,
+    OutboundMessage,
+    ProtocolError,
+    RemoteProtocolError,
+    Text,
+    outbound_from_wire,
+    wire_type,
+)
+
+__all__ = ["DEFERRED_FRAMES", "OUTBOX_FRAMES", "Dispatcher"]
+
+log = structlog.get_logger()
+
+OUTBOX_FRAMES = 256  # per-session outbound queue (frames)
+DEFERRED_FRAMES = 16  # after_speech frames waiting per session
+READ_BLOCK_MS = 1000  # dispatcher's blocking read on the gateway stream
+END_CLOSE_TIMEOUT = 5.0  # after ``end``, how long Twilio gets to close the socket
+
+
+def _context(env: Envelope) -> dict[str, str | int]:
+    """The log context of an entry's call, passed to the (rare) logs that need it."""
+    return {"call_sid": env.call, "turn": env.turn}
+
+
+class Dispatcher:
+    """Routes this gateway's stream to sessions; runs each session's sender."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tail this gateway's stream and route entries to sessions, forever."""
+        ctx = self.ctx
+        stream = ctx.keys.gateway(ctx.config.gateway_id)
+        backoff = Backoff("gateway_tail", stream=stream)
+        after = await retry_bus("gateway_tail", lambda: ctx.bus.last_id(stream), backoff=backoff)
+        task_status.started()
+        while True:
+            try:
+                entries = await ctx.bus.read(stream, after, count=100, block_ms=READ_BLOCK_MS)
+            except BusError as exc:
+                # Redis away (restart, network): back off with jitter and keep
+                # ``after``. Ids are time-based, so a restarted, empty Redis
+                # hands out ids above it and the tail picks up new entries.
+                if not exc.retriable:
+                    # Not an outage; still never a reason to stop every call.
+                    log.error("gateway_stream_read_failed", stream=stream, error=repr(exc))
+                    await trio.sleep(backoff.cap_s)
+                    continue
+                await backoff.failed(exc)
+                continue
+            backoff.succeeded()
+            if entries:
+                # Once per batch: the latest entry's age is the gauge's meaning.
+                lag_ms = now_ms() - parse_id(entries[-1].id)[0]
+                ctx.metrics.dispatch_lag.set(max(0, lag_ms) / 1000)
+            for entry in entries:
+                after = entry.id
+                try:
+                    self.route(entry)
+                except Exception:
+                    # One unexpected entry must not stop delivery to every call.
+                    log.exception("dispatch_failed", entry_id=entry.id)
+
+    def route(self, entry: Entry) -> None:
+        """Route one entry of the gateway stream; never blocks."""
+        try:
+            env = Envelope.decode(entry.fields)
+        except MalformedEntry as exc:
+            log.warning("bus_entry_malformed", entry_id=entry.id, error=str(exc))
+            return
+        # No context binding per entry (it was a measurable share of the
+        # dispatcher's time): the rare logs below name the call themselves.
+        try:
+            if env.kind == Kind.LLM_TOKENS:
+                self._route_tokens(env, LlmTokens.from_body(env.body))
+            elif env.kind == Kind.GATEWAY_SEND:
+                self._route_send(env, GatewaySend.from_body(env.body))
+            else:
+                log.debug("bus_entry_ignored", kind=env.kind, entry_id=entry.id, **_context(env))
+        except MalformedEntry as exc:
+            log.warning("bus_body_invalid", kind=env.kind, error=str(exc), **_context(env))
+
+    def _live(self, env: Envelope, *, strict: bool) -> Session | None:
+        session = self.ctx.sessions.get(env.call)
+        if session is None:
+            self._dropped(env, "no_session")
+            return None
+        if not session.fence.admits_session(env.session, strict=strict):
+            self._dropped(env, "stale_session")
+            return None
+        return session
+
+    def _dropped(self, env: Envelope, reason: str, **fields: int) -> None:
+        self.ctx.metrics.count_dropped.inc(reason)
+        log.debug("outbound_dropped", kind=env.kind, reason=reason, **_context(env), **fields)
+
+    def _route_tokens(self, env: Envelope, tokens: LlmTokens) -> None:
+        session = self._live(env, strict=True)
+        if session is None:
+            return
+        reply_to, index = tokens.reply_to, tokens.index
+        admission = session.fence.admit(reply_to, index)
+        if admission is not Admission.SEND:
+            fields = {"fence": session.fence.fence} if admission is Admission.FENCED else {}
+            self._dropped(env, admission.value, reply_to=reply_to, index=index, **fields)
+            return
+        names: tuple[str, ...] = ("first_token_sent",) if session.fence.is_first(reply_to) else ()
+        if tokens.last:
+            names += ("last_token_sent",)
+        sent = SentFacts(names, reply_to, env.turn)
+        if self.offer(session, env, Text(token=tokens.text, last=tokens.last), sent):
+            session.fence.forwarded(reply_to, index)
+
+    def _route_send(self, env: Envelope, send: GatewaySend) -> None:
+        try:
+            msg = outbound_from_wire(send.frame)
+        except RemoteProtocolError as exc:
+            log.warning(
+                "gateway_send_invalid", kind=exc.kind.value, detail=exc.detail, **_context(env)
+            )
+            return
+        session = self._live(env, strict=send.after_speech)
+        if session is None:
+            return
+        if not send.after_speech:
+            self.offer(session, env, msg)
+            return
+        if session.deferred is None:
+            self._dropped(env, "session_closing")
+            return
+        try:
+            session.deferred.send_nowait((env, msg))
+        except trio.WouldBlock:
+            self._dropped(env, "queue_full")
+            log.warning("after_speech_queue_full", capacity=DEFERRED_FRAMES, **_context(env))
+
+    def offer(
+        self, session: Session, env: Envelope, msg: OutboundMessage, sent: SentFacts | None = None
+    ) -> bool:
+        """Encode ``msg`` and queue it for the socket; False when it was dropped."""
+        try:
+            frame = session.relay.send(msg)
+        except ProtocolError as exc:
+            if exc.kind is FrameErrorKind.AFTER_END:
+                # ``end`` is already on its way: Twilio closes the session after
+                # it, so nothing later would be spoken anyway.
+                self._dropped(env, "session_ending")
+                return False
+            log.warning("outbound_invalid", kind=exc.kind.value, detail=exc.detail, **_context(env))
+            return False
+        kind = wire_type(msg)
+        try:
+            session.outbox.send_nowait((frame, kind, sent))
+        except trio.WouldBlock:
+            self._dropped(env, "queue_full")
+            log.warning("outbox_full", capacity=OUTBOX_FRAMES, **_context(env))
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._dropped(env, "session_closing")
+            return False
+        if isinstance(msg, Text):
+            session.speech.text(msg.token, msg.last, trio.current_time())
+            session.touch_speech()
+        return True
+
+    async def send_frames(
+        self, session: Session, inbox: trio.MemoryReceiveChannel[Outgoing]
+    ) -> None:
+        """Drain the session's outbox to the socket, in order (the session's sender)."""
+        async with inbox:
+            async for frame, kind, sent in inbox:
+                if (
+                    kind == "text"
+                    and sent is not None
+                    and not session.fence.still_current(sent.reply_to)
+                ):
+                    # Queued before the interrupt (or a newer prompt) arrived.
+                    self.ctx.metrics.count_dropped.inc("fenced")
+                    continue
+                try:
+                    await session.ws.send_message(frame)
+                except trio_websocket.ConnectionClosed:
+                    return
+                self.ctx.metrics.count_out.inc(kind)
+                if sent is not None:
+                    self._sent(session, sent)
+                if kind == "end":
+                    await self._await_close_after_end(session)
+                    return
+
+    def _sent(self, session: Session, sent: SentFacts) -> None:
+        for name in sent.names:
+            self.ctx.facts.emit(
+                name,
+                call=session.call_sid,
+                session=session.session_id,
+                gateway=self.ctx.config.gateway_id,
+                turn=sent.turn,
+                reply_to=sent.reply_to,
+            )
+
+    async def _await_close_after_end(self, session: Session) -> None:
+        # Twilio closes the socket after ``end``; close it ourselves only if it does not.
+        with trio.move_on_after(END_CLOSE_TIMEOUT):
+            await session.peer_closed.wait()
+        if not session.peer_closed.is_set():
+            log.info("end_not_followed_by_close", timeout_s=END_CLOSE_TIMEOUT)
+            await session.ws.aclose(1000, "session ended")
+
+    async def release_after_speech(
+        self, session: Session, waiting: trio.MemoryReceiveChannel[Deferred]
+    ) -> None:
+        """Release after_speech frames, in order, once the reply has been spoken."""
+        async with waiting:
+            async for env, msg in waiting:
+                queued = trio.current_time()
+                while True:
+                    changed = session.speech_changed
+                    release = session.speech.release_at()
+                    if trio.current_time() >= release:
+                        break
+                    with trio.move_on_at(release):
+                        await changed.wait()
+                log.info(
+                    "after_speech_released",
+                    frame=wire_type(msg),
+                    waited_ms=round((trio.current_time() - queued) * 1000, 1),
+                    speaker_events=session.speech.speaker_events,
+                )
+                self.offer(session, env, msg)

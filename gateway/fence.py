@@ -1,0 +1,81 @@
+"""The reply fence: which reply tokens of one session may still reach the caller.
+
+Pure (no I/O, no clock). The whole contract, shared with the actors, is here:
+
+1. **Caller fence.** The gateway stamps every caller event with the session's
+   ``seq``; every reply carries ``reply_to``, the ``seq`` of the prompt it
+   answers. A final prompt or an ``interrupt`` at ``seq = S`` sets the fence to
+   ``S``: tokens with ``reply_to < S`` are dropped (``fenced``). The gateway
+   never needs to know how the conversation numbers turns, and a slow cancel
+   can never reach the caller.
+2. **No repeats.** Token batches are numbered per reply (``index`` 0, 1, ...);
+   a batch at or below the last one forwarded for its ``reply_to`` is a
+   redelivery or a regeneration and is dropped (``duplicate``).
+3. **At the socket too.** A token batch already queued when the fence moves
+   is dropped when it would be written (:meth:`ReplyFence.still_current`),
+   so nothing of a cut-off reply is written after the gateway read the
+   interrupt.
+4. **The live session only.** Tokens, and frames that wait for speech to
+   end, are for the session they name; other frames go to the call's live
+   session when they name none (:meth:`ReplyFence.admits_session`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = ["Admission", "ReplyFence"]
+
+
+class Admission(StrEnum):
+    """What happens to one token batch (the values are ``outbound_dropped`` reasons)."""
+
+    SEND = "send"
+    FENCED = "fenced"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(eq=False, slots=True)
+class ReplyFence:
+    """The fencing state of one relay session."""
+
+    session_id: str = ""
+    fence: int = 0  # seq of the latest final prompt or interrupt
+    _last_index: dict[int, int] = field(default_factory=dict)  # reply_to -> index forwarded
+
+    def caller_event(self, seq: int, *, cuts_reply: bool) -> None:
+        """The caller event stamped ``seq`` arrived; ``cuts_reply`` for a final
+        prompt or an interrupt, which fence every older reply at once."""
+        if not cuts_reply:
+            return
+        self.fence = seq
+        for reply_to in [r for r in self._last_index if r < seq]:
+            del self._last_index[reply_to]
+
+    def admits_session(self, session: str, *, strict: bool) -> bool:
+        """Whether a frame naming ``session`` is for this one. ``strict`` frames
+        (tokens, after_speech frames) must name it; others may name none."""
+        if strict or session:
+            return session == self.session_id
+        return True
+
+    def admit(self, reply_to: int, index: int) -> Admission:
+        """Whether token batch ``index`` of the reply to ``reply_to`` may be sent now."""
+        if reply_to < self.fence:
+            return Admission.FENCED
+        if index <= self._last_index.get(reply_to, -1):
+            return Admission.DUPLICATE
+        return Admission.SEND
+
+    def is_first(self, reply_to: int) -> bool:
+        """True until a batch of the reply to ``reply_to`` was forwarded."""
+        return reply_to not in self._last_index
+
+    def forwarded(self, reply_to: int, index: int) -> None:
+        """Batch ``index`` of the reply to ``reply_to`` went to the socket's queue."""
+        self._last_index[reply_to] = index
+
+    def still_current(self, reply_to: int) -> bool:
+        """At write time: the reply to ``reply_to`` has not been fenced since it was queued."""
+        return reply_to >= self.fence

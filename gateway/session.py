@@ -1,0 +1,73 @@
+"""One relay session's state: its socket, protocol object, counters, fence and speech.
+
+A :class:`Session` is created when the WebSocket is accepted and registered by
+call sid once ``setup`` arrived (:mod:`gateway.lifecycle`). Inbound frames
+(:mod:`gateway.inbound`) and outbound dispatch (:mod:`gateway.dispatch`)
+read and update it; the rules themselves live in the pure
+:class:`~gateway.fence.ReplyFence` and :class:`~gateway.speech.SpeechModel`.
+
+``prompts`` counts the final prompts of this session. It is the gateway's
+own count, not the conversation's turn number (the conversation numbers
+turns per call and counts greetings, re-prompts and keypad entries too), so
+it has its own name in logs and is never written into an envelope's ``turn``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+import trio_websocket
+
+from bus.envelope import Envelope
+from gateway.fence import ReplyFence
+from gateway.speech import SpeechModel
+from relay import OutboundMessage, RelayConnection
+
+__all__ = ["Deferred", "Outgoing", "SentFacts", "Session"]
+
+
+@dataclass(frozen=True, slots=True)
+class SentFacts:
+    """Facts to publish once a token frame has really been written to the socket.
+
+    Also carries the token's ``reply_to`` so the sender can fence at write time,
+    and the conversation's ``turn`` from the token entry, for the facts.
+    """
+
+    names: tuple[str, ...]
+    reply_to: int
+    turn: int
+
+
+# An outbox item: the frame, its wire type (for metrics), facts to emit once sent.
+Outgoing = tuple[str, str, SentFacts | None]
+# An after_speech frame waiting for the reply to finish playing.
+Deferred = tuple[Envelope, OutboundMessage]
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """State of one relay socket. Registered by call sid once ``setup`` arrived."""
+
+    ws: trio_websocket.WebSocketConnection
+    relay: RelayConnection
+    outbox: trio.MemorySendChannel[Outgoing]
+    call_sid: str = ""
+    session_id: str = ""
+    seq: int = 0  # frames accepted from Twilio; 1 = setup
+    prompts: int = 0  # final prompts seen in this session (not a turn number)
+    fence: ReplyFence = field(default_factory=ReplyFence)
+    speech: SpeechModel = field(default_factory=SpeechModel)
+    speech_changed: trio.Event = field(default_factory=trio.Event)
+    peer_closed: trio.Event = field(default_factory=trio.Event)
+    deferred: trio.MemorySendChannel[Deferred] | None = None
+
+    def touch_speech(self) -> None:
+        """Wake whoever waits on the speech model (after_speech frames)."""
+        self.speech_changed.set()
+        self.speech_changed = trio.Event()
+
+    def log_context(self) -> dict[str, str | None]:
+        """Call and session of this socket, for logs made outside its task."""
+        return {"call_sid": self.call_sid or None, "session_id": self.session_id or None}

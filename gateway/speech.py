@@ -1,0 +1,88 @@
+"""The speech model: when has the agent finished speaking on one session?
+
+Pure (times are passed in; the gateway uses ``trio.current_time()``). It
+decides when an ``after_speech`` frame (a goodbye's ``end``, say) may go.
+
+- With speaker events subscribed (the TwiML ``debug`` attribute names
+  ``speaker-events``), speech is over at the ``info agentSpeaking off`` after
+  the last text sent.
+- Otherwise it is estimated: the characters sent since the reply began (or
+  since the last ``agentSpeaking on``) at ``chars_per_s``, counted from the
+  moment the reply's ``last: true`` was forwarded.
+
+Either way a waiting frame goes at the latest ``SPEECH_CAP_S`` after the reply
+ended (a lost ``off`` must not keep a goodbye from ever ending the call), and a
+reply that never sends ``last: true`` stops holding frames back
+``REPLY_OPEN_CAP_S`` after it began. An interrupt flushes Twilio's queue:
+nothing is left to play.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["REPLY_OPEN_CAP_S", "SPEECH_CAP_S", "SPEECH_CHARS_PER_S", "SpeechModel"]
+
+SPEECH_CHARS_PER_S: Final = 14.0  # speaking rate behind the estimate
+SPEECH_CAP_S: Final = 15.0  # bound on any after_speech wait once the reply has ended
+REPLY_OPEN_CAP_S: Final = 60.0  # a reply that never sends last:true stops blocking after this
+
+
+@dataclass(eq=False, slots=True)
+class SpeechModel:
+    """What the gateway knows about the agent's speech on one session."""
+
+    speaker_events: bool = False  # the session reports agentSpeaking on/off
+    chars_per_s: float = SPEECH_CHARS_PER_S
+    speaking: bool = False  # last agentSpeaking value seen
+    reply_open: bool = False  # text forwarded, its ``last: true`` not yet
+    chars: int = 0  # characters sent since the reply began / last ``on``
+    unplayed: int = 0  # characters sent since the last ``off`` (speaker events)
+    ended_at: float = -math.inf  # when the last reply's ``last: true`` went out
+    opened_at: float = -math.inf  # when the open reply's first text went out
+
+    def text(self, token: str, last: bool, now: float) -> None:
+        """A ``text`` frame went to the socket's queue at ``now``."""
+        if not self.reply_open:
+            self.reply_open = True
+            self.opened_at = now
+            self.chars = 0
+        spoken = len(token.strip())
+        self.chars += spoken
+        self.unplayed += spoken
+        if last:
+            self.reply_open = False
+            self.ended_at = now
+
+    def info(self, name: str, value: str) -> bool:
+        """An ``info`` event from Twilio; True when it changed the model."""
+        if name != "agentSpeaking":
+            return False
+        if value == "on":
+            self.speaking = True
+            self.chars = 0
+        elif value == "off":
+            self.speaking = False
+            self.unplayed = 0
+        return True
+
+    def interrupted(self) -> None:
+        """The caller barged in: Twilio flushed its queue, nothing is left to play."""
+        self.speaking = False
+        self.reply_open = False
+        self.chars = self.unplayed = 0
+
+    def release_at(self) -> float:
+        """The time at which an after_speech frame may go, unless something
+        changes first (then ask again). ``-inf``: at once."""
+        if self.reply_open:
+            return self.opened_at + REPLY_OPEN_CAP_S
+        cap = self.ended_at + SPEECH_CAP_S
+        if self.speaker_events:
+            if not self.speaking and self.unplayed == 0:
+                return -math.inf
+            return cap
+        estimate = self.ended_at + min(self.chars / self.chars_per_s, SPEECH_CAP_S)
+        return min(estimate, cap)

@@ -1,0 +1,197 @@
+"""The HTTP routes' handlers: Twilio's webhooks, health, readiness, metrics.
+
+Every Twilio request is signature-checked first (``X-Twilio-Signature`` over
+the public URL Twilio called, :mod:`relay.signature`); a bad signature gets
+403 and nothing else happens. ``POST /twiml`` answers the
+``<Connect><ConversationRelay>`` TwiML, ``POST /action`` decides what follows
+a session (:func:`gateway.twiml.action_twiml`), ``POST /status`` logs call
+status callbacks. The ``/relay`` upgrade is gated here too (a WebSocket
+handshake, signed over the relay URL) before :mod:`gateway.lifecycle` takes
+the socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+import trio
+
+from bus.base import BusError
+from bus.keys import GROUP_CONVERSATION, GROUP_LLM, GROUP_TELEMETRY
+from gateway.context import GatewayContext
+from gateway.http import Request, Response, text_response, xml_response
+from gateway.resume import claim_resume, is_transient
+from gateway.twiml import action_twiml, connect_twiml
+from relay import signature
+
+__all__ = ["Webhooks"]
+
+log = structlog.get_logger()
+
+PENDING_SCRAPE_TIMEOUT = 1.0  # bound on reading pending counts for /metrics
+
+
+class Webhooks:
+    """The handlers of one gateway's HTTP routes."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        self._scrape_lock = trio.Lock()
+
+    def signed(self, request: Request, url: str, params: signature.Params) -> bool:
+        """Twilio's signature: the Auth Token's HMAC-SHA1, or a SharedKey's algorithm
+        when the request carries ``X-Twilio-Webhooks-Signature-Settings``."""
+        config = self.ctx.config
+        settings = request.header(signature.SETTINGS_HEADER.lower())
+        token = config.auth_token
+        if token is None and config.webhook_shared_key is None:
+            return True
+        secret, algorithm = token, signature.HMAC_SHA1
+        if settings:
+            secret, algorithm = config.webhook_shared_key, signature.algorithm_of(settings)
+        if secret is None:
+            log.warning(
+                "signature_rejected",
+                path=request.path,
+                algorithm=algorithm,
+                hint="Twilio signed this request with a SharedKey: set TWILIO_WEBHOOK_SHARED_KEY",
+            )
+            return False
+        if request.query:
+            url = f"{url}?{request.query}"
+        given = request.header("x-twilio-signature")
+        ok = signature.verify(secret, url, params, given, algorithm=algorithm)
+        if not ok:
+            log.warning(
+                "signature_rejected",
+                path=request.path,
+                signed_url=url,
+                algorithm=algorithm,
+                has_signature=given is not None,
+            )
+        return ok
+
+    async def _webhook(
+        self, request: Request, answer: Callable[[dict[str, str]], Awaitable[Response]]
+    ) -> Response:
+        pairs = request.form_pairs()
+        if not self.signed(request, self.ctx.config.public(request.path), pairs):
+            response = text_response(403, "invalid signature")
+        else:
+            response = await answer(dict(pairs))
+        self.ctx.metrics.webhooks.labels(request.path, str(response.status)).inc()
+        return response
+
+    async def twiml(self, request: Request) -> Response:
+        async def answer(params: dict[str, str]) -> Response:
+            log.info(
+                "call_incoming",
+                call_sid=params.get("CallSid"),
+                from_=params.get("From"),
+                to=params.get("To"),
+                direction=params.get("Direction"),
+            )
+            return xml_response(connect_twiml(self.ctx.config))
+
+        return await self._webhook(request, answer)
+
+    async def _resume_left(self, params: dict[str, str]) -> bool:
+        """Whether a failed session's call may be resumed once more (gateway.resume)."""
+        if params.get("SessionStatus") != "failed" or not is_transient(params.get("ErrorCode")):
+            return True  # not asked: action_twiml decides without a resume
+        call, session = params.get("CallSid", ""), params.get("SessionId", "")
+        limit = self.ctx.config.max_resumes
+        try:
+            number = await claim_resume(self.ctx.bus, self.ctx.keys, call, session, limit)
+        except BusError as exc:
+            # Without the count, resuming is the better failure than hanging up.
+            log.warning("resume_count_unavailable", call_sid=call, error=str(exc))
+            return True
+        log.info("resume_claimed", call_sid=call, resume=number, limit=limit)
+        return number is not None
+
+    async def action(self, request: Request) -> Response:
+        async def answer(params: dict[str, str]) -> Response:
+            log.info(
+                "relay_session_ended",
+                call_sid=params.get("CallSid"),
+                session_id=params.get("SessionId"),
+                session_status=params.get("SessionStatus"),
+                session_duration=params.get("SessionDuration"),
+                handoff_data=params.get("HandoffData"),
+                error_code=params.get("ErrorCode"),
+                error_message=params.get("ErrorMessage"),
+            )
+            resume_left = await self._resume_left(params)
+            decision = action_twiml(self.ctx.config, params, resume_left=resume_left)
+            log.info(
+                "action_answered",
+                call_sid=params.get("CallSid"),
+                outcome=decision.outcome,
+                detail=decision.detail,
+            )
+            if decision.outcome == "refused":
+                log.warning(
+                    "handoff_refused", call_sid=params.get("CallSid"), detail=decision.detail
+                )
+            return xml_response(decision.twiml)
+
+        return await self._webhook(request, answer)
+
+    async def status(self, request: Request) -> Response:
+        async def answer(params: dict[str, str]) -> Response:
+            log.info(
+                "call_status",
+                call_sid=params.get("CallSid"),
+                call_status=params.get("CallStatus"),
+                call_duration=params.get("CallDuration"),
+            )
+            return Response(204)
+
+        return await self._webhook(request, answer)
+
+    async def healthz(self, request: Request) -> Response:
+        return text_response(200, "ok")
+
+    async def readyz(self, request: Request) -> Response:
+        return text_response(200, "ready") if self.ctx.ready else text_response(503, "starting")
+
+    async def metrics(self, request: Request) -> Response:
+        metrics = self.ctx.metrics
+        metrics.active_calls.set(len(self.ctx.sessions))
+        metrics.facts_dropped.set(self.ctx.facts.dropped)
+        await self._scrape_pending()
+        return Response(200, metrics.render(), content_type=metrics.content_type)
+
+    async def _scrape_pending(self) -> None:
+        """Pending (delivered, unacked) entries per consumer group, bounded in time.
+
+        Read at scrape time only, so the bus sees a few cheap commands per
+        scrape and nothing on the caller's path. One scrape at a time.
+        """
+        keys = self.ctx.keys
+        groups = {
+            GROUP_CONVERSATION: keys.all_calls(),
+            GROUP_LLM: keys.llm_streams(),
+            GROUP_TELEMETRY: keys.event_streams(),
+        }
+        async with self._scrape_lock:
+            with trio.move_on_after(PENDING_SCRAPE_TIMEOUT):
+                for group, streams in groups.items():
+                    total = 0
+                    for stream in streams:
+                        try:
+                            total += await self.ctx.bus.pending_count(stream, group)
+                        except BusError:
+                            continue  # no such group (yet): nothing pending there
+                    self.ctx.metrics.bus_pending.labels(group).set(total)
+
+    async def relay_gate(self, request: Request) -> Response | None:
+        """Admit a ``/relay`` upgrade (None) or refuse it with a response."""
+        if request.header("sec-websocket-key") is None:
+            return text_response(400, "not a websocket handshake")
+        if not self.signed(request, self.ctx.config.relay_url, {}):
+            self.ctx.metrics.webhooks.labels(request.path, "403").inc()
+            return text_response(403, "invalid signature")
+        return None

@@ -1,0 +1,59 @@
+"""The reply fence, clause by clause: no socket, no bus, no clock."""
+
+from __future__ import annotations
+
+from gateway.fence import Admission, ReplyFence
+
+
+def test_a_final_prompt_or_interrupt_fences_every_older_reply() -> None:
+    fence = ReplyFence("VX1")
+    assert fence.admit(reply_to=2, index=0) is Admission.SEND
+    fence.forwarded(2, 0)
+    fence.caller_event(3, cuts_reply=False)  # an interim prompt, a key, an info
+    assert fence.admit(2, 1) is Admission.SEND
+    fence.caller_event(5, cuts_reply=True)  # the caller spoke again or barged in
+    assert fence.admit(2, 1) is Admission.FENCED
+    assert fence.admit(4, 0) is Admission.FENCED  # answers an older prompt
+    assert fence.admit(5, 0) is Admission.SEND  # answers the prompt at the fence
+
+
+def test_a_batch_is_sent_once_per_reply() -> None:
+    fence = ReplyFence("VX1")
+    assert fence.is_first(2)
+    fence.forwarded(2, 0)
+    assert not fence.is_first(2)
+    fence.forwarded(2, 1)
+    # A redelivered or regenerated batch is not spoken twice...
+    assert fence.admit(2, 0) is Admission.DUPLICATE
+    assert fence.admit(2, 1) is Admission.DUPLICATE
+    assert fence.admit(2, 2) is Admission.SEND
+    # ... and another reply keeps its own count.
+    assert fence.admit(7, 0) is Admission.SEND
+
+
+def test_only_admitted_batches_count() -> None:
+    # A batch that could not be queued (outbox full) may come again.
+    fence = ReplyFence("VX1")
+    assert fence.admit(2, 0) is Admission.SEND
+    assert fence.admit(2, 0) is Admission.SEND
+    assert fence.is_first(2)
+
+
+def test_queued_tokens_are_fenced_again_at_write_time() -> None:
+    fence = ReplyFence("VX1")
+    fence.forwarded(2, 0)
+    assert fence.still_current(2)
+    fence.caller_event(4, cuts_reply=True)
+    assert not fence.still_current(2)
+    assert fence.still_current(4)
+    # The fenced reply's count is forgotten; the fence alone keeps it out.
+    assert fence.is_first(2) and fence.admit(2, 5) is Admission.FENCED
+
+
+def test_frames_are_for_the_live_session() -> None:
+    fence = ReplyFence("VX2")
+    assert fence.admits_session("VX2", strict=True)
+    assert not fence.admits_session("VX1", strict=True)  # the failed session's reply
+    assert not fence.admits_session("", strict=True)  # tokens always name theirs
+    assert fence.admits_session("", strict=False)  # a frame for the call, whichever session
+    assert not fence.admits_session("VX1", strict=False)
