@@ -37,6 +37,5 @@ class GatewayContext:
             session=session.session_id,
             gateway=self.config.gateway_id,
             seq=session.seq,
-            turn=session.prompts,
             **fields,
         )

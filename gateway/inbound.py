@@ -6,6 +6,8 @@ never answered and never a reason to close (Twilio counts every frame it
 cannot parse against the session). A good one is stamped with the session's
 next ``seq``, moves the reply fence and the speech model, and is appended to
 the call's partition stream as its typed bus message (``call.setup``, ...).
+The envelope's ``turn`` stays 0: turns are the conversation's to number; the
+session's count of final prompts is logged as ``prompts``.
 ``call.closed`` is the gateway's own event: the socket closed.
 """
 
@@ -93,7 +95,7 @@ def receive(ctx: GatewayContext, session: Session, frame: str | bytes) -> Inboun
     final_prompt = isinstance(msg, Prompt) and msg.last
     if final_prompt:
         session.prompts += 1
-        structlog.contextvars.bind_contextvars(turn=session.prompts)
+        structlog.contextvars.bind_contextvars(prompts=session.prompts)
     # Fence at once: tokens of the reply being cut off must never play.
     session.fence.caller_event(session.seq, cuts_reply=final_prompt or isinstance(msg, Interrupt))
     if isinstance(msg, Prompt) and msg.last:
@@ -118,7 +120,6 @@ def _stamp(ctx: GatewayContext, session: Session, message: BusMessage) -> Envelo
         session=session.session_id,
         gateway=ctx.config.gateway_id,
         seq=session.seq,
-        turn=session.prompts,
     )
 
 

@@ -176,7 +176,7 @@ def _log_close(ctx: GatewayContext, session: Session, exc: trio_websocket.Connec
 def _register(ctx: GatewayContext, session: Session, setup: Setup) -> None:
     session.call_sid = setup.call_sid
     session.session_id = session.fence.session_id = setup.session_id
-    structlog.contextvars.bind_contextvars(call_sid=setup.call_sid, turn=0)
+    structlog.contextvars.bind_contextvars(call_sid=setup.call_sid, prompts=0)
     previous = ctx.sessions.get(setup.call_sid)
     if previous is not None:
         # A new <Connect> on the same call: the newest session is the live one.

@@ -8,8 +8,8 @@ read and update it; the rules themselves live in the pure
 
 ``prompts`` counts the final prompts of this session. It is the gateway's
 own count, not the conversation's turn number (the conversation numbers
-turns per call and counts greetings, re-prompts and keypad entries too), so
-it has its own name in logs and is never written into an envelope's ``turn``.
+turns per call, and keypad entries start turns too), so it has its own name
+in logs (``prompts``) and is never written into an envelope's ``turn``.
 """
 
 from __future__ import annotations

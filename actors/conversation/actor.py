@@ -90,6 +90,10 @@ class ConversationActor(Actor):
         state = self._cache.take(env.call, lease)
         if state is None:
             state = await self.load_state(env.call)
+        if state is not None and not env.turn:
+            # Caller events carry no turn (the gateway does not number turns):
+            # their logs get the call's current turn, the conversation's own.
+            structlog.contextvars.bind_contextvars(turn=state.turn)
         written = await self._apply(incoming, entry, state)
         if lease is None:
             return  # outside a partition's lease nobody fences the state: no cache

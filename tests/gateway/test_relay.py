@@ -79,6 +79,8 @@ async def test_caller_events_land_on_the_partition_stream(nursery: trio.Nursery,
     ]
     assert [e.seq for e in got] == [1, 2, 3, 4, 5, 6, 7]
     assert {(e.call, e.session, e.gateway) for e in got} == {("CA100", "VX100", "gw-a")}
+    # Turns are the conversation's to number: after a final prompt, still 0.
+    assert {e.turn for e in got} == {0}
     setup = got[0].body
     assert setup["type"] == "setup"
     assert setup["callSid"] == "CA100"
