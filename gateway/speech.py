@@ -7,7 +7,8 @@ decides when an ``after_speech`` frame (a goodbye's ``end``, say) may go.
   ``speaker-events``), speech is over at the ``info agentSpeaking off`` after
   the last text sent.
 - Otherwise it is estimated: the characters sent since the reply began (or
-  since the last ``agentSpeaking on``) at ``chars_per_s``, counted from the
+  since the last ``agentSpeaking on``) at ``chars_per_s`` (the deployment's
+  speaking rate, :mod:`relay.speech`), counted from the
   moment the reply's ``last: true`` was forwarded.
 
 Either way a waiting frame goes at the latest ``SPEECH_CAP_S`` after the reply
@@ -23,9 +24,10 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["REPLY_OPEN_CAP_S", "SPEECH_CAP_S", "SPEECH_CHARS_PER_S", "SpeechModel"]
+from relay.speech import CHARS_PER_SECOND
 
-SPEECH_CHARS_PER_S: Final = 14.0  # speaking rate behind the estimate
+__all__ = ["REPLY_OPEN_CAP_S", "SPEECH_CAP_S", "SpeechModel"]
+
 SPEECH_CAP_S: Final = 15.0  # bound on any after_speech wait once the reply has ended
 REPLY_OPEN_CAP_S: Final = 60.0  # a reply that never sends last:true stops blocking after this
 
@@ -35,7 +37,7 @@ class SpeechModel:
     """What the gateway knows about the agent's speech on one session."""
 
     speaker_events: bool = False  # the session reports agentSpeaking on/off
-    chars_per_s: float = SPEECH_CHARS_PER_S
+    chars_per_s: float = CHARS_PER_SECOND  # the configured rate, per session
     speaking: bool = False  # last agentSpeaking value seen
     reply_open: bool = False  # text forwarded, its ``last: true`` not yet
     chars: int = 0  # characters sent since the reply began / last ``on``

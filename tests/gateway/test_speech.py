@@ -10,6 +10,7 @@ import math
 import pytest
 
 from gateway.speech import REPLY_OPEN_CAP_S, SPEECH_CAP_S, SpeechModel
+from switchboard.settings import Settings
 
 
 def test_nothing_said_means_go_at_once() -> None:
@@ -56,3 +57,11 @@ def test_an_interrupt_leaves_nothing_to_play() -> None:
         speech.text("A long answer that the caller cuts", False, now=5.0)
         speech.interrupted()
         assert speech.release_at() <= 5.0
+
+
+def test_the_configured_speaking_rate_reaches_the_gateway() -> None:
+    config = Settings.from_env({"SWITCHBOARD_SPEECH_CHARS_PER_S": "20"}).gateway_config()
+    assert config.speech_chars_per_second == 20.0
+    speech = SpeechModel(chars_per_s=config.speech_chars_per_second)
+    speech.text("x" * 40, True, now=0.0)
+    assert speech.release_at() == pytest.approx(2.0)
