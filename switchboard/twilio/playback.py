@@ -25,26 +25,57 @@ from relay.twiml import RelayTwiml
 class InstantPlayback:
     """The playback model: what the caller has heard so far.
 
-    This one "plays" everything the moment it arrives. A timed model (per-char
-    duration, ``agentSpeaking``/``tokensPlayed`` info, barge-in, preemption) will
-    take its place behind the same two methods.
+    This one "plays" everything the moment it arrives. When the TwiML
+    subscribes to them it still reports what Twilio would: ``agentSpeaking
+    on`` at a talk cycle's first text, the cycle's text as ``tokensPlayed``
+    and ``agentSpeaking off`` at its ``last: true`` (and the greeting's, and
+    the digits sent), queued in ``pending`` for the session to send. The
+    timed model (``TimedPlayback``) paces the same events.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, speaker_events: bool = False, tokens_played: bool = False) -> None:
         self.heard: list[str] = []
         self.digits_sent: list[str] = []
         self.played: list[str] = []
+        self.speaker_events = speaker_events
+        self.tokens_played = tokens_played
+        self.pending: list[Info] = []
+        self._cycle: list[str] = []
 
     def enqueue(self, msg: OutboundMessage) -> None:
         match msg:
             case Text():
                 self.heard.append(msg.token)
+                self._speak(msg.token, last=msg.last)
             case Play():
                 self.played.append(msg.source)
             case SendDigits():
                 self.digits_sent.append(msg.digits)
+                if self.tokens_played:
+                    self.pending.append(Info("tokensPlayed", msg.digits))
             case _:
                 pass
+
+    def say(self, text: str, *, interruptible: bool | None = None) -> None:
+        """A whole utterance Twilio speaks itself (the welcome greeting): its events."""
+        self._speak(text, last=True)
+
+    def drain(self) -> list[Info]:
+        """The ``info`` events played since the last call, in order."""
+        out, self.pending = self.pending, []
+        return out
+
+    def _speak(self, token: str, *, last: bool) -> None:
+        if not self._cycle and self.speaker_events and (token.strip() or last):
+            self.pending.append(Info("agentSpeaking", "on"))
+        self._cycle.append(token)
+        if not last:
+            return
+        text, self._cycle = "".join(self._cycle), []
+        if self.tokens_played and text.strip():
+            self.pending.append(Info("tokensPlayed", text))
+        if self.speaker_events:
+            self.pending.append(Info("agentSpeaking", "off"))
 
     def flush(self) -> None:
         """Barge-in: drop whatever is still queued (nothing is, here)."""
@@ -278,10 +309,12 @@ def playback_for(
 ) -> InstantPlayback | TimedPlayback:
     """The model a session plays with: instant, or timed at ``rate`` characters a
     second with the ``info`` events its TwiML subscribes to."""
-    if rate is None:
-        return InstantPlayback()
     events = set((twiml.attributes.get("debug") or "").split())
     events |= set((twiml.attributes.get("events") or "").split())
+    if rate is None:
+        return InstantPlayback(
+            speaker_events="speaker-events" in events, tokens_played="tokens-played" in events
+        )
     return TimedPlayback(
         chars_per_s=rate,
         send_info=send_info,

@@ -141,15 +141,22 @@ class RelaySession:
         self._log.info("simulator_setup_sent", to=self.setup.to, from_=self.setup.from_)
         if isinstance(self.playback, TimedPlayback):
             nursery.start_soon(self.playback.run)
-            greeting = self.twiml.welcome_greeting
-            if greeting:
-                self.playback.say(
-                    greeting,
-                    interruptible=by_speech(
-                        self.twiml.attributes.get("welcomeGreetingInterruptible"), True
-                    ),
-                )
+        greeting = self.twiml.welcome_greeting
+        if greeting:
+            self.playback.say(
+                greeting,
+                interruptible=by_speech(
+                    self.twiml.attributes.get("welcomeGreetingInterruptible"), True
+                ),
+            )
+        await self._send_played()
         nursery.start_soon(self._pump)
+
+    async def _send_played(self) -> None:
+        """The info events instant playback queued (timed playback sends its own)."""
+        if isinstance(self.playback, InstantPlayback):
+            for info in self.playback.drain():
+                await self._send_info(info)
 
     async def _pump(self) -> None:
         """Read and validate app frames until the session ends."""
@@ -208,6 +215,7 @@ class RelaySession:
                 self.flushed.append(msg)
             return False
         self.playback.enqueue(msg)
+        await self._send_played()
         self._inbox_send.send_nowait(msg)
         if not isinstance(msg, End):
             return False
