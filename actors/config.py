@@ -42,6 +42,9 @@ class ConversationConfig:
     silence_max_reprompts: int = 2
     reprompt_text: str = DEFAULT_REPROMPT_TEXT
     goodbye_text: str = DEFAULT_GOODBYE_TEXT
+    # Whether the caller can barge in on the goodbye (the text message's
+    # interruptible); the call ends once it was heard.
+    goodbye_interruptible: bool = False
     # DTMF: digits are buffered until '#' or until this long after the last one.
     dtmf_idle_s: float = 3.0
     # A single-key entry found here is delivered as these words of the caller.

@@ -285,6 +285,7 @@ class Settings:
     silence_max_reprompts: int = 2
     reprompt_text: str = DEFAULT_REPROMPT_TEXT
     goodbye_text: str = DEFAULT_GOODBYE_TEXT
+    goodbye_interruptible: bool = False
     dtmf_idle_s: float = 3.0
     dtmf_menu: Mapping[str, str] = field(default_factory=dict)
     # How fast replies are spoken (characters a second), wherever speech is
@@ -439,6 +440,7 @@ class Settings:
             state_cache_calls=_int(env, "SWITCHBOARD_CONVERSATION_STATE_CACHE", 4096),
             reprompt_text=env.get("SWITCHBOARD_REPROMPT_TEXT") or DEFAULT_REPROMPT_TEXT,
             goodbye_text=env.get("SWITCHBOARD_GOODBYE_TEXT") or DEFAULT_GOODBYE_TEXT,
+            goodbye_interruptible=bool(_bool(env, "SWITCHBOARD_GOODBYE_INTERRUPTIBLE", False)),
             dtmf_idle_s=dtmf_idle_s,
             speech_chars_per_second=speech_rate,
             dtmf_menu=dict(profile.dtmf_menu),
@@ -488,6 +490,7 @@ class Settings:
             silence_max_reprompts=self.silence_max_reprompts,
             reprompt_text=self.reprompt_text,
             goodbye_text=self.goodbye_text,
+            goodbye_interruptible=self.goodbye_interruptible,
             dtmf_idle_s=self.dtmf_idle_s,
             dtmf_menu=dict(self.dtmf_menu),
             speech_chars_per_second=self.speech_chars_per_second,

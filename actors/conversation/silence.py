@@ -47,17 +47,22 @@ def on_silence(step: Step, state: CallState) -> None:
         arm_silence(step, state, text)
         log.info("silence_reprompt", reprompts=state.reprompts)
         return
-    say(step, state, step.config.goodbye_text)
+    # The last words of the call: a caller's noise must not cut them off
+    # (unless the profile wants it), since end follows once they were heard.
+    say(step, state, step.config.goodbye_text, interruptible=step.config.goodbye_interruptible)
     gateway_send(step, state, Handoff.silence().end(), after_speech=True)
     state.ending = True
     log.info("silence_hangup", reprompts=state.reprompts - 1)
 
 
-def say(step: Step, state: CallState, text: str) -> None:
-    """Speak ``text`` as one reply and record it as the agent's words."""
+def say(step: Step, state: CallState, text: str, *, interruptible: bool | None = None) -> None:
+    """Speak ``text`` as one reply and record it as the agent's words.
+
+    ``interruptible``: the ``text`` message's own override (None: the TwiML's).
+    """
     if not text:
         return
-    gateway_send(step, state, Text(token=text, last=True))
+    gateway_send(step, state, Text(token=text, last=True, interruptible=interruptible))
     state.history.append({"role": "assistant", "content": text})
     state.speaking = Speaking(start=len(state.history) - 1, count=1, text=text)
 

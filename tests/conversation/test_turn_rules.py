@@ -9,7 +9,7 @@ the same rules through the actor on a bus.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from actors.config import ConversationConfig
@@ -299,13 +299,27 @@ def test_silence_after_the_last_reprompt_says_goodbye_and_ends_after_speech() ->
     call.setup()
     call.fire(SILENCE)
     (goodbye, _), (end, _) = sent(call.fire(SILENCE), GatewaySend)
-    assert goodbye.frame == {"type": "text", "token": "Goodbye!", "last": True}
+    # The call's last words go out uninterruptible: end follows once heard.
+    assert goodbye.frame == {
+        "type": "text",
+        "token": "Goodbye!",
+        "last": True,
+        "interruptible": False,
+    }
     assert end == GatewaySend(
         frame={"type": "end", "handoffData": '{"reason": "silence"}'},
         after_speech=True,
         origin="conversation",
     )
     assert call.state is not None and call.state.ending and SILENCE not in call.state.timers
+
+
+def test_the_profile_can_let_the_caller_interrupt_the_goodbye() -> None:
+    call = silent_call(max_reprompts=0)
+    call.config = replace(call.config, goodbye_interruptible=True)
+    call.setup()
+    (goodbye, _), _ = sent(call.fire(SILENCE), GatewaySend)
+    assert goodbye.frame["interruptible"] is True
 
 
 def test_caller_input_clears_silence_and_its_stale_timer_entry_does_nothing() -> None:
