@@ -167,6 +167,9 @@ def apply_prompt(step: Step, state: CallState, prompt: CallPrompt, incoming: Inc
     """The caller's final words: a new turn."""
     text = prompt.voice_prompt.strip()
     caller_spoke(state)
+    if prompt.lang and prompt.lang != state.lang:
+        log.info("caller_language", lang=prompt.lang, was=state.lang or None)
+        state.lang = prompt.lang
     # Keys pressed just before speaking belong to what the caller says.
     text = f"{take_buffered(step, state)} {text}".strip()
     _follow_session(state, incoming)

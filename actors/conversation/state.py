@@ -74,6 +74,9 @@ class CallState:
     timers: dict[str, int] = field(default_factory=dict)  # timer -> deadline (wall ms)
     reprompts: int = 0  # silence re-prompts since the caller last said anything
     ending: bool = False  # the agent is ending the call (goodbye said, end sent)
+    # The language Twilio recognised the caller's last words in (prompt.lang,
+    # e.g. "es-ES", or just "es" with language="multi"); "" until a prompt.
+    lang: str = ""
 
     def to_json(self) -> str:
         # orjson walks the dataclasses itself: ``json.dumps(asdict(self))``
@@ -102,6 +105,7 @@ class CallState:
             timers={str(k): int(v) for k, v in data.get("timers", {}).items()},
             reprompts=int(data.get("reprompts", 0)),
             ending=bool(data.get("ending", False)),
+            lang=str(data.get("lang", "")),
         )
 
     def current(self) -> OpenTurn | None:

@@ -314,6 +314,20 @@ def test_silence_after_the_last_reprompt_says_goodbye_and_ends_after_speech() ->
     assert call.state is not None and call.state.ending and SILENCE not in call.state.timers
 
 
+def test_the_prompts_language_reaches_the_call_state() -> None:
+    call = Call()
+    call.setup()
+    assert call.state is not None and call.state.lang == ""
+    call.feed(CallPrompt(voice_prompt="Hola", lang="es-ES", last=True))
+    assert call.state.lang == "es-ES"
+    # An interim prompt changes nothing; a prompt without lang keeps the last.
+    call.feed(CallPrompt(voice_prompt="Hello", lang="en-US", last=False))
+    call.feed(CallPrompt(voice_prompt="Gracias", lang="", last=True))
+    assert call.state.lang == "es-ES"
+    restored = CallState.from_json(call.state.to_json())
+    assert restored.lang == "es-ES"
+
+
 def test_the_profile_can_let_the_caller_interrupt_the_goodbye() -> None:
     call = silent_call(max_reprompts=0)
     call.config = replace(call.config, goodbye_interruptible=True)
