@@ -375,7 +375,12 @@ async def test_silence_reprompts_then_ends_the_call(
     assert first.body == {"frame": {"type": "text", "token": "Still there?", "last": True},
                           "after_speech": False, "origin": "conversation"}  # fmt: skip
     assert second.body["frame"]["token"] == "Still there?"
-    assert goodbye.body["frame"] == {"type": "text", "token": "Goodbye for now.", "last": True}
+    assert goodbye.body["frame"] == {
+        "type": "text",
+        "token": "Goodbye for now.",
+        "last": True,
+        "interruptible": False,
+    }
     assert end.body == {"frame": {"type": "end", "handoffData": '{"reason": "silence"}'},
                         "after_speech": True, "origin": "conversation"}  # fmt: skip
     assert all(f.session == SESSION and f.kind == Kind.GATEWAY_SEND for f in (first, end))

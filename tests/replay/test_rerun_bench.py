@@ -40,7 +40,9 @@ SETTINGS = {
     "SWITCHBOARD_WELCOME_GREETING": "Hi.",
     "SWITCHBOARD_TOOLS": "end_call,send_digits",
     "SWITCHBOARD_SILENCE_REPROMPT_S": "0.1",
-    "SWITCHBOARD_SILENCE_MAX_REPROMPTS": "1",
+    # Speech is heard at once (instant playback reports it): a goodbye after
+    # one re-prompt would end the call before the silent caller speaks.
+    "SWITCHBOARD_SILENCE_MAX_REPROMPTS": "3",
     "SWITCHBOARD_DTMF_IDLE_S": "0.1",
 }
 SILENT = {"name": "silent", "turns": [{"pause_ms": 700}, {"say": "Sorry, I am here."}]}
