@@ -4,7 +4,7 @@ The page is loaded before the call exists; the test then places the call
 with the Twilio-side simulator and checks, in the browser, that the call
 appears live, its transcript grows while the reply streams, a barge-in is
 shown (heard and cut), a tool call and key presses are marked, and the
-replay timeline and turn latency open. Every wait is for
+replay timeline and turn latency open; a silence re-prompt is marked too. Every wait is for
 something on the page or on the call, never for time. Screenshots are kept
 under ``tests/artifacts/dashboard/``.
 """
@@ -17,6 +17,7 @@ from browser import open_browser
 from dashkit import running_dev
 
 from relay import Text
+from switchboard.settings import Settings
 from switchboard.twilio import open_call
 
 # A browser and a whole dev composition: one at a time, with the other process tests.
@@ -105,3 +106,28 @@ async def test_a_simulated_call_seen_live_in_the_browser() -> None:
             await browser.do(lambda page: page.locator("#turns tbody tr .seg").first.wait_for())
             await browser.do(lambda page: page.get_by_role("tab", name="Transcript").click())
             await browser.screenshot("call")
+
+
+async def test_a_silence_re_prompt_is_marked_in_the_browser() -> None:
+    # A short greeting and re-prompt delay: a caller who says nothing is re-prompted.
+    reprompt = Settings.from_env({}).reprompt_text
+    with trio.fail_after(60):
+        async with (
+            running_dev(
+                SWITCHBOARD_WELCOME_GREETING="Hi.",
+                SWITCHBOARD_SILENCE_REPROMPT_S="0.2",
+                SWITCHBOARD_SILENCE_MAX_REPROMPTS="1",
+            ) as (port, _bus),
+            open_browser() as browser,
+        ):
+            await browser.do(lambda page: page.goto(f"http://127.0.0.1:{port}/dashboard"))
+            await browser.do(lambda page: page.locator("#conn", has_text="live").wait_for())
+            async with open_call(f"http://127.0.0.1:{port}") as call:
+                row = f'li.call-row[data-call="{call.call_sid}"]'
+                await browser.do(lambda page: page.locator(row).click())
+                heard = await call.reply()  # the caller stays silent and is re-prompted
+                assert heard.text == reprompt
+                marked = "#transcript li.item.reprompt"
+                await browser.do(lambda page: page.locator(marked, has_text=reprompt).wait_for())
+                badge = await browser.do(lambda page: page.locator(f"{marked} .badge").inner_text())
+                assert badge == "re-prompt"
