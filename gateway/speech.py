@@ -5,7 +5,10 @@ decides when an ``after_speech`` frame (a goodbye's ``end``, say) may go.
 
 - With speaker events subscribed (the TwiML ``debug`` attribute names
   ``speaker-events``), speech is over at the ``info agentSpeaking off`` after
-  the last text sent.
+  the last text sent, provided an ``on`` came after that text: an ``off``
+  without one may be stale (Twilio sent it for the greeting before our text
+  reached it, and the gateway read it late), so the estimate decides then,
+  unless the reply's own ``on``/``off`` pair comes first.
 - Otherwise it is estimated: the characters sent since the reply began (or
   since the last ``agentSpeaking on``) at ``chars_per_s`` (the deployment's
   speaking rate, :mod:`relay.speech`), counted from the
@@ -42,6 +45,8 @@ class SpeechModel:
     reply_open: bool = False  # text forwarded, its ``last: true`` not yet
     chars: int = 0  # characters sent since the reply began / last ``on``
     unplayed: int = 0  # characters sent since the last ``off`` (speaker events)
+    on_since_text: bool = True  # an ``on`` came after the oldest unplayed text
+    doubtful_off: bool = False  # an ``off`` came without one: maybe stale
     ended_at: float = -math.inf  # when the last reply's ``last: true`` went out
     opened_at: float = -math.inf  # when the open reply's first text went out
 
@@ -52,6 +57,10 @@ class SpeechModel:
             self.opened_at = now
             self.chars = 0
         spoken = len(token.strip())
+        if spoken and (self.unplayed == 0 or self.doubtful_off):
+            # New text after a doubtful off: its own on/off pair will tell.
+            self.on_since_text = False
+            self.doubtful_off = False
         self.chars += spoken
         self.unplayed += spoken
         if last:
@@ -64,16 +73,23 @@ class SpeechModel:
             return False
         if value == "on":
             self.speaking = True
+            self.on_since_text = True
+            self.doubtful_off = False
             self.chars = 0
         elif value == "off":
             self.speaking = False
-            self.unplayed = 0
+            if self.on_since_text:
+                self.unplayed = 0
+            else:
+                self.doubtful_off = True
         return True
 
     def interrupted(self) -> None:
         """The caller barged in: Twilio flushed its queue, nothing is left to play."""
         self.speaking = False
         self.reply_open = False
+        self.on_since_text = True
+        self.doubtful_off = False
         self.chars = self.unplayed = 0
 
     def release_at(self) -> float:
@@ -82,7 +98,7 @@ class SpeechModel:
         if self.reply_open:
             return self.opened_at + REPLY_OPEN_CAP_S
         cap = self.ended_at + SPEECH_CAP_S
-        if self.speaker_events:
+        if self.speaker_events and not self.doubtful_off:
             if not self.speaking and self.unplayed == 0:
                 return -math.inf
             return cap

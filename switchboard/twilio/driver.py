@@ -4,6 +4,13 @@ An interrupted reply is fenced: the caller sends ``interrupt`` with the last
 words received so far, and the next ``say`` follows after its speech time (the
 caller is already talking, so no think time). Frames that arrive between the
 interrupt and that prompt were in flight and are counted, not faulted.
+
+The same holds after the prompt: an earlier reply (an interrupted one, or the
+answer to a keypad entry the caller talked over) may still have frames on the
+wire that the app sent before it read the prompt. When a reply check is
+given the reply is known, so such leading frames (even an earlier reply's
+``last: true``) are counted with the earlier reply rather than faulted; on a
+busy machine that window is wide.
 """
 
 from __future__ import annotations
@@ -51,6 +58,12 @@ class _CallDriver:
         self.current: TurnResult | None = None
         self.after_interrupt = False
         self.after_dtmf = False
+        # The current turn's prompt went out while an earlier reply may still
+        # have frames on the wire (after an interrupt or a keypad entry); and
+        # the arrival time of each of the turn's frames.
+        self.in_flight_possible = False
+        self.in_flight_kind = "dtmf"
+        self.arrivals: list[float] = []
         self.closed = False
         self.changed = trio.Event()  # set whenever a frame was attributed
 
@@ -94,10 +107,39 @@ class _CallDriver:
             if turn.first_at is None:
                 turn.first_at = at
             turn.frames.append(msg.token)
-            if msg.last:
+            self.arrivals.append(at)
+            if msg.last and not self._drop_in_flight(turn):
                 turn.last_at = at
                 self.current = None
             self._wake()
+
+    def _drop_in_flight(self, turn: TurnResult) -> bool:
+        """At a turn's ``last: true``: move leading frames of an earlier reply
+        (still on the wire when the prompt went out) out of the turn and count
+        them. True when none of the frames are this turn's reply yet (that
+        ``last`` closed the earlier one): the turn goes on."""
+        check = self.check
+        if check is None or not self.in_flight_possible or turn.interrupted:
+            return False
+        own = next(
+            (
+                k
+                for k in range(len(turn.frames))
+                if check(turn.prompt, "".join(turn.frames[k:]), True) is None
+            ),
+            None,
+        )
+        if own == 0:
+            return False
+        moved = len(turn.frames) if own is None else own
+        if self.in_flight_kind == "interrupt":
+            self.result.frames_after_interrupt += moved
+        else:
+            self.result.dtmf_reply_frames += moved
+        del turn.frames[:moved]
+        del self.arrivals[:moved]
+        turn.first_at = self.arrivals[0] if self.arrivals else None
+        return own is None
 
     def _wake(self) -> None:
         self.changed.set()
@@ -130,6 +172,9 @@ class _CallDriver:
         )
         self.result.turns.append(record)
         # Attribution starts before the send, so an instant reply is not missed.
+        self.in_flight_possible = self.after_interrupt or self.after_dtmf
+        self.in_flight_kind = "interrupt" if self.after_interrupt else "dtmf"
+        self.arrivals = []
         self.after_interrupt = False
         self.after_dtmf = False
         self.current = record

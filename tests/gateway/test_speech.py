@@ -65,3 +65,18 @@ def test_the_configured_speaking_rate_reaches_the_gateway() -> None:
     speech = SpeechModel(chars_per_s=config.speech_chars_per_second)
     speech.text("x" * 40, True, now=0.0)
     assert speech.release_at() == pytest.approx(2.0)
+
+
+def test_a_stale_off_falls_back_to_the_estimate() -> None:
+    # The greeting's off, sent by Twilio before our reply reached it, read by
+    # the gateway after the reply went out: no proof the reply was heard.
+    speech = SpeechModel(speaker_events=True, chars_per_s=10.0)
+    speech.info("agentSpeaking", "on")  # the greeting
+    speech.text("Let me transfer you.", True, now=10.0)
+    speech.info("agentSpeaking", "off")
+    assert speech.release_at() == pytest.approx(10.0 + 2.0)  # 20 characters at 10/s
+    # The reply's own on/off pair is proof again.
+    speech.info("agentSpeaking", "on")
+    assert speech.release_at() == 10.0 + SPEECH_CAP_S
+    speech.info("agentSpeaking", "off")
+    assert speech.release_at() == -math.inf

@@ -10,8 +10,8 @@ worker (one that is streaming a reply) get ``kill -9``. Afterwards:
   holds its prompts once each, in order, each followed by its reply);
 - no caller heard a repeated span: each reply is exactly the scripted reply
   for the history it answered;
-- the dead conversation worker's partitions were owned again within lease
-  TTL + 2 s.
+- the dead conversation worker's partitions were owned again, each under
+  the next epoch (how fast is for the benchmarks, not an assert).
 
 Then redis-server restarts (it keeps no data): every survivor reconnects and a
 new call through each gateway succeeds, and no process exited on its own.
@@ -121,21 +121,17 @@ async def test_fifty_calls_survive_worker_kills_and_a_redis_restart() -> None:
                 held = c3.held_partitions()
                 assert held, "the conversation victim held no partitions"
                 c3.kill9()
-                killed_at = trio.current_time()
                 for partition, epoch in sorted(held.items()):
                     with trio.fail_after(TAKEOVER_GUARD_S):
                         await first_to_log(
                             [c1, c2], "partition_acquired", partition=partition, epoch=epoch + 1
                         )
-                taken_within = trio.current_time() - killed_at
 
                 await kill_llm.wait()
                 # Kill the LLM worker with the most replies in flight.
                 busiest = _streaming(l1) >= _streaming(l2)
                 llm_victim, llm_survivor = (l1, l2) if busiest else (l2, l1)
                 llm_victim.kill9()
-
-            assert taken_within <= LEASE_TTL_MS / 1000 + 2
 
             async with open_redis_bus(redis.url) as bus:
                 states = {sid: await bus.get(KEYS.state(sid)) for sid in replies}
