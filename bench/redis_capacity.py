@@ -36,10 +36,12 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 from bus.resp import RedisClient
 from switchboard.logging import configure_logging
-from switchboard.simulate import SimulationConfig, load_scenario, run_simulation
+from switchboard.simulate import run_simulation
 from switchboard.testing.procs import open_switchboard
 from switchboard.testing.redis_cluster import open_redis_cluster
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.twilio.results import SimulationConfig
+from switchboard.twilio.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
