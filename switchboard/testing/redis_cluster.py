@@ -144,21 +144,23 @@ async def _create(
     user: AclUser | None,
 ) -> None:
     """``redis-cli --cluster create``: join the nodes, split the slots evenly."""
-    result = await trio.run_process(
-        [
-            cli,
-            *_cli_args(tls, user),
-            "--cluster",
-            "create",
-            *(f"127.0.0.1:{n.port}" for n in nodes),
-            "--cluster-replicas",
-            str(replicas),
-            "--cluster-yes",
-        ],
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
+    # Bounded: redis-cli waits forever for nodes that cannot meet.
+    with trio.fail_after(STARTUP_TIMEOUT_S * 3):
+        result = await trio.run_process(
+            [
+                cli,
+                *_cli_args(tls, user),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
     if result.returncode != 0:
         raise RedisServerError(
             f"redis-cli --cluster create failed: {result.stdout.decode()[-1500:]}"

@@ -80,7 +80,8 @@ async def make_certificates(directory: Path) -> TestCertificates:
         "-addext", "subjectKeyIdentifier=hash",
         cwd=directory,
     )  # fmt: skip
-    await _leaf(directory, "server", "serverAuth")
+    # Nodes of a TLS cluster and replicas also connect to each other with it.
+    await _leaf(directory, "server", "serverAuth, clientAuth")
     await _leaf(directory, "client", "clientAuth")
     return TestCertificates(
         ca_file=directory / "ca.crt",

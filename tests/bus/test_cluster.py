@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 from structlog.testing import capture_logs
@@ -20,7 +22,8 @@ from bus.redis import RedisBus, open_redis_bus
 from bus.resp import RedisClient
 from bus.retry import retry_bus
 from switchboard.testing.redis_cluster import RedisClusterHandle, open_redis_cluster
-from switchboard.testing.redis_server import open_redis_server
+from switchboard.testing.redis_server import AclUser, open_redis_server
+from switchboard.testing.tls import make_certificates
 
 pytestmark = pytest.mark.redis
 
@@ -187,3 +190,25 @@ async def test_a_cluster_has_only_database_0(shared_cluster: RedisClusterHandle)
     with pytest.raises(Exception, match="only database 0"):
         async with open_redis_bus(url):
             pass  # pragma: no cover - never reached
+
+
+async def test_a_tls_cluster_with_an_acl_user(tmp_path: Path) -> None:
+    # As a managed cluster runs: TLS only (client certificates, TLS between
+    # the nodes too) and an ACL user, default user off.
+    certs = await make_certificates(tmp_path)
+    user = AclUser("switchboard", "s3cret", "~* &* +@all")
+    async with open_redis_cluster(tls=certs, user=user) as cluster:
+        assert cluster.url.startswith("rediss://switchboard:s3cret@")
+        with trio.fail_after(30):
+            async with open_redis_bus(cluster.url) as bus:
+                client = bus.client
+                assert isinstance(client, ClusterClient)
+                assert len(client.masters) == 3
+                streams = [f"sb:{{p{p}}}:calls" for p in range(12)]
+                ids = await bus.append_many([(s, {"n": s}) for s in streams])
+                for stream, entry_id in zip(streams, ids, strict=True):
+                    [entry] = await bus.read(stream, "0")
+                    assert (entry.id, entry.fields) == (entry_id, {"n": stream})
+                lease = await bus.acquire_lease("sb:{p1}:lease", "me", 10_000)
+                assert lease is not None
+                assert await bus.set_if_lease("sb:{p1}:state:CA1", "x", lease)
