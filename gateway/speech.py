@@ -3,16 +3,18 @@
 Pure (times are passed in; the gateway uses ``trio.current_time()``). It
 decides when an ``after_speech`` frame (a goodbye's ``end``, say) may go.
 
-- With speaker events subscribed (the TwiML ``debug`` attribute names
-  ``speaker-events``), speech is over at the ``info agentSpeaking off`` after
-  the last text sent, provided an ``on`` came after that text: an ``off``
-  without one may be stale (Twilio sent it for the greeting before our text
-  reached it, and the gateway read it late), so the estimate decides then,
-  unless the reply's own ``on``/``off`` pair comes first.
+- With speaker events subscribed (the TwiML ``events`` or ``debug``
+  attribute names ``speaker-events``; ``events`` does by default), speech
+  is over at the ``info agentSpeaking off`` after the last text sent,
+  provided an ``on`` came after that text: an ``off`` without one may be
+  stale (Twilio sent it for the greeting before our text reached it, and the
+  gateway read it late), so the estimate decides then, unless the reply's
+  own ``on``/``off`` pair comes first.
 - Otherwise it is estimated: the characters sent since the reply began (or
   since the last ``agentSpeaking on``) at ``chars_per_s`` (the deployment's
-  speaking rate, :mod:`relay.speech`), counted from the
-  moment the reply's ``last: true`` was forwarded.
+  speaking rate, :mod:`relay.speech`) plus ``TTS_STARTUP_S`` for the voice
+  to catch up, counted from the moment the reply's ``last: true`` was
+  forwarded.
 
 Either way a waiting frame goes at the latest ``SPEECH_CAP_S`` after the reply
 ended (a lost ``off`` must not keep a goodbye from ever ending the call), and a
@@ -29,10 +31,15 @@ from typing import Final
 
 from relay.speech import CHARS_PER_SECOND
 
-__all__ = ["REPLY_OPEN_CAP_S", "SPEECH_CAP_S", "SpeechModel"]
+__all__ = ["REPLY_OPEN_CAP_S", "SPEECH_CAP_S", "TTS_STARTUP_S", "SpeechModel"]
 
 SPEECH_CAP_S: Final = 15.0  # bound on any after_speech wait once the reply has ended
 REPLY_OPEN_CAP_S: Final = 60.0  # a reply that never sends last:true stops blocking after this
+# Without speaker events: how much later than the text arrives the voice
+# lags (TTS start-up and the last chunk's synthesis). Recordings of real
+# calls (docs/PROTOCOL-REFERENCE.md) had the estimate's end go out 0.3-0.9 s
+# before playback ended, cutting the goodbye's last words.
+TTS_STARTUP_S: Final = 1.0
 
 
 @dataclass(eq=False, slots=True)
@@ -102,5 +109,6 @@ class SpeechModel:
             if not self.speaking and self.unplayed == 0:
                 return -math.inf
             return cap
-        estimate = self.ended_at + min(self.chars / self.chars_per_s, SPEECH_CAP_S)
+        speaking_s = TTS_STARTUP_S + self.chars / self.chars_per_s if self.chars else 0.0
+        estimate = self.ended_at + min(speaking_s, SPEECH_CAP_S)
         return min(estimate, cap)

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from gateway.speech import REPLY_OPEN_CAP_S, SPEECH_CAP_S, SpeechModel
+from gateway.speech import REPLY_OPEN_CAP_S, SPEECH_CAP_S, TTS_STARTUP_S, SpeechModel
 from switchboard.settings import Settings
 
 
@@ -23,8 +23,9 @@ def test_estimate_counts_spoken_characters_from_the_last_token() -> None:
     speech.text("Hello ", False, now=100.0)
     assert speech.release_at() == 100.0 + REPLY_OPEN_CAP_S  # still open: wait for last
     speech.text(" there, friend.", True, now=101.0)
-    # 5 + 14 characters (outer spaces do not count) at 10 a second, from the last.
-    assert speech.release_at() == pytest.approx(101.0 + 1.9)
+    # 5 + 14 characters (outer spaces do not count) at 10 a second, from the
+    # last, and the voice's start-up lag (real calls lost a goodbye's end).
+    assert speech.release_at() == pytest.approx(101.0 + TTS_STARTUP_S + 1.9)
 
 
 def test_estimate_is_capped() -> None:
@@ -64,7 +65,7 @@ def test_the_configured_speaking_rate_reaches_the_gateway() -> None:
     assert config.speech_chars_per_second == 20.0
     speech = SpeechModel(chars_per_s=config.speech_chars_per_second)
     speech.text("x" * 40, True, now=0.0)
-    assert speech.release_at() == pytest.approx(2.0)
+    assert speech.release_at() == pytest.approx(TTS_STARTUP_S + 2.0)
 
 
 def test_a_stale_off_falls_back_to_the_estimate() -> None:
@@ -74,7 +75,8 @@ def test_a_stale_off_falls_back_to_the_estimate() -> None:
     speech.info("agentSpeaking", "on")  # the greeting
     speech.text("Let me transfer you.", True, now=10.0)
     speech.info("agentSpeaking", "off")
-    assert speech.release_at() == pytest.approx(10.0 + 2.0)  # 20 characters at 10/s
+    # 20 characters at 10/s, and the voice's start-up lag.
+    assert speech.release_at() == pytest.approx(10.0 + TTS_STARTUP_S + 2.0)
     # The reply's own on/off pair is proof again.
     speech.info("agentSpeaking", "on")
     assert speech.release_at() == 10.0 + SPEECH_CAP_S
