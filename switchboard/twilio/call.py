@@ -162,16 +162,19 @@ class SimulatedCall(RelaySession):
         for msg in kept:
             self._inbox_send.send_nowait(msg)
 
-    async def drop(self) -> TwimlResponse | None:
-        """The socket breaks (no 1000 close): the action callback reports the session
-        ``failed`` with 64105. Returns the action's TwiML (e.g. a fresh relay to resume)."""
+    async def drop(self, *, error: tuple[str, str] = WEBSOCKET_ENDED) -> TwimlResponse | None:
+        """The session fails (no 1000 close): the action callback reports it
+        ``failed`` with ``error`` (``ErrorCode``, ``ErrorMessage``): by default
+        64105, the socket dropped; Twilio reports a provider setting it cannot
+        use, say, as 64106 the same way. Returns the action's TwiML (e.g. a
+        fresh relay to resume)."""
         if not self._finishing:
             await self._finish(
                 CLOSE_INTERNAL_ERROR,
                 "connection lost",
                 status="failed",
                 call_status="in-progress",
-                error=WEBSOCKET_ENDED,
+                error=error,
             )
         await self._finished.wait()
         return self.action_response
