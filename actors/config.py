@@ -56,6 +56,11 @@ class ConversationConfig:
     # Calls whose last written state the partition owner keeps in memory
     # (LRU), so an entry costs no state read; 0 turns the cache off.
     state_cache_calls: int = 4096
+    # Caps on one call's state (actors/conversation/limits.py): the
+    # tokensPlayed text kept per reply, and the history (the oldest go first).
+    max_played_chars: int = 16_384
+    max_history_messages: int = 400
+    max_history_chars: int = 400_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,11 @@ text (a fragment that occurs more than once is taken at the occurrence
 nearest the playback position); when nothing matches it falls back to an
 estimate from the playback duration, cut at a word boundary, and says which
 method it used.
+
+Bounded work: nothing the caller heard can be longer than the reply, so only
+the newest ``tokensPlayed`` chunks and the end of the fragment, up to about
+twice the reply's length, are matched. The cost is linear in the reply's
+length whatever a caller (or a flood of ``info`` frames) sent.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from dataclasses import dataclass
 from relay.speech import CHARS_PER_SECOND
 
 _TAG = re.compile(r"<[^>]*>")
+
+# Extra characters of played text looked at beyond twice the reply's length
+# (SSML tags and whitespace Twilio adds or drops).
+_SLACK = 256
+# Occurrences of a fragment considered; a reply that repeats a phrase more
+# often than this is taken at one of the first ones.
+_MAX_MATCHES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +89,7 @@ def _find_ends(reply: str, heard: str, *, start: int = 0) -> list[int]:
     if not norm_heard:
         return ends
     at = norm_reply.find(norm_heard, start)
-    while at >= 0:
+    while at >= 0 and len(ends) < _MAX_MATCHES:
         ends.append(index[at + len(norm_heard) - 1])
         at = norm_reply.find(norm_heard, at + 1)
     return ends
@@ -113,6 +125,20 @@ def _cut_at_word(reply: str, chars: int) -> str:
     return reply[:cut] if cut > 0 else ""
 
 
+def _newest(played: Sequence[str], window: int) -> list[str]:
+    """The newest chunks of ``played`` totalling at most ``window`` characters
+    (the oldest of them cut to fit), without joining the rest."""
+    out: list[str] = []
+    room = window
+    for chunk in reversed(played):
+        out.append(chunk[-room:] if len(chunk) > room else chunk)
+        room -= len(chunk)
+        if room <= 0:
+            break
+    out.reverse()
+    return out
+
+
 def locate_heard(
     reply: str,
     *,
@@ -129,6 +155,9 @@ def locate_heard(
     """
     if not reply:
         return Heard("", "none")
+    window = 2 * len(reply) + _SLACK
+    played = _newest(played, window)
+    fragment = fragment[-window:]
     played_text = "".join(played)
     played_end = 0
     if played_text.strip():

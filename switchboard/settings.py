@@ -282,6 +282,9 @@ class Settings:
     resume_greeting: str = DEFAULT_RESUME_GREETING
     silence_reprompt_s: float = 10.0
     state_cache_calls: int = 4096
+    max_played_chars: int = 16_384
+    max_history_messages: int = 400
+    max_history_chars: int = 400_000
     silence_max_reprompts: int = 2
     reprompt_text: str = DEFAULT_REPROMPT_TEXT
     goodbye_text: str = DEFAULT_GOODBYE_TEXT
@@ -438,6 +441,9 @@ class Settings:
             silence_reprompt_s=silence_reprompt_s,
             silence_max_reprompts=_int(env, "SWITCHBOARD_SILENCE_MAX_REPROMPTS", 2),
             state_cache_calls=_int(env, "SWITCHBOARD_CONVERSATION_STATE_CACHE", 4096),
+            max_played_chars=_int(env, "SWITCHBOARD_MAX_PLAYED_CHARS", 16_384, minimum=1),
+            max_history_messages=_int(env, "SWITCHBOARD_MAX_HISTORY_MESSAGES", 400, minimum=1),
+            max_history_chars=_int(env, "SWITCHBOARD_MAX_HISTORY_CHARS", 400_000, minimum=1),
             reprompt_text=env.get("SWITCHBOARD_REPROMPT_TEXT") or DEFAULT_REPROMPT_TEXT,
             goodbye_text=env.get("SWITCHBOARD_GOODBYE_TEXT") or DEFAULT_GOODBYE_TEXT,
             goodbye_interruptible=bool(_bool(env, "SWITCHBOARD_GOODBYE_INTERRUPTIBLE", False)),
@@ -495,6 +501,9 @@ class Settings:
             dtmf_menu=dict(self.dtmf_menu),
             speech_chars_per_second=self.speech_chars_per_second,
             state_cache_calls=self.state_cache_calls,
+            max_played_chars=self.max_played_chars,
+            max_history_messages=self.max_history_messages,
+            max_history_chars=self.max_history_chars,
         )
 
     def telemetry_config(self) -> TelemetryConfig:

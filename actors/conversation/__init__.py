@@ -6,6 +6,8 @@ Layered from the inside out:
 - ``rules``: the pure turn rules, ``apply(state, message, *, now, ...)``,
   built from ``turns``, ``bargein``, ``keypad`` and ``silence``; they return
   ``effects`` (messages to publish) and read no clock, bus or context;
+- ``limits``: the caps on what a call's state may hold (played text, history,
+  DTMF), the oldest dropped and counted, applied after every entry;
 - ``timers``: the durable per-partition timer index and the task that fires it;
 - ``cache``: the states this worker last wrote, skipped reads under a lease;
 - ``actor``: ``ConversationActor``, the I/O shell that loads the state, runs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import structlog
 
 from actors.conversation.effects import Step
+from actors.conversation.limits import DTMF_MAX
 from actors.conversation.silence import caller_spoke
 from actors.conversation.state import DTMF, CallState
 from actors.conversation.turns import start_turn
@@ -18,8 +19,6 @@ from bus.messages import CallDtmf
 from relay.dtmf import END_OF_ENTRY, ENTRY_KEYS
 
 log = structlog.get_logger()
-
-_DTMF_MAX = 64  # digits kept in one entry; more is a stuck key
 
 
 def apply_dtmf(step: Step, state: CallState, dtmf: CallDtmf, *, seq: int) -> None:
@@ -37,8 +36,11 @@ def apply_dtmf(step: Step, state: CallState, dtmf: CallDtmf, *, seq: int) -> Non
     if len(digit) != 1 or digit not in ENTRY_KEYS:
         log.warning("caller_dtmf_unknown", seq=seq, digit=digit)
         return
-    if len(state.dtmf_digits) < _DTMF_MAX:
+    if len(state.dtmf_digits) < DTMF_MAX:
         state.dtmf_digits += digit
+    else:
+        drops = state.pending_drops
+        drops["dtmf_digits"] = drops.get("dtmf_digits", 0) + 1
     state.dtmf_seq = seq
     state.timers[DTMF] = int(step.now + step.config.dtmf_idle_s * 1000)
     log.info("caller_dtmf", seq=seq, digit=digit, buffered=len(state.dtmf_digits))

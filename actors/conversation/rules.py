@@ -28,6 +28,7 @@ from actors.config import ConversationConfig
 from actors.conversation.bargein import apply_info, apply_interrupt
 from actors.conversation.effects import Effect, Incoming, Step
 from actors.conversation.keypad import apply_dtmf, entry_timed_out, take_buffered
+from actors.conversation.limits import enforce
 from actors.conversation.silence import arm_silence, caller_spoke, on_silence
 from actors.conversation.state import DTMF, REQUEST, SILENCE, CallState, Speaking
 from actors.conversation.turns import apply_result, end_open_turns, request, start_turn
@@ -69,6 +70,10 @@ def apply(
     """
     step = Step(config=config, now=now, wall_ms=wall_ms)
     new = _dispatch(step, state, incoming)
+    if new is not None:
+        # Bounded work per call: whatever the entry added, the state stays
+        # under the caps (the oldest dropped and counted).
+        enforce(step, new, seq=incoming.seq)
     return Applied(new, step.effects)
 
 

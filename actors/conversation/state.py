@@ -77,6 +77,10 @@ class CallState:
     # The language Twilio recognised the caller's last words in (prompt.lang,
     # e.g. "es-ES", or just "es" with language="multi"); "" until a prompt.
     lang: str = ""
+    # What the caps (``limits``) dropped from this call so far, by kind, and
+    # what a rule dropped during the entry being applied (reported after it).
+    dropped: dict[str, int] = field(default_factory=dict)
+    pending_drops: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         # orjson walks the dataclasses itself: ``json.dumps(asdict(self))``
@@ -106,6 +110,7 @@ class CallState:
             reprompts=int(data.get("reprompts", 0)),
             ending=bool(data.get("ending", False)),
             lang=str(data.get("lang", "")),
+            dropped={str(k): int(v) for k, v in data.get("dropped", {}).items()},
         )
 
     def current(self) -> OpenTurn | None:

@@ -21,6 +21,7 @@ from typing import cast
 import structlog
 
 from actors.conversation.effects import FactOut, Step
+from actors.conversation.limits import enforce
 from actors.conversation.silence import arm_silence
 from actors.conversation.state import (
     REQUEST,
@@ -72,6 +73,7 @@ def request(step: Step, state: CallState, turn: OpenTurn) -> None:
     turn.requested = True
     state.timers.pop(REQUEST, None)
     reply_to = turn.reply_to
+    enforce(step, state, seq=reply_to)  # the request carries only what the caps keep
     messages = request_messages(state.history)
     # History is kept as plain dicts (actors.history); they are API messages.
     typed = cast(list[HistoryMessage], messages)

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import overload
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.heard import locate_heard
+from actors.heard import Heard, locate_heard
 
 REPLY = "Sentence 1 of the reply. Sentence 2 of the reply. Sentence 3 of the reply."
 
@@ -82,3 +85,46 @@ def test_heard_text_is_always_a_prefix(reply: str, a: int, b: int) -> None:
     fragment = reply[min(a, b) : max(a, b)]
     heard = locate_heard(reply, fragment=fragment, duration_ms=float(a * 100))
     assert reply.startswith(heard.text)
+
+
+class _Flood(Sequence[str]):
+    """18 MB of ``tokensPlayed`` chunks (the flood that froze a worker), ending
+    in the real ones; records which chunks were read."""
+
+    def __init__(self, real: list[str], junk: int = 18_000) -> None:
+        self.real = real
+        self.junk = junk
+        self.read: set[int] = set()
+
+    def __len__(self) -> int:
+        return self.junk + len(self.real)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        if isinstance(i, slice):
+            raise TypeError("the flood is read one chunk at a time")
+        i = i + len(self) if i < 0 else i
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        self.read.add(i)
+        return "x" * 1000 if i < self.junk else self.real[i - self.junk]
+
+
+def test_a_flood_of_played_chunks_costs_only_the_newest_and_still_finds_the_cut() -> None:
+    flood = _Flood(["Sentence 1 of the reply.", " Sentence 2 of"])
+    heard = locate_heard(REPLY, played=flood)
+    assert heard == locate_heard(REPLY, played=flood.real)
+    assert heard.text == "Sentence 1 of the reply. Sentence 2 of"
+    # Bounded work: the chunks within twice the reply's length, none older.
+    assert flood.read == {flood.junk - 1, flood.junk, flood.junk + 1}
+
+
+def test_a_fragment_far_longer_than_the_reply_falls_back_to_the_duration() -> None:
+    # Nothing longer than the reply can have been heard of it: only the end
+    # of such a fragment is looked at, and it matches nothing here.
+    fragment = "blah " * 200_000 + "Sentence 2 of"
+    heard = locate_heard(REPLY, fragment=fragment, duration_ms=1000, chars_per_second=30)
+    assert heard == Heard("Sentence 1 of the reply.", "duration")

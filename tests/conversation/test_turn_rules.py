@@ -444,3 +444,91 @@ def test_a_result_or_timer_for_an_unknown_call_changes_nothing() -> None:
     assert call.feed(LlmResult(text="x", reply_to=1), turn=1) == []
     assert call.feed(ConversationTimer(SILENCE, 1)) == []
     assert call.state is None
+
+
+def capped_call(**caps: int) -> Call:
+    config = ConversationConfig(
+        system_prompt="Test agent.", welcome_greeting=GREETING, silence_reprompt_s=0, **caps
+    )
+    return Call(config=config)
+
+
+def capped(effects: list[Effect]) -> list[FactOut]:
+    return [e for e in effects if isinstance(e, FactOut) and e.name == "state_capped"]
+
+
+def test_a_flood_of_tokens_played_is_capped_counted_and_the_cut_still_found() -> None:
+    # The break: every tokensPlayed value was kept, without limit, and the
+    # next interrupt matched all of them.
+    call = capped_call(max_played_chars=1000)
+    call.setup()
+    _, out = one(call.say("When are you open?"), LlmRequest)
+    facts: list[FactOut] = []
+    for _ in range(2000):
+        facts += capped(call.played("x" * 700))
+    facts += capped(call.played("We open at nine"))
+    assert call.state is not None
+    current = call.state.current()
+    assert current is not None
+    assert sum(len(p) for p in current.played) <= 1000
+    assert call.state.dropped["played_chunks"] == 2000 - 1
+    assert sum(f.fields["played_chunks"] for f in facts) == 2000 - 1
+    assert facts[-1].fields["total"] == {"played_chunks": 2000 - 1}
+    call.interrupt("")
+    call.result(out, REPLY, cancelled=True)
+    assert call.history[-1] == agent("We open at nine")
+    # The count is kept with the state.
+    assert CallState.from_json(call.state.to_json()).dropped == {"played_chunks": 1999}
+
+
+def test_history_keeps_the_newest_messages_under_the_caps() -> None:
+    call = capped_call(max_history_messages=6)
+    call.setup()
+    for n in range(10):
+        _, out = one(call.say(f"question {n}"), LlmRequest)
+        call.result(out, f"answer {n}")
+    assert call.history == [
+        user("question 7"),
+        agent("answer 7"),
+        user("question 8"),
+        agent("answer 8"),
+        user("question 9"),
+        agent("answer 9"),
+    ]
+    assert call.state is not None and call.state.dropped == {"history_messages": 15}
+    # The next request carries only what the caps keep.
+    request, _ = one(call.say("question 10"), LlmRequest)
+    assert len(request.messages) == 6 and request.messages[0] == agent("answer 7")
+
+
+def test_history_cap_never_drops_a_message_a_turn_points_at_nor_half_a_tool_pair() -> None:
+    call = capped_call(max_history_chars=150)
+    call.setup()
+    _, out = one(call.say("q" * 30), LlmRequest)
+    tool_use = {"type": "tool_use", "id": "t1", "name": "lookup", "input": {}}
+    tool_result = {"type": "tool_result", "tool_use_id": "t1", "content": "ok"}
+    messages: list[HistoryMessage] = [
+        {"role": "assistant", "content": [tool_use]},
+        {"role": "user", "content": [tool_result]},
+        agent("done"),
+    ]
+    assert isinstance(out.message, LlmRequest) and out.message.reply_to is not None
+    call.feed(
+        LlmResult(text="done", reply_to=out.message.reply_to, messages=messages), turn=out.turn
+    )
+    # A long prompt: the older messages go, the tool pair together.
+    request, _ = one(call.say("p" * 60), LlmRequest)
+    assert call.history == [agent("done"), user("p" * 60)]
+    assert request.messages == [agent("done"), user("p" * 60)]
+
+
+def test_keys_past_the_entry_limit_are_dropped_and_counted() -> None:
+    call = Call()
+    call.setup()
+    facts: list[FactOut] = []
+    for _ in range(100):
+        facts += capped(call.dtmf("1"))
+    assert call.state is not None
+    assert len(call.state.dtmf_digits) == 64
+    assert call.state.dropped == {"dtmf_digits": 36}
+    assert sum(f.fields["dtmf_digits"] for f in facts) == 36
