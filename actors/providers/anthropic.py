@@ -79,7 +79,9 @@ from actors.providers.claude_errors import (
 from actors.providers.claude_messages import (
     FIRST_USER_NOTE,
     block_dict,
+    delimit_caller,
     shape_messages,
+    shape_system,
     supports_prefill,
 )
 from actors.providers.options import EFFORTS, Thinking, parse_effort, parse_thinking
@@ -91,10 +93,12 @@ __all__ = [
     "SPEND_LIMIT_CODE",
     "AnthropicProvider",
     "Thinking",
+    "delimit_caller",
     "parse_effort",
     "parse_thinking",
     "retry_after_s",
     "shape_messages",
+    "shape_system",
     "supports_prefill",
     "translate_error",
     "wants_fallback",
@@ -381,7 +385,7 @@ class AnthropicProvider:
         return self.client.messages.stream(
             model=model,
             max_tokens=request.max_tokens or self.max_tokens,
-            system=request.system,
+            system=shape_system(request.system),
             messages=messages,  # type: ignore[arg-type]
             **options,
         )

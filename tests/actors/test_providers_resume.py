@@ -20,6 +20,8 @@ from actors.providers.base import skip_prefix
 from actors.providers.scripted import scripted_reply
 
 HISTORY = [{"role": "user", "content": "Is the shop open on Sunday?"}]
+# What Claude is sent of it: the caller's words delimited.
+SENT = [{"role": "user", "content": "<caller>Is the shop open on Sunday?</caller>"}]
 
 
 async def deltas_of(
@@ -44,7 +46,7 @@ async def test_resume_prefills_the_spoken_text_as_the_assistant_turn() -> None:
     # Claude continues the last assistant message; the API refuses trailing
     # whitespace there, so it is cut off ...
     assert messages[-1] == {"role": "assistant", "content": "We are open on Sunday"}
-    assert messages[:-1] == HISTORY
+    assert messages[:-1] == SENT
     # ... and the continuation's leading space dropped: the caller heard it.
     assert got == ["from", " ten."]
     assert spoken + "".join(got) == "We are open on Sunday from ten."
@@ -67,7 +69,7 @@ async def test_models_without_prefill_regenerate_and_skip_the_spoken_prefix() ->
         async with open_fake_anthropic(["We are", " open on", " Sunday."]) as fake:
             provider = anthropic_provider(fake, "claude-sonnet-4-6")
             got = await deltas_of(provider, CompletionRequest("sys", HISTORY, prefill=spoken))
-    assert fake.requests[0]["messages"] == HISTORY  # ends with the user: no prefill
+    assert fake.requests[0]["messages"] == SENT  # ends with the user: no prefill
     assert got == ["on", " Sunday."]
 
 

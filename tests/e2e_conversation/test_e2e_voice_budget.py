@@ -90,4 +90,7 @@ async def test_rate_limited_turn_hears_filler_then_apology_and_the_next_turn_is_
     # The next prompt: a normal reply, no filler, and the filler is not in history.
     assert second.text == "We open at nine."
     assert DEFAULT_FILLER_TEXT not in str(fake.requests[-1]["messages"])
-    assert fake.requests[-1]["messages"][-1] == {"role": "user", "content": "And on Sunday?"}
+    assert fake.requests[-1]["messages"][-1] == {
+        "role": "user",
+        "content": "<caller>And on Sunday?</caller>",
+    }
