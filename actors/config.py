@@ -13,6 +13,8 @@ DEFAULT_FILLER_TEXT = "One moment."
 DEFAULT_REFUSAL_LINE = "I'm sorry, I can't help with that. Is there anything else I can do for you?"
 DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
 DEFAULT_REPROMPT_TEXT = "Are you still there?"
+# Said when a reply cannot be given (a provider error, an entry given up on).
+DEFAULT_APOLOGY_TEXT = "Sorry, I'm having trouble right now. Please try again in a moment."
 DEFAULT_GOODBYE_TEXT = "I haven't heard from you, so I'll end the call now. Goodbye!"
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -61,6 +63,16 @@ class ConversationConfig:
     max_played_chars: int = 16_384
     max_history_messages: int = 400
     max_history_chars: int = 400_000
+    # Bounded work per entry: a handler still running after this long is
+    # cancelled (the attempt fails; after the runtime's attempts the entry is
+    # dead-lettered). Keep it above the lease TTL: a bus stall then loses the
+    # lease first, which costs the entry no attempt.
+    handler_deadline_s: float = 10.0
+    # An entry delivered more often than this (its workers died, stalled or
+    # lost their lease while handling it) is dead-lettered, and the caller of
+    # its call hears ``apology_text``; the partition's other calls go on.
+    max_deliveries: int = 5
+    apology_text: str = DEFAULT_APOLOGY_TEXT
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,9 @@ While it holds partition ``p`` the worker:
   cancelled and its entry stays pending, unacknowledged, for the next owner.
 - reads ``stream(p)`` in the actor's group as consumer ``p{p}`` (the
   consumer is the partition, not the worker), first its pending entries
-  (``start="0"``), then new ones. A new owner therefore inherits the previous
+  (``start="0"``, one at a time, so the delivery count an entry carries is
+  the number of owners that started it, plus at most the one batch it was
+  first read in), then new ones. A new owner therefore inherits the previous
   owner's pending list and resumes exactly where it stopped.
 - exposes the lease to the handler (``current_lease``) so writes carry the
   epoch and state is persisted with ``Bus.set_if_lease``. A refused write
@@ -365,7 +367,13 @@ class PartitionManager:
             with trio.CancelScope() as held.read_scope:
                 try:
                     if start == "0":
-                        entries = await self.bus.read_group(stream, self.group, consumer, start="0")
+                        # One at a time: a re-read counts a delivery, and only
+                        # the entry about to be handled may be charged one
+                        # (a poison entry's next owners must not push the
+                        # entries behind it over ``max_deliveries`` too).
+                        entries = await self.bus.read_group(
+                            stream, self.group, consumer, start="0", count=1
+                        )
                         fresh = [e for e in entries if e.id not in seen]
                         if fresh:
                             log.info("pending_redelivered", partition=p, count=len(fresh))

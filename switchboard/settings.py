@@ -285,6 +285,8 @@ class Settings:
     max_played_chars: int = 16_384
     max_history_messages: int = 400
     max_history_chars: int = 400_000
+    handler_deadline_s: float = 10.0
+    conversation_max_deliveries: int = 5
     silence_max_reprompts: int = 2
     reprompt_text: str = DEFAULT_REPROMPT_TEXT
     goodbye_text: str = DEFAULT_GOODBYE_TEXT
@@ -367,6 +369,11 @@ class Settings:
                 f"{where}: {problem}" if key == "languages" else f"{where} {problem}"
             )
         max_tokens = _int(env, "SWITCHBOARD_MAX_TOKENS", 1024, minimum=1)
+        handler_deadline_s = _float(env, "SWITCHBOARD_HANDLER_DEADLINE_S", 10.0)
+        if handler_deadline_s <= 0:
+            raise SettingsError(
+                f"SWITCHBOARD_HANDLER_DEADLINE_S must be > 0, got {handler_deadline_s}"
+            )
         first_token_deadline_s = _float(env, "SWITCHBOARD_FIRST_TOKEN_DEADLINE_S", 2.5)
         if first_token_deadline_s <= 0:
             raise SettingsError(
@@ -444,6 +451,10 @@ class Settings:
             max_played_chars=_int(env, "SWITCHBOARD_MAX_PLAYED_CHARS", 16_384, minimum=1),
             max_history_messages=_int(env, "SWITCHBOARD_MAX_HISTORY_MESSAGES", 400, minimum=1),
             max_history_chars=_int(env, "SWITCHBOARD_MAX_HISTORY_CHARS", 400_000, minimum=1),
+            handler_deadline_s=handler_deadline_s,
+            conversation_max_deliveries=_int(
+                env, "SWITCHBOARD_CONVERSATION_MAX_DELIVERIES", 5, minimum=1
+            ),
             reprompt_text=env.get("SWITCHBOARD_REPROMPT_TEXT") or DEFAULT_REPROMPT_TEXT,
             goodbye_text=env.get("SWITCHBOARD_GOODBYE_TEXT") or DEFAULT_GOODBYE_TEXT,
             goodbye_interruptible=bool(_bool(env, "SWITCHBOARD_GOODBYE_INTERRUPTIBLE", False)),
@@ -504,6 +515,8 @@ class Settings:
             max_played_chars=self.max_played_chars,
             max_history_messages=self.max_history_messages,
             max_history_chars=self.max_history_chars,
+            handler_deadline_s=self.handler_deadline_s,
+            max_deliveries=self.conversation_max_deliveries,
         )
 
     def telemetry_config(self) -> TelemetryConfig:

@@ -40,8 +40,9 @@ from bus.base import BusError, Entry, Fields, parse_id
 from bus.envelope import Envelope
 from bus.facts import fact_item, wall_ms
 from bus.keys import GROUP_CONVERSATION, partition_of
-from bus.messages import ControlCancel, LlmRequest, UnknownKind, envelope
+from bus.messages import ControlCancel, GatewaySend, LlmRequest, UnknownKind, envelope
 from bus.retry import Backoff
+from relay import Text, to_wire
 
 log = structlog.get_logger()
 
@@ -62,6 +63,10 @@ class ConversationActor(Actor):
     def __init__(self, config: ConversationConfig, *, clock: Callable[[], float] = wall_ms) -> None:
         self.config = config
         self.keys = config.keys
+        # Bounded work per entry; the runtime cancels, retries, counts
+        # deliveries and dead-letters (``dead_lettered`` below).
+        self.handler_deadline_s = config.handler_deadline_s
+        self.max_deliveries = config.max_deliveries
         self.clock = clock
         self._timers: dict[int, PartitionTimers] = {}
         self._cache = StateCache(config.state_cache_calls)
@@ -166,6 +171,31 @@ class ConversationActor(Actor):
         else:
             stream = self.keys.gateway(effect.gateway)
         return stream, env.encode()
+
+    async def dead_lettered(self, env: Envelope, entry: Entry, error: str) -> None:
+        """An entry of this call was given up on: the caller hears the apology.
+
+        Only this call pays for a poison entry: the partition's other calls
+        go on with their next entries. The entry's envelope names the call's
+        gateway and session (no state is read: the state may be what made
+        the entry poison).
+        """
+        if not env.call or not env.gateway:
+            log.warning("apology_without_gateway", entry_id=entry.id, kind=str(env.kind))
+            return
+        message = GatewaySend(
+            frame=to_wire(Text(token=self.config.apology_text, last=True)), origin="conversation"
+        )
+        out = envelope(
+            message,
+            call=env.call,
+            session=env.session,
+            gateway=env.gateway,
+            turn=env.turn,
+            epoch=_epoch(),
+        )
+        await self.bus.append(self.keys.gateway(env.gateway), out.encode())
+        log.warning("caller_apology_sent", entry_id=entry.id, kind=str(env.kind), error=error)
 
     # -- persistence ---------------------------------------------------------------
 

@@ -17,12 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.config import DEFAULT_APOLOGY_TEXT
 from actors.llm.reply import ReplyMessages
 from actors.providers.base import Usage as ProviderUsage
 from bus.facts import wall_ms
 from bus.messages import LlmResult, Timings, ToolCall, Usage
 
-APOLOGY = "Sorry, I'm having trouble right now. Please try again in a moment."
+APOLOGY = DEFAULT_APOLOGY_TEXT
 
 
 @dataclass(slots=True)

@@ -16,6 +16,14 @@ Delivery, as the runtime implements it on top of ``bus.base``:
   fails with a retriable bus error (or a group of only those) is retried with
   backoff for as long as the outage lasts, using up no attempt: a Redis
   restart or a cluster failover is not the entry's fault.
+- Bounded work per entry (opt-in, the conversation): a handler still
+  running after ``Actor.handler_deadline_s`` is cancelled and the attempt
+  fails (``handler_deadline_exceeded``); an entry delivered more than
+  ``Actor.max_deliveries`` times (the delivery count of the group's pending
+  list: its workers died, stalled or lost their lease while handling it) is
+  dead-lettered without being handled again (``entry_delivered_too_often``).
+  Whenever the runtime dead-letters an entry it then calls
+  ``Actor.dead_lettered`` (the conversation: the caller hears an apology).
 - Cancellation stops the loops where they are: an entry whose handler did not
   finish stays pending and is delivered again (to this consumer on restart, or
   to another one that claims it). Handlers are therefore idempotent.

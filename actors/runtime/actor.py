@@ -65,6 +65,13 @@ class Actor(abc.ABC):
     consumer: str = ""
     # Opt-in: reclaim entries a dead consumer of the group left pending.
     reclaim: Reclaim | None = None
+    # Opt-in bounds on one entry (None: unbounded). A handler still running
+    # after ``handler_deadline_s`` is cancelled and the attempt counts as
+    # failed. An entry delivered more than ``max_deliveries`` times (its
+    # workers died, stalled or lost their lease while handling it) is not
+    # handled again: it is dead-lettered and ``dead_lettered`` is told.
+    handler_deadline_s: float | None = None
+    max_deliveries: int | None = None
     _bus: Bus | None = None
 
     def attach(self, bus: Bus) -> None:
@@ -98,6 +105,15 @@ class Actor(abc.ABC):
         ``task_status.started()``. The default has none and returns at once.
         """
         task_status.started()
+
+    async def dead_lettered(self, env: Envelope, entry: Entry, error: str) -> None:
+        """The runtime gave up on ``entry`` (recorded on the dead-letter stream).
+
+        The place to tell whoever waits on it (the conversation: the caller
+        hears an apology). Bounded by ``handler_deadline_s``; an error here is
+        logged and the entry is acked all the same. The default does nothing.
+        """
+        await trio.lowlevel.checkpoint()
 
     async def dead_letter(self, entry: Entry, error: str, *, attempts: int) -> str:
         """Record ``entry`` on the dead-letter stream (an actor giving up on it); its id."""

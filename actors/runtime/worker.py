@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,10 @@ def _bus_outage(exc: BaseException) -> BusError | None:
         if found and all(f is not None for f in found):
             return found[0]
     return None
+
+
+class HandlerOverran(Exception):
+    """A handler ran past its actor's ``handler_deadline_s`` and was cancelled."""
 
 
 # Backoff between attempts of a failing handler; doubled each time up to the cap.
@@ -216,11 +221,53 @@ class StreamWorker:
         with structlog.contextvars.bound_contextvars(
             call_sid=env.call, actor=self.actor.name, turn=env.turn
         ):
-            async with self._kept_claimed(entry):
-                error, attempts = await self._handle_with_retries(env, entry)
-            if error is not None and not await self._dead_letter(entry, error, attempts=attempts):
-                return  # not recorded anywhere: leave it pending for redelivery
+            limit = self.actor.max_deliveries
+            if limit is not None and entry.deliveries > limit:
+                # Its workers died, stalled or lost their lease while handling
+                # it: handling it again would cost the next one the same.
+                error: str | None = (
+                    f"delivered {entry.deliveries} times (max {limit}); the workers "
+                    "that took it died, stalled or lost their lease"
+                )
+                attempts = 0
+                log.error(
+                    "entry_delivered_too_often",
+                    kind=env.kind,
+                    stream=entry.stream,
+                    entry_id=entry.id,
+                    deliveries=entry.deliveries,
+                    max_deliveries=limit,
+                )
+            else:
+                async with self._kept_claimed(entry):
+                    error, attempts = await self._handle_with_retries(env, entry)
+            if error is not None:
+                if not await self._dead_letter(entry, error, attempts=attempts):
+                    return  # not recorded anywhere: leave it pending for redelivery
+                await self._tell_dead_lettered(env, entry, error)
             await self._ack(entry)
+
+    async def _tell_dead_lettered(self, env: Envelope, entry: Entry, error: str) -> None:
+        """``actor.dead_lettered``, bounded; its failure never keeps the entry pending."""
+        deadline = self.actor.handler_deadline_s
+        with trio.move_on_after(deadline if deadline is not None else math.inf) as scope:
+            try:
+                await self.actor.dead_lettered(env, entry, error)
+            except Exception:
+                log.exception("dead_lettered_hook_failed", entry_id=entry.id)
+        if scope.cancelled_caught:
+            log.error("dead_lettered_hook_timed_out", entry_id=entry.id, deadline_s=deadline)
+
+    async def _handle_once(self, env: Envelope, entry: Entry) -> None:
+        """Run the handler once, within ``actor.handler_deadline_s`` if set."""
+        deadline = self.actor.handler_deadline_s
+        if deadline is None:
+            await self.actor.handle(env, entry)
+            return
+        with trio.move_on_after(deadline) as scope:
+            await self.actor.handle(env, entry)
+        if scope.cancelled_caught:
+            raise HandlerOverran(f"the handler overran its deadline of {deadline:g} s")
 
     async def _handle_with_retries(self, env: Envelope, entry: Entry) -> tuple[str | None, int]:
         """Run the handler up to ``max_attempts`` times: the last error text (None:
@@ -237,7 +284,7 @@ class StreamWorker:
         while attempt < self.max_attempts:
             attempt += 1
             try:
-                await self.actor.handle(env, entry)
+                await self._handle_once(env, entry)
                 outage.succeeded()
                 return None, attempt
             except MalformedEntry as exc:
@@ -249,6 +296,17 @@ class StreamWorker:
                     error=str(exc),
                 )
                 return f"{type(exc).__name__}: {exc}", attempt
+            except HandlerOverran as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "handler_deadline_exceeded",
+                    kind=env.kind,
+                    stream=entry.stream,
+                    entry_id=entry.id,
+                    attempt=attempt,
+                    max_attempts=self.max_attempts,
+                    deadline_s=self.actor.handler_deadline_s,
+                )
             except Exception as exc:  # trio.Cancelled is a BaseException: never caught
                 lost = _bus_outage(exc)
                 if lost is not None:
