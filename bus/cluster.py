@@ -462,6 +462,15 @@ async def open_redis_client(url: str, **client_kwargs: Any) -> RedisClient | Clu
     except CommandError as exc:
         if "cluster support disabled" in str(exc) or "unknown command" in str(exc):
             return single
+        if str(exc).startswith("NOPERM"):
+            # An ACL user without +cluster|slots: it cannot be asked, and a
+            # cluster would answer this user's commands with MOVED anyway.
+            log.warning(
+                "redis.cluster_slots_not_permitted",
+                address=str(address),
+                hint="grant +cluster|slots to use a Redis Cluster; assuming one node",
+            )
+            return single
         await single.aclose()
         if "SELECT is not allowed in cluster mode" in str(exc):
             raise CommandError(

@@ -250,7 +250,7 @@ class RedisBus:
 
     @classmethod
     def from_url(cls, url: str, retention_ms: int = DEFAULT_RETENTION_MS) -> RedisBus:
-        """A bus for ``redis://[user:password@]host:port/db`` (no I/O yet)."""
+        """A bus on one node at ``url`` (no I/O yet); ``open_redis_bus`` also detects a cluster."""
         return cls(RedisClient.from_url(url), retention_ms)
 
     # -- streams -----------------------------------------------------------

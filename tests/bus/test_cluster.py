@@ -212,3 +212,17 @@ async def test_a_tls_cluster_with_an_acl_user(tmp_path: Path) -> None:
                 lease = await bus.acquire_lease("sb:{p1}:lease", "me", 10_000)
                 assert lease is not None
                 assert await bus.set_if_lease("sb:{p1}:state:CA1", "x", lease)
+
+
+async def test_a_user_not_allowed_cluster_slots_gets_one_node_and_a_hint() -> None:
+    user = AclUser("narrow", "pw", "~* &* +@all -cluster")
+    async with open_redis_server(user=user) as server:
+        with capture_logs() as logs:
+            client = await open_redis_client(server.url)
+        try:
+            assert type(client) is RedisClient
+            assert await client.execute("PING") == "PONG"
+        finally:
+            await client.aclose()
+    [warning] = [e for e in logs if e["event"] == "redis.cluster_slots_not_permitted"]
+    assert "+cluster|slots" in warning["hint"]
