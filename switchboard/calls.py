@@ -6,7 +6,7 @@ what ``switchboard replay`` takes.
 
 Two sources, one story: against Redis (the settings' URL or ``--redis``)
 the streams are read back ``--since`` minutes with ``Bus.range`` and folded
-by the same :class:`gateway.calllog.CallLog` the dashboard uses; against a
+by the same :class:`gateway.dashboard.calllog.CallLog` the dashboard uses; against a
 running ``dev`` process (``--url``) its ``/api/calls`` answers, since its bus
 lives in its memory.
 """
@@ -34,8 +34,7 @@ async def calls_from_bus(
     """Summaries of the calls on the streams of the last ``since_min`` minutes."""
     now = now_ms()
     log, _ = await load_call_log(bus, keys, since_ms=int(now - since_min * 60_000))
-    summaries: list[dict[str, Any]] = log.summaries(now, limit=limit)
-    return summaries
+    return [dict(summary) for summary in log.summaries(now, limit=limit)]
 
 
 async def calls_from_url(api: OperatorApi, *, limit: int | None = None) -> list[dict[str, Any]]:

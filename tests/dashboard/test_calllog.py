@@ -11,12 +11,14 @@ import json
 from typing import Any
 
 from bus.envelope import Envelope, Kind
-from gateway.calllog import (
+from gateway.dashboard.calllog import (
     SOURCE_CALLS,
     SOURCE_DEAD,
     SOURCE_EVENTS,
     SOURCE_GATEWAY,
     CallLog,
+)
+from gateway.dashboard.callview import (
     percentiles,
 )
 
