@@ -142,7 +142,7 @@ class Dispatcher:
             names += ("last_token_sent",)
         sent = SentFacts(names, reply_to, env.turn)
         if self.offer(session, env, Text(token=tokens.text, last=tokens.last), sent):
-            session.fence.forwarded(reply_to, index)
+            session.fence.forwarded(reply_to, index, last=tokens.last)
 
     def _route_send(self, env: Envelope, send: GatewaySend) -> None:
         try:

@@ -11,6 +11,12 @@ Pure (no I/O, no clock). The whole contract, shared with the actors, is here:
 2. **No repeats.** Token batches are numbered per reply (``index`` 0, 1, ...);
    a batch at or below the last one forwarded for its ``reply_to`` is a
    redelivery or a regeneration and is dropped (``duplicate``).
+   A reply ends with ``last: true``; nothing of that reply passes after it
+   (``after_last``), whatever its index. Two LLM workers can stream one
+   request when one reclaims it from a stalled other; they coalesce tokens
+   into batches differently, so the slower one's indices run past the
+   faster one's final batch, and the index rule alone let the caller hear
+   the end of the reply twice.
 3. **At the socket too.** A token batch already queued when the fence moves
    is dropped when it would be written (:meth:`ReplyFence.still_current`),
    so nothing of a cut-off reply is written after the gateway read the
@@ -34,6 +40,7 @@ class Admission(StrEnum):
     SEND = "send"
     FENCED = "fenced"
     DUPLICATE = "duplicate"
+    AFTER_LAST = "after_last"
 
 
 @dataclass(eq=False, slots=True)
@@ -43,6 +50,7 @@ class ReplyFence:
     session_id: str = ""
     fence: int = 0  # seq of the latest final prompt or interrupt
     _last_index: dict[int, int] = field(default_factory=dict)  # reply_to -> index forwarded
+    _finished: set[int] = field(default_factory=set)  # replies whose last batch was forwarded
 
     def caller_event(self, seq: int, *, cuts_reply: bool) -> None:
         """The caller event stamped ``seq`` arrived; ``cuts_reply`` for a final
@@ -52,6 +60,7 @@ class ReplyFence:
         self.fence = seq
         for reply_to in [r for r in self._last_index if r < seq]:
             del self._last_index[reply_to]
+        self._finished = {r for r in self._finished if r >= seq}
 
     def admits_session(self, session: str, *, strict: bool) -> bool:
         """Whether a frame naming ``session`` is for this one. ``strict`` frames
@@ -64,6 +73,8 @@ class ReplyFence:
         """Whether token batch ``index`` of the reply to ``reply_to`` may be sent now."""
         if reply_to < self.fence:
             return Admission.FENCED
+        if reply_to in self._finished:
+            return Admission.AFTER_LAST
         if index <= self._last_index.get(reply_to, -1):
             return Admission.DUPLICATE
         return Admission.SEND
@@ -72,9 +83,12 @@ class ReplyFence:
         """True until a batch of the reply to ``reply_to`` was forwarded."""
         return reply_to not in self._last_index
 
-    def forwarded(self, reply_to: int, index: int) -> None:
-        """Batch ``index`` of the reply to ``reply_to`` went to the socket's queue."""
+    def forwarded(self, reply_to: int, index: int, *, last: bool = False) -> None:
+        """Batch ``index`` of the reply to ``reply_to`` went to the socket's queue;
+        ``last``: it was the reply's final batch."""
         self._last_index[reply_to] = index
+        if last:
+            self._finished.add(reply_to)
 
     def still_current(self, reply_to: int) -> bool:
         """At write time: the reply to ``reply_to`` has not been fenced since it was queued."""

@@ -57,3 +57,18 @@ def test_frames_are_for_the_live_session() -> None:
     assert not fence.admits_session("", strict=True)  # tokens always name theirs
     assert fence.admits_session("", strict=False)  # a frame for the call, whichever session
     assert not fence.admits_session("VX1", strict=False)
+
+
+def test_nothing_of_a_reply_passes_after_its_last_batch() -> None:
+    # Worker A coalesced the reply into 3 batches, worker B (which reclaimed the
+    # request from a stalled A) into 6: B's indices 3..5 are above A's last.
+    fence = ReplyFence("VX1")
+    for index in range(3):
+        assert fence.admit(4, index) is Admission.SEND
+        fence.forwarded(4, index, last=index == 2)
+    assert [fence.admit(4, i) for i in range(6)] == [Admission.AFTER_LAST] * 6
+    # Another reply is not affected, and the next caller turn forgets reply 4.
+    assert fence.admit(5, 0) is Admission.SEND
+    fence.caller_event(6, cuts_reply=True)
+    assert fence.admit(4, 9) is Admission.FENCED
+    assert fence._finished == set()

@@ -172,6 +172,31 @@ async def test_fencing_and_dedup(nursery: trio.Nursery, bus: Bus) -> None:
     assert dropped.labels("no_session")._value.get() == 1
 
 
+async def test_nothing_of_a_reply_is_spoken_after_its_last_token(
+    nursery: trio.Nursery, bus: Bus
+) -> None:
+    # Two LLM workers streaming one reclaimed request: A ended the reply at
+    # index 1, B's batches run on to index 3. B's tail must not be heard.
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as ws:
+            await _open_call(gw, ws, "CA1", "VX1")
+            await ws.send_message(prompt_frame("hi"))  # seq 2
+            await entries(bus, gw.calls_stream("CA1"), 2)
+            await gw.tokens("CA1", "VX1", reply_to=2, index=0, text="Hello there.")
+            await gw.tokens("CA1", "VX1", reply_to=2, index=1, text=" Bye.", last=True)
+            for index, text in enumerate(["Hello", " there.", " Bye", "."]):
+                await gw.tokens("CA1", "VX1", reply_to=2, index=index, text=text, last=index == 3)
+            await gw.send_frame("CA1", "VX1", {"type": "sendDigits", "digits": "1"})
+            heard = [json.loads(await ws.get_message()) for _ in range(3)]
+    assert heard == [
+        {"type": "text", "token": "Hello there.", "last": False},
+        {"type": "text", "token": " Bye.", "last": True},
+        {"type": "sendDigits", "digits": "1"},
+    ]
+    assert gw.gateway.metrics.outbound_dropped.labels("after_last")._value.get() == 4
+
+
 async def test_gateway_send_end_then_twilio_closes(nursery: trio.Nursery, bus: Bus) -> None:
     with trio.fail_after(10):
         gw = await start_gateway(nursery, bus)
