@@ -203,8 +203,14 @@ async def _next_event(stream: trio.abc.Stream, conn: h11.Connection, raw: bytear
 
 
 async def _send_response(
-    stream: trio.abc.Stream, conn: h11.Connection, response: Response, *, close: bool
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    response: Response,
+    *,
+    close: bool,
+    head: bool = False,
 ) -> None:
+    """Write ``response``; ``head`` (a HEAD request) sends its headers only."""
     headers: list[tuple[str, str]] = []
     if response.content_type is not None and response.status != 204:
         headers.append(("Content-Type", response.content_type))
@@ -215,7 +221,7 @@ async def _send_response(
         headers.append(("Connection", "close"))
     reason = _REASONS.get(response.status, b"")
     data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
-    if response.body and response.status != 204:
+    if response.body and response.status != 204 and not head:
         data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
     data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
     await stream.send_all(data)
@@ -265,7 +271,8 @@ async def handle_connection(stream: trio.abc.Stream, router: Router, limits: Htt
                 return
             response = await _dispatch(router, request)
             keep = conn.their_state is h11.DONE and request.header("upgrade") is None
-            await _send_response(stream, conn, response, close=not keep)
+            head = request.method == "HEAD"
+            await _send_response(stream, conn, response, close=not keep, head=head)
             if not keep or conn.our_state is not h11.DONE:
                 return
             conn.start_next_cycle()
@@ -314,13 +321,15 @@ async def _dispatch(router: Router, request: Request) -> Response:
     methods = router.routes.get(request.path)
     if methods is None:
         if request.path in router.sockets:
-            if request.method == "GET":
+            if request.method in ("GET", "HEAD"):
                 return Response(
                     426, b"websocket upgrade required", headers=(("Upgrade", "websocket"),)
                 )
             return Response(405, b"method not allowed", headers=(("Allow", "GET"),))
         return text_response(404, "not found")
-    handler = methods.get(request.method)
+    # HEAD is GET without the body (RFC 9110 9.3.2); _send_response leaves it out.
+    method = "GET" if request.method == "HEAD" else request.method
+    handler = methods.get(method)
     if handler is None:
         allow = ", ".join(router.allowed(request.path))
         return Response(405, b"method not allowed", headers=(("Allow", allow),))

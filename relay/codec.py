@@ -62,6 +62,12 @@ __all__ = [
 
 DEFAULT_MAX_BYTES: Final = 64 * 1024
 EXCERPT_CHARS: Final = 200
+# A callSid or sessionId names bus keys and log lines: Twilio's are 34
+# characters (two letters, 32 hex digits); anything empty or far longer is not one.
+MAX_SID_CHARS: Final = 64
+# ``durationUntilInterruptMs`` above this (Twilio's longest call is 4 hours)
+# is not a duration of speech.
+MAX_DURATION_MS: Final = 24 * 3600 * 1000.0
 
 # Twilio's own numbers (research notes §3, §6.2).
 INVALID_MESSAGE_CODE: Final = 64107
@@ -139,6 +145,17 @@ class _Fields:
     def fail(self, kind: FrameErrorKind, detail: str) -> ProtocolError:
         return self.err(kind, f"{self.type}: {detail}", self.excerpt)
 
+    def text(self, key: str, value: str) -> str:
+        """``value`` if it is valid Unicode text (a JSON ``\\ud800`` escape decodes to
+        a lone surrogate, which no UTF-8 writer downstream accepts)."""
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                detail = f"{key!r} holds a lone surrogate"
+                raise self.fail(FrameErrorKind.BAD_VALUE, detail) from None
+        return value
+
     def str_(self, key: str, *, required: bool = False, default: str = "") -> str:
         value = self.d.get(key)
         if value is None:
@@ -147,6 +164,16 @@ class _Fields:
             return default
         if not isinstance(value, str):
             raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be a string")
+        return self.text(key, value)
+
+    def sid(self, key: str) -> str:
+        """A required, non-empty Twilio SID of reasonable length."""
+        value = self.str_(key, required=True)
+        if not value or len(value) > MAX_SID_CHARS or not value.isprintable() or " " in value:
+            raise self.fail(
+                FrameErrorKind.BAD_VALUE,
+                f"{key!r} must be 1 to {MAX_SID_CHARS} printable characters without spaces",
+            )
         return value
 
     def opt_str(self, key: str) -> str | None:
@@ -172,8 +199,8 @@ class _Fields:
             raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be an integer")
         return value
 
-    def number(self, key: str, default: float) -> float:
-        """A number, tolerating Twilio's older string encoding (``"460"``)."""
+    def number(self, key: str, default: float, *, maximum: float = math.inf) -> float:
+        """A number in ``[0, maximum]``, tolerating Twilio's older string encoding (``"460"``)."""
         value = self.d.get(key)
         if value is None:
             return default
@@ -190,6 +217,8 @@ class _Fields:
             raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be a number")
         if not math.isfinite(number):
             raise self.fail(FrameErrorKind.BAD_VALUE, f"{key!r} must be finite")
+        if not 0 <= number <= maximum:
+            raise self.fail(FrameErrorKind.BAD_VALUE, f"{key!r} must be within 0..{maximum:g}")
         return number
 
     def str_map(self, key: str) -> dict[str, str]:
@@ -198,7 +227,7 @@ class _Fields:
             return {}
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be an object of strings")
-        return dict(value)
+        return {self.text(key, k): self.text(key, v) for k, v in value.items()}
 
 
 def _inbound(f: _Fields) -> InboundMessage:
@@ -206,8 +235,8 @@ def _inbound(f: _Fields) -> InboundMessage:
         case "setup":
             strings = {attr: f.str_(wire) for attr, wire in _SETUP_STRINGS}
             return Setup(
-                session_id=f.str_("sessionId", required=True),
-                call_sid=f.str_("callSid", required=True),
+                session_id=f.sid("sessionId"),
+                call_sid=f.sid("callSid"),
                 custom_parameters=f.str_map("customParameters"),
                 **strings,
             )
@@ -224,7 +253,9 @@ def _inbound(f: _Fields) -> InboundMessage:
             # An interrupt is worth acting on even with fields missing: fence the turn.
             return Interrupt(
                 utterance_until_interrupt=f.str_("utteranceUntilInterrupt"),
-                duration_until_interrupt_ms=f.number("durationUntilInterruptMs", 0.0),
+                duration_until_interrupt_ms=f.number(
+                    "durationUntilInterruptMs", 0.0, maximum=MAX_DURATION_MS
+                ),
             )
         case "error":
             return Error(description=f.str_("description", required=True))
@@ -232,7 +263,8 @@ def _inbound(f: _Fields) -> InboundMessage:
             value = f.d.get("value")
             if value is not None and not isinstance(value, str):
                 value = json.dumps(value, separators=(",", ":"))
-            return Info(name=f.str_("name", required=True), value=value or "")
+            value = f.text("value", value) if value else ""
+            return Info(name=f.str_("name", required=True), value=value)
         case str():
             raise f.fail(FrameErrorKind.UNKNOWN_TYPE, "unknown message type")
         case None:

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import h11
 import trio
 from gwkit import PUBLIC_URL, TOKEN, http, read_reply, request_bytes, start_gateway
+from structlog.testing import capture_logs
 
 from bus.base import Bus
 from bus.memory import MemoryBus
@@ -43,6 +44,21 @@ async def test_not_found_wrong_method_and_upgrade_required(nursery: trio.Nursery
     assert wrong.headers["allow"] == "POST"
     assert wrong_relay.status == 405
     assert plain_relay.status == 426
+
+
+async def test_head_is_answered_like_get_without_a_body(nursery: trio.Nursery, bus: Bus) -> None:
+    with trio.fail_after(10), capture_logs() as logs:
+        gw = await start_gateway(nursery, bus)
+        health = await http(gw.port, "HEAD", "/healthz")
+        metrics = await http(gw.port, "HEAD", "/metrics")
+        post_only = await http(gw.port, "HEAD", "/twiml")
+        missing = await http(gw.port, "HEAD", "/nope")
+    assert (health.status, health.body, health.headers["content-length"]) == (200, b"", "2")
+    assert metrics.status == 200 and metrics.body == b""
+    assert int(metrics.headers["content-length"]) > 0
+    assert (post_only.status, post_only.headers["allow"]) == (405, "POST")
+    assert missing.status == 404
+    assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
 
 
 async def test_body_too_large(nursery: trio.Nursery, bus: Bus) -> None:

@@ -239,7 +239,29 @@ BAD_FRAMES: list[tuple[str | bytes, str]] = [
     ('{"type": "prompt", "voicePrompt": 5, "lang": "en-US", "last": true}', "wrong_type"),
     (b"\x00\x01binary", "binary"),
     ('{"type": "setup", "sessionId": "VX2", "callSid": "CA2"}', "duplicate_setup"),
+    # Hostile values: each costs its frame, never the session.
+    ('{"type": "interrupt", "durationUntilInterruptMs": 18446744073709551616}', "bad_value"),
+    ('{"type": "interrupt", "durationUntilInterruptMs": "-5"}', "bad_value"),
+    ('{"type": "prompt", "voicePrompt": "a\\ud800b", "lang": "en-US", "last": true}', "bad_value"),
+    ('{"type": "info", "name": "x", "value": "\\udfff"}', "bad_value"),
+    ('{"type": "dtmf", "digit": "\\ud83d"}', "bad_value"),
+    ('{"type": "error", "description": "\\udc00"}', "bad_value"),
 ]
+
+
+async def test_a_setup_without_a_call_sid_is_refused_and_never_registered(
+    nursery: trio.Nursery, bus: Bus
+) -> None:
+    with trio.fail_after(10), capture_logs() as logs:
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as ws:
+            await ws.send_message(setup_frame("", "VX1"))
+            await ws.send_message(setup_frame("CA1", "VX1", callerName="\udc00"))
+            await _open_call(gw, ws, "CA1", "VX1")
+            live = set(gw.gateway.sessions)
+    rejected = [(e["event"], e["kind"]) for e in logs if e["event"] == "frame_rejected"]
+    assert rejected == [("frame_rejected", "bad_value")] * 2
+    assert live == {"CA1"}
 
 
 async def test_bad_frames_are_logged_and_dropped_other_calls_unaffected(
