@@ -28,6 +28,10 @@ class GatewayConfig:
     relay: RelayAttributes = field(default_factory=RelayAttributes)
     keys: Keys = field(default_factory=Keys)
     max_frame_bytes: int = 64 * 1024
+    # Every text frame we send stays under this (a longer token is split at
+    # sentence or word boundaries, gateway/spoken.py). Twilio publishes no
+    # limit; small frames also suit its chunked speech synthesis.
+    max_text_frame_bytes: int = 4096
     max_body_bytes: int = 64 * 1024
     # Spoken as welcomeGreeting of the fresh session that /action answers
     # after a failed one (the same callSid continues its history).

@@ -5,7 +5,9 @@ call sid to the live session, never blocking: ``llm.tokens`` become ``text``
 frames after the reply fence (:mod:`gateway.fence`) admits them;
 ``gateway.send`` frames (validated as Twilio would) go at once or, with
 ``after_speech``, once the speech model (:mod:`gateway.speech`) says the
-current reply has been spoken. Each frame is encoded by the session's
+current reply has been spoken. Text is cleaned of what TTS must never get and
+split into frames under ``max_text_frame_bytes`` (:mod:`gateway.spoken`).
+Each frame is encoded by the session's
 :class:`relay.RelayConnection` (which refuses anything after ``end``) into
 the session's bounded outbox; a per-session sender drains it, so one slow
 socket never blocks the dispatcher. When an outbox is full the frame is
@@ -18,6 +20,8 @@ After-speech frames of a session leave in order and die with their session.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import structlog
 import trio
 import trio_websocket
@@ -29,6 +33,7 @@ from bus.retry import Backoff, retry_bus
 from gateway.context import GatewayContext
 from gateway.fence import Admission
 from gateway.session import Deferred, Outgoing, SentFacts, Session
+from gateway.spoken import clean, split_text
 from relay import (
     FrameErrorKind,
     OutboundMessage,
@@ -36,6 +41,7 @@ from relay import (
     RemoteProtocolError,
     Text,
     outbound_from_wire,
+    serialize,
     wire_type,
 )
 
@@ -141,7 +147,8 @@ class Dispatcher:
         if tokens.last:
             names += ("last_token_sent",)
         sent = SentFacts(names, reply_to, env.turn)
-        if self.offer(session, env, Text(token=tokens.text, last=tokens.last), sent):
+        text = Text(token=clean(tokens.text), last=tokens.last)
+        if self.offer(session, env, text, sent):
             session.fence.forwarded(reply_to, index, last=tokens.last)
 
     def _route_send(self, env: Envelope, send: GatewaySend) -> None:
@@ -152,6 +159,8 @@ class Dispatcher:
                 "gateway_send_invalid", kind=exc.kind.value, detail=exc.detail, **_context(env)
             )
             return
+        if isinstance(msg, Text):
+            msg = replace(msg, token=clean(msg.token))
         session = self._live(env, strict=send.after_speech)
         if session is None:
             return
@@ -170,7 +179,39 @@ class Dispatcher:
     def offer(
         self, session: Session, env: Envelope, msg: OutboundMessage, sent: SentFacts | None = None
     ) -> bool:
-        """Encode ``msg`` and queue it for the socket; False when it was dropped."""
+        """Encode ``msg`` (a long text as several frames) and queue it for the
+        socket; False when it was dropped."""
+        if isinstance(msg, Text):
+            parts = self._text_parts(msg, sent)
+            if len(parts) > 1:
+                log.info("text_split", frames=len(parts), chars=len(msg.token), **_context(env))
+            return all(self._offer_one(session, env, part, facts) for part, facts in parts)
+        return self._offer_one(session, env, msg, sent)
+
+    def _text_parts(self, msg: Text, sent: SentFacts | None) -> list[tuple[Text, SentFacts | None]]:
+        """``msg`` as frames under ``max_text_frame_bytes`` (gateway.spoken), each
+        with its facts: ``first_token_sent`` on the first, ``last_token_sent`` on
+        the last, and every one fenced at write time like the whole."""
+        overhead = len(serialize(replace(msg, token="", last=True)))
+        budget = max(6, self.ctx.config.max_text_frame_bytes - overhead)
+        tokens = split_text(msg.token, budget)
+        if len(tokens) == 1:
+            return [(msg, sent)]
+        parts: list[tuple[Text, SentFacts | None]] = []
+        for i, token in enumerate(tokens):
+            facts = sent
+            if sent is not None:
+                keep = {"first_token_sent"} if i == 0 else set()
+                if i == len(tokens) - 1:
+                    keep.add("last_token_sent")
+                facts = replace(sent, names=tuple(n for n in sent.names if n in keep))
+            last = msg.last and i == len(tokens) - 1
+            parts.append((replace(msg, token=token, last=last), facts))
+        return parts
+
+    def _offer_one(
+        self, session: Session, env: Envelope, msg: OutboundMessage, sent: SentFacts | None
+    ) -> bool:
         try:
             frame = session.relay.send(msg)
         except ProtocolError as exc:

@@ -197,6 +197,34 @@ async def test_nothing_of_a_reply_is_spoken_after_its_last_token(
     assert gw.gateway.metrics.outbound_dropped.labels("after_last")._value.get() == 4
 
 
+async def test_long_replies_are_split_and_model_output_cleaned(
+    nursery: trio.Nursery, bus: Bus
+) -> None:
+    sentence = "This sentence is part of a very long reply that goes on. "
+    long_text = sentence * 3000  # ~170 KB in one batch
+    with trio.fail_after(20):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as ws:
+            await _open_call(gw, ws, "CA1", "VX1")
+            await ws.send_message(prompt_frame("talk"))  # seq 2
+            await entries(bus, gw.calls_stream("CA1"), 2)
+            dirty = "\x1b[2J\x1b[31mRed\x1b[0m \u202epay\u202c\x00 now. "
+            await gw.tokens("CA1", "VX1", reply_to=2, index=0, text=dirty)
+            await gw.tokens("CA1", "VX1", reply_to=2, index=1, text=long_text, last=True)
+            first = await ws.get_message()
+            frames = []
+            while not frames or not json.loads(frames[-1])["last"]:
+                frames.append(await ws.get_message())
+    assert json.loads(first) == {"type": "text", "token": "Red pay now. ", "last": False}
+    limit = gw.config.max_text_frame_bytes
+    assert len(frames) > 1
+    assert all(len(frame.encode()) <= limit for frame in frames)
+    tokens = [json.loads(frame)["token"] for frame in frames]
+    assert "".join(tokens) == long_text
+    assert all(token.endswith(". ") for token in tokens)  # cut at sentence ends
+    assert [json.loads(frame)["last"] for frame in frames] == [False] * (len(frames) - 1) + [True]
+
+
 async def test_gateway_send_end_then_twilio_closes(nursery: trio.Nursery, bus: Bus) -> None:
     with trio.fail_after(10):
         gw = await start_gateway(nursery, bus)
