@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ import trio_websocket
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
+from gateway import calltoken
 from switchboard.logging import configure_logging
 from switchboard.testing.procs import open_switchboard
 from switchboard.testing.redis_server import open_redis_server
@@ -91,7 +93,15 @@ async def measure(port: int, *, calls: int, turns_per_call: int) -> list[float]:
     """Run ``calls`` sequential calls of ``turns_per_call`` turns; latencies in ms."""
     latencies: list[float] = []
     for c in range(calls):
-        setup = dict(SETUP, callSid=f"CA{c:032x}", sessionId=f"VX{c:032x}")
+        call_sid = f"CA{c:032x}"
+        secret = ENV["SWITCHBOARD_SESSION_SECRET"].encode()
+        token = calltoken.issue(secret, call_sid, now=time.time())
+        setup = dict(
+            SETUP,
+            callSid=call_sid,
+            sessionId=f"VX{c:032x}",
+            customParameters={calltoken.PARAMETER: token},
+        )
         ws_cm = trio_websocket.open_websocket("127.0.0.1", port, "/relay", use_ssl=False)
         async with ws_cm as ws:
             await ws.send_message(json.dumps(setup))
@@ -131,6 +141,8 @@ ENV = {
     "SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS": "0",
     "SWITCHBOARD_LOG_LEVEL": "warning",
     "TWILIO_AUTH_TOKEN": "",
+    # Known, so the bench can write each setup's session token (gateway.calltoken).
+    "SWITCHBOARD_SESSION_SECRET": "bench-session-secret",
     "ANTHROPIC_API_KEY": "",
 }
 

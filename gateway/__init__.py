@@ -6,6 +6,7 @@ Layers, bottom up (each imports only the ones above it in this list):
 - ``fence``, ``speech``  pure rules: which reply tokens may still be spoken;
                  when the agent has finished speaking.
 - ``spoken``     pure: text for TTS cleaned and split into frames that fit.
+- ``calltoken``  pure: the per-call session token a ``setup`` must carry.
 - ``twiml``      the TwiML answers of the voice webhook and ``POST /action``.
 - ``http``       an h11 HTTP/1.1 front: routing, limits, WebSocket hand-off.
 - ``metrics``    the per-gateway Prometheus registry.

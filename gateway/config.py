@@ -54,6 +54,12 @@ class GatewayConfig:
     # The SharedKey secret of a Twilio Webhook Setting that signs our
     # webhooks with HMAC-SHA256 (X-Twilio-Webhooks-Signature-Settings).
     webhook_shared_key: str | None = None
+    # Signs the per-call session tokens (gateway/calltoken.py). Every gateway
+    # of a deployment needs the same one; without it the Twilio auth token
+    # is used, and without that a random secret of this process (one gateway).
+    session_secret: str | None = None
+    # ``setup`` must arrive this soon after the upgrade, or the socket is closed.
+    setup_timeout_s: float = 5.0
 
     @property
     def relay_url(self) -> str:

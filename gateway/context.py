@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from bus.base import Bus
@@ -24,6 +25,15 @@ class GatewayContext:
     facts: FactPublisher
     sessions: dict[str, Session] = field(default_factory=dict)
     ready: bool = False
+    # Signs session tokens (gateway.calltoken): the configured session secret,
+    # else the Twilio auth token, else random (then only this process admits
+    # the sessions its TwiML announced).
+    token_secret: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.token_secret:
+            secret = self.config.session_secret or self.config.auth_token
+            self.token_secret = secret.encode() if secret else secrets.token_bytes(32)
 
     @property
     def keys(self) -> Keys:

@@ -1,7 +1,12 @@
 """A relay session's life: accept the socket, read it in order, register, close.
 
-``setup`` registers the session under its call sid (the newest session of a
-call is the live one) and starts its sender and its after-speech releaser;
+``setup`` must come within ``setup_timeout_s`` of the upgrade (else the
+socket is closed with 1008) and carry the session token of its call
+(:mod:`gateway.calltoken`; else 1008, and nothing is registered). It
+registers the session under its call sid and starts its sender and its
+after-speech releaser. A session replaces a live one of the same call only
+when its token supersedes that session (the resume path after Twilio's
+signed ``<Connect action>`` callback);
 every frame goes through :mod:`gateway.inbound` in the order read. The
 session ends when the socket closes (Twilio closes it after our ``end``, or
 the caller hung up), on an internal error (closed with 1011, logged; no other
@@ -15,11 +20,15 @@ closes the socket with 1009 (Message Too Big); that is logged as
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import replace
+
 import structlog
 import trio
 import trio_websocket
 
-from gateway import inbound
+from gateway import calltoken, inbound
 from gateway.context import GatewayContext
 from gateway.dispatch import DEFERRED_FRAMES, OUTBOX_FRAMES, Dispatcher
 from gateway.session import Deferred, Outgoing, Session
@@ -37,6 +46,7 @@ HANDSHAKE_TIMEOUT = 10.0
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TOO_BIG = 1009
+CLOSE_POLICY = 1008  # a setup refused (gateway.calltoken) or never sent
 
 
 class Stop:
@@ -101,7 +111,7 @@ async def _relay_session(
         try:
             with stop.scope():
                 await _run_session(ctx, dispatcher, session, inbox)
-                code, reason = 1000, "session over"
+                code, reason = session.close_with or (1000, "session over")
         except* Exception as group:
             code, reason = CLOSE_INTERNAL_ERROR, "internal error"
             log.error("session_failed", **session.log_context(), exc_info=group)
@@ -131,18 +141,43 @@ async def _run_session(
     session: Session,
     inbox: trio.MemoryReceiveChannel[Outgoing],
 ) -> None:
+    setup_deadline = trio.current_time() + ctx.config.setup_timeout_s
     async with trio.open_nursery() as nursery:
         while True:
+            frame: str | bytes | None = None
             try:
-                frame = await session.ws.get_message()
+                with trio.move_on_at(math.inf if session.call_sid else setup_deadline):
+                    frame = await session.ws.get_message()
             except trio_websocket.ConnectionClosed as exc:
                 session.peer_closed.set()
                 _log_close(ctx, session, exc)
+                break
+            if frame is None:
+                ctx.metrics.frames_rejected.labels("setup_timeout").inc()
+                log.info("setup_timeout", timeout_s=ctx.config.setup_timeout_s)
+                session.close_with = (CLOSE_POLICY, "no setup")
                 break
             msg = inbound.receive(ctx, session, frame)
             if msg is None:
                 continue
             if isinstance(msg, Setup):
+                refusal = _refusal(ctx, session, msg)
+                if refusal is not None:
+                    ctx.metrics.frames_rejected.labels("session_refused").inc()
+                    log.warning(
+                        "session_refused",
+                        reason=refusal,
+                        call_sid=msg.call_sid,
+                        session_id=msg.session_id,
+                    )
+                    session.close_with = (CLOSE_POLICY, "session refused")
+                    break
+                if calltoken.PARAMETER in msg.custom_parameters:
+                    # The token has done its job; it is no business of the actors.
+                    kept = {
+                        k: v for k, v in msg.custom_parameters.items() if k != calltoken.PARAMETER
+                    }
+                    msg = replace(msg, custom_parameters=kept)
                 _register(ctx, session, msg)
                 nursery.start_soon(dispatcher.send_frames, session, inbox)
                 deferred, waiting = trio.open_memory_channel[Deferred](DEFERRED_FRAMES)
@@ -150,6 +185,20 @@ async def _run_session(
                 nursery.start_soon(dispatcher.release_after_speech, session, waiting)
             await inbound.publish(ctx, session, msg)
         nursery.cancel_scope.cancel()
+
+
+def _refusal(ctx: GatewayContext, session: Session, setup: Setup) -> str | None:
+    """Why ``setup`` may not start a session (None: it may); see gateway.calltoken."""
+    token = setup.custom_parameters.get(calltoken.PARAMETER)
+    try:
+        grant = calltoken.check(ctx.token_secret, token, setup.call_sid, now=time.time())
+    except calltoken.TokenRejected as exc:
+        return f"token_{exc.reason}"
+    live = ctx.sessions.get(setup.call_sid)
+    if live is not None and live is not session and grant.supersedes != live.session_id:
+        # Only Twilio's signed action callback (the resume path) ends a live session.
+        return "call_already_live"
+    return None
 
 
 def _log_close(ctx: GatewayContext, session: Session, exc: trio_websocket.ConnectionClosed) -> None:

@@ -62,6 +62,8 @@ class Session:
     speech_changed: trio.Event = field(default_factory=trio.Event)
     peer_closed: trio.Event = field(default_factory=trio.Event)
     deferred: trio.MemorySendChannel[Deferred] | None = None
+    # Set when the gateway ends the session itself: the close code and reason.
+    close_with: tuple[int, str] | None = None
 
     def touch_speech(self) -> None:
         """Wake whoever waits on the speech model (after_speech frames)."""

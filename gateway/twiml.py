@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 from twilio.twiml.voice_response import VoiceResponse
 
+from gateway import calltoken
 from gateway.config import GatewayConfig
 from gateway.resume import is_transient
 from relay.handoff import Handoff, HandoffReason
@@ -40,15 +41,26 @@ _QUEUE = re.compile(r"[A-Za-z0-9_.\- ]{1,64}")
 RESUMED_PARAMETER = "resumed"
 
 
-def connect_twiml(config: GatewayConfig, *, resumed: bool = False) -> str:
+def connect_twiml(
+    config: GatewayConfig, *, resumed: bool = False, session_token: str | None = None
+) -> str:
     """TwiML connecting the call to our relay socket, with ``<Connect action>``.
 
     ``action`` is our public ``/action`` URL, so Twilio reports how each
     session ended (and asks what to do next) there. ``resumed`` renders the
     TwiML of a session that continues a failed one: the resume greeting as
     ``welcomeGreeting`` and ``<Parameter name="resumed" value="true"/>``.
+    ``session_token`` (gateway.calltoken) rides along as its ``<Parameter>``.
     """
     attributes = config.relay
+    if session_token is not None:
+        attributes = replace(
+            attributes,
+            parameters=(
+                *[(k, v) for k, v in attributes.parameters if k != calltoken.PARAMETER],
+                (calltoken.PARAMETER, session_token),
+            ),
+        )
     if resumed:
         attributes = replace(
             attributes,
@@ -85,12 +97,17 @@ def give_up_twiml(config: GatewayConfig) -> str:
 
 
 def action_twiml(
-    config: GatewayConfig, params: dict[str, str], *, resume_left: bool = True
+    config: GatewayConfig,
+    params: dict[str, str],
+    *,
+    resume_left: bool = True,
+    session_token: str | None = None,
 ) -> ActionDecision:
     """The answer to the ``<Connect action>`` callback with form ``params``.
 
     ``resume_left``: whether the call may be resumed once more
     (``gateway.resume.claim_resume``, asked only for transient failures).
+    ``session_token``: the token of the resumed session (gateway.calltoken).
     """
     status = params.get("SessionStatus", "")
     if status == "failed":
@@ -100,7 +117,8 @@ def action_twiml(
         if not resume_left:
             detail = f"resumed {config.max_resumes} times already"
             return ActionDecision(give_up_twiml(config), "give_up", detail)
-        return ActionDecision(connect_twiml(config, resumed=True), "resume")
+        twiml = connect_twiml(config, resumed=True, session_token=session_token)
+        return ActionDecision(twiml, "resume")
     if status != "ended":
         return ActionDecision(hangup_twiml(), "hangup")
     handoff = Handoff.parse(params.get("HandoffData"))

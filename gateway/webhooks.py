@@ -5,13 +5,15 @@ the public URL Twilio called, :mod:`relay.signature`); a bad signature gets
 403 and nothing else happens. ``POST /twiml`` answers the
 ``<Connect><ConversationRelay>`` TwiML, ``POST /action`` decides what follows
 a session (:func:`gateway.twiml.action_twiml`), ``POST /status`` logs call
-status callbacks. The ``/relay`` upgrade is gated here too (a WebSocket
-handshake, signed over the relay URL) before :mod:`gateway.lifecycle` takes
-the socket.
+status callbacks. Every ``<Connect><ConversationRelay>`` answered carries the
+session token of its call (:mod:`gateway.calltoken`). The ``/relay`` upgrade
+is gated here too (a WebSocket handshake, signed over the relay URL) before
+:mod:`gateway.lifecycle` takes the socket.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -19,6 +21,7 @@ import trio
 
 from bus.base import BusError
 from bus.keys import GROUP_CONVERSATION, GROUP_LLM, GROUP_TELEMETRY
+from gateway import calltoken
 from gateway.context import GatewayContext
 from gateway.http import Request, Response, text_response, xml_response
 from gateway.resume import claim_resume, is_transient
@@ -92,9 +95,15 @@ class Webhooks:
                 to=params.get("To"),
                 direction=params.get("Direction"),
             )
-            return xml_response(connect_twiml(self.ctx.config))
+            token = self._session_token(params.get("CallSid", ""))
+            return xml_response(connect_twiml(self.ctx.config, session_token=token))
 
         return await self._webhook(request, answer)
+
+    def _session_token(self, call_sid: str, *, supersedes: str = "") -> str:
+        """The token binding the session Twilio opens next to ``call_sid``."""
+        secret = self.ctx.token_secret
+        return calltoken.issue(secret, call_sid, now=time.time(), supersedes=supersedes)
 
     async def _resume_left(self, params: dict[str, str]) -> bool:
         """Whether a failed session's call may be resumed once more (gateway.resume)."""
@@ -124,7 +133,12 @@ class Webhooks:
                 error_message=params.get("ErrorMessage"),
             )
             resume_left = await self._resume_left(params)
-            decision = action_twiml(self.ctx.config, params, resume_left=resume_left)
+            token = self._session_token(
+                params.get("CallSid", ""), supersedes=params.get("SessionId", "")
+            )
+            decision = action_twiml(
+                self.ctx.config, params, resume_left=resume_left, session_token=token
+            )
             log.info(
                 "action_answered",
                 call_sid=params.get("CallSid"),

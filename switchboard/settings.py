@@ -244,6 +244,9 @@ class Settings:
     twilio_auth_token: str | None = None
     # GatewayConfig.webhook_shared_key / max_resumes / resume_apology.
     webhook_shared_key: str | None = None
+    # GatewayConfig.session_secret / setup_timeout_s.
+    session_secret: str | None = None
+    setup_timeout_s: float = 5.0
     max_resumes: int = DEFAULT_MAX_RESUMES
     resume_apology: str = DEFAULT_RESUME_APOLOGY
     anthropic_configured: bool = False
@@ -394,6 +397,9 @@ class Settings:
         dtmf_idle_s = _float(env, "SWITCHBOARD_DTMF_IDLE_S", 3.0)
         if dtmf_idle_s <= 0:
             raise SettingsError(f"SWITCHBOARD_DTMF_IDLE_S must be > 0, got {dtmf_idle_s}")
+        setup_timeout_s = _float(env, "SWITCHBOARD_SETUP_TIMEOUT_S", 5.0)
+        if setup_timeout_s <= 0:
+            raise SettingsError(f"SWITCHBOARD_SETUP_TIMEOUT_S must be > 0, got {setup_timeout_s}")
         speech_rate = _float(env, "SWITCHBOARD_SPEECH_CHARS_PER_S", CHARS_PER_SECOND)
         if not 0 < speech_rate < float("inf"):
             raise SettingsError(
@@ -417,6 +423,8 @@ class Settings:
             worker_id=env.get("SWITCHBOARD_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             webhook_shared_key=env.get("TWILIO_WEBHOOK_SHARED_KEY") or None,
+            session_secret=env.get("SWITCHBOARD_SESSION_SECRET") or None,
+            setup_timeout_s=setup_timeout_s,
             max_resumes=_int(env, "SWITCHBOARD_MAX_RESUMES", DEFAULT_MAX_RESUMES),
             resume_apology=env.get("SWITCHBOARD_RESUME_APOLOGY") or DEFAULT_RESUME_APOLOGY,
             anthropic_configured=anthropic_key,
@@ -494,6 +502,8 @@ class Settings:
             handoff_number=self.transfer_number,
             handoff_queue=self.transfer_queue,
             webhook_shared_key=self.webhook_shared_key,
+            session_secret=self.session_secret,
+            setup_timeout_s=self.setup_timeout_s,
         )
 
     def conversation_config(self) -> ConversationConfig:

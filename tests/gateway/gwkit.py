@@ -8,6 +8,7 @@ wait for the bus entry or the frame they expect.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -17,11 +18,19 @@ import trio
 
 from bus.base import Bus
 from bus.envelope import Envelope, Kind
+from gateway import calltoken
 from gateway.config import GatewayConfig
 from gateway.server import Gateway
 
 PUBLIC_URL = "https://agent.example.com"
 TOKEN = "test-auth-token"
+# The gateways these tests start sign session tokens with this (gateway.calltoken).
+SESSION_SECRET = "test-session-secret"
+
+
+def session_token(call_sid: str, *, supersedes: str = "", secret: str = SESSION_SECRET) -> str:
+    """The token the TwiML of ``call_sid`` would have carried."""
+    return calltoken.issue(secret.encode(), call_sid, now=time.time(), supersedes=supersedes)
 
 
 @dataclass
@@ -75,6 +84,7 @@ async def start_gateway(
 ) -> Running:
     """Start a gateway on a free loopback port in its own cancel scope."""
     overrides.setdefault("public_url", PUBLIC_URL)
+    overrides.setdefault("session_secret", SESSION_SECRET)
     config = GatewayConfig(gateway_id=gateway_id, host="127.0.0.1", port=0, **overrides)
     gateway = Gateway(bus, config)
     running_scope = trio.CancelScope()
@@ -183,7 +193,13 @@ async def wait_for_kind(bus: Bus, stream: str, kind: str) -> list[Envelope]:
                 return found
 
 
-def setup_frame(call_sid: str, session_id: str, **extra: Any) -> str:
+def setup_frame(call_sid: str, session_id: str, *, token: str | None = None, **extra: Any) -> str:
+    """Twilio's setup, with the session token of ``call_sid`` (``token`` overrides it;
+    an empty one sends none)."""
+    parameters = dict(extra.pop("customParameters", {}))
+    token = session_token(call_sid) if token is None else token
+    if token:
+        parameters[calltoken.PARAMETER] = token
     frame = {
         "type": "setup",
         "sessionId": session_id,
@@ -197,7 +213,7 @@ def setup_frame(call_sid: str, session_id: str, **extra: Any) -> str:
         "direction": "inbound",
         "callType": "PSTN",
         "callStatus": "RINGING",
-        "customParameters": {},
+        "customParameters": parameters,
         **extra,
     }
     return json.dumps(frame)

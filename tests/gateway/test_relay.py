@@ -7,6 +7,7 @@ by reading and writing the bus directly.
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from gwkit import (
     entries,
     http,
     prompt_frame,
+    session_token,
     setup_frame,
     start_gateway,
     wait_for_kind,
@@ -28,8 +30,10 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket
 from bus.base import Bus, CommandError, Fields
 from bus.envelope import Kind
 from bus.memory import MemoryBus
+from gateway import calltoken
 from gateway.lifecycle import CLOSE_TIMEOUT
 from relay.signature import sign
+from relay.twiml import parse_twiml
 from switchboard.testing import FaultyBus
 
 
@@ -426,6 +430,97 @@ async def test_new_session_on_same_call_takes_over(nursery: trio.Nursery, bus: B
         ("call.setup", "VX2", 1),
     ]
     assert reply["token"] == "new"
+
+
+async def test_a_second_socket_cannot_take_over_a_live_call(
+    nursery: trio.Nursery, bus: Bus
+) -> None:
+    hijacks = [
+        ("no token", setup_frame("CA1", "VXH1", token="")),
+        ("another call's token", setup_frame("CA1", "VXH2", token=session_token("CA2"))),
+        ("a forged token", setup_frame("CA1", "VXH3", token="9999999999..AAAA")),
+        ("the call's own first token, replayed", setup_frame("CA1", "VXH4")),
+    ]
+    with trio.fail_after(10), capture_logs() as logs:
+        gw = await start_gateway(nursery, bus, auth_token=TOKEN)
+        signed = sign(TOKEN, "wss://agent.example.com/relay")
+        async with _ws(gw.port, signature=signed) as victim:
+            await _open_call(gw, victim, "CA1", "VX1")
+            for _, frame in hijacks:
+                async with _ws(gw.port, signature=signed) as hijacker:
+                    await hijacker.send_message(frame)
+                    with pytest.raises(ConnectionClosed) as info:
+                        await hijacker.get_message()
+                    assert info.value.reason is not None
+                    assert info.value.reason.code == 1008
+            await victim.send_message(prompt_frame("my card number is 4111"))
+            events = await entries(bus, gw.calls_stream("CA1"), 2)
+            await gw.tokens("CA1", "VX1", reply_to=2, index=0, text="Thanks.", last=True)
+            reply = json.loads(await victim.get_message())
+            live = {call: s.session_id for call, s in gw.gateway.sessions.items()}
+    assert [(e.kind, e.session) for e in events] == [("call.setup", "VX1"), ("call.prompt", "VX1")]
+    assert reply == {"type": "text", "token": "Thanks.", "last": True}
+    assert live == {"CA1": "VX1"}
+    refused = [e["reason"] for e in logs if e["event"] == "session_refused"]
+    assert refused == ["token_missing", "token_wrong_call", "token_wrong_call", "call_already_live"]
+
+
+async def test_the_resume_path_replaces_a_stale_session(nursery: trio.Nursery, bus: Bus) -> None:
+    # Twilio reported VX1 failed on /action and the answer's token supersedes it,
+    # while this gateway has not yet seen VX1's socket go (a half-open connection).
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as stale, _ws(gw.port) as resumed:
+            await _open_call(gw, stale, "CA1", "VX1")
+            token = session_token("CA1", supersedes="VX1")
+            await resumed.send_message(setup_frame("CA1", "VX2", token=token))
+            await entries(bus, gw.calls_stream("CA1"), 2)
+            await gw.tokens("CA1", "VX2", reply_to=1, index=0, text="back", last=True)
+            reply = json.loads(await resumed.get_message())
+            live = {call: s.session_id for call, s in gw.gateway.sessions.items()}
+    assert reply == {"type": "text", "token": "back", "last": True}
+    assert live == {"CA1": "VX2"}
+
+
+async def test_the_twiml_token_admits_its_call_only(nursery: trio.Nursery, bus: Bus) -> None:
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus)
+        twiml = await http(gw.port, "POST", "/twiml", form={"CallSid": "CA7"})
+        relay = parse_twiml(twiml.text).relay
+        assert relay is not None
+        token = relay.parameters[calltoken.PARAMETER]
+        async with _ws(gw.port) as other:
+            await other.send_message(setup_frame("CA8", "VX8", token=token))
+            with pytest.raises(ConnectionClosed):
+                await other.get_message()
+        async with _ws(gw.port) as right:
+            await _open_call(gw, right, "CA7", "VX7")
+            live = set(gw.gateway.sessions)
+    assert live == {"CA7"}
+
+
+async def test_sockets_that_never_send_setup_are_closed(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    bus = MemoryBus()
+    with trio.fail_after(60), capture_logs() as logs:
+        gw = await start_gateway(nursery, bus, setup_timeout_s=3.0)
+        async with AsyncExitStack() as stack:
+            idle = [await stack.enter_async_context(_ws(gw.port)) for _ in range(20)]
+            opened = trio.current_time()
+            codes = []
+            for ws in idle:
+                with pytest.raises(ConnectionClosed) as info:
+                    await ws.get_message()
+                assert info.value.reason is not None
+                codes.append(info.value.reason.code)
+            waited = trio.current_time() - opened
+            health = await http(gw.port, "GET", "/healthz")
+    assert codes == [1008] * 20
+    assert 3.0 <= waited < 10.0
+    assert health.status == 200
+    assert len([e for e in logs if e["event"] == "setup_timeout"]) == 20
+    assert gw.gateway.sessions == {}
 
 
 def _boom_prompt(stream: str, fields: Fields) -> bool:
