@@ -37,7 +37,11 @@ Errors::
 
     BusError
     +-- ConnectionLost      (retriable: the command may or may not have run)
-    +-- CommandError        (the server refused the command; not retriable)
+    +-- CommandError        (the server refused the command; retriable only when
+    |                        the refusal is about the server's state, not the
+    |                        command: OOM, READONLY, LOADING, BUSY, MASTERDOWN,
+    |                        TRYAGAIN, CLUSTERDOWN, NOREPLICAS; those commands
+    |                        did not run)
     +-- MalformedEntry      (an entry that is not a Switchboard envelope)
 """
 
@@ -62,8 +66,29 @@ class ConnectionLost(BusError):
     retriable = True
 
 
+# Error-reply prefixes (the first word of Redis's reply) that describe the
+# server's state rather than the command: the same command works once the
+# server is well again (memory freed, a replica promoted, the data loaded, a
+# script finished). Redis refuses these before running the command. ``BUSY``
+# is matched as a whole word: ``BUSYGROUP`` (the group exists) and ``BUSYKEY``
+# are answers, not weather.
+WEATHER_REPLIES = frozenset(
+    {"OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"}
+)
+
+
 class CommandError(BusError):
-    """The bus refused a command (wrong type, bad id, ...)."""
+    """The bus refused a command (wrong type, bad id, out of memory, ...).
+
+    ``retriable`` is true when the refusal is one of ``WEATHER_REPLIES``: the
+    server is unwell (full, read-only, loading, busy) and the command did not
+    run, so the caller backs off and tries again instead of giving up.
+    """
+
+    @property
+    def retriable(self) -> bool:  # type: ignore[override]
+        text = str(self)
+        return text[: text.find(" ") if " " in text else len(text)] in WEATHER_REPLIES
 
 
 class MalformedEntry(BusError):

@@ -48,6 +48,7 @@ from bus.base import Bus, BusError, Fields
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.messages import Fact
+from bus.retry import Backoff
 
 log = structlog.get_logger()
 
@@ -99,8 +100,9 @@ class FactPublisher:
     """Fire-and-forget facts: ``emit`` queues (never blocks), ``serve`` writes.
 
     Run ``serve`` in a nursery for as long as facts may be emitted. Facts
-    emitted while the bus is down are retried by the next batch until the
-    queue overflows; overflowing facts are dropped and counted.
+    emitted while the bus is down wait in the queue until it overflows;
+    overflowing facts, and a batch the bus refused or lost, are dropped and
+    counted (``dropped``). ``serve`` never raises a bus error.
     """
 
     def __init__(self, bus: Bus, keys: Keys, *, capacity: int = FACT_QUEUE) -> None:
@@ -109,6 +111,7 @@ class FactPublisher:
         self.dropped = 0
         self.published = 0
         self._send, self._receive = trio.open_memory_channel[tuple[str, Fields]](max(1, capacity))
+        self._backoff = Backoff("facts_publish")
 
     def emit(self, name: str, **kwargs: Any) -> None:
         """Queue one fact (``fact_envelope`` arguments); drop it if the queue is full."""
@@ -134,10 +137,17 @@ class FactPublisher:
                     break
             try:
                 await self.bus.append_many(batch)
-                self.published += len(batch)
             except BusError as exc:
-                if not exc.retriable:
-                    raise
+                # Facts are shed first: a refused or lost batch is dropped and
+                # counted, never retried ahead of the callers' own events, and
+                # never a reason to stop (a gateway that stopped here would drop
+                # every call). Retriable failures back off and mark the outage.
                 self.dropped += len(batch)
-                log.warning("facts_not_published", count=len(batch), error=repr(exc))
-                await trio.sleep(0.5)
+                if exc.retriable:
+                    await self._backoff.failed(exc)
+                else:
+                    log.error("facts_refused", count=len(batch), error=repr(exc))
+                    await trio.sleep(self._backoff.cap_s)
+                continue
+            self._backoff.succeeded()
+            self.published += len(batch)

@@ -14,6 +14,21 @@ the loop works again (with how long the outage lasted and how many attempts
 failed). A dead Redis therefore costs one log line per loop, not one per
 retry, and no loop spins.
 
+Retriable means weather, not a bug: a lost connection (``ConnectionLost``)
+and the server refusing a command because of its own state (``OOM`` at
+``maxmemory``, ``READONLY`` after a failover, ``LOADING``, ``BUSY``,
+``MASTERDOWN``; see ``bus.base.WEATHER_REPLIES``) are ridden out the same way.
+
+``BusHealth`` is the process's view of the weather, fed by every ``Backoff``
+(one shared instance, ``HEALTH``, since every loop of a process talks to the
+same bus): *degraded* from the first failed attempt of any loop until a
+loop succeeds with no failure for ``settle_s``. It logs ``bus_degraded``
+once when the process turns degraded and ``bus_healthy`` once when it is
+well again; ``/readyz`` answers 503 and the ``switchboard_bus_degraded``
+gauge is 1 in between. A loop abandoned mid-outage (its call ended) cannot
+leave the process degraded for ever: a failure older than ``stale_s`` with
+nothing heard since no longer counts.
+
 ``append_once`` is for the one write that must neither be lost nor doubled
 when the bus blinks (a caller's event, which the gateway cannot ask Twilio
 to send again): it retries a failed append, and before each retry looks for
@@ -48,6 +63,74 @@ DEFAULT_CAP_S = 2.0
 log = structlog.get_logger()
 
 
+class BusHealth:
+    """Whether this process's bus is failing now (see the module docstring).
+
+    Times come from ``trio.current_time()``; one instance per process
+    (``HEALTH``), or one per test. State from an earlier ``trio.run`` (another
+    test in the same process, on another clock) is forgotten.
+    """
+
+    def __init__(self, *, settle_s: float = 5.0, stale_s: float = 15.0) -> None:
+        self.settle_s = settle_s
+        self.stale_s = stale_s
+        self.outages = 0  # outages seen since start (a counter, for /metrics)
+        self._degraded_since: float | None = None
+        self._last_failure = 0.0
+        self._last_error = ""
+        self._run: object = None
+
+    def _same_run(self) -> None:
+        run = trio.lowlevel.current_trio_token()
+        if run is not self._run:
+            self._run = run
+            self._degraded_since = None
+
+    @property
+    def degraded(self) -> bool:
+        """True during an outage: a recent failure and no settled success since."""
+        self._same_run()
+        if self._degraded_since is None:
+            return False
+        if trio.current_time() - self._last_failure >= self.stale_s:
+            self._end(trio.current_time(), "stale")
+            return False
+        return True
+
+    def failed(self, exc: BaseException) -> None:
+        """Record one failed bus command of any loop."""
+        self._same_run()
+        now = trio.current_time()
+        self._last_failure = now
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        if self._degraded_since is None:
+            self._degraded_since = now
+            self.outages += 1
+            log.warning("bus_degraded", error=self._last_error, outage=self.outages)
+
+    def succeeded(self) -> None:
+        """Record one successful bus command; ends the outage once failures settled."""
+        self._same_run()
+        if self._degraded_since is None:
+            return
+        now = trio.current_time()
+        if now - self._last_failure >= self.settle_s:
+            self._end(now, "recovered")
+
+    def _end(self, now: float, how: str) -> None:
+        started = self._degraded_since if self._degraded_since is not None else now
+        self._degraded_since = None
+        log.info(
+            "bus_healthy",
+            how=how,
+            outage_s=round(now - started, 3),
+            last_error=self._last_error,
+        )
+
+
+HEALTH = BusHealth()
+
+
 def missing_group(exc: BaseException) -> bool:
     """True for ``NOGROUP``: the stream or its consumer group is gone (data lost)."""
     return isinstance(exc, CommandError) and "NOGROUP" in str(exc)
@@ -67,9 +150,11 @@ class Backoff:
         base_s: float = DEFAULT_BASE_S,
         cap_s: float = DEFAULT_CAP_S,
         rng: Callable[[], float] = random.random,
+        health: BusHealth | None = None,
         **fields: Any,
     ) -> None:
         self.what = what
+        self.health = health if health is not None else HEALTH
         self.base_s = base_s
         self.cap_s = cap_s
         self._rng = rng
@@ -95,6 +180,7 @@ class Backoff:
         """
         if not exc.retriable:
             raise exc
+        self.health.failed(exc)
         if self.failures == 0:
             self._outage_started = trio.current_time()
             log.warning(
@@ -109,6 +195,7 @@ class Backoff:
 
     def succeeded(self) -> None:
         """Record a successful attempt; logs ``bus_recovered`` after an outage."""
+        self.health.succeeded()
         if self.failures == 0:
             return
         started = self._outage_started if self._outage_started is not None else 0.0

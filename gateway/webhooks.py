@@ -21,6 +21,7 @@ import trio
 
 from bus.base import BusError
 from bus.keys import GROUP_CONVERSATION, GROUP_LLM, GROUP_TELEMETRY
+from bus.retry import HEALTH
 from gateway import calltoken
 from gateway.context import GatewayContext
 from gateway.http import Request, Response, text_response, xml_response
@@ -169,7 +170,13 @@ class Webhooks:
         return text_response(200, "ok")
 
     async def readyz(self, request: Request) -> Response:
-        return text_response(200, "ready") if self.ctx.ready else text_response(503, "starting")
+        if not self.ctx.ready:
+            return text_response(503, "starting")
+        if HEALTH.degraded:
+            # Calls in progress ride the outage out; a balancer should send
+            # new ones to a gateway whose bus works.
+            return text_response(503, "bus degraded")
+        return text_response(200, "ready")
 
     async def metrics(self, request: Request) -> Response:
         metrics = self.ctx.metrics

@@ -1,4 +1,4 @@
-"""A minimal HTTP server for an actor process: ``GET /metrics`` and ``GET /healthz``.
+"""A minimal HTTP server for an actor process: ``GET /metrics``, ``/healthz``, ``/readyz``.
 
 The gateway serves its own ``/metrics`` on its public port; actor processes
 have no HTTP server of their own, and ``actors`` must not import ``gateway``,
@@ -14,8 +14,10 @@ from collections.abc import Sequence
 import h11
 import structlog
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, ProcessCollector
 from prometheus_client.exposition import generate_latest
+
+from bus.retry import HEALTH, BusHealth
 
 log = structlog.get_logger()
 
@@ -34,6 +36,31 @@ def process_registry() -> CollectorRegistry:
     """
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
+    return registry
+
+
+def bus_health_registry(role: str, health: BusHealth = HEALTH) -> CollectorRegistry:
+    """A registry with the process's bus weather (``bus.retry.BusHealth``), read at scrape.
+
+    ``switchboard_bus_degraded{role}`` is 1 while the process rides out a bus
+    outage (Redis full, read-only, loading, away) and 0 otherwise;
+    ``switchboard_bus_outages{role}`` counts the outages since start.
+    """
+    registry = CollectorRegistry()
+    degraded = Gauge(
+        "switchboard_bus_degraded",
+        "1 while this process's bus commands fail (Redis full, read-only, loading, away).",
+        ["role"],
+        registry=registry,
+    )
+    degraded.labels(role).set_function(lambda: float(health.degraded))
+    outages = Gauge(
+        "switchboard_bus_outages",
+        "Bus outages this process has ridden out since it started.",
+        ["role"],
+        registry=registry,
+    )
+    outages.labels(role).set_function(lambda: float(health.outages))
     return registry
 
 
@@ -63,6 +90,10 @@ async def _respond(stream: trio.SocketStream, registries: Sequence[CollectorRegi
         status, body, ctype = 200, render(registries), CONTENT_TYPE_LATEST
     elif request.method == b"GET" and path == "/healthz":
         status, body, ctype = 200, b"ok\n", "text/plain; charset=utf-8"
+    elif request.method == b"GET" and path == "/readyz":
+        # Alive but riding out a bus outage: not ready, so not restarted.
+        status, body = (503, b"bus degraded\n") if HEALTH.degraded else (200, b"ready\n")
+        ctype = "text/plain; charset=utf-8"
     else:
         status, body, ctype = 404, b"not found\n", "text/plain; charset=utf-8"
     headers = [
@@ -84,7 +115,9 @@ async def serve_metrics(
     listeners: list[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``/metrics`` (the ``registries``) and ``/healthz`` until cancelled.
+    """Serve ``/metrics`` (the ``registries``), ``/healthz`` and ``/readyz`` until cancelled.
+
+    ``/readyz`` is 503 while the process's bus is degraded (``bus.retry.HEALTH``).
 
     Reports the bound port through ``task_status`` (useful with port 0).
     ``listeners``, when given, are already bound to ``host:port``.

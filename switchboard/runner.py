@@ -39,7 +39,7 @@ from bus.retry import Backoff
 from gateway.http import open_listeners
 from gateway.server import serve_gateway
 from switchboard import gcpause
-from switchboard.metrics_http import process_registry, serve_metrics
+from switchboard.metrics_http import bus_health_registry, process_registry, serve_metrics
 from switchboard.settings import Settings
 
 log = structlog.get_logger()
@@ -238,7 +238,11 @@ async def run_dev(settings: Settings) -> None:
 
     async def main(nursery: trio.Nursery) -> None:
         port = await start_dev(
-            nursery, settings, bus, extra_registries=[pauses.registry], listeners=listeners
+            nursery,
+            settings,
+            bus,
+            extra_registries=[pauses.registry, bus_health_registry("dev")],
+            listeners=listeners,
         )
         gcpause.settle()
         log.info(
@@ -267,7 +271,7 @@ async def run_gateway(settings: Settings) -> None:
                 lambda task_status: serve_gateway(
                     bus,
                     settings.gateway_config(),
-                    registries=[pauses.registry],
+                    registries=[pauses.registry, bus_health_registry("gateway")],
                     listeners=listeners,
                     task_status=task_status,
                 )
@@ -323,7 +327,7 @@ async def run_actor(settings: Settings, role: str) -> None:
                     lambda task_status: serve_metrics(
                         settings.host,
                         0,
-                        [registry],
+                        [registry, bus_health_registry(role)],
                         listeners=metrics_listeners,
                         task_status=task_status,
                     )
