@@ -462,8 +462,8 @@ def test_the_code_facts_are_found(facts: CodeFacts) -> None:
     assert {"SWITCHBOARD_PORT", "SWITCHBOARD_REDIS_URL", "TWILIO_AUTH_TOKEN"} <= facts.variables
     assert {"ANTHROPIC_API_KEY"} <= facts.variables
     assert {"conversation", "llm"} <= set(facts.actors)
-    assert {"/healthz", "/metrics"} <= facts.actor_routes
-    assert "/readyz" not in facts.actor_routes
+    assert {"/healthz", "/readyz", "/metrics"} <= facts.actor_routes
+    assert "/twiml" not in facts.actor_routes
 
 
 def test_dockerfile(image: Image, facts: CodeFacts) -> None:
@@ -590,15 +590,15 @@ def test_the_checkers_catch_bogus_compose(
     services["gateway"]["environment"]["SWITCHBOARD_NO_SUCH_SETTING"] = "1"
     services["gateway"]["ports"] = ["8080:9090"]
     services["gateway"]["healthcheck"]["test"] = ["CMD", "curl", "http://127.0.0.1:8080/nope"]
-    # The gateway's readiness route is not one an actor serves.
-    services["telemetry"]["healthcheck"] = {"test": "curl -f http://127.0.0.1:9090/readyz"}
+    # The gateway's webhook is not a route an actor serves.
+    services["telemetry"]["healthcheck"] = {"test": "curl -f http://127.0.0.1:9090/twiml"}
     problems = "\n".join(compose_problems(bogus, image, facts))
     assert "no built-in actor 'bogus'" in problems
     assert "--bogus-flag" in problems
     assert "SWITCHBOARD_NO_SUCH_SETTING is not a variable" in problems
     assert "publishes container port 9090: port 9090, but the gateway listens on 8080" in problems
     assert "GET /nope is not a route of the gateway" in problems
-    assert "GET /readyz is not a route of the actor's metrics server" in problems
+    assert "GET /twiml is not a route of the actor's metrics server" in problems
 
 
 def test_the_checkers_catch_bogus_kubernetes(

@@ -528,10 +528,11 @@ def _boom_prompt(stream: str, fields: Fields) -> bool:
 
 
 async def test_a_failing_session_ends_alone(nursery: trio.Nursery) -> None:
-    # The bus refuses one call's prompts, as a full Redis would.
+    # The bus refuses one call's prompts for good, as a key of the wrong type
+    # would. (A full Redis is weather: its refusals are retried, not fatal.)
     bus = FaultyBus(MemoryBus())
-    oom = CommandError("OOM command not allowed when used memory > 'maxmemory'")
-    bus.fail_before("append", error=oom, when=_boom_prompt, times=None)
+    wrong = CommandError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    bus.fail_before("append", error=wrong, when=_boom_prompt, times=None)
     with trio.fail_after(10), capture_logs() as logs:
         gw = await start_gateway(nursery, bus)
         async with _ws(gw.port) as boom, _ws(gw.port) as good:
