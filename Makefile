@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml examples/analytics/pyproject.toml examples/tools_demo/p
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Switchboard needs Python 3.11+ (set PYTHON=python3.11)"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The distribution was called switchboard before it took its own PyPI name
+	# (that one belongs to another project): drop a copy installed under it.
+	$(BIN)/python -m pip uninstall --quiet --yes switchboard 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e ".[test,otel]"
 	# The worked example plug-in (docs/WRITING-ACTORS.md); the plug-in tests run it.
 	$(BIN)/python -m pip install --quiet -e examples/analytics

@@ -153,4 +153,4 @@ async def test_version() -> None:
     with trio.fail_after(DEADLINE_S):
         code, out, _ = await run_cli("--version")
     name, version = out.split()
-    assert code == 0 and version[0].isdigit() and "switchboard" in name
+    assert code == 0 and version[0].isdigit() and name == "switchboard-voice"
