@@ -17,13 +17,24 @@ Built-ins (enabled per profile, ``LLMConfig.tools``):
 - ``send_digits``: a ``sendDigits`` frame (``0-9 * # w``).
 - ``switch_language``: a ``language`` frame, limited to ``LLMConfig.languages``.
 
-User tools register under the ``switchboard.tools`` entry-point group; the
-entry point names a ``Tool`` (``switchboard.tools.weather = "my_pkg:weather"``),
-usually built with the ``tool`` decorator::
+User tools are typed functions marked ``@tool`` in any importable module,
+enabled by reference (``SWITCHBOARD_TOOLS=my_tools:lookup_order``, or the
+profile's ``tools.enabled``); the model sees the function's name, its
+docstring as the description and a JSON Schema read from its type hints
+(``actors.tool_schema``)::
 
-    @tool(description="Look up an order", input_schema={...}, timeout_s=3.0)
-    async def lookup_order(input: dict[str, Any], ctx: ToolContext) -> str:
-        ...
+    @tool(timeout_s=3.0)
+    async def lookup_order(
+        order_number: Annotated[str, "four digits"], ctx: ToolContext
+    ) -> str:
+        '''Look up an order's status.'''
+
+The model's input is checked against the hints before the function runs (a
+mismatch goes back to the model as an error result). Tools can also be
+registered under the ``switchboard.tools`` entry-point group (the entry point
+names a ``Tool``: ``switchboard.tools.weather = "my_pkg:weather"``), and the
+older form, ``@tool(description=..., input_schema={...})`` on an
+``async def f(input: dict, ctx)``, keeps working.
 
 Side effects run at most once per tool use, across every LLM worker. The
 unit is ``ToolContext.idempotency_key`` (``"{call}:{reply_to}:{tool_use_id}"``)
@@ -60,17 +71,21 @@ ran and the claim expires, after which a redelivery would run it again.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import typing
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import structlog
 import trio
 
 from actors.config import LLMConfig
+from actors.tool_schema import ArgumentError, coerce_arguments, read_signature
 from bus.base import Bus, BusError
 from bus.keys import Keys, partition_of
 from relay import Handoff, dtmf, to_wire
@@ -159,25 +174,96 @@ class Tool:
         }
 
 
+@overload
+def tool(func: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
 def tool(
     *,
-    description: str,
+    description: str | None = None,
     input_schema: Mapping[str, Any] | None = None,
     name: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> Callable[[ToolFunc], Tool]:
-    """Make a ``Tool`` of an ``async def f(input, ctx) -> str`` (name defaults to f's)."""
+) -> Callable[[Callable[..., Any]], Tool]: ...
 
-    def wrap(func: ToolFunc) -> Tool:
-        return Tool(
-            name=name or str(getattr(func, "__name__", "tool")),
-            description=description,
-            input_schema=input_schema or {"type": "object", "properties": {}},
-            run=func,
-            timeout_s=timeout_s,
-        )
 
-    return wrap
+def tool(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    description: str | None = None,
+    input_schema: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a ``Tool`` of a function: ``@tool`` or ``@tool(timeout_s=..., ...)``.
+
+    A typed function (``async def`` or a quick plain ``def``) gets its schema
+    from its type hints and its description from its docstring (see
+    ``actors.tool_schema``); ``description`` and ``name`` override them. A
+    function of the older form ``(input: dict, ctx)``, or any function given an
+    explicit ``input_schema``, receives the model's input as one dict.
+    ``TypeError`` names what cannot be read.
+    """
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        tool_name = name or str(getattr(f, "__name__", "tool"))
+        if input_schema is not None or _takes_raw_input(f):
+            text = description or inspect.getdoc(f) or ""
+            if not text:
+                raise TypeError(f"tool {tool_name!r} needs a description or a docstring")
+            return Tool(
+                name=tool_name,
+                description=text,
+                input_schema=input_schema or {"type": "object", "properties": {}},
+                run=f,
+                timeout_s=timeout_s,
+            )
+        return _typed_tool(f, tool_name, description, timeout_s)
+
+    return wrap(func) if func is not None else wrap
+
+
+def _takes_raw_input(func: Callable[..., Any]) -> bool:
+    """The older tool form: ``(input: dict[str, Any], ctx: ToolContext)``."""
+    params = list(inspect.signature(func).parameters.values())
+    if len(params) != 2:
+        return False
+    hint = typing.get_type_hints(func).get(params[0].name)
+    return hint is dict or typing.get_origin(hint) in (dict, Mapping)
+
+
+def _typed_tool(
+    func: Callable[..., Any], name: str, description: str | None, timeout_s: float
+) -> Tool:
+    signature = read_signature(func, context_type=ToolContext)
+    text = description or signature.description
+    if not text:
+        raise TypeError(f"tool {name!r} needs a docstring: it is what the model reads")
+
+    async def run(input: dict[str, Any], ctx: ToolContext) -> str:
+        try:
+            kwargs = coerce_arguments(signature, input)
+        except ArgumentError as exc:
+            raise ToolError(str(exc)) from None
+        if signature.context_parameter is not None:
+            kwargs[signature.context_parameter] = ctx
+        result = func(**kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return _as_text(result)
+
+    return Tool(name, text, signature.input_schema(), run, timeout_s)
+
+
+def _as_text(result: Any) -> str:
+    """What the model reads back: a string as is, anything else as JSON."""
+    if isinstance(result, str):
+        return result
+    if result is None:
+        return "done"
+    return json.dumps(result, default=str, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,8 +576,36 @@ class ToolRegistry:
         return ToolOutcome(ctx.tool_use_id, name, input, content, is_error)
 
 
+def is_reference(name: str) -> bool:
+    """True for ``module:function``, a tool named by where it lives."""
+    return ":" in name
+
+
+def load_reference(reference: str) -> Tool:
+    """The ``@tool`` at ``module:attribute`` (dotted attributes allowed).
+
+    ``LookupError`` with a message that says what is wrong (no such module or
+    attribute, or not marked ``@tool``).
+    """
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise LookupError(f"{reference!r} is not module:function")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LookupError(f"{reference}: cannot import {module_name!r} ({exc})") from None
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise LookupError(f"{reference}: {module_name!r} has no {attribute!r}")
+        found = getattr(found, part)
+    if not isinstance(found, Tool):
+        raise LookupError(f"{reference}: mark the function with @tool (from actors.tools)")
+    return found
+
+
 def tool_registry(config: LLMConfig) -> ToolRegistry:
-    """The registry for ``config.tools``: built-ins plus entry-point tools.
+    """The registry for ``config.tools``: built-ins, entry-point tools, and
+    ``module:function`` references (each is enabled under its tool's name).
 
     Entry points are loaded only when some tool is enabled. A user tool may
     not take a built-in's name.
@@ -499,11 +613,22 @@ def tool_registry(config: LLMConfig) -> ToolRegistry:
     if not config.tools:
         return ToolRegistry({}, ())
     available = builtin_tools(config.languages)
+    builtin = set(available)
     for name, found in entry_point_tools().items():
-        if name in available:
+        if name in builtin:
             raise ValueError(f"user tool {name!r} takes the name of a built-in tool")
         available[name] = found
-    return ToolRegistry(available, config.tools)
+    enabled: list[str] = []
+    for entry in config.tools:
+        if not is_reference(entry):
+            enabled.append(entry)
+            continue
+        loaded = load_reference(entry)
+        if loaded.name in builtin:
+            raise ValueError(f"user tool {entry} takes the name of a built-in tool")
+        available[loaded.name] = loaded
+        enabled.append(loaded.name)
+    return ToolRegistry(available, enabled)
 
 
 def entry_point_tool_names() -> list[str]:

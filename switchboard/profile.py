@@ -43,6 +43,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -151,6 +152,7 @@ RELAY_CHOICES: dict[str, frozenset[str]] = {
 }
 _CHOICES = {("voice", key): values for key, values in RELAY_CHOICES.items()}
 BUILTIN_TOOLS = ("end_call", "transfer", "send_digits", "switch_language")
+_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 def choice_problem(value: object, choices: frozenset[str]) -> str:
@@ -226,6 +228,9 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
     if "enabled" in tools_table:
         known = set(BUILTIN_TOOLS) | set(tools)
         for i, name in enumerate(tools_table["enabled"]):
+            # module:function names a tool in code; settings imports it to check.
+            if isinstance(name, str) and _REFERENCE.fullmatch(name):
+                continue
             if not isinstance(name, str) or name not in known:
                 raise ProfileError(
                     f"{source}: tools.enabled[{i}] {name!r} is not a known tool "

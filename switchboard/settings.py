@@ -27,7 +27,7 @@ from actors.config import (
 )
 from actors.providers.options import parse_effort, parse_thinking
 from actors.telemetry import TelemetryConfig
-from actors.tools import BUILTIN_TOOLS, entry_point_tool_names
+from actors.tools import BUILTIN_TOOLS, entry_point_tool_names, is_reference, load_reference
 from bus.keys import Keys
 from gateway.config import DEFAULT_MAX_RESUMES, DEFAULT_RESUME_APOLOGY, GatewayConfig
 from relay.speech import CHARS_PER_SECOND
@@ -119,11 +119,17 @@ def _str(env: Mapping[str, str], name: str, default: str | None) -> str | None:
 
 
 def _tools(env: Mapping[str, str]) -> tuple[str, ...]:
-    """SWITCHBOARD_TOOLS: comma-separated tool names, each known (built-in or entry point)."""
+    """SWITCHBOARD_TOOLS: comma-separated tools, each known (built-in or entry point)
+    or a ``module:function`` marked ``@tool`` (imported here, to check it once)."""
     names = tuple(n.strip() for n in (env.get("SWITCHBOARD_TOOLS") or "").split(",") if n.strip())
     known = set(BUILTIN_TOOLS) | set(entry_point_tool_names()) if names else set()
     for name in names:
-        if name not in known:
+        if is_reference(name):
+            try:
+                load_reference(name)
+            except (LookupError, TypeError) as exc:
+                raise SettingsError(f"SWITCHBOARD_TOOLS (or the profile's tools): {exc}") from None
+        elif name not in known:
             raise SettingsError(
                 f"SWITCHBOARD_TOOLS names an unknown tool {name!r} "
                 f"(known: {', '.join(sorted(known))})"
