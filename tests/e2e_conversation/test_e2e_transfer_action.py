@@ -11,14 +11,22 @@ from __future__ import annotations
 import json
 
 import trio
+import trio.testing
 
 from bus.memory import MemoryBus
 from relay import End, Text
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
-from switchboard.twilio import TimedPlayback, open_call
+from switchboard.twilio import SimulatedCall, TimedPlayback, open_call
 
 TOKEN = "e2e-transfer-token"
+
+
+async def greeting_over(call: SimulatedCall) -> None:
+    """Until the greeting was spoken and its agentSpeaking off sent and read."""
+    assert isinstance(call.playback, TimedPlayback)
+    await call.playback.wait_heard(1)
+    await trio.testing.wait_all_tasks_blocked()
 
 
 def _settings() -> Settings:
@@ -43,6 +51,10 @@ async def test_transfer_ends_after_speech_and_action_dials() -> None:
             async with open_call(
                 f"http://127.0.0.1:{port}", auth_token=TOKEN, playback_rate=400
             ) as call:
+                # The caller speaks once the greeting has been played, as a
+                # person does: its agentSpeaking on/off reach the gateway
+                # before the prompt, not after the reply (a busy machine).
+                await greeting_over(call)
                 await call.prompt("Please transfer me to a person.")
                 action = await call.wait_ended()
             nursery.cancel_scope.cancel()
@@ -67,6 +79,7 @@ async def test_end_call_says_goodbye_then_hangs_up() -> None:
             async with open_call(
                 f"http://127.0.0.1:{port}", auth_token=TOKEN, playback_rate=400
             ) as call:
+                await greeting_over(call)
                 await call.prompt("Thanks, goodbye.")
                 action = await call.wait_ended()
             nursery.cancel_scope.cancel()
