@@ -166,6 +166,8 @@ class CallSummary:
             "first_token_ms_mean": round(sum(first) / len(first) * 1000, 3) if first else None,
             "input_tokens": usage_in,
             "output_tokens": usage_out,
+            "cache_read_tokens": sum(u.cache_read_input_tokens for u in usage),
+            "cache_write_tokens": sum(u.cache_creation_input_tokens for u in usage),
         }
 
 
@@ -211,7 +213,8 @@ class TelemetryMetrics:
         )
         self.llm_tokens = Counter(
             "switchboard_llm_tokens",
-            "Tokens billed by the LLM provider, by direction.",
+            "Tokens billed by the LLM provider, by direction: input (not cached), "
+            "output, cache_read and cache_write (prompt-cache reads and writes).",
             ["direction"],
             registry=registry,
         )
@@ -290,6 +293,8 @@ class TelemetryActor(Actor):
                 turn.usage = usage
                 self.metrics.llm_tokens.labels("input").inc(usage.input_tokens)
                 self.metrics.llm_tokens.labels("output").inc(usage.output_tokens)
+                self.metrics.llm_tokens.labels("cache_read").inc(usage.cache_read_input_tokens)
+                self.metrics.llm_tokens.labels("cache_write").inc(usage.cache_creation_input_tokens)
         elif name == "provider_error":
             turn.error = fact.str_field("error") or "unknown error"
             call.errors.append(turn.error)

@@ -29,7 +29,9 @@ Fact names used by the built-in parts (body fields besides ``fact``/``t_ms``):
   ``call_ended`` (``code``, ``reason``);
 - conversation: ``prompt_applied``, ``llm_requested`` (``reply_to``);
 - llm: ``request_taken``, ``provider_first_token``, ``completion_done``
-  (``reply_to``, ``usage``, ``stop_reason``, ``cancelled``),
+  (``reply_to``, ``usage`` with ``cache_read_input_tokens`` and
+  ``cache_creation_input_tokens`` when the prompt cache was used,
+  ``stop_reason``, ``cancelled``),
   ``provider_error`` (``error``), ``tool_called`` (``name``, ``is_error``),
   ``generation_cancelled`` (``reason``; ``t_ms`` = when the cancel was read).
 """

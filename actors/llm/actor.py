@@ -226,6 +226,8 @@ class LLMActor(Actor):
             stop_reason=result.stop_reason,
             input_tokens=result.usage.input_tokens,
             output_tokens=result.usage.output_tokens,
+            cache_read_tokens=result.usage.cache_read_input_tokens,
+            cache_write_tokens=result.usage.cache_creation_input_tokens,
             error=result.error,
             cancelled=outcome.cancelled,
             tool_calls=len(result.tool_calls),

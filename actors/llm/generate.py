@@ -122,6 +122,10 @@ class Producer:
             self.outcome.stop_reason = completion.stop_reason
             self.outcome.usage.input_tokens += completion.usage.input_tokens
             self.outcome.usage.output_tokens += completion.usage.output_tokens
+            self.outcome.usage.cache_read_input_tokens += completion.usage.cache_read_input_tokens
+            self.outcome.usage.cache_creation_input_tokens += (
+                completion.usage.cache_creation_input_tokens
+            )
             uses = list(completion.tool_uses)
             # Every block of the round, thinking included (providers that
             # have them): the tool round must send them back unchanged.

@@ -55,7 +55,13 @@ class Outcome:
         return self.reply
 
     def bus_usage(self) -> Usage:
-        return Usage(self.usage.input_tokens, self.usage.output_tokens)
+        u = self.usage
+        return Usage(
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_input_tokens,
+            u.cache_creation_input_tokens,
+        )
 
 
 @dataclass(frozen=True, slots=True)

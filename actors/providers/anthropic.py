@@ -69,6 +69,7 @@ from actors.providers.base import (
     Usage,
     skip_prefix,
 )
+from actors.providers.claude_cache import cached_messages, cached_system, cached_tools
 from actors.providers.claude_errors import (
     SPEND_LIMIT_CODE,
     prefill_refused,
@@ -111,6 +112,10 @@ log = structlog.get_logger()
 # bounds a voice turn; this only stops a stalled stream mid-reply).
 DEFAULT_TIMEOUT_S = 30.0
 _CLOSE_TIMEOUT_S = 2.0
+# How long an idle connection to the API stays in the pool. httpx's default
+# is 5 s; a phone call's turns are usually further apart than that, and a
+# new connection costs a TCP and a TLS handshake on the caller's wait.
+DEFAULT_KEEPALIVE_S = 300.0
 # Backoff without a retry-after: 0.25 s, doubling.
 _BACKOFF_FIRST_S = 0.25
 # Less than this left of the deadline: not worth another request.
@@ -310,6 +315,24 @@ class _AnthropicCompletion:
             )
 
 
+def warm_http_client(keepalive_s: float) -> anthropic.DefaultAsyncHttpxClient:
+    """The SDK's own HTTP client, with idle connections kept ``keepalive_s``.
+
+    Same limits as the SDK's default otherwise. The connection to the API
+    survives the gaps between a call's turns, so a turn pays no TCP and TLS
+    handshake (a server that closes an idle connection first is noticed by
+    the pool, which then opens a fresh one).
+    """
+    limits = anthropic.DEFAULT_CONNECTION_LIMITS
+    return anthropic.DefaultAsyncHttpxClient(
+        limits=type(limits)(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=keepalive_s,
+        )
+    )
+
+
 async def _texts(stream: Any) -> AsyncIterator[str]:
     async for text in stream.text_stream:
         if text:
@@ -340,8 +363,14 @@ class AnthropicProvider:
         fallback_model: str | None = None,
         thinking: str | None = None,
         effort: str | None = None,
+        prompt_cache: bool = True,
+        keepalive_s: float = DEFAULT_KEEPALIVE_S,
     ) -> None:
         self.model = model
+        self.prompt_cache = prompt_cache
+        if not keepalive_s > 0:
+            raise ValueError(f"keepalive_s must be > 0, not {keepalive_s}")
+        self.keepalive_s = keepalive_s
         self.max_tokens = max_tokens
         self._client = client
         # None: decide per model name (``supports_prefill``).
@@ -363,7 +392,11 @@ class AnthropicProvider:
         # Built on first use, so constructing the provider never touches the
         # network or fails for a missing key before a call needs it.
         if self._client is None:
-            self._client = anthropic.AsyncAnthropic(timeout=DEFAULT_TIMEOUT_S, max_retries=0)
+            self._client = anthropic.AsyncAnthropic(
+                timeout=DEFAULT_TIMEOUT_S,
+                max_retries=0,
+                http_client=warm_http_client(self.keepalive_s),
+            )
         return self._client
 
     def prefills(self, model: str) -> bool:
@@ -376,7 +409,16 @@ class AnthropicProvider:
         self, request: CompletionRequest, model: str, messages: list[dict[str, Any]]
     ) -> Any:
         options: dict[str, Any] = {}
-        if request.tools:
+        shaped = shape_system(request.system)
+        system: str | list[dict[str, Any]] = shaped
+        if self.prompt_cache:
+            # The stable prefix marked (claude_cache): system, tools, the
+            # history up to the previous turn.
+            if request.tools:
+                options["tools"] = cached_tools(request.tools, system=shaped)
+            system = cached_system(shaped)
+            messages = cached_messages(messages)
+        elif request.tools:
             options["tools"] = request.tools
         if self.thinking is not None:
             options["thinking"] = self.thinking.param()
@@ -385,7 +427,7 @@ class AnthropicProvider:
         return self.client.messages.stream(
             model=model,
             max_tokens=request.max_tokens or self.max_tokens,
-            system=shape_system(request.system),
+            system=system,  # type: ignore[arg-type]
             messages=messages,  # type: ignore[arg-type]
             **options,
         )

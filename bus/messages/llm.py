@@ -71,18 +71,35 @@ class LlmTokens:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens billed for one completion."""
+    """Tokens billed for one completion; prompt-cache reads and writes apart.
+
+    ``input_tokens`` excludes the cached ones: the prompt was
+    ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
 
     def to_body(self) -> dict[str, Any]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        body = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        # Only when there are some, so bodies without a cache stay as before.
+        if self.cache_read_input_tokens:
+            body["cache_read_input_tokens"] = self.cache_read_input_tokens
+        if self.cache_creation_input_tokens:
+            body["cache_creation_input_tokens"] = self.cache_creation_input_tokens
+        return body
 
     @classmethod
     def from_body(cls, kind: Kind, body: Mapping[str, Any]) -> Self:
         b = Body(kind, body)
-        return cls(input_tokens=b.int_("input_tokens", 0), output_tokens=b.int_("output_tokens", 0))
+        return cls(
+            input_tokens=b.int_("input_tokens", 0),
+            output_tokens=b.int_("output_tokens", 0),
+            cache_read_input_tokens=b.int_("cache_read_input_tokens", 0),
+            cache_creation_input_tokens=b.int_("cache_creation_input_tokens", 0),
+        )
 
 
 @dataclass(frozen=True, slots=True)

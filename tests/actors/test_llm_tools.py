@@ -425,6 +425,8 @@ async def test_anthropic_tool_use_round_trip_through_the_real_sdk() -> None:
                 "id": "toolu_01",
                 "name": "send_digits",
                 "input": {"digits": "42#"},
+                # The prefix up to the tool round is marked for the prompt cache.
+                "cache_control": {"type": "ephemeral"},
             },
         ],
     }

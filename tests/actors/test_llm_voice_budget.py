@@ -170,7 +170,10 @@ async def test_a_thinking_model_with_a_tool_round_gets_no_400() -> None:
             },
         ],
     }
-    assert fake.requests[1]["messages"][-2] == round_one
+    # Sent back unchanged, but for the prompt-cache marker on its last block.
+    sent_back = fake.requests[1]["messages"][-2]
+    assert sent_back["content"][-1].pop("cache_control") == {"type": "ephemeral"}
+    assert sent_back == round_one
     assert result["messages"][0] == round_one
     # Thinking is never spoken.
     spoken = "".join(e.body["text"] for e in await gateway_out(bus) if e.kind == Kind.LLM_TOKENS)

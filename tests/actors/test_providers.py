@@ -61,13 +61,23 @@ async def test_anthropic_provider_streams_through_the_real_sdk() -> None:
     sent = fake.requests[0]
     assert sent["model"] == "claude-test-model"
     assert sent["max_tokens"] == 128
-    assert sent["system"] == f"You are a shop assistant.\n\n{CALLER_NOTE}"
+    # Marked for the prompt cache (claude_cache): the system prompt and the
+    # history before the newest words.
+    ephemeral = {"type": "ephemeral"}
+    assert sent["system"] == [
+        {
+            "type": "text",
+            "text": f"You are a shop assistant.\n\n{CALLER_NOTE}",
+            "cache_control": ephemeral,
+        }
+    ]
     assert sent["stream"] is True
     # The history starts with the greeting (assistant): a user note goes
     # first; the caller's words go delimited.
+    greeting = {"type": "text", "text": HISTORY[0]["content"], "cache_control": ephemeral}
     assert sent["messages"] == [
         {"role": "user", "content": FIRST_USER_NOTE},
-        HISTORY[0],
+        {"role": "assistant", "content": [greeting]},
         {"role": "user", "content": "<caller>Is the shop open on Sunday?</caller>"},
     ]
     # The key travels as the SDK sends it (x-api-key or a bearer token).
@@ -131,9 +141,11 @@ async def test_caller_text_never_overrides_the_system_prompt() -> None:
             request = CompletionRequest(system="You are a shop assistant.", messages=history)
             await collect(provider, request)
     sent = fake.requests[0]
-    assert sent["system"] == shape_system("You are a shop assistant.")
-    assert sent["system"].startswith("You are a shop assistant.")
-    assert "pirate" not in sent["system"]
+    # One text block (marked for the prompt cache): the settings' prompt only.
+    [system] = sent["system"]
+    assert system["text"] == shape_system("You are a shop assistant.")
+    assert system["text"].startswith("You are a shop assistant.")
+    assert "pirate" not in system["text"]
     users = [m["content"] for m in sent["messages"] if m["role"] == "user"]
     assert users[0] == FIRST_USER_NOTE
     first = users[1]

@@ -46,6 +46,20 @@ whose ``signature`` the fake did not issue for that text is also a 400.
 ``first_delay_s`` waits after the response headers before the first event
 (a slow time to first token); ``delta_gap_s`` paces every delta.
 
+A prompt cache (``prompt_cache=True``), as the API models it: the request
+is read as blocks in the order tools, system, messages; a block marked
+``cache_control`` is a breakpoint, and the prefix up to it is written to
+the cache when it is at least ``cache_min_tokens`` long (tokens estimated
+as JSON characters / 4). A later request reads the longest cached prefix
+found at one of its breakpoints or up to 20 blocks before one. ``usage``
+then reports ``cache_read_input_tokens``, ``cache_creation_input_tokens``
+and the rest as ``input_tokens``, and a request that read from the cache
+waits ``cache_hit_delay_s`` instead of ``first_delay_s`` (a faster time to
+first token). ``cache_hits`` counts them.
+
+``connections`` counts the TCP connections accepted (a kept-alive client
+makes one for many requests).
+
 Usage::
 
     async with open_fake_anthropic(reply=["Hi", " there"]) as fake:
@@ -132,7 +146,16 @@ class FakeAnthropic:
         delta_gap_s: float = 0.0,
         reject_prefill: bool = False,
         responder: Callable[[dict[str, Any]], FakeReply | FakeError] | None = None,
+        prompt_cache: bool = False,
+        cache_min_tokens: int = 1024,
+        cache_hit_delay_s: float | None = None,
     ) -> None:
+        self.prompt_cache = prompt_cache
+        self.cache_min_tokens = cache_min_tokens
+        self.cache_hit_delay_s = cache_hit_delay_s
+        self.cache_hits = 0
+        self._cached: set[str] = set()
+        self.connections = 0
         self.reply = list(reply)
         self.error_status = error_status
         self.retry_after = retry_after
@@ -220,6 +243,7 @@ class FakeAnthropic:
     async def handle_connection(self, stream: trio.SocketStream) -> None:
         """Serve HTTP/1.1 requests on one connection until the client closes it."""
         conn = h11.Connection(h11.SERVER)
+        self.connections += 1
         try:
             while True:
                 got = await _read_request(conn, stream)
@@ -275,20 +299,63 @@ class FakeAnthropic:
                 ],
             ),
         )
-        if self.first_delay_s > 0:
-            await trio.sleep(self.first_delay_s)
-        await self._stream_reply(conn, stream, answer, model, n)
+        tokens = (self.input_tokens, self.cache_read_input_tokens, self.cache_creation_input_tokens)
+        delay = self.first_delay_s
+        if self.prompt_cache:
+            tokens = self._use_cache(payload)
+            if tokens[1] and self.cache_hit_delay_s is not None:
+                delay = self.cache_hit_delay_s
+        if delay > 0:
+            await trio.sleep(delay)
+        await self._stream_reply(conn, stream, answer, model, n, tokens)
+
+    def _use_cache(self, payload: dict[str, Any]) -> tuple[int, int, int]:
+        """(input, cache read, cache write) tokens of a request; writes its prefixes."""
+        blocks = _prompt_blocks(payload)
+        marks = [i for i, (_, marked) in enumerate(blocks) if marked]
+        keys: list[str] = []
+        sizes: list[int] = []
+        digest = hashlib.sha256()
+        size = 0
+        for block, _ in blocks:
+            raw = json.dumps(block, sort_keys=True)
+            digest.update(raw.encode())
+            keys.append(digest.copy().hexdigest())
+            size += len(raw)
+            sizes.append(size // 4)
+        total = max(sizes[-1] if sizes else 0, 1)
+        read = 0
+        for mark in marks:
+            for i in range(mark, max(mark - 20, -1), -1):
+                if keys[i] in self._cached:
+                    read = max(read, sizes[i])
+                    break
+        written = 0
+        for mark in marks:
+            if sizes[mark] >= self.cache_min_tokens and keys[mark] not in self._cached:
+                self._cached.add(keys[mark])
+                written = max(written, sizes[mark] - read)
+        if read:
+            self.cache_hits += 1
+        return max(total - read - written, 1), read, written
 
     async def _stream_reply(
-        self, conn: h11.Connection, stream: trio.SocketStream, answer: FakeReply, model: str, n: int
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        answer: FakeReply,
+        model: str,
+        n: int,
+        tokens: tuple[int, int, int],
     ) -> None:
+        input_tokens, cache_read, cache_write = tokens
         usage: dict[str, Any] = {
-            "input_tokens": self.input_tokens,
+            "input_tokens": input_tokens,
             "output_tokens": 1,
-            "cache_creation_input_tokens": self.cache_creation_input_tokens,
-            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
             "cache_creation": {
-                "ephemeral_5m_input_tokens": self.cache_creation_input_tokens,
+                "ephemeral_5m_input_tokens": cache_write,
                 "ephemeral_1h_input_tokens": 0,
             },
         }
@@ -411,6 +478,34 @@ async def open_fake_anthropic(
             yield fake
         finally:
             nursery.cancel_scope.cancel()
+
+
+def _prompt_blocks(payload: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """The prompt as the cache sees it: (block without its marker, marked), in order."""
+    out: list[tuple[dict[str, Any], bool]] = []
+
+    def add(block: Any, where: str) -> None:
+        if not isinstance(block, dict):
+            block = {"type": "text", "text": str(block)}
+        bare = {k: v for k, v in block.items() if k != "cache_control"}
+        out.append(({"at": where, **bare}, "cache_control" in block))
+
+    for tool in payload.get("tools") or []:
+        add(tool, "tools")
+    system = payload.get("system")
+    if isinstance(system, list):
+        for block in system:
+            add(block, "system")
+    elif system:
+        add(system, "system")
+    for message in payload.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        role = str(message.get("role"))
+        content = message.get("content")
+        for block in content if isinstance(content, list) else [content]:
+            add(block, role)
+    return out
 
 
 async def _read_request(
