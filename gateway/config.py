@@ -60,6 +60,12 @@ class GatewayConfig:
     session_secret: str | None = None
     # ``setup`` must arrive this soon after the upgrade, or the socket is closed.
     setup_timeout_s: float = 5.0
+    # Relay sockets open at once (set up or not); one more upgrade gets 503.
+    max_sockets: int = 1024
+    # Connections of any kind open at once (more get 503 and are closed):
+    # above max_sockets, so health checks and webhooks still get through
+    # when the sockets are full. Capped below the process's open-file limit.
+    max_connections: int = 1536
 
     @property
     def relay_url(self) -> str:

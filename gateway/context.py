@@ -29,6 +29,7 @@ class GatewayContext:
     # else the Twilio auth token, else random (then only this process admits
     # the sessions its TwiML announced).
     token_secret: bytes = b""
+    open_sockets: int = 0  # relay sockets from upgrade to close (gateway.lifecycle)
 
     def __post_init__(self) -> None:
         if not self.token_secret:

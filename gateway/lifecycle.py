@@ -85,11 +85,15 @@ async def run_relay(ctx: GatewayContext, dispatcher: Dispatcher, stream: trio.ab
     and a watcher outside the shield turns the outer cancel into ``stop``.
     """
     stop = Stop()
-    async with trio.open_nursery() as watch:
-        watch.start_soon(_cancel_when_cancelled, stop)
-        with trio.CancelScope(shield=True):
-            await _relay_session(ctx, dispatcher, stream, stop)
-        watch.cancel_scope.cancel()
+    ctx.open_sockets += 1
+    try:
+        async with trio.open_nursery() as watch:
+            watch.start_soon(_cancel_when_cancelled, stop)
+            with trio.CancelScope(shield=True):
+                await _relay_session(ctx, dispatcher, stream, stop)
+            watch.cancel_scope.cancel()
+    finally:
+        ctx.open_sockets -= 1
 
 
 async def _relay_session(

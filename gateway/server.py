@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Sequence
 from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
@@ -108,7 +109,10 @@ class Gateway:
             listeners = await open_listeners(ctx.config.host, ctx.config.port)
         port = bound_port(listeners)
         ctx.config = with_bound_port(ctx.config, port)
-        limits = HttpLimits(max_body_bytes=ctx.config.max_body_bytes)
+        limits = HttpLimits(
+            max_body_bytes=ctx.config.max_body_bytes,
+            max_connections=connection_limit(ctx.config.max_connections),
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(ctx.facts.serve)
             await nursery.start(self.dispatcher.serve)
@@ -139,6 +143,26 @@ class Gateway:
 
     async def _relay(self, request: Request, stream: trio.abc.Stream) -> None:
         await run_relay(self.ctx, self.dispatcher, stream)
+
+
+# Descriptors kept free of connections: Redis, the dashboard, logs, the listener.
+FD_RESERVE = 64
+
+
+def connection_limit(configured: int) -> int:
+    """``configured``, or less when the open-file limit would run out first."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or configured + FD_RESERVE <= soft:
+        return configured
+    limit = max(1, soft - FD_RESERVE)
+    log.warning(
+        "connection_limit_lowered",
+        configured=configured,
+        limit=limit,
+        open_file_limit=soft,
+        hint="raise the open-file limit (ulimit -n) to serve more connections",
+    )
+    return limit
 
 
 def with_bound_port(config: GatewayConfig, port: int) -> GatewayConfig:

@@ -215,4 +215,8 @@ class Webhooks:
         if not self.signed(request, self.ctx.config.relay_url, {}):
             self.ctx.metrics.webhooks.labels(request.path, "403").inc()
             return text_response(403, "invalid signature")
+        if self.ctx.open_sockets >= self.ctx.config.max_sockets:
+            self.ctx.metrics.webhooks.labels(request.path, "503").inc()
+            log.warning("relay_sockets_at_limit", limit=self.ctx.config.max_sockets)
+            return Response(503, b"busy", headers=(("Retry-After", "1"),))
         return None

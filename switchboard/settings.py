@@ -250,9 +250,11 @@ class Settings:
     twilio_auth_token: str | None = None
     # GatewayConfig.webhook_shared_key / max_resumes / resume_apology.
     webhook_shared_key: str | None = None
-    # GatewayConfig.session_secret / setup_timeout_s.
+    # GatewayConfig.session_secret / setup_timeout_s / max_sockets / max_connections.
     session_secret: str | None = None
     setup_timeout_s: float = 5.0
+    max_sockets: int = 1024
+    max_connections: int = 1536
     max_resumes: int = DEFAULT_MAX_RESUMES
     resume_apology: str = DEFAULT_RESUME_APOLOGY
     anthropic_configured: bool = False
@@ -406,6 +408,14 @@ class Settings:
         setup_timeout_s = _float(env, "SWITCHBOARD_SETUP_TIMEOUT_S", 5.0)
         if setup_timeout_s <= 0:
             raise SettingsError(f"SWITCHBOARD_SETUP_TIMEOUT_S must be > 0, got {setup_timeout_s}")
+        max_sockets = _int(env, "SWITCHBOARD_MAX_SOCKETS", 1024, minimum=1)
+        max_connections = _int(env, "SWITCHBOARD_MAX_CONNECTIONS", 1536, minimum=2)
+        if max_sockets >= max_connections:
+            raise SettingsError(
+                f"SWITCHBOARD_MAX_SOCKETS ({max_sockets}) must be below "
+                f"SWITCHBOARD_MAX_CONNECTIONS ({max_connections}), so health checks "
+                "and webhooks get through when the sockets are full"
+            )
         speech_rate = _float(env, "SWITCHBOARD_SPEECH_CHARS_PER_S", CHARS_PER_SECOND)
         if not 0 < speech_rate < float("inf"):
             raise SettingsError(
@@ -431,6 +441,8 @@ class Settings:
             webhook_shared_key=env.get("TWILIO_WEBHOOK_SHARED_KEY") or None,
             session_secret=env.get("SWITCHBOARD_SESSION_SECRET") or None,
             setup_timeout_s=setup_timeout_s,
+            max_sockets=max_sockets,
+            max_connections=max_connections,
             max_resumes=_int(env, "SWITCHBOARD_MAX_RESUMES", DEFAULT_MAX_RESUMES),
             resume_apology=env.get("SWITCHBOARD_RESUME_APOLOGY") or DEFAULT_RESUME_APOLOGY,
             anthropic_configured=anthropic_key,
@@ -510,6 +522,8 @@ class Settings:
             webhook_shared_key=self.webhook_shared_key,
             session_secret=self.session_secret,
             setup_timeout_s=self.setup_timeout_s,
+            max_sockets=self.max_sockets,
+            max_connections=self.max_connections,
         )
 
     def conversation_config(self) -> ConversationConfig:

@@ -61,6 +61,27 @@ async def test_head_is_answered_like_get_without_a_body(nursery: trio.Nursery, b
     assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
 
 
+async def test_past_the_connection_limit_new_connections_get_503(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(20):
+        gw = await start_gateway(nursery, MemoryBus(), max_sockets=1, max_connections=3)
+        idle = [await trio.open_tcp_stream("127.0.0.1", gw.port) for _ in range(3)]
+        # Each idle connection is being served (its request head awaited).
+        while True:
+            refused = await http(gw.port, "GET", "/healthz")
+            if refused.status == 503:
+                break
+        for stream in idle:
+            await stream.aclose()
+        while True:  # the server notices the closes in its own time
+            ok = await http(gw.port, "GET", "/healthz")
+            if ok.status == 200:
+                break
+    assert refused.headers["retry-after"] == "1"
+    assert ok.text == "ok"
+
+
 async def test_body_too_large(nursery: trio.Nursery, bus: Bus) -> None:
     with trio.fail_after(10):
         gw = await start_gateway(nursery, bus, max_body_bytes=1024)

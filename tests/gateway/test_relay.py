@@ -523,6 +523,31 @@ async def test_sockets_that_never_send_setup_are_closed(
     assert gw.gateway.sessions == {}
 
 
+async def test_at_the_socket_limit_upgrades_get_503_and_health_still_answers(
+    nursery: trio.Nursery,
+) -> None:
+    bus = MemoryBus()
+    with trio.fail_after(20):
+        gw = await start_gateway(nursery, bus, max_sockets=5, setup_timeout_s=60.0)
+        async with AsyncExitStack() as stack:
+            for _ in range(5):
+                await stack.enter_async_context(_ws(gw.port))
+            with pytest.raises(ConnectionRejected) as info:
+                async with _ws(gw.port):
+                    pass
+            health = await http(gw.port, "GET", "/healthz")
+        # The idle sockets are gone (once the server noticed): upgrades are welcome again.
+        while True:
+            try:
+                async with _ws(gw.port) as ws:
+                    await _open_call(gw, ws, "CA1", "VX1")
+                    break
+            except ConnectionRejected:
+                continue
+    assert info.value.status_code == 503
+    assert health.status == 200
+
+
 def _boom_prompt(stream: str, fields: Fields) -> bool:
     return fields.get("c") == "CABOOM" and fields.get("k") == Kind.CALL_PROMPT
 
