@@ -66,6 +66,9 @@ class GatewayConfig:
     # above max_sockets, so health checks and webhooks still get through
     # when the sockets are full. Capped below the process's open-file limit.
     max_connections: int = 1536
+    # A request head and body must arrive within this, and an idle keep-alive
+    # connection is closed after it.
+    http_timeout_s: float = 10.0
 
     @property
     def relay_url(self) -> str:

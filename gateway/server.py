@@ -112,6 +112,7 @@ class Gateway:
         limits = HttpLimits(
             max_body_bytes=ctx.config.max_body_bytes,
             max_connections=connection_limit(ctx.config.max_connections),
+            request_timeout=ctx.config.http_timeout_s,
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(ctx.facts.serve)

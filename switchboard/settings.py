@@ -255,6 +255,7 @@ class Settings:
     setup_timeout_s: float = 5.0
     max_sockets: int = 1024
     max_connections: int = 1536
+    http_timeout_s: float = 10.0
     max_resumes: int = DEFAULT_MAX_RESUMES
     resume_apology: str = DEFAULT_RESUME_APOLOGY
     anthropic_configured: bool = False
@@ -408,6 +409,9 @@ class Settings:
         setup_timeout_s = _float(env, "SWITCHBOARD_SETUP_TIMEOUT_S", 5.0)
         if setup_timeout_s <= 0:
             raise SettingsError(f"SWITCHBOARD_SETUP_TIMEOUT_S must be > 0, got {setup_timeout_s}")
+        http_timeout_s = _float(env, "SWITCHBOARD_HTTP_TIMEOUT_S", 10.0)
+        if http_timeout_s <= 0:
+            raise SettingsError(f"SWITCHBOARD_HTTP_TIMEOUT_S must be > 0, got {http_timeout_s}")
         max_sockets = _int(env, "SWITCHBOARD_MAX_SOCKETS", 1024, minimum=1)
         max_connections = _int(env, "SWITCHBOARD_MAX_CONNECTIONS", 1536, minimum=2)
         if max_sockets >= max_connections:
@@ -443,6 +447,7 @@ class Settings:
             setup_timeout_s=setup_timeout_s,
             max_sockets=max_sockets,
             max_connections=max_connections,
+            http_timeout_s=http_timeout_s,
             max_resumes=_int(env, "SWITCHBOARD_MAX_RESUMES", DEFAULT_MAX_RESUMES),
             resume_apology=env.get("SWITCHBOARD_RESUME_APOLOGY") or DEFAULT_RESUME_APOLOGY,
             anthropic_configured=anthropic_key,
@@ -524,6 +529,7 @@ class Settings:
             setup_timeout_s=self.setup_timeout_s,
             max_sockets=self.max_sockets,
             max_connections=self.max_connections,
+            http_timeout_s=self.http_timeout_s,
         )
 
     def conversation_config(self) -> ConversationConfig:

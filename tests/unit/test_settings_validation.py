@@ -95,3 +95,35 @@ def test_dotenv_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     # A variable set to an empty string in the environment still wins.
     assert read_env(dotenv, {"TWILIO_AUTH_TOKEN": ""})["TWILIO_AUTH_TOKEN"] == ""
     assert read_env(tmp_path / "missing.env", {"A": "1"}) == {"A": "1"}
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"SWITCHBOARD_SETUP_TIMEOUT_S": "0"}, "SWITCHBOARD_SETUP_TIMEOUT_S must be > 0"),
+        ({"SWITCHBOARD_HTTP_TIMEOUT_S": "0"}, "SWITCHBOARD_HTTP_TIMEOUT_S must be > 0"),
+        (
+            {"SWITCHBOARD_MAX_SOCKETS": "2000", "SWITCHBOARD_MAX_CONNECTIONS": "2000"},
+            "SWITCHBOARD_MAX_SOCKETS (2000) must be below SWITCHBOARD_MAX_CONNECTIONS (2000)",
+        ),
+    ],
+)
+def test_gateway_limits_are_checked(env: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert str(caught.value).startswith(says)
+
+
+def test_gateway_limits_reach_the_gateway() -> None:
+    config = Settings.from_env(
+        {
+            "SWITCHBOARD_SETUP_TIMEOUT_S": "2.5",
+            "SWITCHBOARD_HTTP_TIMEOUT_S": "4",
+            "SWITCHBOARD_MAX_SOCKETS": "10",
+            "SWITCHBOARD_MAX_CONNECTIONS": "20",
+            "SWITCHBOARD_SESSION_SECRET": "s3cret",
+        }
+    ).gateway_config()
+    assert (config.setup_timeout_s, config.http_timeout_s) == (2.5, 4.0)
+    assert (config.max_sockets, config.max_connections) == (10, 20)
+    assert config.session_secret == "s3cret"
