@@ -33,7 +33,7 @@ from bus.retry import Backoff, retry_bus
 from gateway.context import GatewayContext
 from gateway.fence import Admission
 from gateway.session import Deferred, Outgoing, SentFacts, Session
-from gateway.spoken import clean, split_text
+from gateway.spoken import clean, clean_part, split_text
 from relay import (
     FrameErrorKind,
     OutboundMessage,
@@ -147,7 +147,13 @@ class Dispatcher:
         if tokens.last:
             names += ("last_token_sent",)
         sent = SentFacts(names, reply_to, env.turn)
-        text = Text(token=clean(tokens.text), last=tokens.last)
+        held = session.held_escape
+        token, hold = clean_part(held.pop(reply_to, ""), tokens.text)
+        for stale in [r for r in held if not session.fence.still_current(r)]:
+            del held[stale]
+        if hold and not tokens.last:
+            held[reply_to] = hold
+        text = Text(token=token, last=tokens.last)
         if self.offer(session, env, text, sent):
             session.fence.forwarded(reply_to, index, last=tokens.last)
 

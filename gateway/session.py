@@ -62,6 +62,9 @@ class Session:
     speech_changed: trio.Event = field(default_factory=trio.Event)
     peer_closed: trio.Event = field(default_factory=trio.Event)
     deferred: trio.MemorySendChannel[Deferred] | None = None
+    # Per reply: an escape sequence cut off at the end of its last batch
+    # (gateway.spoken.clean_part), waiting for the rest.
+    held_escape: dict[int, str] = field(default_factory=dict)
     # Set when the gateway ends the session itself: the close code and reason.
     close_with: tuple[int, str] | None = None
 

@@ -24,7 +24,7 @@ from typing import Final
 
 import orjson
 
-__all__ = ["clean", "split_text", "string_bytes"]
+__all__ = ["clean", "clean_part", "split_text", "string_bytes"]
 
 # ESC followed by a CSI (ESC [ ... final byte), an OSC (ESC ] ... BEL or ESC \),
 # or any other two-character escape; then a bare CSI/OSC of the 8-bit forms.
@@ -45,6 +45,27 @@ _UNSPEAKABLE: Final = re.compile(
 # stray ``<`` that opens no tag.
 _UNITS: Final = re.compile(r"<[^<>]*>\s*|[^\s<]+\s*|\s+|<")
 _SENTENCE_END: Final = re.compile(r"[.!?;:\u3002\uff01\uff1f]['\")\]]*\s+$|\n\s*$")
+
+
+# An escape sequence cut off at the end of a piece of a stream: ESC alone, an
+# unfinished CSI or OSC. At most this long (an OSC that never ends is not held).
+_OPEN_ESCAPE: Final = re.compile(r"(?:\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*)?|\x9b[0-?]*[ -/]*)\Z")
+_MAX_HELD: Final = 64
+
+
+def clean_part(held: str, text: str) -> tuple[str, str]:
+    """Clean one piece of a stream (a reply's token batch).
+
+    ``held`` is what the previous piece held back. Returns the cleaned text
+    and what to hold back for the next piece: an escape sequence cut off at
+    the end, so its tail (``31m``) is not spoken when the next piece starts
+    with it. Whatever is held when the stream ends is dropped.
+    """
+    text = held + text
+    found = _OPEN_ESCAPE.search(text)
+    if found is not None and len(text) - found.start() <= _MAX_HELD:
+        return clean(text[: found.start()]), text[found.start() :]
+    return clean(text), ""
 
 
 def clean(text: str) -> str:

@@ -213,13 +213,16 @@ async def test_long_replies_are_split_and_model_output_cleaned(
             await ws.send_message(prompt_frame("talk"))  # seq 2
             await entries(bus, gw.calls_stream("CA1"), 2)
             dirty = "\x1b[2J\x1b[31mRed\x1b[0m \u202epay\u202c\x00 now. "
-            await gw.tokens("CA1", "VX1", reply_to=2, index=0, text=dirty)
-            await gw.tokens("CA1", "VX1", reply_to=2, index=1, text=long_text, last=True)
+            await gw.tokens("CA1", "VX1", reply_to=2, index=0, text=dirty + "\x1b[3")
+            await gw.tokens("CA1", "VX1", reply_to=2, index=1, text="1mOK. ")
+            await gw.tokens("CA1", "VX1", reply_to=2, index=2, text=long_text, last=True)
             first = await ws.get_message()
+            second = await ws.get_message()
             frames = []
             while not frames or not json.loads(frames[-1])["last"]:
                 frames.append(await ws.get_message())
     assert json.loads(first) == {"type": "text", "token": "Red pay now. ", "last": False}
+    assert json.loads(second) == {"type": "text", "token": "OK. ", "last": False}
     limit = gw.config.max_text_frame_bytes
     assert len(frames) > 1
     assert all(len(frame.encode()) <= limit for frame in frames)

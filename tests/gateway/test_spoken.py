@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.spoken import clean, split_text, string_bytes
+from gateway.spoken import clean, clean_part, split_text, string_bytes
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,19 @@ def test_pieces_fit_and_join_back(text: str, budget: int) -> None:
     assert "".join(pieces) == text
     assert all(string_bytes(p) <= budget for p in pieces)
     assert all(pieces) or pieces == [""]
+
+
+def test_an_escape_cut_between_batches_is_removed_whole() -> None:
+    held = ""
+    spoken = []
+    for batch in ["Red\x1b[3", "1mAlert\x1b", "[0m done\x1b]0;ti", "tle\x07 end\x1b["]:
+        text, held = clean_part(held, batch)
+        spoken.append(text)
+    assert spoken == ["Red", "Alert", " done", " end"]
+    assert held == "\x1b["  # dropped when the reply ends
+
+
+def test_a_long_unterminated_escape_is_not_held() -> None:
+    # Not held back for ever: cleaned now (an unterminated OSC runs to the end).
+    text, held = clean_part("", "a\x1b]" + "x" * 100)
+    assert (text, held) == ("a", "")
