@@ -8,7 +8,9 @@ protocol lives here, once. Modules, bottom up (each imports only those above):
 - ``dtmf``        the keypad: phone keys, the end-of-entry key, sendDigits.
 - ``messages``    one frozen dataclass per message, both directions.
 - ``handoff``     the ``handoffData`` of ``end``: end_call, transfer, silence.
-- ``codec``       frames and wire dicts to messages and back, validated.
+- ``decode``      frames and wire dicts to messages: the reading rules.
+- ``encode``      messages to wire dicts and text frames, ours validated.
+- ``codec``       the public face of both, with Twilio's numbers.
 - ``connection``  the two ends of a session as state machines.
 - ``twiml``       ``<Connect><ConversationRelay>``: building and parsing.
 - ``signature``   ``X-Twilio-Signature``: signing and constant-time checking.

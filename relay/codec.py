@@ -5,6 +5,9 @@ No sockets, no clock. :func:`parse_inbound` reads a frame Twilio sent,
 :func:`serialize` writes one frame. ``*_from_wire`` and :func:`to_wire` do the
 same for an already decoded JSON object (a bus body carries the wire dict).
 
+This module is the public face and holds Twilio's numbers; the reading rules
+live in :mod:`relay.decode`, the writing in :mod:`relay.encode`.
+
 Parsing is tolerant where Twilio's traffic varies (unknown extra keys are ignored,
 ``durationUntilInterruptMs`` may be a number or a numeric string, absent setup
 strings become ``""``) and strict where Twilio itself is strict about what the app
@@ -16,31 +19,13 @@ of :mod:`relay.errors`: a bad frame from the peer is a
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-import orjson
-
-from relay import dtmf
-from relay.errors import FrameErrorKind, LocalProtocolError, ProtocolError, RemoteProtocolError
-from relay.messages import (
-    Dtmf,
-    End,
-    Error,
-    InboundMessage,
-    Info,
-    Interrupt,
-    Language,
-    OutboundMessage,
-    Play,
-    Prompt,
-    SendDigits,
-    Setup,
-    Text,
-)
+from relay.decode import Fields, decode_frame, dict_excerpt, excerpt, inbound, outbound
+from relay.encode import serialize, to_wire
+from relay.errors import RemoteProtocolError
+from relay.messages import InboundMessage, OutboundMessage
 
 __all__ = [
     "CLOSE_MALFORMED",
@@ -61,13 +46,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES: Final = 64 * 1024
-EXCERPT_CHARS: Final = 200
-# A callSid or sessionId names bus keys and log lines: Twilio's are 34
-# characters (two letters, 32 hex digits); anything empty or far longer is not one.
-MAX_SID_CHARS: Final = 64
-# ``durationUntilInterruptMs`` above this (Twilio's longest call is 4 hours)
-# is not a duration of speech.
-MAX_DURATION_MS: Final = 24 * 3600 * 1000.0
 
 # Twilio's own numbers (research notes §3, §6.2).
 INVALID_MESSAGE_CODE: Final = 64107
@@ -77,254 +55,11 @@ REASON_NORMAL: Final = "Closing websocket session"
 CLOSE_MALFORMED: Final = 1007
 REASON_MALFORMED: Final = "Too many consecutive malformed messages."
 
-# snake_case attribute -> Twilio's wire name, for the flat string fields of setup.
-_SETUP_STRINGS: Final = (
-    ("account_sid", "accountSid"),
-    ("parent_call_sid", "parentCallSid"),
-    ("from_", "from"),
-    ("to", "to"),
-    ("forwarded_from", "forwardedFrom"),
-    ("caller_name", "callerName"),
-    ("direction", "direction"),
-    ("call_type", "callType"),
-    ("call_status", "callStatus"),
-)
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def excerpt(frame: str | bytes) -> str:
-    """The start of a frame, for logs and errors."""
-    if isinstance(frame, bytes):
-        return frame[:EXCERPT_CHARS].decode("utf-8", errors="replace")
-    return frame[:EXCERPT_CHARS]
-
-
-def _decode_frame(frame: str | bytes, max_bytes: int) -> dict[str, Any]:
-    """Text frame -> JSON object, or RemoteProtocolError."""
-    if isinstance(frame, bytes | bytearray | memoryview):
-        raise RemoteProtocolError(
-            FrameErrorKind.BINARY,
-            "binary frame; ConversationRelay uses text frames",
-            excerpt(bytes(frame)),
-        )
-    # A str of n chars is at most 4n UTF-8 bytes; only count when it could matter.
-    size = (
-        len(frame) if len(frame) * 4 <= max_bytes else len(frame.encode("utf-8", "surrogatepass"))
-    )
-    if size > max_bytes:
-        raise RemoteProtocolError(
-            FrameErrorKind.TOO_LARGE, f"frame of {size} bytes exceeds {max_bytes}", excerpt(frame)
-        )
-    try:
-        decoded = json.loads(frame)
-    except (ValueError, RecursionError) as exc:
-        # RecursionError: deeply nested arrays from a hostile peer.
-        raise RemoteProtocolError(FrameErrorKind.NOT_JSON, str(exc), excerpt(frame)) from None
-    if not isinstance(decoded, dict):
-        raise RemoteProtocolError(
-            FrameErrorKind.NOT_OBJECT,
-            f"JSON {type(decoded).__name__}, not an object",
-            excerpt(frame),
-        )
-    return decoded
-
-
-class _Fields:
-    """Typed access to the fields of one decoded message, raising a chosen error class."""
-
-    __slots__ = ("d", "err", "excerpt", "type")
-
-    def __init__(self, d: Mapping[str, Any], err: type[ProtocolError], excerpt: str) -> None:
-        self.d = d
-        self.err = err
-        self.excerpt = excerpt
-        self.type = d.get("type")
-
-    def fail(self, kind: FrameErrorKind, detail: str) -> ProtocolError:
-        return self.err(kind, f"{self.type}: {detail}", self.excerpt)
-
-    def text(self, key: str, value: str) -> str:
-        """``value`` if it is valid Unicode text (a JSON ``\\ud800`` escape decodes to
-        a lone surrogate, which no UTF-8 writer downstream accepts)."""
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                detail = f"{key!r} holds a lone surrogate"
-                raise self.fail(FrameErrorKind.BAD_VALUE, detail) from None
-        return value
-
-    def str_(self, key: str, *, required: bool = False, default: str = "") -> str:
-        value = self.d.get(key)
-        if value is None:
-            if required:
-                raise self.fail(FrameErrorKind.MISSING_FIELD, f"{key!r} is required")
-            return default
-        if not isinstance(value, str):
-            raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be a string")
-        return self.text(key, value)
-
-    def sid(self, key: str) -> str:
-        """A required, non-empty Twilio SID of reasonable length."""
-        value = self.str_(key, required=True)
-        if not value or len(value) > MAX_SID_CHARS or not value.isprintable() or " " in value:
-            raise self.fail(
-                FrameErrorKind.BAD_VALUE,
-                f"{key!r} must be 1 to {MAX_SID_CHARS} printable characters without spaces",
-            )
-        return value
-
-    def opt_str(self, key: str) -> str | None:
-        return self.str_(key) if self.d.get(key) is not None else None
-
-    def bool_(self, key: str, default: bool) -> bool:
-        value = self.opt_bool(key)
-        return default if value is None else value
-
-    def opt_bool(self, key: str) -> bool | None:
-        value = self.d.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be a boolean")
-        return value
-
-    def opt_int(self, key: str) -> int | None:
-        value = self.d.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be an integer")
-        return value
-
-    def number(self, key: str, default: float, *, maximum: float = math.inf) -> float:
-        """A number in ``[0, maximum]``, tolerating Twilio's older string encoding (``"460"``)."""
-        value = self.d.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be a number")
-        if isinstance(value, int | float):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                raise self.fail(FrameErrorKind.BAD_VALUE, f"{key!r} is not numeric") from None
-        else:
-            raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be a number")
-        if not math.isfinite(number):
-            raise self.fail(FrameErrorKind.BAD_VALUE, f"{key!r} must be finite")
-        if not 0 <= number <= maximum:
-            raise self.fail(FrameErrorKind.BAD_VALUE, f"{key!r} must be within 0..{maximum:g}")
-        return number
-
-    def str_map(self, key: str) -> dict[str, str]:
-        value = self.d.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise self.fail(FrameErrorKind.WRONG_TYPE, f"{key!r} must be an object of strings")
-        return {self.text(key, k): self.text(key, v) for k, v in value.items()}
-
-
-def _inbound(f: _Fields) -> InboundMessage:
-    match f.type:
-        case "setup":
-            strings = {attr: f.str_(wire) for attr, wire in _SETUP_STRINGS}
-            return Setup(
-                session_id=f.sid("sessionId"),
-                call_sid=f.sid("callSid"),
-                custom_parameters=f.str_map("customParameters"),
-                **strings,
-            )
-        case "prompt":
-            # Twilio always sends lang and last; a missing last means a final prompt.
-            return Prompt(
-                voice_prompt=f.str_("voicePrompt", required=True),
-                lang=f.str_("lang"),
-                last=f.bool_("last", True),
-            )
-        case "dtmf":
-            return Dtmf(digit=f.str_("digit", required=True))
-        case "interrupt":
-            # An interrupt is worth acting on even with fields missing: fence the turn.
-            return Interrupt(
-                utterance_until_interrupt=f.str_("utteranceUntilInterrupt"),
-                duration_until_interrupt_ms=f.number(
-                    "durationUntilInterruptMs", 0.0, maximum=MAX_DURATION_MS
-                ),
-            )
-        case "error":
-            return Error(description=f.str_("description", required=True))
-        case "info":
-            value = f.d.get("value")
-            if value is not None and not isinstance(value, str):
-                value = json.dumps(value, separators=(",", ":"))
-            value = f.text("value", value) if value else ""
-            return Info(name=f.str_("name", required=True), value=value)
-        case str():
-            raise f.fail(FrameErrorKind.UNKNOWN_TYPE, "unknown message type")
-        case None:
-            raise f.fail(FrameErrorKind.MISSING_FIELD, "'type' is required")
-        case _:
-            raise f.fail(FrameErrorKind.WRONG_TYPE, "'type' must be a string")
-
-
-def _outbound(f: _Fields) -> OutboundMessage:
-    match f.type:
-        case "text":
-            return Text(
-                token=f.str_("token", required=True),
-                last=f.bool_("last", False),
-                lang=f.opt_str("lang"),
-                interruptible=f.opt_bool("interruptible"),
-                preemptible=f.opt_bool("preemptible"),
-            )
-        case "play":
-            source = f.str_("source", required=True)
-            parts = urlsplit(source)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise f.fail(FrameErrorKind.BAD_VALUE, "'source' must be an http(s) URL")
-            loop = f.opt_int("loop")
-            if loop is not None and loop < 0:
-                raise f.fail(FrameErrorKind.BAD_VALUE, "'loop' must be >= 0")
-            return Play(
-                source=source,
-                loop=loop,
-                preemptible=f.opt_bool("preemptible"),
-                interruptible=f.opt_bool("interruptible"),
-            )
-        case "sendDigits":
-            digits = f.str_("digits", required=True)
-            if not dtmf.is_send_digits(digits):
-                raise f.fail(FrameErrorKind.BAD_VALUE, "'digits' may hold only 0-9, w, # and *")
-            return SendDigits(digits=digits)
-        case "language":
-            tts = f.opt_str("ttsLanguage")
-            stt = f.opt_str("transcriptionLanguage")
-            if not tts and not stt:
-                raise f.fail(
-                    FrameErrorKind.MISSING_FIELD,
-                    "one of 'ttsLanguage' or 'transcriptionLanguage' is required",
-                )
-            return Language(tts_language=tts or None, transcription_language=stt or None)
-        case "end":
-            return End(handoff_data=f.opt_str("handoffData"))
-        case str():
-            raise f.fail(FrameErrorKind.UNKNOWN_TYPE, "unknown message type")
-        case None:
-            raise f.fail(FrameErrorKind.MISSING_FIELD, "'type' is required")
-        case _:
-            raise f.fail(FrameErrorKind.WRONG_TYPE, "'type' must be a string")
-
 
 def parse_inbound(frame: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> InboundMessage:
     """Parse one frame Twilio sent. Raises :class:`RemoteProtocolError` only."""
-    d = _decode_frame(frame, max_bytes)
-    return _inbound(_Fields(d, RemoteProtocolError, excerpt(frame)))
+    d = decode_frame(frame, max_bytes)
+    return inbound(Fields(d, RemoteProtocolError, excerpt(frame)))
 
 
 def parse_outbound(frame: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> OutboundMessage:
@@ -333,122 +68,19 @@ def parse_outbound(frame: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) ->
     Raises :class:`RemoteProtocolError` only: from the simulator's side the app is
     the remote peer.
     """
-    d = _decode_frame(frame, max_bytes)
-    return _outbound(_Fields(d, RemoteProtocolError, excerpt(frame)))
+    d = decode_frame(frame, max_bytes)
+    return outbound(Fields(d, RemoteProtocolError, excerpt(frame)))
 
 
 def inbound_from_wire(d: Mapping[str, Any]) -> InboundMessage:
     """Rebuild a Twilio -> app message from its decoded wire dict (e.g. a bus body)."""
-    return _inbound(_Fields(d, RemoteProtocolError, _dict_excerpt(d)))
+    return inbound(Fields(d, RemoteProtocolError, dict_excerpt(d)))
 
 
 def outbound_from_wire(d: Mapping[str, Any]) -> OutboundMessage:
     """Rebuild and validate an app -> Twilio message from its wire dict (e.g. the
     ``frame`` of a ``gateway.send`` body). Raises :class:`RemoteProtocolError`."""
-    return _outbound(_Fields(d, RemoteProtocolError, _dict_excerpt(d)))
-
-
-def _dict_excerpt(d: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(d, separators=(",", ":"), default=repr)[:EXCERPT_CHARS]
-    except (TypeError, ValueError):
-        return repr(d)[:EXCERPT_CHARS]
-
-
-# --------------------------------------------------------------------------- encoding
-
-
-def _number(value: float) -> int | float:
-    # Twilio sends whole milliseconds as an integer; keep that on the wire.
-    return int(value) if float(value).is_integer() else value
-
-
-def to_wire(msg: InboundMessage | OutboundMessage) -> dict[str, Any]:
-    """The wire dict of a message: Twilio's field names, ``None`` optionals left out.
-
-    Outbound messages are validated exactly as :func:`parse_outbound` validates
-    frames; an invalid one raises :class:`LocalProtocolError`.
-    """
-    match msg:
-        case Setup():
-            d: dict[str, Any] = {
-                "type": "setup",
-                "sessionId": msg.session_id,
-                "callSid": msg.call_sid,
-            }
-            for attr, wire in _SETUP_STRINGS:
-                d[wire] = getattr(msg, attr)
-            d["customParameters"] = dict(msg.custom_parameters)
-            return d
-        case Prompt():
-            return {
-                "type": "prompt",
-                "voicePrompt": msg.voice_prompt,
-                "lang": msg.lang,
-                "last": msg.last,
-            }
-        case Dtmf():
-            return {"type": "dtmf", "digit": msg.digit}
-        case Interrupt():
-            return {
-                "type": "interrupt",
-                "utteranceUntilInterrupt": msg.utterance_until_interrupt,
-                "durationUntilInterruptMs": _number(msg.duration_until_interrupt_ms),
-            }
-        case Error():
-            return {"type": "error", "description": msg.description}
-        case Info():
-            return {"type": "info", "name": msg.name, "value": msg.value}
-        case Text():
-            d = {"type": "text", "token": msg.token, "last": msg.last}
-            _put(d, "lang", msg.lang)
-            _put(d, "interruptible", msg.interruptible)
-            _put(d, "preemptible", msg.preemptible)
-        case Play():
-            d = {"type": "play", "source": msg.source}
-            _put(d, "loop", msg.loop)
-            _put(d, "preemptible", msg.preemptible)
-            _put(d, "interruptible", msg.interruptible)
-        case SendDigits():
-            d = {"type": "sendDigits", "digits": msg.digits}
-        case Language():
-            d = {"type": "language"}
-            _put(d, "ttsLanguage", msg.tts_language)
-            _put(d, "transcriptionLanguage", msg.transcription_language)
-        case End():
-            d = {"type": "end"}
-            _put(d, "handoffData", msg.handoff_data)
-        case _:
-            raise LocalProtocolError(
-                FrameErrorKind.UNKNOWN_TYPE,
-                f"not a ConversationRelay message: {type(msg).__name__}",
-            )
-    _outbound(_Fields(d, LocalProtocolError, _dict_excerpt(d)))
-    return d
-
-
-def _put(d: dict[str, Any], key: str, value: object) -> None:
-    if value is not None:
-        d[key] = value
-
-
-def serialize(msg: InboundMessage | OutboundMessage) -> str:
-    """Compact JSON text of a message, ready for one WebSocket text frame.
-
-    Raises :class:`LocalProtocolError` for an invalid outbound message.
-    """
-    d = to_wire(msg)
-    # Every frame to every caller goes through here: orjson writes the same
-    # bytes as ``json.dumps(separators=(",", ":"), ensure_ascii=False)`` for
-    # strings, bools, ints and key order, several times faster. Floats (only
-    # ``interrupt`` carries one) format differently (1e-07 vs 1e-7), and
-    # orjson refuses lone surrogates and ints beyond 64 bits: those keep json.
-    if not isinstance(msg, Interrupt):
-        try:
-            return orjson.dumps(d).decode()
-        except orjson.JSONEncodeError:
-            pass
-    return json.dumps(d, separators=(",", ":"), ensure_ascii=False)
+    return outbound(Fields(d, RemoteProtocolError, dict_excerpt(d)))
 
 
 def invalid_message_description(frame: str | bytes) -> str:
