@@ -1,7 +1,8 @@
-"""A small Trio-native Redis client on ``hiredis``.
+"""A small Trio-native Redis client on ``hiredis``: the pool and auto-pipelining.
 
-``hiredis.pack_command`` builds requests and ``hiredis.Reader`` parses replies
-(decoded as UTF-8 ``str``); the I/O is plain ``trio.SocketStream``. Rules:
+One connection (a socket, its parser, the TLS handshake) is
+:mod:`bus.connection`; the URL and TLS options are :mod:`bus.redis_url`; both
+are re-exported here, the public face. Rules:
 
 1. One request (or one pipeline: one write, N reads) in flight per
    connection. Idle connections wait in a small pool.
@@ -38,204 +39,27 @@ from __future__ import annotations
 import ssl
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import hiredis
 import structlog
 import trio
 
 from bus.base import BusError, CommandError, ConnectionLost
+from bus.connection import IO_ERRORS, Arg, Command, Connection, TLSHandshakeFailed, tls_handshake
+from bus.redis_url import InvalidRedisURL, RedisAddress, TLSConfig
 
-
-class TLSHandshakeFailed(BusError):
-    """The server's certificate was not trusted, or it refused ours.
-
-    Not retriable: the same certificates will fail the same way. (A
-    connection reset during the handshake is a ``ConnectionLost``.)
-    """
-
+__all__ = [
+    "Arg",
+    "Command",
+    "InvalidRedisURL",
+    "RedisAddress",
+    "RedisClient",
+    "TLSConfig",
+    "TLSHandshakeFailed",
+]
 
 log = structlog.get_logger()
-
-
-Arg = str | bytes | int | float
-Command = Sequence[Arg]
-
-_IO_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError)
-
-
-class InvalidRedisURL(ValueError):
-    """A Redis URL or TLS setting that cannot work: says which part and why."""
-
-
-# Query parameters of a Redis URL, named as redis-py names them so that one
-# URL serves both the hot-path client and redis-py on the admin paths.
-_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
-_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-_TLS_PARAMS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
-
-
-@dataclass(frozen=True, slots=True)
-class TLSConfig:
-    """How to speak TLS to Redis (``rediss://``).
-
-    ``ca_file``: the CA bundle that signed the server's certificate (None: the
-    system's trust store, right for managed Redis with a public CA).
-    ``cert_file``/``key_file``: a client certificate, for servers that ask for
-    one (``tls-auth-clients yes``, Redis's default). ``cert_reqs`` and
-    ``check_hostname`` loosen verification; leave them alone in production.
-    """
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    cert_reqs: str = "required"
-    check_hostname: bool = True
-
-    def context(self) -> ssl.SSLContext:
-        """A client ``SSLContext``; ``InvalidRedisURL`` when a file cannot be used."""
-        try:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-            if self.cert_file is not None:
-                ctx.load_cert_chain(self.cert_file, self.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise InvalidRedisURL(f"cannot use the Redis TLS files: {exc}") from exc
-        ctx.check_hostname = self.check_hostname and self.cert_reqs != "none"
-        ctx.verify_mode = _CERT_REQS[self.cert_reqs]
-        return ctx
-
-
-@dataclass(frozen=True, slots=True)
-class RedisAddress:
-    """Where and how to connect, parsed from a Redis URL.
-
-    ``redis://[user:password@]host:port/db`` or ``rediss://...`` (TLS), with
-    the TLS options as query parameters named as in redis-py:
-    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
-    ``ssl_cert_reqs`` (required|optional|none), ``ssl_check_hostname``.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 6379
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    tls: TLSConfig | None = None
-
-    @classmethod
-    def from_url(cls, url: str) -> RedisAddress:
-        """Parse ``url``; ``InvalidRedisURL`` (a ``ValueError``) says what is wrong."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise InvalidRedisURL(
-                f"unsupported Redis URL scheme {parts.scheme!r} (want redis:// or rediss://)"
-            )
-        path = parts.path.strip("/")
-        try:
-            db = int(path) if path else 0
-            port = parts.port or 6379
-        except ValueError as exc:
-            raise InvalidRedisURL(f"bad port or database number in Redis URL: {exc}") from exc
-        if db < 0:
-            raise InvalidRedisURL(f"bad Redis database number in URL: {db}")
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted(set(query) - set(_TLS_PARAMS))
-        if unknown:
-            raise InvalidRedisURL(
-                f"unknown Redis URL parameter(s) {', '.join(unknown)} "
-                f"(known: {', '.join(_TLS_PARAMS)})"
-            )
-        tls: TLSConfig | None = None
-        if parts.scheme == "rediss":
-            reqs = query.get("ssl_cert_reqs", "required").lower()
-            if reqs not in _CERT_REQS:
-                raise InvalidRedisURL(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
-            check = query.get("ssl_check_hostname", "true").lower()
-            if check not in _BOOLS:
-                raise InvalidRedisURL("ssl_check_hostname must be true or false")
-            tls = TLSConfig(
-                ca_file=query.get("ssl_ca_certs") or None,
-                cert_file=query.get("ssl_certfile") or None,
-                key_file=query.get("ssl_keyfile") or None,
-                cert_reqs=reqs,
-                check_hostname=_BOOLS[check],
-            )
-            if tls.key_file and not tls.cert_file:
-                raise InvalidRedisURL("ssl_keyfile needs ssl_certfile too")
-        elif query:
-            raise InvalidRedisURL("TLS parameters need a rediss:// URL, not redis://")
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=port,
-            db=db,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            tls=tls,
-        )
-
-    def at(self, host: str, port: int) -> RedisAddress:
-        """The same credentials and TLS settings for another node (a cluster's)."""
-        return replace(self, host=host, port=port)
-
-    def __str__(self) -> str:  # never print the password
-        scheme = "rediss" if self.tls is not None else "redis"
-        return f"{scheme}://{self.host}:{self.port}/{self.db}"
-
-
-class _Connection:
-    """One socket and its parser. Poisoned (closed) on any interrupted round trip."""
-
-    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
-        self._stream = stream
-        self._socket = sock  # the TCP socket under a TLS stream, closed synchronously
-        self._reader = hiredis.Reader(encoding="utf-8")
-        self.broken = False
-
-    async def roundtrip(self, commands: Sequence[Command]) -> list[Any]:
-        """Send all commands in one write, then read one reply per command.
-
-        Error replies come back as ``hiredis.ReplyError`` values, not raised:
-        the connection is still in step after them.
-        """
-        if self.broken:
-            raise ConnectionLost("connection was closed after an interrupted command")
-        # hiredis' stub types the argument as a 1-tuple; any length is accepted.
-        payload = b"".join(hiredis.pack_command(tuple(c)) for c in commands)  # type: ignore[arg-type]
-        try:
-            await self._stream.send_all(payload)
-            return await self._read_replies(len(commands))
-        except BaseException:
-            # THE RULE: whatever interrupted us, the reply stream is now unknown.
-            self.broken = True
-            self.close()
-            raise
-
-    async def _read_replies(self, count: int) -> list[Any]:
-        # Parse every reply already buffered before awaiting more bytes: one
-        # receive usually carries a whole pipeline's replies, and a coroutine
-        # per reply costs more than the parse itself at 100 per batch.
-        replies: list[Any] = []
-        gets = self._reader.gets
-        while True:
-            while len(replies) < count and (reply := gets()) is not False:
-                replies.append(reply)
-            if len(replies) == count:
-                return replies
-            data = await self._stream.receive_some(65536)
-            if not data:
-                raise ConnectionLost("server closed the connection")
-            # A TLS stream hands back a bytearray; hiredis reads any buffer.
-            self._reader.feed(data)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        """Close at once (a SocketStream closes without waiting)."""
-        self.broken = True
-        # SocketStream.aclose() only closes the socket; doing it synchronously
-        # lets cleanup run even inside a cancelled scope, without awaiting.
-        # Under TLS this skips the close_notify alert, which Redis does not need.
-        self._socket.close()
 
 
 # How long a cancelled caller waits for its already-taken commands to finish.
@@ -285,8 +109,8 @@ class RedisClient:
         # the LLM actor spend ~11% of its CPU in connect/getaddrinfo/close.
         self._max_idle = max_connections * 2 if max_idle is None else max_idle
         self._connect_timeout = connect_timeout
-        self._idle: list[_Connection] = []
-        self._all: set[_Connection] = set()
+        self._idle: list[Connection] = []
+        self._all: set[Connection] = set()
         self._closed = False
         # Built once (reads the CA and certificate files): a bad path fails
         # here, at start-up, not on the first command.
@@ -299,17 +123,17 @@ class RedisClient:
 
     # -- connections -------------------------------------------------------
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         addr = self.address
         try:
             with trio.fail_after(self._connect_timeout):
                 tcp = await trio.open_tcp_stream(addr.host, addr.port)
                 stream: trio.abc.Stream = tcp
                 if self._tls is not None:
-                    stream = await self._handshake(tcp)
+                    stream = await tls_handshake(tcp, self._tls, addr)
         except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             raise ConnectionLost(f"cannot connect to {addr}: {exc!r}") from exc
-        conn = _Connection(stream, tcp.socket)
+        conn = Connection(stream, tcp.socket)
         self._all.add(conn)
         setup: list[Command] = []
         if addr.password is not None:
@@ -330,7 +154,7 @@ class RedisClient:
             except trio.TooSlowError as exc:
                 self._all.discard(conn)
                 raise ConnectionLost(f"no answer to AUTH/SELECT from {addr}") from exc
-            except _IO_ERRORS as exc:
+            except IO_ERRORS as exc:
                 self._all.discard(conn)
                 if isinstance(exc.__cause__, ssl.SSLError):
                     raise TLSHandshakeFailed(
@@ -358,30 +182,7 @@ class RedisClient:
         log.debug("redis.connected", address=str(addr))
         return conn
 
-    async def _handshake(self, tcp: trio.SocketStream) -> trio.SSLStream[trio.SocketStream]:
-        assert self._tls is not None
-        stream = trio.SSLStream(tcp, self._tls, server_hostname=self.address.host)
-        try:
-            await stream.do_handshake()
-        except trio.BrokenResourceError as exc:
-            tcp.socket.close()
-            if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
-                raise TLSHandshakeFailed(
-                    f"TLS to {self.address}: the server's certificate is not trusted "
-                    f"({exc.__cause__.verify_message}); check ssl_ca_certs"
-                ) from exc
-            if isinstance(exc.__cause__, ssl.SSLError):
-                raise TLSHandshakeFailed(
-                    f"TLS to {self.address} failed: {exc.__cause__.reason or exc.__cause__}"
-                    " (is it a TLS port? does it want a client certificate?)"
-                ) from exc
-            raise
-        except BaseException:
-            tcp.socket.close()
-            raise
-        return stream
-
-    async def _checkout(self) -> _Connection:
+    async def _checkout(self) -> Connection:
         if self._closed:
             raise BusError("redis client is closed")
         while self._idle:
@@ -390,7 +191,7 @@ class RedisClient:
                 return conn
         return await self._connect()
 
-    def _checkin(self, conn: _Connection) -> None:
+    def _checkin(self, conn: Connection) -> None:
         if conn.broken or self._closed or len(self._idle) >= self._max_idle:
             conn.close()
             self._all.discard(conn)
@@ -405,7 +206,7 @@ class RedisClient:
             self._all.discard(conn)
         self._idle.clear()
 
-    def _lost(self, conn: _Connection, exc: BaseException | None) -> ConnectionLost | None:
+    def _lost(self, conn: Connection, exc: BaseException | None) -> ConnectionLost | None:
         """Account for a connection that failed; the error to raise instead, if any."""
         self._all.discard(conn)
         self._drop_idle()
@@ -498,7 +299,7 @@ class RedisClient:
         conn = await self._checkout()
         try:
             return await conn.roundtrip(commands)
-        except _IO_ERRORS as exc:
+        except IO_ERRORS as exc:
             lost = self._lost(conn, exc)
             assert lost is not None
             raise lost from exc
