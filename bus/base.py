@@ -15,6 +15,11 @@ Delivery contract (both implementations honour it, ``tests/bus`` proves it):
   without counting a delivery: a long-running handler calls it so its entry
   is not taken by ``claim_idle``. Ids not pending on that consumer are ignored.
 - Delivery is therefore at least once; handlers must be idempotent.
+- ``trim`` bounds a stream without appending to it: by age (the retention)
+  and by size (``max_len``; Redis' ``~`` may keep up to one node of entries
+  more). Entries trimmed while pending simply vanish from the group.
+- ``expire`` gives a key (a stream too) a time to live: a stream nobody
+  refreshes disappears, e.g. the stream of a gateway that stopped.
 - ``read`` is a plain tail read with no group: every reader sees every entry.
 - ``get``/``set``/``delete`` are a small key/value store with optional TTL.
   ``set(..., nx=True)`` writes only when the key is absent (``SET NX``) and
@@ -133,6 +138,14 @@ class Bus(Protocol):
 
     async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
         """Create the consumer group (and the stream) if missing; idempotent."""
+        ...
+
+    async def trim(self, stream: str, *, max_len: int) -> int:
+        """Drop entries older than the retention, then all but about ``max_len``; how many went."""
+        ...
+
+    async def expire(self, key: str, ttl_ms: int) -> None:
+        """Delete ``key`` (any type) ``ttl_ms`` from now unless refreshed; no-op if missing."""
         ...
 
     async def read_group(

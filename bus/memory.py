@@ -148,6 +148,7 @@ class MemoryBus:
         self._leases: dict[str, _LeaseState] = {}
         self._epochs: dict[str, int] = {}
         self._members: dict[str, dict[str, float]] = {}  # registry -> member -> expires_at
+        self._stream_expiry: dict[str, float] = {}  # stream -> expires_at (trio clock)
         self._closed = False
 
     # -- helpers -----------------------------------------------------------
@@ -218,9 +219,18 @@ class MemoryBus:
     def _entry(self, stream: str, s: _Stream, sid: StreamId, deliveries: int = 1) -> Entry:
         return Entry(stream, format_id(sid), dict(s.entries[sid]), deliveries)
 
+    def _reap(self, stream: str) -> None:
+        # An expired stream goes at its next append or trim (not at the exact
+        # moment, as on Redis): nothing here depends on the moment.
+        expires = self._stream_expiry.get(stream)
+        if expires is not None and trio.current_time() >= expires:
+            del self._stream_expiry[stream]
+            self._streams.pop(stream, None)
+
     def _append_now(self, stream: str, fields: Fields) -> str:
         if not fields:
             raise CommandError("ERR wrong number of arguments for 'xadd' command")
+        self._reap(stream)
         s = self._streams.setdefault(stream, _Stream())
         sid = self._next_id(s)
         self._add(stream, sid, fields)
@@ -255,6 +265,30 @@ class MemoryBus:
         self._add(stream, sid, fields)
         self._wake(stream)
         return format_id(sid)
+
+    async def trim(self, stream: str, *, max_len: int) -> int:
+        """Drop entries older than the retention, then all but the newest ``max_len``."""
+        await self._enter()
+        self._reap(stream)
+        s = self._streams.get(stream)
+        if s is None:
+            return 0
+        before = len(s.ids)
+        self._trim(stream)
+        cut = max(0, len(s.ids) - max(0, max_len))
+        for sid in s.ids[:cut]:
+            del s.entries[sid]
+        del s.ids[:cut]
+        return before - len(s.ids)
+
+    async def expire(self, key: str, ttl_ms: int) -> None:
+        """Give a stream or key/value entry ``ttl_ms`` more to live."""
+        await self._enter()
+        expires = trio.current_time() + ttl_ms / 1000
+        if key in self._streams:
+            self._stream_expiry[key] = expires
+        elif key in self._kv:
+            self._kv[key] = (self._kv[key][0], expires)
 
     async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
         """Create the consumer group (and the stream) if missing; idempotent."""

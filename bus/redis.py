@@ -286,6 +286,20 @@ class RedisBus:
         result: str = await self.client.execute(*cmd)
         return result
 
+    async def trim(self, stream: str, *, max_len: int) -> int:
+        """``XTRIM MINID ~`` (retention) then ``XTRIM MAXLEN ~ max_len``; entries removed."""
+        replies = await self.client.pipeline(
+            [
+                ("XTRIM", stream, "MINID", "~", self._min_id()),
+                ("XTRIM", stream, "MAXLEN", "~", max_len),
+            ]
+        )
+        return sum(int(r) for r in replies)
+
+    async def expire(self, key: str, ttl_ms: int) -> None:
+        """``PEXPIRE key ttl_ms``."""
+        await self.client.execute("PEXPIRE", key, ttl_ms)
+
     async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
         """Create the consumer group (and the stream) if missing; idempotent."""
         try:

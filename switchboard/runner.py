@@ -30,12 +30,13 @@ from actors import plugins
 from actors.conversation import ConversationActor
 from actors.llm import LLMActor
 from actors.providers import make_provider
-from actors.runtime import Actor, serve_actor
+from actors.runtime import Actor, dead_letter_stream, serve_actor
 from actors.telemetry import TelemetryActor
 from bus.base import Bus, BusError
 from bus.memory import MemoryBus
 from bus.redis import open_redis_bus
 from bus.retry import Backoff
+from bus.trim import serve_trimmer
 from gateway.http import open_listeners
 from gateway.server import serve_gateway
 from switchboard import gcpause
@@ -276,6 +277,11 @@ async def run_gateway(settings: Settings) -> None:
                     task_status=task_status,
                 )
             )
+            # Its own stream: trimmed, and kept alive only while it runs.
+            own = settings.keys.gateway(settings.gateway_id)
+            nursery.start_soon(
+                lambda: serve_trimmer(bus, [own], settings.trim, keep_alive=[own], role="gateway")
+            )
             gcpause.settle()
             log.info(
                 "switchboard_ready",
@@ -321,6 +327,9 @@ async def run_actor(settings: Settings, role: str) -> None:
                 nursery.cancel_scope.cancel()  # drained: stop the rest too
 
             await nursery.start(serve)
+            # The streams this role consumes, trimmed whether or not anything is appended.
+            streams = [*actor.streams(), dead_letter_stream(actor.keys)]
+            nursery.start_soon(lambda: serve_trimmer(bus, streams, settings.trim, role=role))
             metrics_port: int | None = None
             if metrics_listeners is not None:
                 metrics_port = await nursery.start(

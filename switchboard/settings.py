@@ -29,6 +29,12 @@ from actors.providers.options import parse_effort, parse_thinking
 from actors.telemetry import TelemetryConfig
 from actors.tools import BUILTIN_TOOLS, entry_point_tool_names, is_reference, load_reference
 from bus.keys import Keys
+from bus.trim import (
+    DEFAULT_KEEP_ALIVE_TTL_S,
+    DEFAULT_STREAM_MAX_LEN,
+    DEFAULT_TRIM_INTERVAL_S,
+    TrimPolicy,
+)
 from gateway.config import DEFAULT_MAX_RESUMES, DEFAULT_RESUME_APOLOGY, GatewayConfig
 from relay.speech import CHARS_PER_SECOND
 from relay.twiml import NEWER_RELAY_ATTRIBUTES, RelayAttributes
@@ -245,6 +251,8 @@ class Settings:
     # Request and fact streams each (bus.keys); readers read them all.
     stream_shards: int = 1
     retention_ms: int = 24 * 3600 * 1000
+    # bus.trim: entries per stream, trim period, life of an unrefreshed gateway stream.
+    trim: TrimPolicy = field(default_factory=TrimPolicy)
     gateway_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     twilio_auth_token: str | None = None
@@ -439,6 +447,16 @@ class Settings:
             partitions=_int(env, "SWITCHBOARD_PARTITIONS", 32, minimum=1),
             stream_shards=_int(env, "SWITCHBOARD_STREAM_SHARDS", 1, minimum=1),
             retention_ms=int(_float(env, "SWITCHBOARD_RETENTION_HOURS", 24.0) * 3600 * 1000),
+            trim=TrimPolicy(
+                max_len=_int(env, "SWITCHBOARD_STREAM_MAX_LEN", DEFAULT_STREAM_MAX_LEN, minimum=1),
+                interval_s=max(
+                    0.1, _float(env, "SWITCHBOARD_TRIM_INTERVAL_S", DEFAULT_TRIM_INTERVAL_S)
+                ),
+                keep_alive_ttl_s=max(
+                    1.0,
+                    _float(env, "SWITCHBOARD_GATEWAY_STREAM_TTL_S", DEFAULT_KEEP_ALIVE_TTL_S),
+                ),
+            ),
             gateway_id=env.get("SWITCHBOARD_GATEWAY_ID") or f"{socket.gethostname()}-{os.getpid()}",
             worker_id=env.get("SWITCHBOARD_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,

@@ -231,6 +231,12 @@ class FaultyBus:
             "set_if_lease", self.inner.set_if_lease, key, value, lease, ttl_ms=ttl_ms
         )
 
+    async def trim(self, stream: str, *, max_len: int) -> int:
+        return await self._call("trim", self.inner.trim, stream, max_len=max_len)
+
+    async def expire(self, key: str, ttl_ms: int) -> None:
+        await self._call("expire", self.inner.expire, key, ttl_ms)
+
     async def heartbeat(self, group: str, member: str, ttl_ms: int) -> None:
         await self._call("heartbeat", self.inner.heartbeat, group, member, ttl_ms)
 

@@ -365,6 +365,42 @@ async def test_trimming_by_retention(bus: Bus) -> None:
         assert await bus.last_id("s") == fresh
 
 
+async def test_trim_bounds_age_and_size_without_an_append(bus: Bus) -> None:
+    """``trim`` drops what is older than the retention and all but ~``max_len``.
+
+    Nothing is appended: a quiet stream is bounded too. Redis' ``~`` works in
+    whole nodes (100 entries), so it may keep up to one node more.
+    """
+    raw: RawBus = bus  # type: ignore[assignment]
+    with trio.fail_after(10):
+        for i in range(1, 351):
+            await raw.append_with_id("old", f"{i}-0", {"n": f"old{i}"})
+        await bus.append_many([("big", {"n": str(i)}) for i in range(1000)])
+        removed = await bus.trim("old", max_len=10_000) + await bus.trim("big", max_len=100)
+        old_left = await bus.range("old")
+        big_left = await bus.range("big")
+    assert len(old_left) <= 100  # all older than the retention: at most a node stays
+    assert 100 <= len(big_left) <= 200
+    assert bodies(big_left) == [str(i) for i in range(1000 - len(big_left), 1000)]  # the newest
+    assert removed == 350 - len(old_left) + 1000 - len(big_left)
+    assert await bus.trim("missing", max_len=1) == 0
+
+
+async def test_an_expired_stream_disappears(bus: Bus) -> None:
+    await bus.append("kept", {"n": "1"})
+    await bus.append("orphan", {"n": "1"})
+    await bus.expire("kept", 60_000)
+    await bus.expire("orphan", 1)
+    await bus.expire("never-written", 1)  # no-op, no error
+    with trio.fail_after(5):
+        while await bus.last_id("orphan") != "0-0":
+            # MemoryBus drops an expired stream at its next trim or append.
+            await bus.trim("orphan", max_len=10)
+            await trio.sleep(0.01)
+    assert len(await bus.range("kept")) == 1
+    assert await bus.range("orphan") == []
+
+
 async def test_explicit_ids_must_grow(bus: Bus) -> None:
     raw: RawBus = bus  # type: ignore[assignment]
     with trio.fail_after(5):
