@@ -26,6 +26,7 @@ from relay.twiml import TwimlError
 from switchboard.twilio.call import SimulatedCall
 from switchboard.twilio.connect import open_call
 from switchboard.twilio.errors import SessionClosed, SimulatorError
+from switchboard.twilio.partials import plan_partials
 from switchboard.twilio.results import CallResult, SimulationConfig, TurnResult
 from switchboard.twilio.scenario import Dtmf, Say, Scenario
 
@@ -158,13 +159,19 @@ class _CallDriver:
             await self.sleep_ms(self.scenario.think_ms if turn.think_ms is None else turn.think_ms)
         speech = self.scenario.speech_ms(turn)
         partials = self.scenario.partials if turn.partials is None else turn.partials
-        words = turn.text.split()
-        if partials and len(words) > 1:
-            for n in range(1, len(words)):
-                await self.sleep_ms(speech / len(words))
-                interim = Prompt(" ".join(words[:n]), self.scenario.lang, False)
+        if partials and turn.text.split():
+            # As Twilio does (partials.py): interim prompts every ~250 ms,
+            # the final ~500 ms after the last one, which now and then had
+            # its last word wrong.
+            changed = self.rng.random() < self.scenario.partial_changes
+            plan = plan_partials(turn.text, speech, changed=changed)
+            at = 0.0
+            for t, text in plan.partials:
+                await self.sleep_ms(t - at)
+                at = t
+                interim = Prompt(text, self.scenario.lang, False)
                 await self.call.send_raw(self.call.side.send(interim))
-            await self.sleep_ms(speech / len(words))
+            await self.sleep_ms(plan.final_at_ms - at)
         else:
             await self.sleep_ms(speech)
         record = TurnResult(

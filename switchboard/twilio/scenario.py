@@ -14,6 +14,9 @@ Scenario files (JSON, or TOML with the same keys)::
       "dtmf_gap_ms": 250,           # between two key presses
       "jitter": 0.2,                # +-20 % random spread on every pause (seeded)
       "partials": false,            # send interim prompts while the caller speaks
+                                    # (every ~250 ms; the final ~500 ms after the last)
+      "partial_changes": 0.0,       # share of utterances whose last interim prompt
+                                    # had the last word wrong (the final corrects it)
       "repeat": 1,                  # play the turn list this many times per call
       "lang": "en-US",
       "strict_turns": false,        # true: app text outside a turn is a violation
@@ -91,6 +94,7 @@ class Scenario:
     dtmf_gap_ms: float = 250.0
     jitter: float = 0.0
     partials: bool = False
+    partial_changes: float = 0.0
     repeat: int = 1
     lang: str = "en-US"
     # Text the app sends outside any turn (a silence re-prompt, a tool's goodbye)
@@ -110,7 +114,7 @@ class Scenario:
 
 _TOP_KEYS: Final = {
     "name", "wpm", "think_ms", "dtmf_gap_ms", "jitter", "partials", "repeat", "lang", "turns",
-    "strict_turns",
+    "strict_turns", "partial_changes",
 }  # fmt: skip
 _SAY_KEYS: Final = {"say", "speech_ms", "think_ms", "interrupt_after", "partials"}
 
@@ -192,6 +196,11 @@ def parse_scenario(data: object, *, source: str = "scenario") -> Scenario:
     if not isinstance(name, str) or not isinstance(lang, str) or not lang:
         raise ScenarioError(f"{source}: name and lang must be strings")
     wpm = _number(f"{source}: wpm", data.get("wpm", 160.0), minimum=1.0)
+    partial_changes = _number(f"{source}: partial_changes", data.get("partial_changes", 0.0))
+    if partial_changes > 1:
+        raise ScenarioError(
+            f"{source}: partial_changes must be between 0 and 1, got {partial_changes!r}"
+        )
     return Scenario(
         turns=turns,
         name=name,
@@ -200,6 +209,7 @@ def parse_scenario(data: object, *, source: str = "scenario") -> Scenario:
         dtmf_gap_ms=_number(f"{source}: dtmf_gap_ms", data.get("dtmf_gap_ms", 250.0)),
         jitter=jitter,
         partials=_bool(f"{source}: partials", data.get("partials", False)),
+        partial_changes=partial_changes,
         repeat=repeat,
         lang=lang,
         strict_turns=_bool(f"{source}: strict_turns", data.get("strict_turns", False)),
@@ -227,7 +237,16 @@ def scenario_to_data(scenario: Scenario) -> dict[str, Any]:
     """The file form of ``scenario`` (what ``parse_scenario`` reads back); defaults left out."""
     data: dict[str, Any] = {"name": scenario.name}
     defaults = Scenario(turns=())
-    for key in ("wpm", "think_ms", "dtmf_gap_ms", "jitter", "partials", "repeat", "strict_turns"):
+    for key in (
+        "wpm",
+        "think_ms",
+        "dtmf_gap_ms",
+        "jitter",
+        "partials",
+        "partial_changes",
+        "repeat",
+        "strict_turns",
+    ):
         if getattr(scenario, key) != getattr(defaults, key):
             data[key] = getattr(scenario, key)
     data["lang"] = scenario.lang
