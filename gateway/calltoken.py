@@ -17,10 +17,11 @@ in the socket URL's query, error 31922). The token is
 ``SUPERSEDES`` is the ``SessionId`` of the failed session this one resumes
 (empty for a call's first session), taken from the signed ``<Connect action>``
 callback that asked for the resume. The gateway accepts a ``setup`` only with
-a token for its ``callSid`` that has not expired, and lets a new session
-replace a live one of the same call only when the token names that live
-session as the one it supersedes: Twilio itself said, in a signed callback,
-that the session ended.
+a token for its ``callSid`` that has not expired, and lets a new socket
+replace the live one of the same call only when the token names that live
+session as the one it supersedes (Twilio itself said, in a signed callback,
+that the session ended) or when it carries the live session's own
+``sessionId`` (Twilio reopening the socket of that session).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from typing import Final
 __all__ = ["PARAMETER", "TOKEN_TTL_S", "Grant", "TokenRejected", "check", "issue"]
 
 PARAMETER: Final = "sb_session"
-# Twilio opens the socket right after it reads the TwiML; a call may wait in
-# a queue before <Connect> runs, so allow minutes, not seconds.
-TOKEN_TTL_S: Final = 600
+# Valid for as long as the call can last (Twilio ends calls at 4 hours), so a
+# socket Twilio reopens for the same session (``applicationReconnect``) late
+# in a long call is still admitted; the token names one call either way.
+TOKEN_TTL_S: Final = 4 * 3600 + 600
 
 
 class TokenRejected(Exception):

@@ -199,8 +199,13 @@ def _refusal(ctx: GatewayContext, session: Session, setup: Setup) -> str | None:
     except calltoken.TokenRejected as exc:
         return f"token_{exc.reason}"
     live = ctx.sessions.get(setup.call_sid)
-    if live is not None and live is not session and grant.supersedes != live.session_id:
-        # Only Twilio's signed action callback (the resume path) ends a live session.
+    if (
+        live is not None
+        and live is not session
+        and live.session_id not in (grant.supersedes, setup.session_id)
+    ):
+        # Only Twilio's signed action callback (the resume path) ends a live
+        # session; the same session's own socket may come back (a reconnect).
         return "call_already_live"
     return None
 

@@ -485,6 +485,21 @@ async def test_the_resume_path_replaces_a_stale_session(nursery: trio.Nursery, b
     assert live == {"CA1": "VX2"}
 
 
+async def test_the_live_sessions_own_socket_may_come_back(nursery: trio.Nursery, bus: Bus) -> None:
+    # applicationReconnect: Twilio reopens the socket of the same session.
+    with trio.fail_after(10):
+        gw = await start_gateway(nursery, bus)
+        async with _ws(gw.port) as old, _ws(gw.port) as again:
+            await _open_call(gw, old, "CA1", "VX1")
+            await again.send_message(setup_frame("CA1", "VX1"))
+            await entries(bus, gw.calls_stream("CA1"), 2)
+            await gw.tokens("CA1", "VX1", reply_to=1, index=0, text="here", last=True)
+            reply = json.loads(await again.get_message())
+            live = gw.gateway.sessions["CA1"]
+    assert reply == {"type": "text", "token": "here", "last": True}
+    assert live.session_id == "VX1"
+
+
 async def test_the_twiml_token_admits_its_call_only(nursery: trio.Nursery, bus: Bus) -> None:
     with trio.fail_after(10):
         gw = await start_gateway(nursery, bus)
