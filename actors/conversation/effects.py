@@ -32,6 +32,7 @@ class Incoming:
     gateway: str = ""
     seq: int = 0
     turn: int = 0
+    ts: int = 0  # the envelope's stamp: wall-clock ms when it was written
 
     @classmethod
     def of(cls, env: Envelope) -> Incoming:
@@ -43,6 +44,7 @@ class Incoming:
             gateway=env.gateway,
             seq=env.seq,
             turn=env.turn,
+            ts=env.ts,
         )
 
 

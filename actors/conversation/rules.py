@@ -185,7 +185,7 @@ def apply_prompt(step: Step, state: CallState, prompt: CallPrompt, incoming: Inc
             # timer running, or an empty final prompt leaves dead air.
             arm_silence(step, state, "")
         return  # recorded as applied, nothing to answer
-    start_turn(step, state, text, incoming.seq)
+    start_turn(step, state, text, incoming.seq, prompt_ms=incoming.ts)
 
 
 def apply_closed(step: Step, state: CallState, closed: CallClosed) -> None:

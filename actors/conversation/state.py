@@ -40,6 +40,9 @@ class OpenTurn:
     # False while the request waits for an older turn's (cancelled) result,
     # so that it carries what the caller heard of that turn.
     requested: bool = True
+    # When the gateway received the words this turn answers (wall ms; 0:
+    # not known): the first-token budget counts from there.
+    prompt_ms: int = 0
 
 
 @dataclass(slots=True)

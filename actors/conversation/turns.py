@@ -41,7 +41,9 @@ log = structlog.get_logger()
 _ENDING_TOOLS = frozenset({"end_call", "transfer"})
 
 
-def start_turn(step: Step, state: CallState, text: str, reply_to: int) -> None:
+def start_turn(
+    step: Step, state: CallState, text: str, reply_to: int, *, prompt_ms: int = 0
+) -> None:
     """Open a turn for the caller's ``text`` and ask for its reply.
 
     While an older turn's result is outstanding (it was just cancelled),
@@ -56,7 +58,9 @@ def start_turn(step: Step, state: CallState, text: str, reply_to: int) -> None:
     state.history.append({"role": "user", "content": text})
     state.turn += 1
     state.reply_to = reply_to
-    turn = OpenTurn(turn=state.turn, reply_to=reply_to, index=len(state.history))
+    turn = OpenTurn(
+        turn=state.turn, reply_to=reply_to, index=len(state.history), prompt_ms=prompt_ms
+    )
     state.open_turns.append(turn)
     state.speaking = None
     state.timers.pop(SILENCE, None)
@@ -77,7 +81,12 @@ def request(step: Step, state: CallState, turn: OpenTurn) -> None:
     messages = request_messages(state.history)
     # History is kept as plain dicts (actors.history); they are API messages.
     typed = cast(list[HistoryMessage], messages)
-    message = LlmRequest(system=step.config.system_prompt, messages=typed, reply_to=reply_to)
+    message = LlmRequest(
+        system=step.config.system_prompt,
+        messages=typed,
+        reply_to=reply_to,
+        prompt_ms=turn.prompt_ms or None,
+    )
     session, gateway, turn_no = state.session, state.gateway, state.turn
     step.send(message, state.call, session=session, gateway=gateway, seq=reply_to, turn=turn_no)
     # The turn's facts ride in the request's round trip (bus.facts).

@@ -125,9 +125,10 @@ class LLMActor(Actor):
             max_tokens=self.config.max_tokens,
             prefill=sent.text,
             tools=self.tools.definitions(),
-            first_token_deadline_s=self._budget_left(env, sent),
+            first_token_deadline_s=self._budget_left(env, request, sent),
         )
         outcome = Outcome(started=trio.current_time(), prefix=sent.text)
+        outcome.asked_ms = request.prompt_ms or env.ts or None
         key: GenerationKey = (env.call, env.session, reply_to)
         early = self.cancels.early(key)
         if early is not None:
@@ -139,16 +140,18 @@ class LLMActor(Actor):
         index, leftover = await self._generate(env, reply_to, completion, outcome, sent.next_index)
         await self._finish(env, reply_to, index, leftover, outcome)
 
-    def _budget_left(self, env: Envelope, sent: SentSoFar) -> float | None:
-        """What is left of the first-token deadline, counted from the request's stamp.
+    def _budget_left(self, env: Envelope, request: LlmRequest, sent: SentSoFar) -> float | None:
+        """What is left of the first-token deadline, counted from the prompt.
 
-        The caller has waited since the prompt; the request's ``ts`` (when
-        the conversation asked) is the closest stamp this worker has. A
-        resumed reply (the caller already heard its start) gets the whole.
+        The caller has waited since the gateway received its words (the
+        request's ``prompt_ms``; else the request's own ``ts``, when the
+        conversation asked). A resumed reply (the caller already heard its
+        start) gets the whole.
         """
-        if sent.text or not env.ts:
+        asked = request.prompt_ms or env.ts
+        if sent.text or not asked:
             return None
-        waited = max(0.0, (wall_ms() - env.ts) / 1000)
+        waited = max(0.0, (wall_ms() - asked) / 1000)
         return max(self.config.first_token_deadline_s - waited, 0.0)
 
     async def _generate(

@@ -149,7 +149,10 @@ class Producer:
         if config.filler_after_s <= 0 or not config.filler_text or self.outcome.prefix:
             return
         with self.filler_scope:
-            await trio.sleep(config.filler_after_s)
+            # Counted from when the caller finished speaking, as heard.
+            asked = self.outcome.asked_ms
+            waited = max(0.0, (wall_ms() - asked) / 1000) if asked else 0.0
+            await trio.sleep(max(config.filler_after_s - waited, 0.0))
             bus, key, turn = self.engine.bus, config.keys.filler(self.env.call), self.env.turn
             if await bus.get(key) == str(turn - 1):
                 log.info("filler_skipped", reason="previous_turn_had_it")

@@ -48,6 +48,8 @@ class Outcome:
     cancelled: str | None = None  # the reason, once cancelled
     cancelled_ms: float | None = None
     refused: bool = False  # the model refused (stop_reason "refusal")
+    # When the caller's wait began (wall ms; None: not known): the prompt.
+    asked_ms: float | None = None
 
     def messages(self) -> ReplyMessages:
         if self.reply is None:

@@ -15,6 +15,9 @@ class LlmRequest:
     """``llm.request``: complete this conversation; the reply answers caller event ``reply_to``.
 
     ``reply_to`` None (entries written before it existed): the envelope's ``seq``.
+    ``prompt_ms``: when the gateway received the caller's words this answers
+    (wall-clock ms, its envelope's ``ts``): the caller's wait, and so the
+    first-token budget, starts there. None: not known (the request's ``ts``).
     """
 
     KIND: ClassVar[Kind] = Kind.LLM_REQUEST
@@ -22,11 +25,14 @@ class LlmRequest:
     system: str
     messages: Sequence[HistoryMessage]
     reply_to: int | None = None
+    prompt_ms: float | None = None
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"system": self.system, "messages": list(self.messages)}
         if self.reply_to is not None:
             body["reply_to"] = self.reply_to
+        if self.prompt_ms is not None:
+            body["prompt_ms"] = self.prompt_ms
         return body
 
     @classmethod
@@ -36,6 +42,7 @@ class LlmRequest:
             system=b.str_("system", ""),
             messages=b.messages("messages") if body.get("messages") is not None else [],
             reply_to=b.opt_int("reply_to"),
+            prompt_ms=b.opt_number("prompt_ms"),
         )
 
 

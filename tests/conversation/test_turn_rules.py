@@ -314,6 +314,22 @@ def test_silence_after_the_last_reprompt_says_goodbye_and_ends_after_speech() ->
     assert call.state is not None and call.state.ending and SILENCE not in call.state.timers
 
 
+def test_the_request_carries_when_the_gateway_received_the_prompt() -> None:
+    call = Call()
+    call.setup()
+    prompt = CallPrompt(voice_prompt="Hours?", lang="en-US", last=True)
+    incoming = Incoming(prompt, CALL, SESSION, "gw1", seq=7, ts=1_700_000_000_123)
+    applied = apply(call.state, incoming, config=call.config, now=call.now, wall_ms=call.now)
+    request, _ = one(applied.effects, LlmRequest)
+    assert request.prompt_ms == 1_700_000_000_123
+    assert LlmRequest.from_body(request.to_body()) == request
+    # Unknown (0): left out, the request's own stamp stands in.
+    fresh = Call()
+    fresh.setup()
+    other, _ = one(fresh.say("More?"), LlmRequest)
+    assert other.prompt_ms is None and "prompt_ms" not in other.to_body()
+
+
 def test_the_prompts_language_reaches_the_call_state() -> None:
     call = Call()
     call.setup()
