@@ -22,6 +22,10 @@ it is honest in the places where a lenient fake would hide bugs:
 
 ``block_ms=0`` means "block until something arrives", as in Redis.
 
+Streams and consumer groups are here; their data types are in
+:mod:`bus.memory_streams`, and the key/value half (TTLs, leases, liveness) is
+:class:`bus.memory_kv.MemoryKeyValue`, which this class extends.
+
 All state lives in the instance: two ``MemoryBus`` objects share nothing.
 """
 
@@ -29,105 +33,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import structlog
 import trio
 
-from bus.base import BusError, CommandError, Entry, Fields, Lease, parse_id
+from bus.base import BusError, CommandError, Entry, Fields
 from bus.envelope import now_ms
+from bus.memory_kv import MemoryKeyValue
+from bus.memory_streams import (
+    Group,
+    Pending,
+    Stream,
+    StreamId,
+    format_id,
+    parse_strict,
+    range_end,
+    range_start,
+)
+
+__all__ = ["DEFAULT_RETENTION_MS", "MemoryBus", "format_id"]
 
 log = structlog.get_logger()
 
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 
-StreamId = tuple[int, int]
-_MAX_SEQ = 2**64 - 1
 
-
-def format_id(sid: StreamId) -> str:
-    """Render a ``(ms, seq)`` pair as a stream id string."""
-    return f"{sid[0]}-{sid[1]}"
-
-
-def _parse_strict(entry_id: str) -> StreamId:
-    try:
-        ms, seq = parse_id(entry_id)
-    except ValueError as exc:
-        raise CommandError(
-            f"ERR Invalid stream ID specified as stream command argument: {entry_id!r}"
-        ) from exc
-    if ms < 0 or seq < 0:
-        raise CommandError(f"ERR Invalid stream ID: {entry_id!r}")
-    return ms, seq
-
-
-def _range_start(bound: str) -> tuple[StreamId, bool]:
-    """A range start as (id, exclusive). ``"ms"`` alone means ``ms-0``."""
-    if bound == "-":
-        return (0, 0), False
-    if bound.startswith("("):
-        return _parse_strict(bound[1:]), True
-    return _parse_strict(bound), False
-
-
-def _range_end(bound: str) -> tuple[StreamId, bool]:
-    """A range end as (id, exclusive). ``"ms"`` alone means ``ms-<max>``."""
-    if bound == "+":
-        return (2**64 - 1, _MAX_SEQ), False
-    exclusive = bound.startswith("(")
-    raw = bound[1:] if exclusive else bound
-    if "-" not in raw:
-        try:
-            return (int(raw), _MAX_SEQ), exclusive
-        except ValueError as exc:
-            raise CommandError(f"ERR Invalid stream ID: {bound!r}") from exc
-    return _parse_strict(raw), exclusive
-
-
-@dataclass(slots=True)
-class _Pending:
-    consumer: str
-    delivered_at: float  # trio clock, seconds
-    deliveries: int
-
-
-@dataclass(slots=True)
-class _Group:
-    last_delivered: StreamId
-    # Keyed by id; kept sorted on demand (PELs are small and reads are rare).
-    pending: dict[StreamId, _Pending] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Stream:
-    # Parallel lists, append-only at the end, trimmed at the front: ids sorted.
-    ids: list[StreamId] = field(default_factory=list)
-    entries: dict[StreamId, dict[str, str]] = field(default_factory=dict)
-    last_generated: StreamId = (0, 0)
-    groups: dict[str, _Group] = field(default_factory=dict)
-
-    def after(self, sid: StreamId, count: int) -> list[StreamId]:
-        """Up to ``count`` ids strictly greater than ``sid``."""
-        # Binary search: streams can hold a day of entries.
-        lo, hi = 0, len(self.ids)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.ids[mid] <= sid:
-                lo = mid + 1
-            else:
-                hi = mid
-        return self.ids[lo : lo + count]
-
-
-@dataclass(slots=True)
-class _LeaseState:
-    owner: str
-    expires_at: float
-
-
-class MemoryBus:
+class MemoryBus(MemoryKeyValue):
     """In-process implementation of ``bus.base.Bus``.
 
     ``retention_ms`` bounds stream age (trimmed on append); ``clock_ms`` is
@@ -140,27 +72,16 @@ class MemoryBus:
         *,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
+        super().__init__()
         self.retention_ms = retention_ms
         self._clock_ms = clock_ms
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, Stream] = {}
         self._lots: dict[str, trio.lowlevel.ParkingLot] = {}
-        self._kv: dict[str, tuple[str, float]] = {}  # value, expires_at (inf: never)
-        self._leases: dict[str, _LeaseState] = {}
-        self._epochs: dict[str, int] = {}
-        self._members: dict[str, dict[str, float]] = {}  # registry -> member -> expires_at
         self._stream_expiry: dict[str, float] = {}  # stream -> expires_at (trio clock)
-        self._closed = False
 
     # -- helpers -----------------------------------------------------------
 
-    async def _enter(self) -> None:
-        # A checkpoint first, so every operation is a cancellation point that
-        # has no effect when cancelled, as a Redis command that was never sent.
-        await trio.lowlevel.checkpoint()
-        if self._closed:
-            raise BusError("bus is closed")
-
-    def _group(self, stream: str, group: str) -> tuple[_Stream, _Group]:
+    def _group(self, stream: str, group: str) -> tuple[Stream, Group]:
         s = self._streams.get(stream)
         g = s.groups.get(group) if s is not None else None
         if s is None or g is None:
@@ -192,7 +113,7 @@ class MemoryBus:
             return math.inf
         return trio.current_time() + block_ms / 1000
 
-    def _next_id(self, s: _Stream) -> StreamId:
+    def _next_id(self, s: Stream) -> StreamId:
         ms = self._clock_ms()
         last_ms, last_seq = s.last_generated
         if ms > last_ms:
@@ -201,7 +122,7 @@ class MemoryBus:
         return last_ms, last_seq + 1
 
     def _add(self, stream: str, sid: StreamId, fields: Fields) -> None:
-        s = self._streams.setdefault(stream, _Stream())
+        s = self._streams.setdefault(stream, Stream())
         s.ids.append(sid)
         s.entries[sid] = dict(fields)
         s.last_generated = sid
@@ -216,7 +137,7 @@ class MemoryBus:
         if cut:
             del s.ids[:cut]
 
-    def _entry(self, stream: str, s: _Stream, sid: StreamId, deliveries: int = 1) -> Entry:
+    def _entry(self, stream: str, s: Stream, sid: StreamId, deliveries: int = 1) -> Entry:
         return Entry(stream, format_id(sid), dict(s.entries[sid]), deliveries)
 
     def _reap(self, stream: str) -> None:
@@ -231,7 +152,7 @@ class MemoryBus:
         if not fields:
             raise CommandError("ERR wrong number of arguments for 'xadd' command")
         self._reap(stream)
-        s = self._streams.setdefault(stream, _Stream())
+        s = self._streams.setdefault(stream, Stream())
         sid = self._next_id(s)
         self._add(stream, sid, fields)
         self._trim(stream)
@@ -256,8 +177,8 @@ class MemoryBus:
         The id must be greater than the stream's last id, as with ``XADD``.
         """
         await self._enter()
-        sid = _parse_strict(entry_id)
-        s = self._streams.setdefault(stream, _Stream())
+        sid = parse_strict(entry_id)
+        s = self._streams.setdefault(stream, Stream())
         if sid <= s.last_generated:
             raise CommandError(
                 "ERR The ID specified in XADD is equal or smaller than the target stream top item"
@@ -293,11 +214,11 @@ class MemoryBus:
     async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
         """Create the consumer group (and the stream) if missing; idempotent."""
         await self._enter()
-        s = self._streams.setdefault(stream, _Stream())
+        s = self._streams.setdefault(stream, Stream())
         if group in s.groups:
             return
-        last = s.last_generated if start == "$" else _parse_strict(start)
-        s.groups[group] = _Group(last_delivered=last)
+        last = s.last_generated if start == "$" else parse_strict(start)
+        s.groups[group] = Group(last_delivered=last)
 
     async def read_group(
         self,
@@ -312,7 +233,7 @@ class MemoryBus:
         """Read as ``consumer`` of ``group``; ``start="0"`` re-reads own pending."""
         await self._enter()
         if start != ">":
-            return self._reread_pending(stream, group, consumer, _parse_strict(start), count)
+            return self._reread_pending(stream, group, consumer, parse_strict(start), count)
         deadline = None if block_ms is None else self._deadline(block_ms)
         while True:
             s, g = self._group(stream, group)
@@ -320,7 +241,7 @@ class MemoryBus:
             if ids:
                 now = trio.current_time()
                 for sid in ids:
-                    g.pending[sid] = _Pending(consumer, now, 1)
+                    g.pending[sid] = Pending(consumer, now, 1)
                 g.last_delivered = ids[-1]
                 return [self._entry(stream, s, sid) for sid in ids]
             if deadline is None or trio.current_time() >= deadline:
@@ -348,7 +269,7 @@ class MemoryBus:
         return out
 
     @staticmethod
-    def _drop_trimmed(stream: str, group: str, g: _Group, sid: StreamId) -> None:
+    def _drop_trimmed(stream: str, group: str, g: Group, sid: StreamId) -> None:
         p = g.pending.pop(sid)
         log.warning(
             "bus.pending_entry_trimmed",
@@ -367,7 +288,7 @@ class MemoryBus:
             return 0
         done = 0
         for entry_id in ids:
-            if g.pending.pop(_parse_strict(entry_id), None) is not None:
+            if g.pending.pop(parse_strict(entry_id), None) is not None:
                 done += 1
         return done
 
@@ -400,7 +321,7 @@ class MemoryBus:
         _, g = self._group(stream, group)
         now = trio.current_time()
         for entry_id in ids:
-            p = g.pending.get(_parse_strict(entry_id))
+            p = g.pending.get(parse_strict(entry_id))
             if p is not None and p.consumer == consumer:
                 p.delivered_at = now
 
@@ -419,7 +340,7 @@ class MemoryBus:
             s = self._streams.get(stream)
             since = s.last_generated if s is not None else (0, 0)
         else:
-            since = _parse_strict(after)
+            since = parse_strict(after)
         deadline = None if block_ms is None else self._deadline(block_ms)
         while True:
             s = self._streams.get(stream)
@@ -444,8 +365,8 @@ class MemoryBus:
     ) -> list[Entry]:
         """Entries between two ids inclusive (``(`` makes a bound exclusive)."""
         await self._enter()
-        lo, lo_ex = _range_start(start)
-        hi, hi_ex = _range_end(end)
+        lo, lo_ex = range_start(start)
+        hi, hi_ex = range_end(end)
         s = self._streams.get(stream)
         if s is None or count == 0:
             return []
@@ -459,132 +380,6 @@ class MemoryBus:
             if count is not None and len(out) >= count:
                 break
         return out
-
-    # -- key/value ---------------------------------------------------------
-
-    async def get(self, key: str) -> str | None:
-        """Read a key/value entry."""
-        await self._enter()
-        item = self._kv.get(key)
-        if item is None:
-            return None
-        value, expires_at = item
-        if trio.current_time() >= expires_at:
-            del self._kv[key]
-            return None
-        return value
-
-    async def set(
-        self, key: str, value: str, *, ttl_ms: int | None = None, nx: bool = False
-    ) -> bool:
-        """Write a key/value entry, optionally expiring; with ``nx`` only if absent."""
-        await self._enter()
-        if ttl_ms is not None and ttl_ms <= 0:
-            raise CommandError("ERR invalid expire time in 'set' command")
-        now = trio.current_time()
-        if nx:
-            held = self._kv.get(key)
-            if held is not None and now < held[1]:
-                return False
-        expires_at = math.inf if ttl_ms is None else now + ttl_ms / 1000
-        self._kv[key] = (value, expires_at)
-        return True
-
-    async def delete(self, key: str) -> None:
-        """Remove a key/value entry."""
-        await self._enter()
-        self._kv.pop(key, None)
-
-    # -- leases ------------------------------------------------------------
-
-    def _live_lease(self, name: str) -> _LeaseState | None:
-        state = self._leases.get(name)
-        if state is not None and trio.current_time() >= state.expires_at:
-            del self._leases[name]
-            return None
-        return state
-
-    async def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> Lease | None:
-        """Take the lease if free (or already ours); None when someone else holds it.
-
-        A fresh acquisition bumps the epoch; re-acquiring a lease we still hold
-        extends it and keeps the epoch.
-        """
-        await self._enter()
-        if ttl_ms <= 0:
-            raise CommandError("ERR invalid expire time")
-        expires_at = trio.current_time() + ttl_ms / 1000
-        state = self._live_lease(name)
-        if state is not None:
-            if state.owner != owner:
-                return None
-            state.expires_at = expires_at
-            return Lease(name, owner, self._epochs[name])
-        epoch = self._epochs.get(name, 0) + 1
-        self._epochs[name] = epoch
-        self._leases[name] = _LeaseState(owner, expires_at)
-        return Lease(name, owner, epoch)
-
-    def _holds(self, lease: Lease) -> _LeaseState | None:
-        state = self._live_lease(lease.name)
-        if state is None or state.owner != lease.owner:
-            return None
-        if self._epochs.get(lease.name) != lease.epoch:
-            return None
-        return state
-
-    async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
-        """Extend the lease; False when it was lost (expired and maybe taken)."""
-        await self._enter()
-        if ttl_ms <= 0:
-            raise CommandError("ERR invalid expire time")
-        state = self._holds(lease)
-        if state is None:
-            return False
-        state.expires_at = trio.current_time() + ttl_ms / 1000
-        return True
-
-    async def release_lease(self, lease: Lease) -> None:
-        """Give the lease up if we still hold it."""
-        await self._enter()
-        if self._holds(lease) is not None:
-            del self._leases[lease.name]
-
-    async def set_if_lease(
-        self, key: str, value: str, lease: Lease, *, ttl_ms: int | None = None
-    ) -> bool:
-        """Write ``key`` only while ``lease`` is held (owner and epoch); False: not written."""
-        await self._enter()
-        if ttl_ms is not None and ttl_ms <= 0:
-            raise CommandError("ERR invalid expire time in 'set' command")
-        if self._holds(lease) is None:
-            return False
-        expires_at = math.inf if ttl_ms is None else trio.current_time() + ttl_ms / 1000
-        self._kv[key] = (value, expires_at)
-        return True
-
-    # -- liveness registry -------------------------------------------------
-
-    async def heartbeat(self, group: str, member: str, ttl_ms: int) -> None:
-        """Mark ``member`` of registry ``group`` alive for the next ``ttl_ms``."""
-        await self._enter()
-        if ttl_ms <= 0:
-            raise CommandError("ERR invalid expire time")
-        self._members.setdefault(group, {})[member] = trio.current_time() + ttl_ms / 1000
-
-    async def live_members(self, group: str) -> list[str]:
-        """Members of registry ``group`` whose heartbeat has not expired, sorted."""
-        await self._enter()
-        registry = self._members.get(group, {})
-        now = trio.current_time()
-        for member in [m for m, expires_at in registry.items() if expires_at <= now]:
-            del registry[member]
-        return sorted(registry)
-
-    async def leave(self, group: str, member: str) -> None:
-        """Remove ``member`` from registry ``group`` at once (graceful exit)."""
-        await self._enter()
-        self._members.get(group, {}).pop(member, None)
 
     async def aclose(self) -> None:
         """Close the bus: later calls fail, blocked readers wake and fail. Idempotent."""
