@@ -37,20 +37,20 @@ Built on ``bus.resp.RedisClient``. How each operation maps to Redis:
   workers with skewed clocks agree on who is alive. ``live_members`` removes
   expired members (``ZREMRANGEBYSCORE``) and returns the rest.
 
-Scripts are sent with ``EVALSHA`` and fall back to ``EVAL`` after a server
-restart (``NOSCRIPT``).
+The scripts live in :mod:`bus.redis_scripts`; they are sent with ``EVALSHA``
+and fall back to ``EVAL`` after a server restart (``NOSCRIPT``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from itertools import chain
 from typing import Any
 
 import structlog
 
+from bus import redis_scripts as scripts
 from bus.base import CommandError, Entry, Fields, Lease
 from bus.cluster import CommandClient, open_redis_client
 from bus.envelope import now_ms
@@ -60,139 +60,6 @@ log = structlog.get_logger()
 
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
-
-
-class _Script:
-    """A Lua script run by SHA1, loaded on first use or after a restart."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    async def run(self, client: CommandClient, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        try:
-            return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
-        except CommandError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return await client.execute("EVAL", self.source, len(keys), *keys, *args)
-
-
-# KEYS: stream. ARGV: group, consumer, exclusive start id, count.
-# Returns {{id, fields, deliveries}...}, {trimmed ids...}.
-_REREAD_PENDING = _Script("""
-local pend = redis.call('XPENDING', KEYS[1], ARGV[1], '(' .. ARGV[3], '+', ARGV[4], ARGV[2])
-if #pend == 0 then return {{}, {}} end
-local ids, counts = {}, {}
-for i, p in ipairs(pend) do
-  ids[i] = p[1]
-  counts[p[1]] = p[4]
-end
-local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))
-local out, seen, trimmed = {}, {}, {}
-for _, e in ipairs(claimed) do
-  if e and e[2] then
-    seen[e[1]] = true
-    out[#out + 1] = {e[1], e[2], counts[e[1]] + 1}
-  end
-end
-for _, id in ipairs(ids) do
-  if not seen[id] then trimmed[#trimmed + 1] = id end
-end
-if #trimmed > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(trimmed)) end
-return {out, trimmed}
-""")
-
-# KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count.
-# Returns next cursor, {{id, fields, deliveries}...}, {trimmed ids...}.
-_AUTOCLAIM_STEP = _Script("""
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
-local out, trimmed = {}, {}
-for _, e in ipairs(r[2]) do
-  if e and e[2] then
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
-    out[#out + 1] = {e[1], e[2], p[1][4]}
-  elseif e then
-    trimmed[#trimmed + 1] = e[1]
-  end
-end
-if r[3] then
-  for _, id in ipairs(r[3]) do trimmed[#trimmed + 1] = id end
-end
-if #trimmed > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(trimmed)) end
-return {r[1], out, trimmed}
-""")
-
-# KEYS: lease, epoch. ARGV: owner, ttl ms. Returns the epoch, or nil when held by another.
-_ACQUIRE = _Script("""
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(redis.call('GET', KEYS[2]) or '0')
-elseif cur then
-  return false
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return redis.call('INCR', KEYS[2])
-""")
-
-# KEYS: lease, epoch. ARGV: owner, epoch, ttl ms. Returns 1 when renewed.
-_RENEW = _Script("""
-if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-return 0
-""")
-
-# KEYS: lease, epoch. ARGV: owner, epoch. Returns 1 when released.
-_RELEASE = _Script("""
-if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-""")
-
-# KEYS: lease, epoch, key. ARGV: owner, epoch, value, ttl ms ('' for none). 1 when written.
-_SET_IF_LEASE = _Script("""
-if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
-  if ARGV[4] == '' then
-    redis.call('SET', KEYS[3], ARGV[3])
-  else
-    redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-  end
-  return 1
-end
-return 0
-""")
-
-# KEYS: stream. ARGV: group, consumer, ids... Returns how many were touched.
-_TOUCH = _Script("""
--- Lua truncates unpack() to one value unless it comes last: build the args.
-local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p > 0 and p[1][2] == ARGV[2] then args[#args + 1] = ARGV[i] end
-end
-if #args == 5 then return 0 end
-args[#args + 1] = 'JUSTID'
-redis.call(unpack(args))
-return #args - 6
-""")
-
-# KEYS: registry. ARGV: member, ttl ms.
-_HEARTBEAT = _Script("""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-""")
-
-# KEYS: registry. Returns the live members.
-_LIVE_MEMBERS = _Script("""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-""")
 
 
 def _fields(raw: Sequence[str]) -> dict[str, str]:
@@ -320,7 +187,7 @@ class RedisBus:
     ) -> list[Entry]:
         """Read as ``consumer`` of ``group``; ``start="0"`` re-reads own pending."""
         if start != ">":
-            out, trimmed = await _REREAD_PENDING.run(
+            out, trimmed = await scripts.REREAD_PENDING.run(
                 self.client, [stream], [group, consumer, start, count]
             )
             _log_trimmed(stream, group, trimmed)
@@ -348,7 +215,7 @@ class RedisBus:
         out: list[Entry] = []
         cursor = "0-0"
         while len(out) < count:
-            cursor, raw, trimmed = await _AUTOCLAIM_STEP.run(
+            cursor, raw, trimmed = await scripts.AUTOCLAIM_STEP.run(
                 self.client, [stream], [group, consumer, min_idle_ms, cursor, count - len(out)]
             )
             _log_trimmed(stream, group, trimmed)
@@ -363,7 +230,7 @@ class RedisBus:
             # Still check the group exists, as MemoryBus does.
             await self.client.execute("XPENDING", stream, group)
             return
-        await _TOUCH.run(self.client, [stream], [group, consumer, *ids])
+        await scripts.TOUCH.run(self.client, [stream], [group, consumer, *ids])
 
     async def pending_count(self, stream: str, group: str) -> int:
         """How many entries of the group are delivered but not acked."""
@@ -433,21 +300,23 @@ class RedisBus:
         """
         if ttl_ms <= 0:
             raise CommandError("ERR invalid expire time")
-        epoch = await _ACQUIRE.run(self.client, self._lease_keys(name), [owner, ttl_ms])
+        epoch = await scripts.ACQUIRE.run(self.client, self._lease_keys(name), [owner, ttl_ms])
         return None if epoch is None else Lease(name, owner, int(epoch))
 
     async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
         """Extend the lease; False when it was lost (expired and maybe taken)."""
         if ttl_ms <= 0:
             raise CommandError("ERR invalid expire time")
-        done = await _RENEW.run(
+        done = await scripts.RENEW.run(
             self.client, self._lease_keys(lease.name), [lease.owner, lease.epoch, ttl_ms]
         )
         return bool(done)
 
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease up if we still hold it."""
-        await _RELEASE.run(self.client, self._lease_keys(lease.name), [lease.owner, lease.epoch])
+        await scripts.RELEASE.run(
+            self.client, self._lease_keys(lease.name), [lease.owner, lease.epoch]
+        )
 
     async def set_if_lease(
         self, key: str, value: str, lease: Lease, *, ttl_ms: int | None = None
@@ -455,7 +324,7 @@ class RedisBus:
         """Write ``key`` only while ``lease`` is held (owner and epoch); False: not written."""
         if ttl_ms is not None and ttl_ms <= 0:
             raise CommandError("ERR invalid expire time in 'set' command")
-        done = await _SET_IF_LEASE.run(
+        done = await scripts.SET_IF_LEASE.run(
             self.client,
             [*self._lease_keys(lease.name), key],
             [lease.owner, lease.epoch, value, "" if ttl_ms is None else ttl_ms],
@@ -468,11 +337,11 @@ class RedisBus:
         """Mark ``member`` of registry ``group`` alive for the next ``ttl_ms``."""
         if ttl_ms <= 0:
             raise CommandError("ERR invalid expire time")
-        await _HEARTBEAT.run(self.client, [group], [member, ttl_ms])
+        await scripts.HEARTBEAT.run(self.client, [group], [member, ttl_ms])
 
     async def live_members(self, group: str) -> list[str]:
         """Members of registry ``group`` whose heartbeat has not expired, sorted."""
-        members = await _LIVE_MEMBERS.run(self.client, [group], [])
+        members = await scripts.LIVE_MEMBERS.run(self.client, [group], [])
         return sorted(str(m) for m in members)
 
     async def leave(self, group: str, member: str) -> None:
