@@ -16,10 +16,17 @@ calls: resume ``n`` of a call is the key ``keys.resume(call, n)``, claimed
 with an atomic ``SET NX`` whose value is the failed session's id. Twilio may
 send the same callback again (a retried webhook): the session that already
 holds a slot gets the same answer instead of a second slot.
+
+While the bus is away (a Redis restart), the count cannot be read. Resuming
+then is the better failure than hanging up, but not without bound: every
+resumed session fails again at once while Redis is down, and an unbounded
+fallback cycled one call through 25 sessions in a second. ``LocalResumes``
+keeps the same budget in the gateway's memory for such moments.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Final
 
 from bus.base import Bus
@@ -59,3 +66,32 @@ async def claim_resume(
         if await bus.get(key) == session_id:
             return n
     return None
+
+
+# Calls a gateway remembers while the bus is away (oldest forgotten first).
+LOCAL_RESUME_CALLS: Final = 10_000
+
+
+class LocalResumes:
+    """The resume budget of this gateway alone, for when the bus cannot count.
+
+    Same contract as ``claim_resume``: a number 1..``limit`` per failed
+    session, the same number for the same session, None when used up.
+    Pure and bounded (``capacity`` calls).
+    """
+
+    def __init__(self, capacity: int = LOCAL_RESUME_CALLS) -> None:
+        self.capacity = capacity
+        self._calls: OrderedDict[str, list[str]] = OrderedDict()
+
+    def claim(self, call_sid: str, session_id: str, limit: int) -> int | None:
+        sessions = self._calls.setdefault(call_sid, [])
+        self._calls.move_to_end(call_sid)
+        while len(self._calls) > self.capacity:
+            self._calls.popitem(last=False)
+        if session_id in sessions:
+            return sessions.index(session_id) + 1
+        if len(sessions) >= limit:
+            return None
+        sessions.append(session_id)
+        return len(sessions)

@@ -25,7 +25,7 @@ from bus.retry import HEALTH
 from gateway import calltoken
 from gateway.context import GatewayContext
 from gateway.http import Request, Response, text_response, xml_response
-from gateway.resume import claim_resume, is_transient
+from gateway.resume import LocalResumes, claim_resume, is_transient
 from gateway.twiml import action_twiml, connect_twiml
 from relay import signature
 
@@ -42,6 +42,7 @@ class Webhooks:
     def __init__(self, ctx: GatewayContext) -> None:
         self.ctx = ctx
         self._scrape_lock = trio.Lock()
+        self._local_resumes = LocalResumes()
 
     def signed(self, request: Request, url: str, params: signature.Params) -> bool:
         """Twilio's signature: the Auth Token's HMAC-SHA1, or a SharedKey's algorithm
@@ -115,9 +116,11 @@ class Webhooks:
         try:
             number = await claim_resume(self.ctx.bus, self.ctx.keys, call, session, limit)
         except BusError as exc:
-            # Without the count, resuming is the better failure than hanging up.
-            log.warning("resume_count_unavailable", call_sid=call, error=str(exc))
-            return True
+            # Without the shared count, resuming is the better failure than
+            # hanging up; this gateway's own count still bounds it.
+            number = self._local_resumes.claim(call, session, limit)
+            log.warning("resume_count_unavailable", call_sid=call, resume=number, error=str(exc))
+            return number is not None
         log.info("resume_claimed", call_sid=call, resume=number, limit=limit)
         return number is not None
 

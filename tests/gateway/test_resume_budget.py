@@ -7,7 +7,7 @@ import trio
 
 from bus.base import Bus
 from bus.keys import Keys
-from gateway.resume import claim_resume, is_transient
+from gateway.resume import LocalResumes, claim_resume, is_transient
 
 CALL = "CA0000000000000000000000000000000r"
 
@@ -47,3 +47,22 @@ async def test_concurrent_claims_never_share_a_slot(bus: Bus) -> None:
                 nursery.start_soon(claim, f"VX{n}")
     numbers = sorted(n for n in got.values() if n is not None)
     assert numbers == [1, 2, 3]
+
+
+def test_without_the_bus_a_gateway_still_bounds_each_calls_resumes() -> None:
+    # A Redis restart: every resumed session fails at once while it is down.
+    local = LocalResumes()
+    storm = [local.claim(CALL, f"VX{n}", 2) for n in range(25)]
+    assert storm[:2] == [1, 2]
+    assert storm[2:] == [None] * 23
+    assert local.claim(CALL, "VX1", 2) == 2  # a retried callback: the same answer
+    assert local.claim(CALL + "x", "VX9", 2) == 1  # other calls have their own budget
+
+
+def test_the_local_budget_forgets_the_oldest_calls_first() -> None:
+    local = LocalResumes(capacity=2)
+    local.claim("CA1", "VX1", 1)
+    local.claim("CA2", "VX2", 1)
+    local.claim("CA3", "VX3", 1)
+    assert local.claim("CA1", "VX4", 1) == 1  # forgotten: a fresh budget, still bounded
+    assert local.claim("CA3", "VX5", 1) is None
