@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check redis-server chromium bench clean
+.PHONY: run test lint check redis-server chromium bench faults clean
 
 $(STAMP): pyproject.toml examples/analytics/pyproject.toml examples/tools_demo/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Switchboard needs Python 3.11+ (set PYTHON=python3.11)"'
@@ -62,6 +62,12 @@ bench: $(STAMP) redis-server
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/interrupt_cancel.py
+
+## faults: 20 live calls on real processes while each fault happens in turn
+## (kill -9 of each role, Redis stopped, restarted, full; a worker paused past
+## its lease; a tokensPlayed flood; 2,000 idle sockets); table in docs/FAULTS.md
+faults: $(STAMP) redis-server
+	$(BIN)/python bench/faults.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
