@@ -93,6 +93,10 @@ class LLMConfig:
     # output_config.effort: "low" ... "max".
     thinking: str = "off"
     effort: str = "low"
+    # cache_control on the stable prefix (actors/providers/claude_cache.py),
+    # and how long an idle connection to the API is kept between turns.
+    prompt_cache: bool = True
+    keepalive_s: float = 300.0
     # When a reply's first token is this late the caller hears ``filler_text``
     # (not kept in history, never on two turns in a row); 0: never.
     filler_after_s: float = 1.2

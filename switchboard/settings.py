@@ -275,6 +275,9 @@ class Settings:
     fallback_model: str | None = None
     thinking: str = "off"
     effort: str = "low"
+    # LLMConfig.prompt_cache / keepalive_s.
+    prompt_cache: bool = True
+    anthropic_keepalive_s: float = 300.0
     # LLMConfig.filler_after_s / filler_text / refusal_line.
     filler_after_s: float = 1.2
     filler_text: str = DEFAULT_FILLER_TEXT
@@ -410,6 +413,11 @@ class Settings:
                 f"SWITCHBOARD_THINKING budget {budget} must be below "
                 f"SWITCHBOARD_MAX_TOKENS {max_tokens}"
             )
+        anthropic_keepalive_s = _float(env, "SWITCHBOARD_ANTHROPIC_KEEPALIVE_S", 300.0)
+        if anthropic_keepalive_s <= 0:
+            raise SettingsError(
+                f"SWITCHBOARD_ANTHROPIC_KEEPALIVE_S must be > 0, got {anthropic_keepalive_s}"
+            )
         silence_reprompt_s = _float(env, "SWITCHBOARD_SILENCE_REPROMPT_S", 10.0)
         dtmf_idle_s = _float(env, "SWITCHBOARD_DTMF_IDLE_S", 3.0)
         if dtmf_idle_s <= 0:
@@ -476,6 +484,8 @@ class Settings:
             fallback_model=_str(env, "SWITCHBOARD_FALLBACK_MODEL", None),
             thinking=thinking,
             effort=effort,
+            prompt_cache=bool(_bool(env, "SWITCHBOARD_PROMPT_CACHE", True)),
+            anthropic_keepalive_s=anthropic_keepalive_s,
             filler_after_s=_float(env, "SWITCHBOARD_FILLER_AFTER_S", 1.2),
             filler_text=env.get("SWITCHBOARD_FILLER_TEXT") or DEFAULT_FILLER_TEXT,
             refusal_line=env.get("SWITCHBOARD_REFUSAL_LINE") or DEFAULT_REFUSAL_LINE,
@@ -586,6 +596,8 @@ class Settings:
             fallback_model=self.fallback_model,
             thinking=self.thinking,
             effort=self.effort,
+            prompt_cache=self.prompt_cache,
+            keepalive_s=self.anthropic_keepalive_s,
             filler_after_s=self.filler_after_s,
             filler_text=self.filler_text,
             refusal_line=self.refusal_line,

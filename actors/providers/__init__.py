@@ -46,6 +46,8 @@ def make_provider(config: LLMConfig) -> Provider:
             fallback_model=config.fallback_model,
             thinking=config.thinking,
             effort=config.effort,
+            prompt_cache=config.prompt_cache,
+            keepalive_s=config.keepalive_s,
         )
     if config.provider == "scripted":
         return ScriptedProvider(

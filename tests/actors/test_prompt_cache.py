@@ -10,13 +10,16 @@ the cache read on every turn after the first, in the turn's facts and on
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import anthropic
 import pytest
 import trio
 from fakes.anthropic_server import open_fake_anthropic
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.providers import AnthropicProvider, CompletionRequest
 from actors.providers.claude_cache import (
     MAX_BREAKPOINTS,
     cached_messages,
@@ -33,6 +36,7 @@ from switchboard.twilio import open_call
 
 TOKEN = "cache-token"
 EPHEMERAL = {"type": "ephemeral"}
+TOOL = {"name": "hours", "description": "Opening hours.", "input_schema": {"type": "object"}}
 HISTORY: list[dict[str, Any]] = [
     {"role": "user", "content": "[The call connected.]"},
     {"role": "assistant", "content": "Hi, how can I help?"},
@@ -165,3 +169,16 @@ async def test_a_call_reads_its_prefix_from_the_cache_from_the_second_turn(
     written = samples[("switchboard_llm_tokens_total", (("direction", "cache_write"),))]
     assert read == fields["cache_read_tokens"] > 0
     assert written == fields["cache_write_tokens"] > 0
+
+
+async def test_with_the_cache_off_nothing_is_marked() -> None:
+    with trio.fail_after(10):
+        async with open_fake_anthropic(["Ok."]) as fake:
+            client = anthropic.AsyncAnthropic(api_key="k", base_url=fake.base_url, max_retries=0)
+            provider = AnthropicProvider("claude-test", 64, client, prompt_cache=False)
+            request = CompletionRequest(system="s", messages=HISTORY, tools=[TOOL])
+            async with provider.complete(request) as completion:
+                assert [d async for d in completion.deltas()] == ["Ok."]
+    [sent] = fake.requests
+    assert "cache_control" not in json.dumps(sent)
+    assert isinstance(sent["system"], str) and sent["tools"] == [TOOL]
