@@ -192,6 +192,14 @@ def main(
         )
     if sys.stderr.isatty():
         sys.stderr.write("\n")
+    if result.calls and all(c.error and "HTTP 403" in c.error for c in result.calls):
+        # Every call refused at the webhook or the upgrade: the tokens differ.
+        sys.stderr.write(
+            f"switchboard simulate: the agent at {url} refused every call (HTTP 403: the "
+            "Twilio signature did not match); set TWILIO_AUTH_TOKEN to the server's auth "
+            "token (and --public-url to its SWITCHBOARD_PUBLIC_URL if it has one)\n"
+        )
+        return 2
     doc = result.to_json()
     # With a document on standard output, the table goes to stderr beside the log.
     table_to = sys.stderr if is_stdout(json_out) or is_stdout(plot_out) else sys.stdout

@@ -116,20 +116,25 @@ async def test_an_agent_that_is_not_running_is_one_line_after_retrying(command: 
     assert f"cannot reach the agent at {url}" in line and "switchboard dev" in line
 
 
-async def test_a_call_refused_with_403_says_to_set_the_auth_token() -> None:
+@pytest.mark.parametrize("command", ["call", "simulate"])
+async def test_a_call_refused_with_403_says_to_set_the_auth_token(command: str) -> None:
     settings = Settings.from_env({"TWILIO_AUTH_TOKEN": "the-server-token", "SWITCHBOARD_PORT": "0"})
+    extra = ["--scenario", "bench/scenarios/smoke.json", "--calls", "2"]
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as nursery:
             port = await start_dev(nursery, settings, MemoryBus())
             code, _, err = await run_cli(
-                "call",
+                command,
                 "--url",
                 f"http://127.0.0.1:{port}",
+                *(extra if command == "simulate" else []),
                 env={"TWILIO_AUTH_TOKEN": "some-other-token"},
             )
             nursery.cancel_scope.cancel()
-    assert code == 2
-    line = one_line(err)
+    assert code == 2 and "Traceback" not in err
+    # simulate logs each refused call as it happens, then the one line.
+    line = one_line(err) if command == "call" else err.strip().splitlines()[-1]
+    assert line.startswith(f"switchboard {command}: ")
     assert "HTTP 403" in line and "set TWILIO_AUTH_TOKEN to the server's auth token" in line
 
 
