@@ -11,20 +11,26 @@ line and persists the state.
 
 Idempotency: the state records the id of the last entry applied
 (``last_entry_id``); an entry at or below it is a redelivery and is skipped.
-The order of effects is publish-then-persist: if the process dies in between,
-the entry is delivered again, produces the same messages (same turn, same
-``reply_to``), and downstream de-duplicates.
+
+Persist, then publish: the state, with what the entry publishes (its
+*outbox*: requests, cancels, frames; not facts), is written first, under
+the lease; only then are the messages appended. A worker that lost its
+lease gets its write refused and publishes nothing. If the process dies
+between the write and the append, the entry comes back (it was not acked)
+as the last one applied: its outbox is published again, stamped with the
+new owner's epoch (downstream de-duplicates a repeat).
 
 Fencing: the state is written with ``bus.set_if_lease`` under the partition's
 lease, and what it publishes carries the lease's ``epoch``. A refused write
 means another worker owns the partition now: ``lease_lost()`` stops this one
 at once, without acking, so a stalled old owner can never overwrite the new
-owner's state.
+owner's state nor publish anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import structlog
 import trio
@@ -45,6 +51,9 @@ from bus.retry import Backoff
 from relay import Text, to_wire
 
 log = structlog.get_logger()
+
+# Clock skew allowed between the host that stamped an entry and Redis.
+_SKEW_MS = 2000
 
 
 class ConversationActor(Actor):
@@ -120,6 +129,18 @@ class ConversationActor(Actor):
             and state.last_entry_id
             and parse_id(entry.id) <= parse_id(state.last_entry_id)
         ):
+            if entry.id == state.last_entry_id and state.outbox:
+                # Persisted, perhaps never published (the worker died in
+                # between): what is missing goes out now, under this lease.
+                missing = await self._unpublished(state.outbox)
+                if missing:
+                    await self.bus.append_many(self._restamped(missing))
+                log.info(
+                    "outbox_checked",
+                    entry_id=entry.id,
+                    entries=len(state.outbox),
+                    republished=len(missing),
+                )
             log.info(
                 "entry_skipped_duplicate",
                 kind=incoming.message.KIND,
@@ -133,12 +154,35 @@ class ConversationActor(Actor):
         if state is None:
             return None
         state.last_entry_id = entry.id
-        if applied.effects:
-            # Published before the state is persisted (see the module docstring).
-            await self.bus.append_many([self._item(e) for e in applied.effects])
+        items = [self._item(e) for e in applied.effects]
+        effects = zip(items, applied.effects, strict=True)
+        state.outbox = [(st, dict(f)) for (st, f), e in effects if not isinstance(e, FactOut)]
         await self._sync_timers(state, timers_before)
+        # Persisted before anything is published (see the module docstring):
+        # a refused write stops the partition here, with nothing published.
         await self._persist(state)
+        if items:
+            await self.bus.append_many(items)
         return state
+
+    async def _unpublished(self, outbox: Sequence[tuple[str, Fields]]) -> list[tuple[str, Fields]]:
+        """The entries of ``outbox`` not on their streams (looked up from their
+        ``ts``, less 2 s of clock skew between hosts: only on a redelivery)."""
+        missing: list[tuple[str, Fields]] = []
+        for stream, fields in outbox:
+            ts = Envelope.decode(dict(fields)).ts
+            there = await self.bus.range(stream, f"{max(0, ts - _SKEW_MS)}-0", "+")
+            if not any(e.fields == fields for e in there):
+                missing.append((stream, fields))
+        return missing
+
+    def _restamped(self, outbox: Sequence[tuple[str, Fields]]) -> list[tuple[str, Fields]]:
+        """``outbox`` with the current lease's epoch on every envelope."""
+        epoch = _epoch()
+        out: list[tuple[str, Fields]] = []
+        for stream, fields in outbox:
+            out.append((stream, replace(Envelope.decode(dict(fields)), epoch=epoch).encode()))
+        return out
 
     def _item(self, effect: Effect) -> tuple[str, Fields]:
         """Where ``effect`` goes on the bus, and its entry (stamped with the lease's epoch)."""

@@ -84,6 +84,10 @@ class CallState:
     # what a rule dropped during the entry being applied (reported after it).
     dropped: dict[str, int] = field(default_factory=dict)
     pending_drops: dict[str, int] = field(default_factory=dict)
+    # What the last entry applied publishes (stream, entry fields): written
+    # with the state, appended after it, appended again if that entry comes
+    # back (actors.conversation.actor).
+    outbox: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     def to_json(self) -> str:
         # orjson walks the dataclasses itself: ``json.dumps(asdict(self))``
@@ -114,6 +118,10 @@ class CallState:
             ending=bool(data.get("ending", False)),
             lang=str(data.get("lang", "")),
             dropped={str(k): int(v) for k, v in data.get("dropped", {}).items()},
+            outbox=[
+                (str(stream), {str(k): str(v) for k, v in fields.items()})
+                for stream, fields in data.get("outbox", [])
+            ],
         )
 
     def current(self) -> OpenTurn | None:

@@ -9,11 +9,24 @@ the result with its facts (``result``, ``facts``).
 
 Dead letter: a request delivered more than ``max_deliveries`` times goes to
 the dead-letter stream and the caller's reply is closed with the apology.
+
+Stale requests: every request carries the fencing epoch of the conversation
+worker that published it. A conversation worker publishes only after its
+fenced state write succeeded, and a new owner first re-publishes what the
+last entry it inherits left unpublished (with its own, newer epoch); so a
+request for a turn (call, session, ``reply_to``) that this worker already
+saw *earlier in the stream* under a newer epoch was published late by a
+worker that had lost the partition, and is dropped (``request_stale_epoch``).
+Only such duplicates are dropped: epochs start again after Redis loses its
+data, so an older epoch alone proves nothing. A duplicate that reaches
+another worker is still caught by the gateway's ``(reply_to, index)``
+de-duplication.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import structlog
@@ -30,13 +43,16 @@ from actors.providers.base import CompletionRequest, Provider
 from actors.runtime import Actor, Reclaim
 from actors.timers import SharedTimer
 from actors.tools import ToolRegistry, tool_registry
-from bus.base import Bus, Entry, Fields
+from bus.base import Bus, Entry, Fields, parse_id
 from bus.envelope import Envelope, Kind
 from bus.facts import wall_ms
 from bus.keys import GROUP_LLM
 from bus.messages import HistoryMessage, LlmRequest
 
 log = structlog.get_logger()
+
+# Turns remembered for fencing stale requests (a few minutes of a busy worker).
+_TURNS_KEPT = 50_000
 
 
 class LLMActor(Actor):
@@ -57,6 +73,9 @@ class LLMActor(Actor):
         # Entries this process started handling: a retry of one of them
         # resumes like a redelivery.
         self._attempted: set[str] = set()
+        # Recent turns (call, session, reply_to): the newest epoch their
+        # request came with and where in the stream (stale requests).
+        self._epochs: OrderedDict[tuple[str, str, int], tuple[int, tuple[int, int]]] = OrderedDict()
         self.cancels = Cancels(self.keys, memory_s=config.cancel_memory_s, actor=self.name)
         # The coalescing waits of every reply, on one timer and one grid.
         self._ticks = SharedTimer(max(0.0, config.token_coalesce_ms) / 1000 / TICKS_PER_FLOOR)
@@ -82,6 +101,8 @@ class LLMActor(Actor):
             return
         request = LlmRequest.from_body(env.body)
         reply_to = env.seq if request.reply_to is None else request.reply_to
+        if self._stale(env, entry, reply_to):
+            return
         if entry.deliveries > self.config.max_deliveries:
             await self._give_up(env, entry, reply_to)
             return
@@ -111,6 +132,30 @@ class LLMActor(Actor):
                 )
             await self._complete(env, request, reply_to, sent)
         self._attempted.discard(entry.id)
+
+    def _stale(self, env: Envelope, entry: Entry, reply_to: int) -> bool:
+        """True when ``env`` repeats a turn already seen, earlier in the stream,
+        under a newer epoch: a late publish by a worker that lost its partition."""
+        if not env.epoch:
+            return False  # published outside a lease (tools, tests): nothing to fence
+        key = (env.call, env.session, reply_to)
+        at = parse_id(entry.id)
+        seen = self._epochs.get(key)
+        if seen is not None and seen[0] > env.epoch and seen[1] < at:
+            log.warning(
+                "request_stale_epoch",
+                entry_id=entry.id,
+                reply_to=reply_to,
+                epoch=env.epoch,
+                newer_epoch=seen[0],
+            )
+            return True
+        if seen is None or env.epoch > seen[0] or (env.epoch == seen[0] and at < seen[1]):
+            self._epochs[key] = (env.epoch, at)
+            self._epochs.move_to_end(key)
+            while len(self._epochs) > _TURNS_KEPT:
+                self._epochs.popitem(last=False)
+        return False
 
     async def _complete(
         self, env: Envelope, request: LlmRequest, reply_to: int, sent: SentSoFar
