@@ -118,7 +118,7 @@ async def open_tail(
     """Entries appended from now on (``from_start``: all) that pass the filters."""
     fixed = [*keys.all_calls(), *keys.llm_streams(), keys.control, *keys.event_streams()]
     starts = {s: "0-0" if from_start else await bus.last_id(s) for s in fixed}
-    since = max(starts.values(), key=parse_id)
+    since = _same_ms_included(max(starts.values(), key=parse_id))
     send, receive = trio.open_memory_channel[TailLine](0)
     try:
         async with trio.open_nursery() as nursery:
@@ -136,6 +136,19 @@ async def open_tail(
         raise
     if tail.failed is not None:
         raise tail.failed
+
+
+def _same_ms_included(entry_id: str) -> str:
+    """Where to read a gateway stream found later: after everything before ``entry_id``'s ms.
+
+    Ids of different streams made within one millisecond do not say which came
+    first, so a gateway entry appended just after the tail started may carry a
+    smaller id than the newest entry of another stream. Better to show a line
+    from that millisecond that came just before the start than to miss a
+    reply's tokens.
+    """
+    ms, _ = parse_id(entry_id)
+    return "0-0" if ms == 0 else f"{ms - 1}-{2**64 - 1}"
 
 
 async def run_tail(

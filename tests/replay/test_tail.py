@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol, cast
 
 import pytest
 import trio
 import trio.testing
 
 from bus.base import Bus, ConnectionLost
-from bus.envelope import Envelope, Kind
+from bus.envelope import Envelope, Kind, now_ms
 from bus.facts import fact_envelope
 from bus.keys import Keys
 from bus.memory import MemoryBus
@@ -61,12 +62,28 @@ def _env(kind: Kind, call: str, body: dict[str, object]) -> dict[str, str]:
     return Envelope(kind, call, body, gateway="gw1").encode()
 
 
+class RawBus(Bus, Protocol):
+    """Both buses append with an explicit id (as the conformance suite uses)."""
+
+    async def append_with_id(self, stream: str, entry_id: str, fields: dict[str, str]) -> str: ...
+
+
 async def _one_call(bus: Bus) -> None:
-    await bus.append(KEYS.calls_for(SID), _env(Kind.CALL_PROMPT, SID, {"voicePrompt": "Hi"}))
-    await bus.append(KEYS.calls_for(OTHER), _env(Kind.CALL_PROMPT, OTHER, {"voicePrompt": "No"}))
-    await bus.append(KEYS.llm, _env(Kind.LLM_REQUEST, SID, {"messages": []}))
-    await bus.append(KEYS.gateway("gw1"), _env(Kind.LLM_TOKENS, SID, {"text": "Yo", "index": 0}))
-    await bus.append(KEYS.events, fact_envelope("first_token_sent", call=SID, reply_to=2).encode())
+    # Ten seconds ago, by explicit ids: entries of different streams made
+    # within one millisecond have ids that do not say which came first, and
+    # these must all be older than anything the test appends after the tail
+    # started, whatever the machine's speed.
+    past = now_ms() - 10_000
+    items = [
+        (KEYS.calls_for(SID), _env(Kind.CALL_PROMPT, SID, {"voicePrompt": "Hi"})),
+        (KEYS.calls_for(OTHER), _env(Kind.CALL_PROMPT, OTHER, {"voicePrompt": "No"})),
+        (KEYS.llm, _env(Kind.LLM_REQUEST, SID, {"messages": []})),
+        (KEYS.gateway("gw1"), _env(Kind.LLM_TOKENS, SID, {"text": "Yo", "index": 0})),
+        (KEYS.events, fact_envelope("first_token_sent", call=SID, reply_to=2).encode()),
+    ]
+    raw = cast(RawBus, bus)
+    for i, (stream, fields) in enumerate(items):
+        await raw.append_with_id(stream, f"{past + i}-0", fields)
 
 
 async def _collect(bus: Bus, n: int, **filters: str) -> list[TailLine]:
