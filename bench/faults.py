@@ -52,11 +52,13 @@ from actors.providers.scripted import scripted_reply
 from bus.keys import Keys
 from bus.resp import RedisClient
 from relay.signature import SIGNATURE_HEADER, sign
+from relay.twiml import TwimlError
 from switchboard.logging import configure_logging
 from switchboard.testing.procs import SwitchboardProcess, open_switchboard
 from switchboard.testing.redis_server import RedisServerHandle, free_port, open_redis_server
 from switchboard.twilio import open_call
-from switchboard.twilio.errors import SimulatorError
+from switchboard.twilio.call import SimulatedCall
+from switchboard.twilio.errors import SessionClosed, SimulatorError
 
 TOKEN = "fault-suite-token"
 PROMPTS = ["My name is Ada.", "I would like to book a table.", "What did I tell you so far?"]
@@ -86,7 +88,8 @@ def _env(redis_url: str, name: str, port: int) -> dict[str, str]:
 
 
 ROLES = {
-    "gateway": ("gateway",),
+    "gateway-1": ("gateway",),
+    "gateway-2": ("gateway",),
     "conv-1": ("actor", "conversation"),
     "conv-2": ("actor", "conversation"),
     "llm-1": ("actor", "llm"),
@@ -99,7 +102,8 @@ class Supervisor:
 
     def __init__(self, redis_url: str, port: int) -> None:
         self.redis_url = redis_url
-        self.port = port
+        self.port = port  # the balancer's: what Twilio (the simulator) calls
+        self.gateway_ports = {name: free_port() for name in ROLES if name.startswith("gateway")}
         self.procs: dict[str, SwitchboardProcess] = {}
         self.restarts: dict[str, int] = {name: 0 for name in ROLES}
         self.ready = {name: trio.Event() for name in ROLES}
@@ -107,8 +111,8 @@ class Supervisor:
 
     async def keep(self, name: str) -> None:
         args = ROLES[name]
-        if name == "gateway":
-            args = (*args, "--port", str(self.port))
+        if name in self.gateway_ports:
+            args = (*args, "--port", str(self.gateway_ports[name]))
         while True:
             try:
                 async with open_switchboard(
@@ -128,6 +132,8 @@ class Supervisor:
 @dataclass
 class CallRecord:
     sid: str = ""
+    said: int = 0
+    resumes: int = 0
     replies: list[str] = field(default_factory=list)
     complete: int = 0
     longest_gap_s: float = 0.0
@@ -139,6 +145,7 @@ class Row:
     fault: str
     calls: int
     completed: int = 0
+    resumed: int = 0
     lost: int = 0
     doubled: int = 0
     heard_twice: int = 0
@@ -149,26 +156,52 @@ class Row:
     detail: str = ""
 
 
+async def _turns(call: SimulatedCall, record: CallRecord, progress: Callable[[], None]) -> None:
+    """Say the prompts not yet said on ``call``; raises when its session ends."""
+    while record.said < len(PROMPTS):
+        text = PROMPTS[record.said]
+        last = [trio.current_time()]
+
+        async def on_token(_: Any, last: list[float] = last) -> None:
+            now = trio.current_time()
+            record.longest_gap_s = max(record.longest_gap_s, now - last[0])
+            last[0] = now
+
+        record.said += 1
+        await call.prompt(text)
+        with trio.fail_after(REPLY_PATIENCE_S):
+            reply = await call.reply(on_token=on_token)
+        record.replies.append(reply.text)
+        record.complete += int(reply.complete)
+        progress()
+
+
 async def _converse(url: str, record: CallRecord, progress: Callable[[], None]) -> None:
+    """One call; a session that fails is resumed as Twilio would (the action's TwiML).
+
+    The prompt whose reply was cut off is not said again: it counts as a turn
+    not completed, and the call goes on with the next one.
+    """
     try:
         async with open_call(url, auth_token=TOKEN) as call:
             record.sid = call.call_sid
-            for text in PROMPTS:
-                sent = trio.current_time()
-                last = [sent]
-
-                async def on_token(_: Any, last: list[float] = last) -> None:
-                    now = trio.current_time()
-                    record.longest_gap_s = max(record.longest_gap_s, now - last[0])
-                    last[0] = now
-
-                await call.prompt(text)
-                with trio.fail_after(REPLY_PATIENCE_S):
-                    reply = await call.reply(on_token=on_token)
-                record.replies.append(reply.text)
-                record.complete += int(reply.complete)
-                progress()
-    except (SimulatorError, trio.TooSlowError, OSError) as exc:
+            try:
+                await _turns(call, record, progress)
+                return
+            except SessionClosed:
+                await call.wait_ended()
+            while record.said < len(PROMPTS) and record.resumes < 3:
+                record.resumes += 1
+                record.replies.append("")  # the turn cut off by the failure
+                async with call.follow_action() as resumed:
+                    try:
+                        await _turns(resumed, record, progress)
+                        return
+                    except SessionClosed:
+                        await resumed.wait_ended()
+                        call = resumed
+    except (SimulatorError, TwimlError, trio.TooSlowError, OSError) as exc:
+        # TwimlError: the action callback failed, so Twilio would hang up.
         record.error = f"{type(exc).__name__}: {exc}"[:200]
 
 
@@ -189,24 +222,26 @@ def _judge(row: Row, records: list[CallRecord], histories: dict[str, Any]) -> No
         row.longest_silence_s = max(row.longest_silence_s, rec.longest_gap_s)
         if rec.complete == len(PROMPTS) and not rec.error:
             row.completed += 1
+        row.resumed += rec.resumes
         if rec.error:
             row.errors.append(rec.error)
         history = histories.get(rec.sid)
-        said = PROMPTS[: len(rec.replies) + (1 if rec.error else 0)]
+        answered = [PROMPTS[i] for i, heard in enumerate(rec.replies) if heard]
         if history is None:
-            row.lost += len(rec.replies)
+            row.lost += len(answered)
             continue
         users = [m["content"] for m in history if m["role"] == "user"]
-        for text in said[: len(rec.replies)]:
+        for text in answered:
             if users.count(text) == 0:
                 row.lost += 1
+        for text in PROMPTS[: rec.said]:
             row.doubled += max(0, users.count(text) - 1)
+        upto = {m["content"]: i for i, m in enumerate(history) if m["role"] == "user"}
         for turn, heard in enumerate(rec.replies):
+            if not heard or PROMPTS[turn] not in upto:
+                continue  # cut off by the fault: nothing heard to judge
             # The history up to the turn's prompt (a greeting or none first).
-            upto = [i for i, m in enumerate(history) if m["role"] == "user"]
-            if turn >= len(upto):
-                break
-            expected = scripted_reply(history[: upto[turn] + 1])
+            expected = scripted_reply(history[: upto[PROMPTS[turn]] + 1])
             if heard != expected:
                 # Words beyond the one reply: a repeated span (or a doubled reply).
                 row.heard_twice += max(0, len(heard.split()) - len(expected.split()))
@@ -259,9 +294,13 @@ async def _flood(url: str) -> str:
         return f"{sent} frames sent; the flooder's session ended: {type(exc).__name__}"
 
 
-async def _idle_sockets(port: int, hold_s: float) -> str:
-    """Open ``IDLE_SOCKETS`` signed relay upgrades that never send ``setup``."""
-    relay_url = f"ws://127.0.0.1:{port}/relay"
+async def _idle_sockets(port: int, public_port: int, hold_s: float) -> str:
+    """Open ``IDLE_SOCKETS`` signed relay upgrades to one gateway that never send ``setup``.
+
+    Signed for the public (balancer's) URL, as Twilio signs, but sent to the
+    gateway itself: the balancer would spend descriptors of its own.
+    """
+    relay_url = f"ws://127.0.0.1:{public_port}/relay"
     request = (
         "GET /relay HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\n"
@@ -297,10 +336,45 @@ async def _idle_sockets(port: int, hold_s: float) -> str:
     return f"{upgraded} of {IDLE_SOCKETS} upgraded, held {hold_s:.0f} s"
 
 
+async def _balance(sup: Supervisor, *, task_status: trio.TaskStatus[None]) -> None:
+    """The load balancer in front of the gateways: each connection to the next live one."""
+    turn = 0
+
+    async def pump(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        try:
+            while data := await src.receive_some(65536):
+                await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            await dst.aclose()
+
+    async def handle(client: trio.SocketStream) -> None:
+        nonlocal turn
+        ports = list(sup.gateway_ports.values())
+        for attempt in range(len(ports)):
+            port = ports[(turn + attempt) % len(ports)]
+            try:
+                backend = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                continue
+            turn += 1
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, client, backend)
+                nursery.start_soon(pump, backend, client)
+            return
+        await client.aclose()
+
+    listeners = await trio.open_tcp_listeners(sup.port, host="127.0.0.1")
+    task_status.started()
+    await trio.serve_listeners(handle, listeners)
+
+
 FaultFn = Callable[[Supervisor, RedisServerHandle, str], Awaitable[object]]
 
 FAULTS: dict[str, FaultFn] = {
-    "kill -9 gateway": lambda s, r, u: _kill(s, "gateway"),
+    "kill -9 gateway": lambda s, r, u: _kill(s, "gateway-1"),
     "kill -9 conversation": lambda s, r, u: _kill(s, "conv-1"),
     "kill -9 llm": lambda s, r, u: _kill(s, "llm-1"),
     "SIGSTOP redis 10 s": lambda s, r, u: _pause(r.pid, 10.0),
@@ -310,7 +384,7 @@ FAULTS: dict[str, FaultFn] = {
         s.procs["conv-1"].pid, 2.5 * LEASE_TTL_MS / 1000
     ),
     "tokensPlayed flood": lambda s, r, u: _flood(u),
-    "2000 idle sockets": lambda s, r, u: _idle_sockets(s.port, 10.0),
+    "2000 idle sockets": lambda s, r, u: _idle_sockets(s.gateway_ports["gateway-1"], s.port, 10.0),
 }
 
 
@@ -332,6 +406,7 @@ async def run_fault(name: str, calls: int) -> Row:
                 third.set()
 
         async with trio.open_nursery() as outer:
+            await outer.start(_balance, sup)
             for role in ROLES:
                 outer.start_soon(sup.keep, role)
             with trio.fail_after(60):
@@ -358,14 +433,15 @@ async def run_fault(name: str, calls: int) -> Row:
 
 def _table(rows: list[Row]) -> str:
     lines = [
-        "| fault | calls completed | caller events lost | applied twice | words heard twice "
-        "| longest silence | processes restarted |",
-        "|---|---|---|---|---|---|---|",
+        "| fault | calls completed | sessions resumed | caller events lost | applied twice "
+        "| words heard twice | longest silence | processes restarted |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         restarts = ", ".join(f"{k} {v}" for k, v in r.restarts.items()) or "0"
         lines.append(
-            f"| {r.fault} | {r.completed}/{r.calls} | {r.lost} | {r.doubled} | {r.heard_twice} "
+            f"| {r.fault} | {r.completed}/{r.calls} | {r.resumed} | {r.lost} | {r.doubled} "
+            f"| {r.heard_twice} "
             f"| {r.longest_silence_s:.1f} s | {restarts} |"
         )
     return "\n".join(lines)
@@ -398,5 +474,5 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--only", default="", help="comma-separated fault names")
     parser.add_argument("--json", default="")
-    configure_logging(level="error", fmt="console")
+    configure_logging(level=os.environ.get("FAULTS_LOG_LEVEL", "error"), fmt="console")
     trio.run(main, parser.parse_args())

@@ -50,8 +50,11 @@ __all__ = ["caller_event", "publish", "publish_closed", "receive"]
 log = structlog.get_logger()
 
 # How long a caller's event waits for the bus before the session gives up: a
-# Redis Cluster failover (node timeout plus election) fits well inside it.
-PUBLISH_PATIENCE_S = 10.0
+# Redis Cluster failover (node timeout plus election), a Redis restart that
+# reloads its append-only file, and a Redis full for a while all fit inside
+# it. Meanwhile the session's socket stays open and is not read, so what the
+# caller sends next waits in the socket's buffers (bounded backpressure).
+PUBLISH_PATIENCE_S = 30.0
 
 
 def caller_event(msg: InboundMessage) -> CallEvent:
