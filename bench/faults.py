@@ -1,14 +1,17 @@
 """The fault suite: 20 live calls on the Redis processes while one thing breaks.
 
-For each fault in turn, a fresh redis-server and real CLI processes (one
-gateway on a fixed port, two conversation workers, two LLM workers, the
-scripted provider) serve 20 simulated calls of 3 prompts each; once a third
-of the turns are done, the fault happens. A supervisor restarts any role
+For each fault in turn, a fresh redis-server and real CLI processes (two
+gateways behind a small TCP balancer, two conversation workers, two LLM
+workers, the scripted provider) serve 20 simulated calls of 3 prompts each;
+once a third of the turns are done, the fault happens. A session that fails
+is resumed as Twilio would: the action callback goes through the balancer
+and the call follows the TwiML it gets. A supervisor restarts any role
 that exits, as Kubernetes would, and counts the restarts. Afterwards every
 call's persisted history is read from Redis and compared with what the
 callers said and heard:
 
 - **completed**: calls whose every prompt got a reply closed by ``last``;
+- **resumed**: sessions that failed and were followed by a resume;
 - **lost** / **doubled**: prompts missing from, or repeated in, the history;
 - **heard twice**: words a caller heard beyond the one reply the scripted
   provider gives for the history it answered (a repeated span);
