@@ -9,7 +9,6 @@ Claude is the control: it needs the SDK, so it must fail there.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -19,7 +18,6 @@ import trio
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.redis import open_redis_bus
-from switchboard.testing.procs import TAKEOVER_GUARD_S
 from switchboard.testing.redis_server import free_port, open_redis_server
 
 pytestmark = pytest.mark.system
@@ -90,14 +88,11 @@ async def test_tail_runs_without_the_sdk() -> None:
                         chunk = await tail.stdout.receive_some(65536)
                         assert chunk, "tail exited before showing an entry"
                         out += chunk
-                tail.send_signal(signal.SIGINT)
-                with trio.fail_after(TAKEOVER_GUARD_S):
-                    await tail.wait()
+                # It got as far as showing an entry: the command ran without the SDK.
+                assert tail.returncode is None
             finally:
-                if tail.returncode is None:
-                    tail.kill()
-                    await tail.wait()
-    assert tail.returncode == 0
+                tail.kill()
+                await tail.wait()
 
 
 async def test_the_llm_role_on_claude_needs_the_sdk_so_the_check_can_fail() -> None:
