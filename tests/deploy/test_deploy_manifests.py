@@ -41,7 +41,7 @@ import yaml
 
 from bus.memory import MemoryBus
 from gateway.server import Gateway
-from switchboard import cli, runner
+from switchboard import cli_parser, runner
 from switchboard.metrics_http import fetch, serve_metrics
 from switchboard.settings import Settings, SettingsError
 
@@ -128,7 +128,7 @@ def _variables_read() -> frozenset[str]:
 @pytest.fixture(scope="module")
 def facts() -> CodeFacts:
     return CodeFacts(
-        parser=cli._parser(),
+        parser=cli_parser.build_parser(),
         actors=tuple(runner.BUILTIN_ACTORS),
         get_routes=_gateway_get_routes(),
         actor_routes=_actor_get_routes(_paths_in_manifests() | {"/healthz", "/metrics"}),
