@@ -180,12 +180,8 @@ def _check_type(where: str, value: Any, expected: Any) -> None:
         raise ProfileError(f"{where} must be {_type_name(expected)}, got {value!r}")
 
 
-def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] = ()) -> Profile:
-    """Validate a profile's TOML text. ``tools`` are extra tool names known to exist."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{source}: not valid TOML: {exc}") from None
+def _check_schema(data: dict[str, Any], source: str) -> None:
+    """Every section and key known, every value of its type and among its choices."""
     for section, table in data.items():
         if section not in _SCHEMA:
             raise ProfileError(
@@ -204,14 +200,12 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
             choices = _CHOICES.get((section, key))
             if choices and value not in choices:
                 raise ProfileError(f"{where} {choice_problem(value, choices)}")
-    agent = data.get("agent", {})
-    voice = dict(data.get("voice", {}))
-    tools_table = data.get("tools", {})
-    timers = data.get("timers", {})
-    menu = data.get("dtmf", {}).get("menu", {})
 
+
+def _languages(tables: list[Any], source: str) -> tuple[LanguageOption, ...]:
+    """[[voice.languages]]: each a table with a code and only known keys."""
     languages: list[LanguageOption] = []
-    for i, lang in enumerate(voice.pop("languages", [])):
+    for i, lang in enumerate(tables):
         where = f"{source}: voice.languages[{i}]"
         if not isinstance(lang, dict):
             raise ProfileError(f"{where} must be a table")
@@ -223,27 +217,40 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
         for key, value in lang.items():
             _check_type(f"{where}.{key}", value, bool if key in _LANGUAGE_BOOLS else str)
         languages.append(LanguageOption(**lang))
+    return tuple(languages)
 
-    enabled: tuple[str, ...] | None = None
-    if "enabled" in tools_table:
-        known = set(BUILTIN_TOOLS) | set(tools)
-        for i, name in enumerate(tools_table["enabled"]):
-            # module:function names a tool in code; settings imports it to check.
-            if isinstance(name, str) and _REFERENCE.fullmatch(name):
-                continue
-            if not isinstance(name, str) or name not in known:
-                raise ProfileError(
-                    f"{source}: tools.enabled[{i}] {name!r} is not a known tool "
-                    f"(known: {', '.join(sorted(known))})"
-                )
-        enabled = tuple(tools_table["enabled"])
-        if "transfer" in enabled and not (
-            tools_table.get("transfer_number") or tools_table.get("transfer_queue")
-        ):
+
+def _enabled_tools(
+    tools_table: dict[str, Any], tools: tuple[str, ...], source: str
+) -> tuple[str, ...] | None:
+    """[tools] enabled: known tools (or ``module:function``), transfer with a target."""
+    if "enabled" not in tools_table:
+        return None
+    known = set(BUILTIN_TOOLS) | set(tools)
+    for i, name in enumerate(tools_table["enabled"]):
+        # module:function names a tool in code; settings imports it to check.
+        if isinstance(name, str) and _REFERENCE.fullmatch(name):
+            continue
+        if not isinstance(name, str) or name not in known:
             raise ProfileError(
-                f"{source}: tools.enabled has 'transfer' but neither tools.transfer_number "
-                "nor tools.transfer_queue is set"
+                f"{source}: tools.enabled[{i}] {name!r} is not a known tool "
+                f"(known: {', '.join(sorted(known))})"
             )
+    enabled = tuple(tools_table["enabled"])
+    if "transfer" in enabled and not (
+        tools_table.get("transfer_number") or tools_table.get("transfer_queue")
+    ):
+        raise ProfileError(
+            f"{source}: tools.enabled has 'transfer' but neither tools.transfer_number "
+            "nor tools.transfer_queue is set"
+        )
+    return enabled
+
+
+def _check_ranges(
+    agent: dict[str, Any], timers: dict[str, Any], menu: dict[str, Any], source: str
+) -> None:
+    """The DTMF menu's keys, the timers and the token budget in range."""
     for key, value in menu.items():
         if not dtmf.is_key(key) or not isinstance(value, str):
             raise ProfileError(f"{source}: dtmf.menu.{key} must map one key 0-9 * # to a string")
@@ -254,6 +261,23 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
         raise ProfileError(f"{source}: timers.silence_max_reprompts must be >= 0")
     if agent.get("max_tokens", 1) < 1:
         raise ProfileError(f"{source}: agent.max_tokens must be >= 1")
+
+
+def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] = ()) -> Profile:
+    """Validate a profile's TOML text. ``tools`` are extra tool names known to exist."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{source}: not valid TOML: {exc}") from None
+    _check_schema(data, source)
+    agent = data.get("agent", {})
+    voice = dict(data.get("voice", {}))
+    tools_table = data.get("tools", {})
+    timers = data.get("timers", {})
+    menu = data.get("dtmf", {}).get("menu", {})
+    languages = _languages(voice.pop("languages", []), source)
+    enabled = _enabled_tools(tools_table, tools, source)
+    _check_ranges(agent, timers, menu, source)
     return Profile(
         system_prompt=agent.get("system_prompt"),
         greeting=agent.get("greeting"),
@@ -261,7 +285,7 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
         model=agent.get("model"),
         max_tokens=agent.get("max_tokens"),
         voice=voice,
-        languages=tuple(languages),
+        languages=languages,
         tools=enabled,
         transfer_number=tools_table.get("transfer_number"),
         transfer_queue=tools_table.get("transfer_queue"),
