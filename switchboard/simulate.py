@@ -142,6 +142,38 @@ def _client_main(spec_json: str) -> int:
     return 0
 
 
+def _output_problem(json_out: str | None, plot_out: str | None) -> str | None:
+    """What is wrong with where --json and --plot write, or None."""
+    if plot_out is not None and not (is_stdout(plot_out) or plot_out.lower().endswith(".svg")):
+        return "--plot writes SVG; name the file *.svg or -"
+    if is_stdout(json_out) and is_stdout(plot_out):
+        return "only one of --json and --plot can be -"
+    return None
+
+
+def _report(result: SimulationResult, url: str, json_out: str | None, plot_out: str | None) -> int:
+    """Print the table, write the JSON and SVG; the exit status of the run."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if result.calls and all(c.error and "HTTP 403" in c.error for c in result.calls):
+        # Every call refused at the webhook or the upgrade: the tokens differ.
+        sys.stderr.write(
+            f"switchboard simulate: the agent at {url} refused every call (HTTP 403: the "
+            "Twilio signature did not match); set TWILIO_AUTH_TOKEN to the server's auth "
+            "token (and --public-url to its SWITCHBOARD_PUBLIC_URL if it has one)\n"
+        )
+        return 2
+    doc = result.to_json()
+    # With a document on standard output, the table goes to stderr beside the log.
+    table_to = sys.stderr if is_stdout(json_out) or is_stdout(plot_out) else sys.stdout
+    table_to.write(report.render_table(doc) + "\n")
+    if json_out:
+        write_json(json_out, doc)
+    if plot_out:
+        write_svg(plot_out, result.svg())
+    return 1 if result.problems else 0
+
+
 def main(
     *,
     url: str,
@@ -165,11 +197,9 @@ def main(
     except ScenarioError as exc:
         sys.stderr.write(f"switchboard simulate: {exc}\n")
         return 2
-    if plot_out is not None and not (is_stdout(plot_out) or plot_out.lower().endswith(".svg")):
-        sys.stderr.write("switchboard simulate: --plot writes SVG; name the file *.svg or -\n")
-        return 2
-    if is_stdout(json_out) and is_stdout(plot_out):
-        sys.stderr.write("switchboard simulate: only one of --json and --plot can be -\n")
+    problem = _output_problem(json_out, plot_out)
+    if problem is not None:
+        sys.stderr.write(f"switchboard simulate: {problem}\n")
         return 2
     config = SimulationConfig(
         url=url,
@@ -190,25 +220,7 @@ def main(
         result = trio.run(
             lambda: run_simulation(config, scenario, progress=progress_printer(sys.stderr))
         )
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
-    if result.calls and all(c.error and "HTTP 403" in c.error for c in result.calls):
-        # Every call refused at the webhook or the upgrade: the tokens differ.
-        sys.stderr.write(
-            f"switchboard simulate: the agent at {url} refused every call (HTTP 403: the "
-            "Twilio signature did not match); set TWILIO_AUTH_TOKEN to the server's auth "
-            "token (and --public-url to its SWITCHBOARD_PUBLIC_URL if it has one)\n"
-        )
-        return 2
-    doc = result.to_json()
-    # With a document on standard output, the table goes to stderr beside the log.
-    table_to = sys.stderr if is_stdout(json_out) or is_stdout(plot_out) else sys.stdout
-    table_to.write(report.render_table(doc) + "\n")
-    if json_out:
-        write_json(json_out, doc)
-    if plot_out:
-        write_svg(plot_out, result.svg())
-    return 1 if result.problems else 0
+    return _report(result, url, json_out, plot_out)
 
 
 if __name__ == "__main__":
