@@ -8,7 +8,10 @@ Layers, bottom up (each imports only the ones above it in this list):
 - ``spoken``     pure: text for TTS cleaned and split into frames that fit.
 - ``calltoken``  pure: the per-call session token a ``setup`` must carry.
 - ``twiml``      the TwiML answers of the voice webhook and ``POST /action``.
-- ``http``       an h11 HTTP/1.1 front: routing, limits, WebSocket hand-off.
+- ``http_message``, ``routing``, ``replay_stream``, ``accept``  the HTTP
+                 vocabulary; routing; the WebSocket hand-off; accepting
+                 connections under a limit.
+- ``http``       an h11 HTTP/1.1 front on them: one connection's requests.
 - ``metrics``    the per-gateway Prometheus registry.
 - ``session``, ``context``  one socket's state; what the parts share.
 - ``inbound``    a Twilio frame becomes a stamped caller event on the bus.
