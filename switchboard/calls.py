@@ -86,7 +86,7 @@ async def run_calls(
     err: TextIO = sys.stderr,
 ) -> int:
     """What ``switchboard calls`` does; returns the exit code."""
-    from switchboard.runner import open_bus
+    from switchboard.startup import open_bus
 
     try:
         if url is not None:

@@ -155,10 +155,10 @@ def _run_actor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from switchboard import runner
+    from switchboard.ops import commands
 
     code: int = trio.run(
-        runner.run_replay, settings, args.call_sid, args.json, args.rerun, args.export, args.url
+        commands.run_replay, settings, args.call_sid, args.json, args.rerun, args.export, args.url
     )
     return code
 
@@ -175,9 +175,9 @@ def _run_calls(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_tail(args: argparse.Namespace, settings: Settings) -> int:
-    from switchboard import runner
+    from switchboard.ops import commands
 
-    code: int = trio.run(runner.run_tail, settings, args.call, args.kind, args.url)
+    code: int = trio.run(commands.run_tail, settings, args.call, args.kind, args.url)
     return code
 
 

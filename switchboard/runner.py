@@ -5,145 +5,53 @@
 Redis. Every role stops on SIGINT/SIGTERM: the nursery is cancelled, so work
 in flight stays pending on the bus for another worker, and the process exits 0.
 
-Start-up order: a serving role binds its port first, so a port in use stops
-it at once (``StartupError``) before anything else started; then it opens
-the bus, waiting for Redis with the same backoff the loops use after start
-(one ``bus_unavailable`` line, then ``bus_recovered``), never exiting
-because Redis is not up yet.
+Start-up order (``switchboard.startup``): a serving role binds its port
+first, so a port in use stops it at once (``StartupError``) before anything
+else started; then it opens the bus, waiting for Redis with the same backoff
+the loops use after start (one ``bus_unavailable`` line, then
+``bus_recovered``), never exiting because Redis is not up yet. Which actor a
+role name means is ``switchboard.roles``; ``replay`` and ``tail`` run from
+``switchboard.ops.commands``.
 """
 
 from __future__ import annotations
 
-import errno
 import signal
-import socket
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 import structlog
 import trio
 from prometheus_client import CollectorRegistry
 
-from actors import plugins
-from actors.conversation import ConversationActor
-from actors.llm import LLMActor
-from actors.providers import make_provider
-from actors.runtime import Actor, dead_letter_stream, serve_actor
+from actors.runtime import dead_letter_stream, serve_actor
 from actors.telemetry import TelemetryActor
-from bus.base import Bus, BusError
+from bus.base import Bus
 from bus.memory import MemoryBus
-from bus.redis import open_redis_bus
-from bus.retry import Backoff
 from bus.trim import serve_trimmer
-from gateway.http import open_listeners
 from gateway.server import serve_gateway
 from switchboard import gcpause
 from switchboard.metrics_http import bus_health_registry, process_registry, serve_metrics
+from switchboard.roles import BUILTIN_ACTORS, OPTIONAL_ACTORS, build_actor
 from switchboard.settings import Settings
+from switchboard.startup import StartupError, bind, open_bus
+
+__all__ = [
+    "BUILTIN_ACTORS",
+    "DRAIN_SECONDS",
+    "OPTIONAL_ACTORS",
+    "StartupError",
+    "run_actor",
+    "run_dev",
+    "run_gateway",
+    "run_until_signalled",
+    "start_dev",
+]
 
 log = structlog.get_logger()
 
 # How long a role may take to finish in-flight work after SIGTERM.
 DRAIN_SECONDS = {"llm": 20.0, "conversation": 5.0}
-
-BUILTIN_ACTORS = ("conversation", "llm", "telemetry")
-# Built in but not part of every deployment: ``otel`` runs only when configured.
-OPTIONAL_ACTORS = ("otel",)
-
-
-class StartupError(Exception):
-    """A role cannot start for a reason its operator can fix; the message says how."""
-
-
-async def bind(host: str, port: int, *, what: str, setting: str) -> list[trio.SocketListener]:
-    """Bind ``host:port`` before anything else starts; a clash is a ``StartupError``."""
-    try:
-        return await open_listeners(host, port)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise StartupError(
-                f"port {port} on {host} is already in use; stop the process using it "
-                f"or choose another {what} port ({setting})"
-            ) from None
-        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
-            raise StartupError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); check --host or SWITCHBOARD_HOST"
-            ) from None
-        if exc.errno == errno.EACCES:
-            raise StartupError(
-                f"no permission to listen on port {port}; use a port above 1023 ({setting})"
-            ) from None
-        raise
-
-
-def build_actor(settings: Settings, role: str, registry: CollectorRegistry | None = None) -> Actor:
-    """The actor for ``role``: a built-in one, else an installed plug-in.
-
-    ``registry`` is the process's Prometheus registry (telemetry and plug-ins
-    register their metrics there). Raises ``plugins.PluginError`` for a name
-    that is neither.
-    """
-    registry = registry if registry is not None else CollectorRegistry()
-    if role == "conversation":
-        return ConversationActor(settings.conversation_config())
-    if role == "llm":
-        config = settings.llm_config()
-        return LLMActor(config, make_provider(config))
-    if role == "telemetry":
-        return TelemetryActor(settings.telemetry_config(), registry)
-    if role == "otel":
-        return _otel_actor(settings)
-    context = plugins.PluginContext(
-        keys=settings.keys,
-        worker_id=settings.worker_id,
-        retention_ms=settings.retention_ms,
-        registry=registry,
-    )
-    return plugins.load(role, context)
-
-
-def _otel_actor(settings: Settings) -> Actor:
-    """The ``otel`` actor exporting to ``settings.otel_endpoint`` (``switchboard.otel``)."""
-    from switchboard import otel
-
-    if settings.otel_endpoint is None:
-        raise plugins.PluginError(
-            "the otel actor exports traces over OTLP: set OTEL_EXPORTER_OTLP_ENDPOINT "
-            "(e.g. http://127.0.0.1:4318)"
-        )
-    try:
-        provider = otel.tracer_provider(settings.otel_endpoint)
-    except otel.OtelUnavailable as exc:
-        raise plugins.PluginError(str(exc)) from None
-    return otel.trace_actor(
-        settings.keys, provider, llm_provider=settings.provider, model=settings.model
-    )
-
-
-@asynccontextmanager
-async def open_bus(settings: Settings, *, wait: bool = False) -> AsyncIterator[Bus]:
-    """The Redis bus named by the settings.
-
-    With ``wait`` an unreachable Redis is waited for, with the backoff every
-    bus loop uses (logged once: ``bus_unavailable`` with loop ``start``, then
-    ``bus_recovered``); without it the first failure is raised.
-    """
-    backoff = Backoff("start", redis_url=settings.redis_url)
-    async with AsyncExitStack() as stack:
-        while True:
-            try:
-                bus = await stack.enter_async_context(
-                    open_redis_bus(settings.redis_url, retention_ms=settings.retention_ms)
-                )
-                break
-            except BusError as exc:
-                if not wait:
-                    raise
-                await backoff.failed(exc)
-        backoff.succeeded()
-        yield bus
 
 
 async def run_until_signalled(
@@ -351,75 +259,3 @@ async def run_actor(settings: Settings, role: str) -> None:
             )
 
         await run_until_signalled(main, stop=stop)
-
-
-async def run_replay(
-    settings: Settings,
-    call: str,
-    as_json: bool,
-    rerun: bool,
-    export: str | None,
-    url: str | None = None,
-) -> int:
-    """``switchboard replay CALLSID``: read the call from Redis, or with ``url`` from a
-    running process's operator API (``switchboard.ops.replay``)."""
-    from switchboard.operator_api import HttpStreams, OperatorApi, OperatorApiError
-    from switchboard.ops.replay import run_replay as replay
-
-    if url is not None:
-        streams = HttpStreams(OperatorApi(url, settings.dashboard_token))
-        try:
-            return await replay(
-                streams,
-                await streams.keys(),
-                call,
-                as_json=as_json,
-                rerun_config=settings.conversation_config() if rerun else None,
-                export_path=export,
-            )
-        except OperatorApiError as exc:
-            sys.stderr.write(f"switchboard replay: {exc}\n")
-            return 1
-    try:
-        async with open_bus(settings) as bus:
-            return await replay(
-                bus,
-                settings.keys,
-                call,
-                as_json=as_json,
-                rerun_config=settings.conversation_config() if rerun else None,
-                export_path=export,
-            )
-    except (BusError, OSError) as exc:
-        sys.stderr.write(
-            f"switchboard replay: cannot read {settings.redis_url} ({exc}); for a "
-            "`switchboard dev` process (`make run`) use --url http://127.0.0.1:8080\n"
-        )
-        return 1
-
-
-async def run_tail(
-    settings: Settings, call: str | None, kind: str | None, url: str | None = None
-) -> int:
-    """``switchboard tail``: follow Redis, or with ``url`` a running process's operator
-    API, until interrupted (``switchboard.ops.tail``)."""
-    from switchboard.operator_api import OperatorApi, OperatorApiError, run_tail_url
-    from switchboard.ops.tail import run_tail as tail
-
-    if url is not None:
-        try:
-            await run_tail_url(OperatorApi(url, settings.dashboard_token), call=call, kind=kind)
-        except OperatorApiError as exc:
-            sys.stderr.write(f"switchboard tail: {exc}\n")
-            return 1
-        return 0
-    try:
-        async with open_bus(settings) as bus:
-            await tail(bus, settings.keys, call=call, kind=kind)
-    except (BusError, OSError) as exc:
-        sys.stderr.write(
-            f"switchboard tail: cannot read {settings.redis_url} ({exc}); for a "
-            "`switchboard dev` process (`make run`) use --url http://127.0.0.1:8080\n"
-        )
-        return 1
-    return 0
