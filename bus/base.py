@@ -186,6 +186,16 @@ class Bus(Protocol):
         """How many entries of the group are delivered but not acked."""
         ...
 
+    async def group_lag(self, stream: str, group: str) -> int | None:
+        """How many entries of ``stream`` the group has not been delivered yet.
+
+        The consumer-group lag (Redis 7's ``XINFO GROUPS`` ``lag``): entries
+        appended after the group's last delivered id. ``None`` when the bus
+        cannot tell (Redis after an ``XDEL`` inside the undelivered range).
+        A missing group is a :class:`CommandError`, as for ``pending_count``.
+        """
+        ...
+
     async def read(
         self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None
     ) -> list[Entry]:

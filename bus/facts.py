@@ -26,7 +26,8 @@ Fact names used by the built-in parts (body fields besides ``fact``/``t_ms``):
   caller's words, kept as long as the partition stream keeps them),
   ``interrupt_received`` (``seq``, ``heard``), ``first_token_sent`` and
   ``last_token_sent`` (``reply_to``), ``frame_rejected`` (``reason``),
-  ``call_ended`` (``code``, ``reason``);
+  ``call_ended`` (``code``, ``reason``), ``reply_late`` (``reply_to``: no
+  reply started within the deadline, the caller heard the gateway's apology);
 - conversation: ``prompt_applied``, ``llm_requested`` (``reply_to``);
 - llm: ``request_taken``, ``provider_first_token``, ``completion_done``
   (``reply_to``, ``usage`` with ``cache_read_input_tokens`` and

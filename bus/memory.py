@@ -31,6 +31,7 @@ All state lives in the instance: two ``MemoryBus`` objects share nothing.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Sequence
 
@@ -330,6 +331,12 @@ class MemoryBus(MemoryKeyValue):
         await self._enter()
         _, g = self._group(stream, group)
         return len(g.pending)
+
+    async def group_lag(self, stream: str, group: str) -> int | None:
+        """How many entries of ``stream`` the group has not been delivered yet."""
+        await self._enter()
+        s, g = self._group(stream, group)
+        return len(s.ids) - bisect.bisect_right(s.ids, g.last_delivered)
 
     async def read(
         self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None

@@ -67,6 +67,16 @@ def _fields(raw: Sequence[str]) -> dict[str, str]:
     return dict(zip(it, it, strict=True))
 
 
+# group_lag counts undelivered entries itself (when Redis does not) up to this many.
+LAG_COUNT_CAP = 10_000
+
+
+def _info_fields(raw: Sequence[Any]) -> dict[str, Any]:
+    """An ``XINFO`` record (RESP2: a flat name/value list) as a dict."""
+    it = iter(raw)
+    return {str(name): value for name, value in zip(it, it, strict=True)}
+
+
 def _entries(stream: str, raw: Sequence[Any] | None) -> list[Entry]:
     """Entries from an ``XRANGE``-shaped reply, skipping trimmed (nil) ones."""
     out: list[Entry] = []
@@ -236,6 +246,33 @@ class RedisBus:
         """How many entries of the group are delivered but not acked."""
         reply = await self.client.execute("XPENDING", stream, group)
         return int(reply[0])
+
+    async def group_lag(self, stream: str, group: str) -> int | None:
+        """How many entries of ``stream`` the group has not been delivered yet.
+
+        ``XINFO GROUPS`` reports ``lag`` from Redis 7.0 on (entries added minus
+        entries read). It is nil when Redis cannot tell (a group created at
+        ``$`` after entries were added, an ``XDEL`` in the range) and missing
+        before 7.0; then the entries after the group's last delivered id are
+        counted, up to ``LAG_COUNT_CAP`` (a lag that large is alarming
+        enough). None only if even that fails to parse.
+        """
+        reply = await self.client.execute("XINFO", "GROUPS", stream)
+        for info in reply:
+            fields = _info_fields(info)
+            if fields.get("name") != group:
+                continue
+            lag = fields.get("lag")
+            if lag is not None:
+                return int(lag)
+            last = fields.get("last-delivered-id")
+            if not isinstance(last, str):
+                return None
+            after = await self.client.execute(
+                "XRANGE", stream, f"({last}", "+", "COUNT", LAG_COUNT_CAP
+            )
+            return len(after)
+        raise CommandError(f"NOGROUP No such consumer group '{group}' for key '{stream}'")
 
     async def read(
         self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None

@@ -3,8 +3,9 @@
 Layers, bottom up (each imports only the ones above it in this list):
 
 - ``config``     the frozen settings the composition root builds.
-- ``fence``, ``speech``  pure rules: which reply tokens may still be spoken;
-                 when the agent has finished speaking.
+- ``fence``, ``speech``, ``reply_deadline``  pure rules: which reply tokens
+                 may still be spoken; when the agent has finished speaking;
+                 when a caller waited too long for a reply to start.
 - ``spoken``     pure: text for TTS cleaned and split into frames that fit.
 - ``calltoken``  pure: the per-call session token a ``setup`` must carry.
 - ``twiml``      the TwiML answers of the voice webhook and ``POST /action``.
@@ -17,6 +18,7 @@ Layers, bottom up (each imports only the ones above it in this list):
 - ``inbound``    a Twilio frame becomes a stamped caller event on the bus.
 - ``dispatch``   this gateway's bus stream to the sockets (fence, after_speech).
 - ``lifecycle``  a socket's life: accept, setup, frames in order, close.
+- ``health``     live workers per role and consumer-group lag: gauges, warnings.
 - ``webhooks``   the HTTP routes' handlers, signature-checked.
 - ``server``     ``serve_gateway``: composes the parts.
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bus.keys import Keys
+from gateway.reply_deadline import DEFAULT_REPLY_DEADLINE_S
 from relay.speech import CHARS_PER_SECOND
 from relay.twiml import RelayAttributes
 
 DEFAULT_RESUME_GREETING = "Sorry about that, we got cut off. Where were we?"
 DEFAULT_RESUME_APOLOGY = "Sorry, we're having technical trouble and can't continue this call."
 DEFAULT_MAX_RESUMES = 2
+DEFAULT_REPLY_APOLOGY = "Sorry, I'm having trouble right now. Could you say that again?"
+DEFAULT_DRAIN_DEADLINE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,13 @@ class GatewayConfig:
     # A request head and body must arrive within this, and an idle keep-alive
     # connection is closed after it.
     http_timeout_s: float = 10.0
+    # A final prompt whose reply has not started within this long gets
+    # ``reply_apology`` (gateway.reply_deadline); 0 turns it off.
+    reply_deadline_s: float = DEFAULT_REPLY_DEADLINE_S
+    reply_apology: str = DEFAULT_REPLY_APOLOGY
+    # On SIGTERM, live calls go on this long before they are handed over to
+    # another gateway through /action (gateway.drain).
+    drain_deadline_s: float = DEFAULT_DRAIN_DEADLINE_S
 
     @property
     def relay_url(self) -> str:

@@ -20,6 +20,7 @@ After-speech frames of a session leave in order and die with their session.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 import structlog
@@ -183,14 +184,20 @@ class Dispatcher:
             log.warning("after_speech_queue_full", capacity=DEFERRED_FRAMES, **_context(env))
 
     def offer(
-        self, session: Session, env: Envelope, msg: OutboundMessage, sent: SentFacts | None = None
+        self,
+        session: Session,
+        env: Envelope | None,
+        msg: OutboundMessage,
+        sent: SentFacts | None = None,
     ) -> bool:
         """Encode ``msg`` (a long text as several frames) and queue it for the
-        socket; False when it was dropped."""
+        socket; False when it was dropped. ``env`` is the bus entry the frame
+        came from, None for the gateway's own."""
         if isinstance(msg, Text):
             parts = self._text_parts(msg, sent)
             if len(parts) > 1:
-                log.info("text_split", frames=len(parts), chars=len(msg.token), **_context(env))
+                where = _context(env) if env is not None else session.log_context()
+                log.info("text_split", frames=len(parts), chars=len(msg.token), **where)
             return all(self._offer_one(session, env, part, facts) for part, facts in parts)
         return self._offer_one(session, env, msg, sent)
 
@@ -216,32 +223,63 @@ class Dispatcher:
         return parts
 
     def _offer_one(
-        self, session: Session, env: Envelope, msg: OutboundMessage, sent: SentFacts | None
+        self, session: Session, env: Envelope | None, msg: OutboundMessage, sent: SentFacts | None
     ) -> bool:
+        where: Mapping[str, object] = _context(env) if env is not None else session.log_context()
         try:
             frame = session.relay.send(msg)
         except ProtocolError as exc:
             if exc.kind is FrameErrorKind.AFTER_END:
                 # ``end`` is already on its way: Twilio closes the session after
                 # it, so nothing later would be spoken anyway.
-                self._dropped(env, "session_ending")
+                self._not_sent(where, msg, "session_ending")
                 return False
-            log.warning("outbound_invalid", kind=exc.kind.value, detail=exc.detail, **_context(env))
+            log.warning("outbound_invalid", kind=exc.kind.value, detail=exc.detail, **where)
             return False
         kind = wire_type(msg)
         try:
             session.outbox.send_nowait((frame, kind, sent))
         except trio.WouldBlock:
-            self._dropped(env, "queue_full")
-            log.warning("outbox_full", capacity=OUTBOX_FRAMES, **_context(env))
+            self._not_sent(where, msg, "queue_full")
+            log.warning("outbox_full", capacity=OUTBOX_FRAMES, **where)
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            self._dropped(env, "session_closing")
+            self._not_sent(where, msg, "session_closing")
             return False
         if isinstance(msg, Text):
             session.speech.text(msg.token, msg.last, trio.current_time())
             session.touch_speech()
+            session.reply.spoke()
         return True
+
+    def _not_sent(self, where: Mapping[str, object], msg: OutboundMessage, reason: str) -> None:
+        self.ctx.metrics.count_dropped.inc(reason)
+        log.debug("outbound_dropped", frame=wire_type(msg), reason=reason, **where)
+
+    async def apologise_when_late(self, session: Session) -> None:
+        """Say the configured apology when a reply misses its deadline
+        (:mod:`gateway.reply_deadline`); runs for the session's life."""
+        apology = Text(token=self.ctx.config.reply_apology, last=True)
+        while True:
+            armed = session.reply_armed
+            due = session.reply.due_at
+            if due is None:
+                await armed.wait()
+                continue
+            with trio.move_on_at(due):
+                await armed.wait()  # a newer prompt moved the deadline
+            if not session.reply.due(trio.current_time()):
+                continue
+            seq = session.reply.apologised()
+            log.warning(
+                "reply_late",
+                deadline_s=self.ctx.config.reply_deadline_s,
+                reply_to=seq,
+                hint="no reply started in time: are conversation and llm workers running?",
+                **session.log_context(),
+            )
+            self.ctx.fact(session, "reply_late", reply_to=seq)
+            self.offer(session, None, apology)
 
     async def send_frames(
         self, session: Session, inbox: trio.MemoryReceiveChannel[Outgoing]

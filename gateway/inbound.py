@@ -14,6 +14,7 @@ session's count of final prompts is logged as ``prompts``.
 from __future__ import annotations
 
 import structlog
+import trio
 
 from bus.base import BusError
 from bus.envelope import Envelope
@@ -105,6 +106,7 @@ def receive(ctx: GatewayContext, session: Session, frame: str | bytes) -> Inboun
         # The caller's words ride along for analytics plug-ins (same retention
         # as the partition stream that already holds them).
         ctx.fact(session, "prompt_received", reply_to=session.seq, text=msg.voice_prompt)
+        session.prompted(session.seq, trio.current_time())
     elif isinstance(msg, Interrupt):
         ctx.fact(session, "interrupt_received", heard=msg.utterance_until_interrupt)
     if isinstance(msg, Interrupt):

@@ -187,6 +187,7 @@ async def _run_session(
                 deferred, waiting = trio.open_memory_channel[Deferred](DEFERRED_FRAMES)
                 session.deferred = deferred
                 nursery.start_soon(dispatcher.release_after_speech, session, waiting)
+                nursery.start_soon(dispatcher.apologise_when_late, session)
             await inbound.publish(ctx, session, msg)
         nursery.cancel_scope.cancel()
 

@@ -80,6 +80,23 @@ class GatewayMetrics:
             ["group"],
             registry=self.registry,
         )
+        self.bus_lag = Gauge(
+            "switchboard_bus_lag",
+            "Entries of a stream not yet delivered to a consumer group (read at scrape).",
+            ["group", "stream"],
+            registry=self.registry,
+        )
+        self.workers_live = Gauge(
+            "switchboard_workers_live",
+            "Workers of a role whose heartbeat is live in its registry (read at scrape).",
+            ["role"],
+            registry=self.registry,
+        )
+        self.draining = Gauge(
+            "switchboard_gateway_draining",
+            "1 once the gateway stopped taking new calls (SIGTERM), else 0.",
+            registry=self.registry,
+        )
         self.dispatch_lag = Gauge(
             "switchboard_gateway_dispatch_lag_seconds",
             "Age of the latest entry the dispatcher routed, when it routed it (wall clock).",

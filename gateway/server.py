@@ -32,6 +32,7 @@ from gateway.config import GatewayConfig
 from gateway.context import GatewayContext
 from gateway.dashboard import Dashboard, DashboardAccess
 from gateway.dispatch import Dispatcher
+from gateway.health import HealthWatch
 from gateway.http import HttpLimits, Request, Router, bound_port, open_listeners, serve_http
 from gateway.lifecycle import run_relay
 from gateway.metrics import GatewayMetrics
@@ -59,7 +60,8 @@ class Gateway:
             metrics=GatewayMetrics(extra=registries),
             facts=FactPublisher(bus, config.keys),
         )
-        self.webhooks = Webhooks(self.ctx)
+        self.health = HealthWatch(self.ctx)
+        self.webhooks = Webhooks(self.ctx, self.health)
         self.dispatcher = Dispatcher(self.ctx)
         # Open without a token on dev, or where no signature protects anything anyway.
         access = DashboardAccess(
@@ -118,6 +120,7 @@ class Gateway:
             await nursery.start(ctx.facts.serve)
             await nursery.start(self.dispatcher.serve)
             await nursery.start(self.dashboard.serve)
+            await nursery.start(self.health.serve)
             nursery.start_soon(serve_http, self.router(), listeners, limits)
             ctx.ready = True
             log.info(

@@ -21,6 +21,7 @@ import trio_websocket
 
 from bus.envelope import Envelope
 from gateway.fence import ReplyFence
+from gateway.reply_deadline import ReplyDeadline
 from gateway.speech import SpeechModel
 from relay import OutboundMessage, RelayConnection
 
@@ -67,11 +68,19 @@ class Session:
     held_escape: dict[int, str] = field(default_factory=dict)
     # Set when the gateway ends the session itself: the close code and reason.
     close_with: tuple[int, str] | None = None
+    reply: ReplyDeadline = field(default_factory=ReplyDeadline)
+    reply_armed: trio.Event = field(default_factory=trio.Event)
 
     def touch_speech(self) -> None:
         """Wake whoever waits on the speech model (after_speech frames)."""
         self.speech_changed.set()
         self.speech_changed = trio.Event()
+
+    def prompted(self, seq: int, now: float) -> None:
+        """Arm the reply deadline for the final prompt ``seq`` and wake its watcher."""
+        self.reply.prompted(seq, now)
+        self.reply_armed.set()
+        self.reply_armed = trio.Event()
 
     def log_context(self) -> dict[str, str | None]:
         """Call and session of this socket, for logs made outside its task."""

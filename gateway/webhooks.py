@@ -17,13 +17,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 import structlog
-import trio
 
 from bus.base import BusError
-from bus.keys import GROUP_CONVERSATION, GROUP_LLM, GROUP_TELEMETRY
 from bus.retry import HEALTH
 from gateway import calltoken
 from gateway.context import GatewayContext
+from gateway.health import HealthWatch
 from gateway.http import Request, Response, text_response, xml_response
 from gateway.resume import LocalResumes, claim_resume, is_transient
 from gateway.twiml import action_twiml, connect_twiml
@@ -33,16 +32,14 @@ __all__ = ["Webhooks"]
 
 log = structlog.get_logger()
 
-PENDING_SCRAPE_TIMEOUT = 1.0  # bound on reading pending counts for /metrics
-
 
 class Webhooks:
     """The handlers of one gateway's HTTP routes."""
 
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: GatewayContext, health: HealthWatch) -> None:
         self.ctx = ctx
-        self._scrape_lock = trio.Lock()
         self._local_resumes = LocalResumes()
+        self.health = health
 
     def signed(self, request: Request, url: str, params: signature.Params) -> bool:
         """Twilio's signature: the Auth Token's HMAC-SHA1, or a SharedKey's algorithm
@@ -185,31 +182,8 @@ class Webhooks:
         metrics = self.ctx.metrics
         metrics.active_calls.set(len(self.ctx.sessions))
         metrics.facts_dropped.set(self.ctx.facts.dropped)
-        await self._scrape_pending()
+        await self.health.sample()
         return Response(200, metrics.render(), content_type=metrics.content_type)
-
-    async def _scrape_pending(self) -> None:
-        """Pending (delivered, unacked) entries per consumer group, bounded in time.
-
-        Read at scrape time only, so the bus sees a few cheap commands per
-        scrape and nothing on the caller's path. One scrape at a time.
-        """
-        keys = self.ctx.keys
-        groups = {
-            GROUP_CONVERSATION: keys.all_calls(),
-            GROUP_LLM: keys.llm_streams(),
-            GROUP_TELEMETRY: keys.event_streams(),
-        }
-        async with self._scrape_lock:
-            with trio.move_on_after(PENDING_SCRAPE_TIMEOUT):
-                for group, streams in groups.items():
-                    total = 0
-                    for stream in streams:
-                        try:
-                            total += await self.ctx.bus.pending_count(stream, group)
-                        except BusError:
-                            continue  # no such group (yet): nothing pending there
-                    self.ctx.metrics.bus_pending.labels(group).set(total)
 
     async def relay_gate(self, request: Request) -> Response | None:
         """Admit a ``/relay`` upgrade (None) or refuse it with a response."""

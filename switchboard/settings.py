@@ -26,7 +26,14 @@ from actors.config import (
 from actors.telemetry import TelemetryConfig
 from bus.keys import Keys
 from bus.trim import TrimPolicy
-from gateway.config import DEFAULT_MAX_RESUMES, DEFAULT_RESUME_APOLOGY, GatewayConfig
+from gateway.config import (
+    DEFAULT_DRAIN_DEADLINE_S,
+    DEFAULT_MAX_RESUMES,
+    DEFAULT_REPLY_APOLOGY,
+    DEFAULT_RESUME_APOLOGY,
+    GatewayConfig,
+)
+from gateway.reply_deadline import DEFAULT_REPLY_DEADLINE_S
 from relay.speech import CHARS_PER_SECOND
 from relay.twiml import RelayAttributes
 from switchboard.environment.bus import process_id, read_bus
@@ -69,6 +76,10 @@ class Settings:
     http_timeout_s: float = 10.0
     max_resumes: int = DEFAULT_MAX_RESUMES
     resume_apology: str = DEFAULT_RESUME_APOLOGY
+    # GatewayConfig.reply_deadline_s / reply_apology / drain_deadline_s.
+    reply_deadline_s: float = DEFAULT_REPLY_DEADLINE_S
+    reply_apology: str = DEFAULT_REPLY_APOLOGY
+    drain_deadline_s: float = DEFAULT_DRAIN_DEADLINE_S
     anthropic_configured: bool = False
     provider: str = "scripted"
     model: str = DEFAULT_MODEL
@@ -185,6 +196,9 @@ class Settings:
             max_sockets=self.max_sockets,
             max_connections=self.max_connections,
             http_timeout_s=self.http_timeout_s,
+            reply_deadline_s=self.reply_deadline_s,
+            reply_apology=self.reply_apology,
+            drain_deadline_s=self.drain_deadline_s,
         )
 
     def conversation_config(self) -> ConversationConfig:

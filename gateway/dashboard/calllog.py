@@ -231,7 +231,7 @@ class CallLog:
             view.start_ms = min(view.start_ms, at_ms)
         elif name == "call_ended":
             view.end_ms = at_ms if view.end_ms is None else max(view.end_ms, at_ms)
-        elif name == "provider_error":
+        elif name in ("provider_error", "reply_late"):
             view.apologies += 1
         elif name == "frame_rejected":
             view.errors.append(f"frame rejected: {fact.str_field('reason') or '?'}")

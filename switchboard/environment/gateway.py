@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypedDict
 
-from gateway.config import DEFAULT_MAX_RESUMES, DEFAULT_RESUME_APOLOGY
-from switchboard.environment.parse import SettingsError, integer, port, positive, url
+from gateway.config import (
+    DEFAULT_DRAIN_DEADLINE_S,
+    DEFAULT_MAX_RESUMES,
+    DEFAULT_REPLY_APOLOGY,
+    DEFAULT_RESUME_APOLOGY,
+)
+from gateway.reply_deadline import DEFAULT_REPLY_DEADLINE_S
+from switchboard.environment.parse import SettingsError, integer, number, port, positive, url
 
 
 class GatewaySettings(TypedDict):
@@ -22,6 +28,9 @@ class GatewaySettings(TypedDict):
     http_timeout_s: float
     max_resumes: int
     resume_apology: str
+    reply_deadline_s: float
+    reply_apology: str
+    drain_deadline_s: float
 
 
 def read_gateway(env: Mapping[str, str]) -> GatewaySettings:
@@ -50,4 +59,7 @@ def read_gateway(env: Mapping[str, str]) -> GatewaySettings:
         http_timeout_s=positive(env, "SWITCHBOARD_HTTP_TIMEOUT_S", 10.0),
         max_resumes=integer(env, "SWITCHBOARD_MAX_RESUMES", DEFAULT_MAX_RESUMES),
         resume_apology=env.get("SWITCHBOARD_RESUME_APOLOGY") or DEFAULT_RESUME_APOLOGY,
+        reply_deadline_s=number(env, "SWITCHBOARD_REPLY_DEADLINE_S", DEFAULT_REPLY_DEADLINE_S),
+        reply_apology=env.get("SWITCHBOARD_REPLY_APOLOGY") or DEFAULT_REPLY_APOLOGY,
+        drain_deadline_s=number(env, "SWITCHBOARD_DRAIN_DEADLINE_S", DEFAULT_DRAIN_DEADLINE_S),
     )

@@ -189,6 +189,9 @@ class FaultyBus:
     async def pending_count(self, stream: str, group: str) -> int:
         return await self._call("pending_count", self.inner.pending_count, stream, group)
 
+    async def group_lag(self, stream: str, group: str) -> int | None:
+        return await self._call("group_lag", self.inner.group_lag, stream, group)
+
     async def read(
         self, stream: str, after: str, *, count: int = 100, block_ms: int | None = None
     ) -> list[Entry]:

@@ -128,6 +128,26 @@ async def test_ack_and_pending(bus: Bus) -> None:
         assert await bus.pending_count("s", "g") == 2
 
 
+async def test_group_lag_counts_entries_not_yet_delivered(bus: Bus) -> None:
+    with trio.fail_after(5):
+        await bus.ensure_group("s", "g")
+        assert await bus.group_lag("s", "g") == 0
+        sent = [await bus.append("s", {"n": str(i)}) for i in range(5)]
+        assert await bus.group_lag("s", "g") == 5
+        await bus.read_group("s", "g", "c", count=2)
+        assert await bus.group_lag("s", "g") == 3  # delivered, even though not acked
+        assert await bus.pending_count("s", "g") == 2
+        await bus.ack("s", "g", sent[:2])
+        assert await bus.group_lag("s", "g") == 3  # acking is not reading
+        await bus.read_group("s", "g", "c")
+        assert await bus.group_lag("s", "g") == 0
+        await bus.ensure_group("s", "late", start="$")
+        await bus.append("s", {"n": "new"})
+        assert await bus.group_lag("s", "late") == 1
+        with pytest.raises(CommandError):
+            await bus.group_lag("s", "nope")
+
+
 async def test_reread_own_pending_counts_deliveries(bus: Bus) -> None:
     with trio.fail_after(5):
         await bus.ensure_group("s", "g")
