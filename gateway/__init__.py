@@ -20,6 +20,7 @@ Layers, bottom up (each imports only the ones above it in this list):
 - ``lifecycle``  a socket's life: accept, setup, frames in order, close.
 - ``health``     live workers per role and consumer-group lag: gauges, warnings.
 - ``webhooks``   the HTTP routes' handlers, signature-checked.
+- ``drain``      SIGTERM: no new calls, live ones go on, the rest handed over.
 - ``server``     ``serve_gateway``: composes the parts.
 
 The ConversationRelay protocol itself (messages, codec, session state,

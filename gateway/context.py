@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+import trio
+
 from bus.base import Bus
 from bus.facts import FactPublisher
 from bus.keys import Keys
@@ -30,11 +32,19 @@ class GatewayContext:
     # the sessions its TwiML announced).
     token_secret: bytes = b""
     open_sockets: int = 0  # relay sockets from upgrade to close (gateway.lifecycle)
+    # Set at the first SIGTERM: no new calls; live ones finish or are handed over.
+    draining: bool = False
+    sessions_changed: trio.Event = field(default_factory=trio.Event)
 
     def __post_init__(self) -> None:
         if not self.token_secret:
             secret = self.config.session_secret or self.config.auth_token
             self.token_secret = secret.encode() if secret else secrets.token_bytes(32)
+
+    def touch_sessions(self) -> None:
+        """Wake whoever waits for ``sessions`` to change (the drain)."""
+        self.sessions_changed.set()
+        self.sessions_changed = trio.Event()
 
     @property
     def keys(self) -> Keys:

@@ -241,6 +241,7 @@ def _register(ctx: GatewayContext, session: Session, setup: Setup) -> None:
         # A new <Connect> on the same call: the newest session is the live one.
         log.info("session_replaced", old_session_id=previous.session_id)
     ctx.sessions[setup.call_sid] = session
+    ctx.touch_sessions()
     ctx.metrics.active_calls.set(len(ctx.sessions))
     relay = ctx.config.relay
     session.speech.speaker_events = relay.subscribed("speaker-events")
@@ -264,6 +265,7 @@ def _register(ctx: GatewayContext, session: Session, setup: Setup) -> None:
 def _unregister(ctx: GatewayContext, session: Session) -> None:
     if session.call_sid and ctx.sessions.get(session.call_sid) is session:
         del ctx.sessions[session.call_sid]
+        ctx.touch_sessions()
     ctx.metrics.active_calls.set(len(ctx.sessions))
     session.relay.closed()
     session.outbox.close()

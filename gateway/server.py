@@ -32,6 +32,7 @@ from gateway.config import GatewayConfig
 from gateway.context import GatewayContext
 from gateway.dashboard import Dashboard, DashboardAccess
 from gateway.dispatch import Dispatcher
+from gateway.drain import drain
 from gateway.health import HealthWatch
 from gateway.http import HttpLimits, Request, Router, bound_port, open_listeners, serve_http
 from gateway.lifecycle import run_relay
@@ -95,10 +96,12 @@ class Gateway:
         self,
         *,
         listeners: list[trio.SocketListener] | None = None,
+        stop: trio.Event | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Bind (unless given bound ``listeners``), report the bound port through
-        ``task_status``, serve until cancelled."""
+        ``task_status``, serve until cancelled, or until ``stop`` is set and the
+        drain (:mod:`gateway.drain`) is over."""
         structlog.contextvars.bind_contextvars(actor="gateway")
         ctx = self.ctx
         if ctx.config.auth_token is None:
@@ -122,6 +125,8 @@ class Gateway:
             await nursery.start(self.dashboard.serve)
             await nursery.start(self.health.serve)
             nursery.start_soon(serve_http, self.router(), listeners, limits)
+            if stop is not None:
+                nursery.start_soon(self._drain_when, stop, nursery.cancel_scope)
             ctx.ready = True
             log.info(
                 "gateway_listening",
@@ -131,6 +136,11 @@ class Gateway:
                 public_url=ctx.config.public_url,
             )
             task_status.started(port)
+
+    async def _drain_when(self, stop: trio.Event, serving: trio.CancelScope) -> None:
+        await stop.wait()
+        await drain(self.ctx)
+        serving.cancel()
 
     def router(self) -> Router:
         hooks = self.webhooks
@@ -193,9 +203,11 @@ async def serve_gateway(
     *,
     registries: Sequence[CollectorRegistry] = (),
     listeners: list[trio.SocketListener] | None = None,
+    stop: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the gateway on ``config.host:config.port`` until cancelled.
+    """Serve the gateway on ``config.host:config.port`` until cancelled, or
+    until ``stop`` is set and the live calls are drained (:mod:`gateway.drain`).
 
     Reports the bound port (useful with port 0) through ``task_status``.
     On cancel every relay socket is closed with 1001 (going away), shielded
@@ -206,5 +218,5 @@ async def serve_gateway(
     the public port before anything else, so a port in use fails at once).
     """
     await Gateway(bus, config, registries=registries).serve(
-        listeners=listeners, task_status=task_status
+        listeners=listeners, stop=stop, task_status=task_status
     )

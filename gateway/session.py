@@ -43,8 +43,9 @@ class SentFacts:
 
 # An outbox item: the frame, its wire type (for metrics), facts to emit once sent.
 Outgoing = tuple[str, str, SentFacts | None]
-# An after_speech frame waiting for the reply to finish playing.
-Deferred = tuple[Envelope, OutboundMessage]
+# An after_speech frame waiting for the reply to finish playing (and the bus
+# entry it came from; None for the gateway's own, such as a drain's ``end``).
+Deferred = tuple[Envelope | None, OutboundMessage]
 
 
 @dataclass(eq=False, slots=True)

@@ -7,6 +7,9 @@ in, TwiML out), per the handoff contract (:mod:`relay.handoff`):
 
 - ``SessionStatus=ended`` with ``HandoffData`` ``{"reason": "transfer",
   "number": "+1..."}`` -> ``<Dial>``; with ``"queue"`` -> ``<Enqueue>``;
+  ``{"reason": "handover"}`` (a draining gateway, :mod:`gateway.drain`) -> a
+  fresh ``<Connect><ConversationRelay>`` as for a resume, which the load
+  balancer sends to another gateway (not counted against the resumes);
   anything else (``end_call``, ``silence``, no handoff) -> ``<Hangup/>``.
   A transfer target that is not an E.164 number or a plain queue name is
   refused (hang up, logged): handoff data comes from an LLM tool call.
@@ -78,7 +81,7 @@ class ActionDecision:
     """What ``POST /action`` answers and why (``outcome`` is logged and counted)."""
 
     twiml: str
-    outcome: str  # "dial" | "enqueue" | "hangup" | "resume" | "refused" | "give_up"
+    outcome: str  # "dial" | "enqueue" | "hangup" | "resume" | "handover" | "refused" | "give_up"
     detail: str | None = None
 
 
@@ -122,6 +125,9 @@ def action_twiml(
     if status != "ended":
         return ActionDecision(hangup_twiml(), "hangup")
     handoff = Handoff.parse(params.get("HandoffData"))
+    if handoff is not None and handoff.reason == HandoffReason.HANDOVER:
+        twiml = connect_twiml(config, resumed=True, session_token=session_token)
+        return ActionDecision(twiml, "handover")
     if handoff is None or handoff.reason != HandoffReason.TRANSFER:
         return ActionDecision(hangup_twiml(), "hangup")
     number, queue = handoff.number, handoff.queue

@@ -86,6 +86,13 @@ class Webhooks:
         return response
 
     async def twiml(self, request: Request) -> Response:
+        if self.ctx.draining:
+            # Fast, so Twilio moves on at once (the number's fallback URL, or
+            # a retry through the load balancer where the URL asks for one).
+            self.ctx.metrics.webhooks.labels(request.path, "503").inc()
+            log.info("call_refused_draining", path=request.path)
+            return text_response(503, "draining")
+
         async def answer(params: dict[str, str]) -> Response:
             log.info(
                 "call_incoming",
@@ -170,6 +177,8 @@ class Webhooks:
         return text_response(200, "ok")
 
     async def readyz(self, request: Request) -> Response:
+        if self.ctx.draining:
+            return text_response(503, "draining")
         if not self.ctx.ready:
             return text_response(503, "starting")
         if HEALTH.degraded:
@@ -189,6 +198,10 @@ class Webhooks:
         """Admit a ``/relay`` upgrade (None) or refuse it with a response."""
         if request.header("sec-websocket-key") is None:
             return text_response(400, "not a websocket handshake")
+        if self.ctx.draining:
+            self.ctx.metrics.webhooks.labels(request.path, "503").inc()
+            log.info("call_refused_draining", path=request.path)
+            return text_response(503, "draining")
         if not self.signed(request, self.ctx.config.relay_url, {}):
             self.ctx.metrics.webhooks.labels(request.path, "403").inc()
             return text_response(403, "invalid signature")

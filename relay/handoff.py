@@ -7,7 +7,9 @@ with a ``reason``:
 - ``end_call``: the agent hung up (the ``end_call`` tool);
 - ``transfer``: with ``number`` (E.164, -> ``<Dial>``) or ``queue``
   (-> ``<Enqueue>``), from the ``transfer`` tool;
-- ``silence``: the caller stayed silent past the last re-prompt.
+- ``silence``: the caller stayed silent past the last re-prompt;
+- ``handover``: the gateway is shutting down and hands the call to another
+  one (the action callback answers with a fresh ``<Connect>``).
 
 :class:`Handoff` is that object. The JSON text is written exactly as it
 always was (``json.dumps`` with its default separators, ``reason`` first), so
@@ -33,6 +35,7 @@ class HandoffReason(StrEnum):
     END_CALL = "end_call"
     TRANSFER = "transfer"
     SILENCE = "silence"
+    HANDOVER = "handover"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,10 @@ class Handoff:
     @classmethod
     def silence(cls) -> Handoff:
         return cls(HandoffReason.SILENCE)
+
+    @classmethod
+    def handover(cls) -> Handoff:
+        return cls(HandoffReason.HANDOVER)
 
     @classmethod
     def transfer(cls, *, number: str | None = None, queue: str | None = None) -> Handoff:

@@ -173,18 +173,23 @@ async def run_gateway(settings: Settings) -> None:
     """``switchboard gateway``: the edge alone, on Redis."""
     listeners = await bind(settings.host, settings.port, what="gateway", setting="SWITCHBOARD_PORT")
     pauses = gcpause.observe(process_registry())
+    # SIGTERM drains: no new calls, live ones go on, the rest are handed over.
+    stop = trio.Event()
     async with open_bus(settings, wait=True) as bus:
 
         async def main(nursery: trio.Nursery) -> None:
-            port = await nursery.start(
-                lambda task_status: serve_gateway(
+            async def serve(task_status: trio.TaskStatus[int]) -> None:
+                await serve_gateway(
                     bus,
                     settings.gateway_config(),
                     registries=[pauses.registry, bus_health_registry("gateway")],
                     listeners=listeners,
+                    stop=stop,
                     task_status=task_status,
                 )
-            )
+                nursery.cancel_scope.cancel()  # drained: stop the rest too
+
+            port = await nursery.start(serve)
             # Its own stream: trimmed, and kept alive only while it runs.
             own = settings.keys.gateway(settings.gateway_id)
             nursery.start_soon(
@@ -198,7 +203,7 @@ async def run_gateway(settings: Settings) -> None:
                 gateway_id=settings.gateway_id,
             )
 
-        await run_until_signalled(main)
+        await run_until_signalled(main, stop=stop)
 
 
 async def run_actor(settings: Settings, role: str) -> None:

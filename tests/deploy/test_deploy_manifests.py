@@ -40,6 +40,7 @@ import trio
 import yaml
 
 from bus.memory import MemoryBus
+from gateway.drain import HANDOVER_TIMEOUT_S
 from gateway.server import Gateway
 from switchboard import cli_parser, runner
 from switchboard.metrics_http import fetch, serve_metrics
@@ -526,8 +527,12 @@ def test_kubernetes(k8s: list[dict[str, Any]], image: Image, facts: CodeFacts) -
     (container,) = gateway["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert "preStop" in container["lifecycle"]
-    assert gateway["terminationGracePeriodSeconds"] >= 60, "calls need time to drain"
+    # The process drains itself on SIGTERM; the grace period must cover it.
+    assert "lifecycle" not in container, "the gateway drains in the process, not in a hook"
+    config = _by_kind(k8s, "ConfigMap")["switchboard"]["data"]
+    drain_s = float(config["SWITCHBOARD_DRAIN_DEADLINE_S"])
+    grace = gateway["terminationGracePeriodSeconds"]
+    assert grace >= drain_s + HANDOVER_TIMEOUT_S, "calls need time to drain and hand over"
     secrets = {
         item["valueFrom"]["secretKeyRef"]["name"]
         for d in deployments.values()

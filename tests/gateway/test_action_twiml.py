@@ -70,3 +70,14 @@ def test_resume_is_the_connect_twiml_with_greeting_and_resumed_parameter() -> No
     }
     other = {k: v for k, v in resumed.attributes.items() if k != "welcomeGreeting"}
     assert other == {k: v for k, v in fresh.attributes.items() if k != "welcomeGreeting"}
+
+
+def test_a_handover_is_a_fresh_connect_with_its_session_token() -> None:
+    params = {"SessionStatus": "ended", "HandoffData": json.dumps({"reason": "handover"})}
+    decision = action_twiml(CONFIG, params, resume_left=False, session_token="tok")
+    assert decision.outcome == "handover"  # a drain, not a failure: no resume budget used
+    relay = parse_twiml(decision.twiml).relay
+    assert relay is not None
+    assert relay.welcome_greeting == "Where were we?"
+    assert dict(relay.parameters)["resumed"] == "true"
+    assert "tok" in dict(relay.parameters).values()

@@ -50,6 +50,9 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
         "SWITCHBOARD_LEASE_TTL_MS": str(LEASE_TTL_MS),
         "SWITCHBOARD_WELCOME_GREETING": "Hello from the failover test.",
         "SWITCHBOARD_LOG_LEVEL": "info",
+        # A takeover may hold a reply past the reply deadline; the apology would
+        # then be heard as well. This test counts replies, so it is off here.
+        "SWITCHBOARD_REPLY_DEADLINE_S": "0",
         "ANTHROPIC_API_KEY": "",
     }
     env.update(extra)

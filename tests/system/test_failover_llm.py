@@ -46,6 +46,9 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
         "SWITCHBOARD_LLM_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
         "SWITCHBOARD_PARTITIONS": "4",
         "SWITCHBOARD_LOG_LEVEL": "info",
+        # A takeover may hold a reply past the reply deadline; the apology would
+        # then be heard as well. This test counts replies, so it is off here.
+        "SWITCHBOARD_REPLY_DEADLINE_S": "0",
         "ANTHROPIC_API_KEY": "",
     }
     env.update(extra)

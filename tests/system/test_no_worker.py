@@ -91,4 +91,3 @@ async def test_no_conversation_worker_means_an_apology_and_rising_lag() -> None:
                     answer = await call.reply()  # the reply to "Hello?", late but spoken
                     assert answer.text and answer.text != APOLOGY
                     assert answer.frames[-1].last is True
-                    assert await _conversation_lag(gw.port) == 0  # the backlog was read
