@@ -246,6 +246,7 @@ def _register(ctx: GatewayContext, session: Session, setup: Setup) -> None:
     relay = ctx.config.relay
     session.speech.speaker_events = relay.subscribed("speaker-events")
     session.speech.chars_per_s = ctx.config.speech_chars_per_second
+    session.reply.deadline_s = ctx.config.reply_deadline_s
     resumed = setup.custom_parameters.get(RESUMED_PARAMETER) == "true"
     greeting = ctx.config.resume_greeting if resumed else relay.welcome_greeting
     if greeting:
