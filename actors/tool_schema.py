@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bus.messages.json import JsonObject, JsonValue
+
 __all__ = ["ArgumentError", "Parameter", "ToolSignature", "coerce_arguments", "read_signature"]
 
 _NONE = type(None)
@@ -51,7 +53,7 @@ class Parameter:
     hint: Any
     required: bool
     default: Any
-    schema: dict[str, Any]
+    schema: JsonObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +64,12 @@ class ToolSignature:
     parameters: tuple[Parameter, ...]
     context_parameter: str | None
 
-    def input_schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = {
+    def input_schema(self) -> JsonObject:
+        schema: JsonObject = {
             "type": "object",
             "properties": {p.name: p.schema for p in self.parameters},
         }
-        required = [p.name for p in self.parameters if p.required]
+        required: list[JsonValue] = [p.name for p in self.parameters if p.required]
         if required:
             schema["required"] = required
         return schema
@@ -106,13 +108,13 @@ def read_signature(func: Callable[..., Any], *, context_type: type) -> ToolSigna
     return ToolSignature(summary, tuple(params), context)
 
 
-def coerce_arguments(signature: ToolSignature, data: Mapping[str, Any]) -> dict[str, Any]:
+def coerce_arguments(signature: ToolSignature, data: Mapping[str, object]) -> dict[str, object]:
     """The keyword arguments for the tool function, checked against its hints."""
     known = {p.name for p in signature.parameters}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ArgumentError(f"unknown argument(s) {', '.join(unknown)}")
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for p in signature.parameters:
         if p.name not in data:
             if p.required:
@@ -151,7 +153,7 @@ def _optional_inner(hint: Any) -> Any | None:
     return None
 
 
-def _schema(hint: Any) -> dict[str, Any]:
+def _schema(hint: Any) -> JsonObject:
     inner = _optional_inner(hint)
     if inner is not None:
         optional = _schema(_strip_annotated(inner)[0])
@@ -179,7 +181,7 @@ def _schema(hint: Any) -> dict[str, Any]:
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             raise TypeError("use list[T] (or tuple[T, ...]) for a list")
         item = args[0] if args else None
-        schema: dict[str, Any] = {"type": "array"}
+        schema: JsonObject = {"type": "array"}
         if item is not None:
             schema["items"] = _schema(_strip_annotated(item)[0])
         return schema

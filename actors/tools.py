@@ -88,6 +88,8 @@ from actors.config import LLMConfig
 from actors.tool_schema import ArgumentError, coerce_arguments, read_signature
 from bus.base import Bus, BusError
 from bus.keys import Keys, partition_of
+from bus.messages.body import ToolResultBlock
+from bus.messages.json import JsonObject, JsonValue
 from relay import Handoff, dtmf, to_wire
 
 log = structlog.get_logger()
@@ -114,7 +116,7 @@ _MAX_DIGITS = 64
 class FrameSink(Protocol):
     """Where a tool's frames for the caller go (the LLM actor provides it)."""
 
-    async def __call__(self, frame: dict[str, Any], *, after_speech: bool) -> None: ...
+    async def __call__(self, frame: JsonObject, *, after_speech: bool) -> None: ...
 
 
 @dataclass(slots=True)
@@ -137,14 +139,14 @@ class ToolContext:
     languages: tuple[str, ...] = ()
     _sink: FrameSink | None = None
     # Frames sent with after_speech (recorded with a cached result).
-    deferred: list[dict[str, Any]] = field(default_factory=list)
+    deferred: list[JsonObject] = field(default_factory=list)
 
     @property
     def idempotency_key(self) -> str:
         """Unique per tool use: ``"{call}:{reply_to}:{tool_use_id}"``."""
         return f"{self.call}:{self.reply_to}:{self.tool_use_id}"
 
-    async def send(self, frame: dict[str, Any], *, after_speech: bool = False) -> None:
+    async def send(self, frame: JsonObject, *, after_speech: bool = False) -> None:
         """Send ``frame`` to the caller's ConversationRelay session (see class docstring)."""
         if after_speech:
             self.deferred.append(frame)
@@ -152,7 +154,7 @@ class ToolContext:
             await self._sink(frame, after_speech=after_speech)
 
 
-ToolFunc = Callable[[dict[str, Any], ToolContext], Awaitable[str]]
+ToolFunc = Callable[[JsonObject, ToolContext], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,7 @@ class Tool:
     run: ToolFunc
     timeout_s: float = DEFAULT_TIMEOUT_S
 
-    def definition(self) -> dict[str, Any]:
+    def definition(self) -> JsonObject:
         """The tool as the Messages API's ``tools`` parameter lists it."""
         return {
             "name": self.name,
@@ -226,11 +228,12 @@ def tool(
 
 
 def _takes_raw_input(func: Callable[..., Any]) -> bool:
-    """The older tool form: ``(input: dict[str, Any], ctx: ToolContext)``."""
+    """The older tool form: ``(input: dict, ctx: ToolContext)`` (or ``JsonObject``)."""
     params = list(inspect.signature(func).parameters.values())
     if len(params) != 2:
         return False
-    hint = typing.get_type_hints(func).get(params[0].name)
+    # JsonValue refers to itself by name: resolving a JsonObject hint needs it in scope.
+    hint = typing.get_type_hints(func, localns={"JsonValue": JsonValue}).get(params[0].name)
     return hint is dict or typing.get_origin(hint) in (dict, Mapping)
 
 
@@ -242,7 +245,7 @@ def _typed_tool(
     if not text:
         raise TypeError(f"tool {name!r} needs a docstring: it is what the model reads")
 
-    async def run(input: dict[str, Any], ctx: ToolContext) -> str:
+    async def run(input: JsonObject, ctx: ToolContext) -> str:
         try:
             kwargs = coerce_arguments(signature, input)
         except ArgumentError as exc:
@@ -272,12 +275,12 @@ class ToolOutcome:
 
     tool_use_id: str
     name: str
-    input: dict[str, Any]
+    input: JsonObject
     content: str
     is_error: bool = False
 
-    def result_block(self) -> dict[str, Any]:
-        block: dict[str, Any] = {
+    def result_block(self) -> ToolResultBlock:
+        block: ToolResultBlock = {
             "type": "tool_result",
             "tool_use_id": self.tool_use_id,
             "content": self.content,
@@ -286,7 +289,7 @@ class ToolOutcome:
             block["is_error"] = True
         return block
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JsonObject:
         return {
             "id": self.tool_use_id,
             "name": self.name,
@@ -303,12 +306,12 @@ class ToolError(Exception):
 # ------------------------------------------------------------------ built-ins
 
 
-async def _end_call(input: dict[str, Any], ctx: ToolContext) -> str:
+async def _end_call(input: JsonObject, ctx: ToolContext) -> str:
     await ctx.send(to_wire(Handoff.end_call().end()), after_speech=True)
     return "The call will end after your goodbye has been spoken."
 
 
-async def _transfer(input: dict[str, Any], ctx: ToolContext) -> str:
+async def _transfer(input: JsonObject, ctx: ToolContext) -> str:
     destination = str(input.get("destination") or "")
     if ctx.transfer_queue and (destination == "queue" or not ctx.transfer_number):
         handoff = Handoff.transfer(queue=ctx.transfer_queue)
@@ -320,7 +323,7 @@ async def _transfer(input: dict[str, Any], ctx: ToolContext) -> str:
     return "The caller will be transferred after your last words have been spoken."
 
 
-async def _send_digits(input: dict[str, Any], ctx: ToolContext) -> str:
+async def _send_digits(input: JsonObject, ctx: ToolContext) -> str:
     digits = str(input.get("digits", "")).replace(" ", "")
     if len(digits) > _MAX_DIGITS or not dtmf.is_send_digits(digits):
         raise ToolError(f"digits must be 1-64 of 0-9 * # w, got {digits!r}")
@@ -328,7 +331,7 @@ async def _send_digits(input: dict[str, Any], ctx: ToolContext) -> str:
     return f"Sent the digits {digits}."
 
 
-async def _switch_language(input: dict[str, Any], ctx: ToolContext) -> str:
+async def _switch_language(input: JsonObject, ctx: ToolContext) -> str:
     language = str(input.get("language", ""))
     if language not in ctx.languages:
         raise ToolError(
@@ -340,9 +343,9 @@ async def _switch_language(input: dict[str, Any], ctx: ToolContext) -> str:
 
 def builtin_tools(languages: Sequence[str] = ()) -> dict[str, Tool]:
     """The built-in tools; ``switch_language`` offers ``languages`` as its choices."""
-    language_schema: dict[str, Any] = {"type": "string", "description": "BCP-47 code"}
+    language_schema: JsonObject = {"type": "string", "description": "BCP-47 code"}
     if languages:
-        language_schema["enum"] = list(languages)
+        language_schema["enum"] = list[JsonValue](languages)
     return {
         "end_call": Tool(
             "end_call",
@@ -436,7 +439,7 @@ class ToolRegistry:
     def __bool__(self) -> bool:
         return bool(self.tools)
 
-    def definitions(self) -> list[dict[str, Any]]:
+    def definitions(self) -> list[JsonObject]:
         """The ``tools`` parameter for the provider (empty: no tools)."""
         return [t.definition() for t in self.tools.values()]
 
@@ -446,7 +449,7 @@ class ToolRegistry:
         keys: Keys,
         ctx: ToolContext,
         name: str,
-        input: dict[str, Any],
+        input: JsonObject,
         *,
         ttl_ms: int = RESULT_TTL_MS,
     ) -> ToolOutcome:
@@ -465,7 +468,7 @@ class ToolRegistry:
         poll_s = CLAIM_POLL_S
         waited = False
         # The winner's recorded outcome, when someone else ran the tool use.
-        recorded: dict[str, Any] | None = None
+        recorded: JsonObject | None = None
         try:
             with trio.fail_after(2 * claim_ttl_s):
                 while True:
@@ -519,14 +522,16 @@ class ToolRegistry:
         self,
         ctx: ToolContext,
         name: str,
-        input: dict[str, Any],
-        record: dict[str, Any],
+        input: JsonObject,
+        record: JsonObject,
         *,
         waited: bool,
     ) -> ToolOutcome:
         """The recorded outcome; its after-speech frames go out again."""
-        for frame in record.get("deferred", []):
-            await ctx.send(frame, after_speech=True)
+        deferred = record.get("deferred")
+        for frame in deferred if isinstance(deferred, list) else []:
+            if isinstance(frame, dict):  # we record only frames; skip anything else
+                await ctx.send(frame, after_speech=True)
         log.info("tool_result_replayed", tool=name, tool_use_id=ctx.tool_use_id, waited=waited)
         return ToolOutcome(
             ctx.tool_use_id, name, input, str(record["content"]), bool(record["is_error"])
@@ -539,7 +544,7 @@ class ToolRegistry:
         name: str,
         content: str,
         is_error: bool,
-        deferred: list[dict[str, Any]],
+        deferred: list[JsonObject],
         ttl_ms: int,
     ) -> None:
         """Replace the claim with the outcome (a failed write is logged: see module docstring)."""
@@ -549,7 +554,7 @@ class ToolRegistry:
         except BusError as exc:
             log.warning("tool_result_unrecorded", tool=name, error=str(exc))
 
-    async def _run_once(self, ctx: ToolContext, name: str, input: dict[str, Any]) -> ToolOutcome:
+    async def _run_once(self, ctx: ToolContext, name: str, input: JsonObject) -> ToolOutcome:
         found = self.tools.get(name)
         if found is None:
             return ToolOutcome(ctx.tool_use_id, name, input, f"unknown tool {name!r}", True)

@@ -31,6 +31,7 @@ from actors.tools import ToolContext, ToolRegistry
 from bus.base import Bus
 from bus.envelope import Envelope
 from bus.facts import wall_ms
+from bus.messages.json import JsonObject
 
 log = structlog.get_logger()
 
@@ -200,7 +201,7 @@ class Producer:
         outcome = await tools.run(self.engine.bus, config.keys, ctx, use.name, dict(use.input))
         self.reply.add_outcome(outcome)
 
-    async def _sink(self, frame: dict[str, Any], *, after_speech: bool) -> None:
+    async def _sink(self, frame: JsonObject, *, after_speech: bool) -> None:
         """Where a tool's frames go: in order with the text, or after the reply."""
         if after_speech:
             self.outcome.deferred.append((self._current_use, frame))

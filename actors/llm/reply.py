@@ -134,7 +134,7 @@ class ReplyMessages:
                 done = ToolOutcome(use.id, use.name, dict(use.input), CANCELLED_RESULT, True)
                 self.outcomes = [o for o in self.outcomes if o.tool_use_id != use.id]
                 self.outcomes.append(done)
-            blocks.append(cast(ToolResultBlock, done.result_block()))
+            blocks.append(done.result_block())
         self.messages.append(("user", blocks))
         self._pending = []
         self._results = {}

@@ -13,6 +13,7 @@ import trio
 
 from actors.tools import Tool, ToolContext, ToolError, load_reference, tool
 from bus.memory import MemoryBus
+from bus.messages.json import JsonObject
 from switchboard.runner import start_dev
 from switchboard.settings import Settings, SettingsError
 from switchboard.twilio import open_call
@@ -124,6 +125,16 @@ async def test_the_older_form_still_takes_the_whole_input() -> None:
         return json.dumps(input)
 
     assert await echo.run({"x": 1}, ctx()) == '{"x": 1}'
+
+
+async def test_the_older_form_may_type_its_input_as_json() -> None:
+    @tool
+    async def keep(input: JsonObject, ctx: ToolContext) -> str:
+        """Keep whatever the model sends."""
+        return json.dumps(input)
+
+    assert keep.input_schema == {"type": "object", "properties": {}}
+    assert await keep.run({"x": [1, None]}, ctx()) == '{"x": [1, null]}'
 
 
 def test_a_reference_must_name_a_tool() -> None:
