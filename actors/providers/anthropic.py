@@ -54,7 +54,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import anthropic
 import structlog
@@ -87,6 +87,7 @@ from actors.providers.claude_messages import (
 )
 from actors.providers.options import EFFORTS, Thinking, parse_effort, parse_thinking
 from bus.messages import ContentBlock
+from bus.messages.json import JsonObject
 
 __all__ = [
     "EFFORTS",
@@ -142,7 +143,7 @@ class _AnthropicCompletion:
         self._stop_reason: str | None = None
         self._usage = Usage()
         self._tool_uses: list[ToolUse] = []
-        self._content: list[dict[str, Any]] = []
+        self._content: list[ContentBlock] = []
         self.model = request.model or provider.model
         self.attempts = 0
 
@@ -153,7 +154,7 @@ class _AnthropicCompletion:
     @property
     def content(self) -> list[ContentBlock]:
         """Every content block of this round, in order (thinking included)."""
-        return cast(list[ContentBlock], self._content)
+        return self._content
 
     @property
     def stop_reason(self) -> str | None:
@@ -406,11 +407,11 @@ class AnthropicProvider:
         return self.prefill if self.prefill is not None else supports_prefill(model)
 
     def open_stream(
-        self, request: CompletionRequest, model: str, messages: list[dict[str, Any]]
+        self, request: CompletionRequest, model: str, messages: list[JsonObject]
     ) -> Any:
         options: dict[str, Any] = {}
         shaped = shape_system(request.system)
-        system: str | list[dict[str, Any]] = shaped
+        system: str | list[JsonObject] = shaped
         if self.prompt_cache:
             # The stable prefix marked (claude_cache): system, tools, the
             # history up to the previous turn.

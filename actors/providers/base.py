@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bus.messages import ContentBlock, HistoryMessage
+from bus.messages.json import JsonObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ class CompletionRequest:
     model: str = ""
     max_tokens: int = 0
     prefill: str = ""
-    tools: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[JsonObject] = field(default_factory=list)
     # What is left of the turn's first-token budget when the request is
     # made (the prompt waited on the bus first); it can only shorten the
     # provider's own deadline. None: the provider's.

@@ -29,30 +29,31 @@ the reply (tool rounds, failover).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
+from bus.messages.json import JsonObject, JsonValue
+
+EPHEMERAL: Mapping[str, str] = {"type": "ephemeral"}
 MAX_BREAKPOINTS = 4  # per request, by the API
 _UNCACHEABLE = ("thinking", "redacted_thinking")
 
 
-def cached_system(system: str) -> list[dict[str, Any]] | str:
+def cached_system(system: str) -> list[JsonObject] | str:
     """The system prompt as one text block marked for caching ('' stays '')."""
     if not system:
         return system
-    return [{"type": "text", "text": system, "cache_control": dict(EPHEMERAL)}]
+    return [{"type": "text", "text": system, "cache_control": _ephemeral()}]
 
 
-def cached_tools(tools: Sequence[dict[str, Any]], *, system: str) -> list[dict[str, Any]]:
+def cached_tools(tools: Sequence[Mapping[str, JsonValue]], *, system: str) -> list[JsonObject]:
     """``tools``, the last one marked when there is no system prompt to mark."""
     out = [dict(t) for t in tools]
     if out and not system:
-        out[-1]["cache_control"] = dict(EPHEMERAL)
+        out[-1]["cache_control"] = _ephemeral()
     return out
 
 
-def cached_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def cached_messages(messages: Sequence[Mapping[str, JsonValue]]) -> list[JsonObject]:
     """``messages`` with the history up to the previous turn marked.
 
     The marker goes on the message just before the newest ``user``
@@ -65,25 +66,30 @@ def cached_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return out
     target = out[last_user - 1]
     content = target.get("content")
-    blocks: list[dict[str, Any]]
+    blocks: list[JsonValue]
     if isinstance(content, str):
         if not content:
             return out
         blocks = [{"type": "text", "text": content}]
     elif isinstance(content, list):
-        blocks = [dict(b) for b in content]
+        blocks = list(content)
     else:
         return out
     for j in range(len(blocks) - 1, -1, -1):
-        if blocks[j].get("type") not in _UNCACHEABLE:
-            blocks[j]["cache_control"] = dict(EPHEMERAL)
+        block = blocks[j]
+        if isinstance(block, dict) and block.get("type") not in _UNCACHEABLE:
+            blocks[j] = {**block, "cache_control": _ephemeral()}
             out[last_user - 1] = {**target, "content": blocks}
             break
     return out
 
 
+def _ephemeral() -> JsonObject:
+    return dict(EPHEMERAL)
+
+
 def count_breakpoints(
-    system: Any, tools: Sequence[dict[str, Any]], messages: Sequence[dict[str, Any]]
+    system: object, tools: Sequence[Mapping[str, object]], messages: Sequence[Mapping[str, object]]
 ) -> int:
     """How many ``cache_control`` markers a request carries (tests, assertions)."""
     n = sum(1 for t in tools if "cache_control" in t)

@@ -9,7 +9,7 @@ retries within the first-token deadline (``actors/providers/anthropic.py``).
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
 
 import anthropic
 
@@ -27,7 +27,7 @@ def prefill_refused(exc: anthropic.AnthropicError) -> bool:
     return isinstance(exc, anthropic.BadRequestError) and "prefill" in str(exc).lower()
 
 
-def _error_object(exc: anthropic.APIStatusError) -> dict[str, Any]:
+def _error_object(exc: anthropic.APIStatusError) -> Mapping[str, object]:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error")
     return error if isinstance(error, dict) else {}

@@ -29,7 +29,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from bus.messages import HistoryMessage
+from bus.messages import ContentBlock, HistoryMessage
+from bus.messages.json import JsonObject, JsonValue
 
 FIRST_USER_NOTE = "[The call connected.]"
 CALLER_OPEN, CALLER_CLOSE = "<caller>", "</caller>"
@@ -41,7 +42,7 @@ CALLER_NOTE = (
 _BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
 
 
-def _shape_content(content: Any) -> str | list[dict[str, Any]]:
+def _shape_content(content: object) -> str | list[JsonValue]:
     """Content without empty text (the API rejects empty text blocks)."""
     if isinstance(content, str):
         return content if content.strip() else ""
@@ -67,16 +68,18 @@ def shape_system(system: str) -> str:
     return f"{system}\n\n{CALLER_NOTE}" if system.strip() else CALLER_NOTE
 
 
-def _delimit_user(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+def _delimit_user(content: str | list[JsonValue]) -> str | list[JsonValue]:
     if isinstance(content, str):
         return delimit_caller(content)
     return [
-        {**b, "text": delimit_caller(str(b.get("text", "")))} if b.get("type") == "text" else b
+        {**b, "text": delimit_caller(str(b.get("text", "")))}
+        if isinstance(b, dict) and b.get("type") == "text"
+        else b
         for b in content
     ]
 
 
-def shape_messages(messages: Sequence[HistoryMessage]) -> list[dict[str, Any]]:
+def shape_messages(messages: Sequence[HistoryMessage]) -> list[JsonObject]:
     """The history as the Messages API should see it (see the module docstring).
 
     Content is a string or a list of ``text``/``tool_use``/``tool_result``
@@ -84,7 +87,7 @@ def shape_messages(messages: Sequence[HistoryMessage]) -> list[dict[str, Any]]:
     minus empty text, except that the text of ``user`` messages (the
     caller's) is delimited (``delimit_caller``).
     """
-    shaped: list[dict[str, Any]] = []
+    shaped: list[JsonObject] = []
     for m in messages:
         if m.get("role") not in ("user", "assistant"):
             continue
@@ -112,7 +115,7 @@ def supports_prefill(model: str) -> bool:
     return (major, minor) < (4, 6)
 
 
-def block_dict(block: Any) -> dict[str, Any] | None:
+def block_dict(block: Any) -> ContentBlock | None:
     """A content block of the final message as the API takes it back."""
     kind = getattr(block, "type", None)
     if kind == "text":

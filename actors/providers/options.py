@@ -7,7 +7,8 @@ role imports the SDK itself (seconds of CPU), so the parsing lives here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from bus.messages.json import JsonObject
 
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 
@@ -19,7 +20,7 @@ class Thinking:
     mode: str
     budget_tokens: int = 0
 
-    def param(self) -> dict[str, Any]:
+    def param(self) -> JsonObject:
         """The Messages API ``thinking`` parameter."""
         if self.mode == "off":
             return {"type": "disabled"}

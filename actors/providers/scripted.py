@@ -47,6 +47,7 @@ import trio
 from actors.providers.base import Completion, CompletionRequest, ToolUse, Usage, message_text
 from actors.timers import SharedTimer
 from bus.messages import ContentBlock, HistoryMessage, ToolResultBlock
+from bus.messages.json import JsonObject
 
 _PIECES = re.compile(r"\s*\S+\s*")
 _WORDS = re.compile(r"[\w']+")
@@ -97,7 +98,7 @@ def scripted_reply(messages: Sequence[HistoryMessage]) -> str:
 
 def scripted_tool_use(
     messages: Sequence[HistoryMessage], tools: Sequence[Mapping[str, Any]]
-) -> tuple[str, dict[str, Any]] | None:
+) -> tuple[str, JsonObject] | None:
     """The tool (name, input) the caller's last words ask for, if offered."""
     said = _said(messages)
     if not said:
