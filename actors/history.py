@@ -21,23 +21,27 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-Message = dict[str, Any]
+from bus.messages import ContentBlock, HistoryMessage, TextBlock
+
+# One history message: an Anthropic Messages API message (bus.messages).
+Message = HistoryMessage
 
 
-def _blocks(content: Any) -> list[dict[str, Any]]:
+def _blocks(content: str | Sequence[ContentBlock] | None) -> list[ContentBlock]:
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
+        return [TextBlock(type="text", text=content)]
     if isinstance(content, list):
-        return [dict(b) for b in content if isinstance(b, dict)]
+        return [copy.copy(b) for b in content]
     return []
 
 
-def _content(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+def _content(blocks: list[ContentBlock]) -> str | list[ContentBlock]:
     # One plain text block is stored as a string: the compact, equivalent form.
-    if len(blocks) == 1 and set(blocks[0]) == {"type", "text"} and blocks[0]["type"] == "text":
-        return str(blocks[0]["text"])
+    if len(blocks) == 1:
+        only = blocks[0]
+        if only["type"] == "text" and set(only) == {"type", "text"}:
+            return str(only["text"])
     return blocks
 
 
@@ -55,9 +59,9 @@ def truncate_reply(messages: Sequence[Message], text: str, heard: str | None) ->
     out: list[Message] = []
     for message in messages:
         content = message.get("content")
-        kept: list[dict[str, Any]] = []
+        kept: list[ContentBlock] = []
         for block in _blocks(content):
-            if block.get("type") != "text":
+            if block["type"] != "text":
                 kept.append(copy.deepcopy(block))
                 continue
             piece = str(block.get("text", ""))
@@ -75,21 +79,20 @@ def truncate_reply(messages: Sequence[Message], text: str, heard: str | None) ->
             else:
                 part = ""
             if part.strip():
-                kept.append({**block, "text": part})
+                cut = copy.copy(block)
+                cut["text"] = part
+                kept.append(cut)
         if kept:
-            out.append(
-                {
-                    **{k: v for k, v in message.items() if k != "content"},
-                    "content": _content(kept),
-                }
-            )
+            shortened = copy.copy(message)
+            shortened["content"] = _content(kept)
+            out.append(shortened)
     return out
 
 
 def message_text(message: Message) -> str:
     """The text of a message's text blocks, joined."""
     return "".join(
-        str(b.get("text", "")) for b in _blocks(message.get("content")) if b.get("type") == "text"
+        str(b.get("text", "")) for b in _blocks(message.get("content")) if b["type"] == "text"
     )
 
 

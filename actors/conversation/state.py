@@ -9,7 +9,7 @@ call's timers (deadlines in wall-clock ms, the time base every process shares).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -104,7 +104,8 @@ class CallState:
             session=str(data.get("session", "")),
             gateway=str(data.get("gateway", "")),
             turn=int(data.get("turn", 0)),
-            history=[dict(m) for m in data.get("history", [])],
+            # Written by to_json from typed history: its messages are API messages.
+            history=[cast(Message, dict(m)) for m in data.get("history", [])],
             last_entry_id=str(data.get("last_entry_id", "")),
             reply_to=int(data.get("reply_to", 0)),
             answered_turn=int(data.get("answered_turn", 0)),

@@ -33,7 +33,7 @@ from actors.conversation.state import (
 )
 from actors.heard import Heard, locate_heard
 from actors.history import Message, request_messages, truncate_reply
-from bus.messages import ControlCancel, HistoryMessage, LlmRequest, LlmResult
+from bus.messages import ControlCancel, LlmRequest, LlmResult
 
 log = structlog.get_logger()
 
@@ -79,11 +79,9 @@ def request(step: Step, state: CallState, turn: OpenTurn) -> None:
     reply_to = turn.reply_to
     enforce(step, state, seq=reply_to)  # the request carries only what the caps keep
     messages = request_messages(state.history)
-    # History is kept as plain dicts (actors.history); they are API messages.
-    typed = cast(list[HistoryMessage], messages)
     message = LlmRequest(
         system=step.config.system_prompt,
-        messages=typed,
+        messages=messages,
         reply_to=reply_to,
         prompt_ms=turn.prompt_ms or None,
     )
