@@ -2,7 +2,8 @@
 
 Modules: ``caller`` (``call.*``), ``llm`` (``llm.*``), ``control``
 (``gateway.send``, ``control.cancel``, ``conversation.timer``), ``fact``
-(``event``), ``body`` (typed field reads, history message types).
+(``event``), ``body`` (typed field reads, history message types), ``json``
+(``JsonValue``/``JsonObject``: open JSON such as tool schemas and inputs).
 
 Every ``Envelope`` carries a ``body``, a JSON object whose shape depends on the
 envelope's ``kind``. This module is that shape: one frozen dataclass per kind,
