@@ -46,10 +46,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from itertools import chain
-from typing import Any
 
 import structlog
 
+from bus import redis_replies as replies
 from bus import redis_scripts as scripts
 from bus.base import CommandError, Entry, Fields, Lease
 from bus.cluster import CommandClient, open_redis_client
@@ -62,50 +62,8 @@ log = structlog.get_logger()
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 
 
-def _fields(raw: Sequence[str]) -> dict[str, str]:
-    it = iter(raw)
-    return dict(zip(it, it, strict=True))
-
-
 # group_lag counts undelivered entries itself (when Redis does not) up to this many.
 LAG_COUNT_CAP = 10_000
-
-
-def _info_fields(raw: Sequence[Any]) -> dict[str, Any]:
-    """An ``XINFO`` record (RESP2: a flat name/value list) as a dict."""
-    it = iter(raw)
-    return {str(name): value for name, value in zip(it, it, strict=True)}
-
-
-def _entries(stream: str, raw: Sequence[Any] | None) -> list[Entry]:
-    """Entries from an ``XRANGE``-shaped reply, skipping trimmed (nil) ones."""
-    out: list[Entry] = []
-    for item in raw or ():
-        entry_id, fields = item[0], item[1]
-        if fields is None:
-            log.warning("bus.entry_trimmed", stream=stream, id=entry_id)
-            continue
-        out.append(Entry(stream, entry_id, _fields(fields)))
-    return out
-
-
-def _stream_reply(stream: str, reply: Any) -> list[Entry]:
-    """Entries from an ``XREAD``/``XREADGROUP`` reply for one stream (nil: none)."""
-    if not reply:
-        return []
-    for key, raw in reply:
-        if key == stream:
-            return _entries(stream, raw)
-    return []
-
-
-def _scripted_entries(stream: str, raw: Sequence[Any]) -> list[Entry]:
-    return [Entry(stream, i, _fields(f), int(n)) for i, f, n in raw]
-
-
-def _log_trimmed(stream: str, group: str, trimmed: Sequence[str]) -> None:
-    for entry_id in trimmed:
-        log.warning("bus.pending_entry_trimmed", stream=stream, group=group, id=entry_id)
 
 
 class RedisBus:
@@ -200,8 +158,8 @@ class RedisBus:
             out, trimmed = await scripts.REREAD_PENDING.run(
                 self.client, [stream], [group, consumer, start, count]
             )
-            _log_trimmed(stream, group, trimmed)
-            return _scripted_entries(stream, out)
+            replies.log_trimmed(stream, group, trimmed)
+            return replies.scripted_entries(stream, out)
         cmd: list[Arg] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
         if block_ms is None:
             reply = await self.client.execute(*cmd, "STREAMS", stream, ">")
@@ -209,7 +167,7 @@ class RedisBus:
             reply = await self.client.execute_blocking(
                 *cmd, "BLOCK", block_ms, "STREAMS", stream, ">"
             )
-        return _stream_reply(stream, reply)
+        return replies.stream_reply(stream, reply)
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         """Acknowledge entries; returns how many were pending."""
@@ -228,8 +186,8 @@ class RedisBus:
             cursor, raw, trimmed = await scripts.AUTOCLAIM_STEP.run(
                 self.client, [stream], [group, consumer, min_idle_ms, cursor, count - len(out)]
             )
-            _log_trimmed(stream, group, trimmed)
-            out += _scripted_entries(stream, raw)
+            replies.log_trimmed(stream, group, trimmed)
+            out += replies.scripted_entries(stream, raw)
             if cursor == "0-0":
                 break
         return out
@@ -259,7 +217,7 @@ class RedisBus:
         """
         reply = await self.client.execute("XINFO", "GROUPS", stream)
         for info in reply:
-            fields = _info_fields(info)
+            fields = replies.info_fields(info)
             if fields.get("name") != group:
                 continue
             lag = fields.get("lag")
@@ -284,7 +242,7 @@ class RedisBus:
             reply = await self.client.execute_blocking(
                 "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", stream, after
             )
-        return _stream_reply(stream, reply)
+        return replies.stream_reply(stream, reply)
 
     async def last_id(self, stream: str) -> str:
         """The id of the newest entry, ``"0-0"`` when the stream is empty or missing."""
@@ -298,7 +256,7 @@ class RedisBus:
         cmd: list[Arg] = ["XRANGE", stream, start, end]
         if count is not None:
             cmd += ("COUNT", count)
-        return _entries(stream, await self.client.execute(*cmd))
+        return replies.entries(stream, await self.client.execute(*cmd))
 
     # -- key/value ---------------------------------------------------------
 
