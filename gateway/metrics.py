@@ -38,6 +38,16 @@ class GatewayMetrics:
     def __init__(self, extra: Sequence[CollectorRegistry] = ()) -> None:
         self.extra = tuple(extra)
         self.registry = CollectorRegistry(auto_describe=True)
+        self._traffic()
+        self._health()
+
+        # Per-frame counters with their children cached (hot path).
+        self.count_in = LabelledCounter(self.frames_in)
+        self.count_out = LabelledCounter(self.frames_out)
+        self.count_dropped = LabelledCounter(self.outbound_dropped)
+
+    def _traffic(self) -> None:
+        """What goes through the gateway: frames both ways, sessions, webhooks."""
         self.frames_in = Counter(
             "switchboard_gateway_frames_in",
             "Frames accepted from Twilio, by message type.",
@@ -74,6 +84,8 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+    def _health(self) -> None:
+        """How the system behind the gateway is doing: bus backlog, workers, draining."""
         self.bus_pending = Gauge(
             "switchboard_bus_pending",
             "Bus entries delivered to a consumer group but not yet acked (read at scrape).",
@@ -107,11 +119,6 @@ class GatewayMetrics:
             "Facts this process dropped because its fact queue was full or the bus failed.",
             registry=self.registry,
         )
-
-        # Per-frame counters with their children cached (hot path).
-        self.count_in = LabelledCounter(self.frames_in)
-        self.count_out = LabelledCounter(self.frames_out)
-        self.count_dropped = LabelledCounter(self.outbound_dropped)
 
     def render(self) -> bytes:
         """The gateway's metrics followed by those of the ``extra`` registries."""
