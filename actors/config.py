@@ -118,7 +118,7 @@ class LLMConfig:
     # A request delivered more often than this is dead-lettered (and the
     # caller hears the apology) instead of being tried again.
     max_deliveries: int = 5
-    # Tools the model may call (actors/tools.py): built-in names
+    # Tools the model may call (actors/tools/): built-in names
     # (end_call, transfer, send_digits, switch_language) and user tools from
     # the ``switchboard.tools`` entry points. Empty: no tools. The
     # composition root maps them from the profile's [tools] enabled.

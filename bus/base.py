@@ -24,7 +24,7 @@ Delivery contract (both implementations honour it, ``tests/bus`` proves it):
 - ``get``/``set``/``delete`` are a small key/value store with optional TTL.
   ``set(..., nx=True)`` writes only when the key is absent (``SET NX``) and
   says whether it wrote, atomically: how one worker claims a piece of work
-  (a tool use, ``actors/tools.py``) against every other.
+  (a tool use, ``actors/tools/registry.py``) against every other.
 - Leases: ``acquire_lease`` is ``SET NX PX`` plus a fencing epoch that grows
   on every acquisition; ``renew_lease``/``release_lease`` only act for the
   current holder (same owner *and* epoch).

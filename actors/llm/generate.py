@@ -1,6 +1,6 @@
 """Generating one reply: the completion rounds, with tools in between.
 
-The request offers the enabled tools (``actors/tools.py``). When the
+The request offers the enabled tools (``actors/tools/``). When the
 provider stops with ``tool_use``, the tools run (each with its timeout, at
 most once per idempotency key) and the completion continues with their
 results, up to ``max_tool_rounds`` rounds; text of every round streams to
