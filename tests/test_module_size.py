@@ -2,9 +2,9 @@
 
 The limits the product holds to: no module in ``relay/``, ``bus/``,
 ``gateway/``, ``actors/`` or ``switchboard/`` over 400 lines, no function
-(or method) over 60 lines, counted from its ``def`` line to its last line (decorators not counted). A module
-that grows past them is a sign it holds a second concept: split it into a
-module of its own rather than raise the limit.
+(or method) over 60 lines, counted from its ``def`` line to its last line
+(decorators not counted). A module that grows past them is a sign it holds a
+second concept: split it into a module of its own rather than raise the limit.
 """
 
 from __future__ import annotations
