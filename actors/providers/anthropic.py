@@ -2,7 +2,7 @@
 
 ``AsyncAnthropic`` runs on ``httpx2``/``httpcore2``, whose network backend
 detects Trio (via sniffio) and uses Trio sockets, so the SDK needs no special
-transport here; ``tests/actors/test_anthropic_provider.py`` proves it against a
+transport here; ``tests/actors/test_providers.py`` proves it against a
 local fake of the API. Credentials and the endpoint come from the SDK's own
 handling of ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``; this module never
 reads the environment itself.
