@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from bus.keys import Keys
 from relay.speech import CHARS_PER_SECOND
@@ -75,6 +76,14 @@ class ConversationConfig:
     apology_text: str = DEFAULT_APOLOGY_TEXT
 
 
+DEFAULT_FIRST_TOKEN_DEADLINE_S: Final = 2.5
+DEFAULT_THINKING: Final = "off"
+DEFAULT_EFFORT: Final = "low"
+DEFAULT_PROMPT_CACHE: Final = True
+DEFAULT_FILLER_AFTER_S: Final = 1.2
+DEFAULT_KEEPALIVE_S: Final = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class LLMConfig:
     keys: Keys = field(default_factory=Keys)
@@ -84,22 +93,22 @@ class LLMConfig:
     max_tokens: int = 1024
     # A turn's first text token is due within this long, retries included
     # (actors/providers/anthropic.py); then the caller hears the apology.
-    first_token_deadline_s: float = 2.5
+    first_token_deadline_s: float = DEFAULT_FIRST_TOKEN_DEADLINE_S
     # Answers for the rest of that budget when ``model`` is rate limited
     # or overloaded (429, 529); None: no fallback.
     fallback_model: str | None = None
     # Claude's thinking: "off", "adaptive" or "budget:N" (tokens); thinking
     # adds to the time to first token and is never spoken. And the API's
     # output_config.effort: "low" ... "max".
-    thinking: str = "off"
-    effort: str = "low"
+    thinking: str = DEFAULT_THINKING
+    effort: str = DEFAULT_EFFORT
     # cache_control on the stable prefix (actors/providers/claude_cache.py),
     # and how long an idle connection to the API is kept between turns.
-    prompt_cache: bool = True
-    keepalive_s: float = 300.0
+    prompt_cache: bool = DEFAULT_PROMPT_CACHE
+    keepalive_s: float = DEFAULT_KEEPALIVE_S
     # When a reply's first token is this late the caller hears ``filler_text``
     # (not kept in history, never on two turns in a row); 0: never.
-    filler_after_s: float = 1.2
+    filler_after_s: float = DEFAULT_FILLER_AFTER_S
     filler_text: str = DEFAULT_FILLER_TEXT
     # Said instead when the model refuses (stop_reason "refusal"); the
     # refused exchange then leaves history (Anthropic: or refusals continue).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from bus.keys import Keys
 from gateway.reply_deadline import DEFAULT_REPLY_DEADLINE_S
@@ -14,6 +15,12 @@ DEFAULT_RESUME_APOLOGY = "Sorry, we're having technical trouble and can't contin
 DEFAULT_MAX_RESUMES = 2
 DEFAULT_REPLY_APOLOGY = "Sorry, I'm having trouble right now. Could you say that again?"
 DEFAULT_DRAIN_DEADLINE_S = 30.0
+
+
+DEFAULT_SETUP_TIMEOUT_S: Final = 5.0
+DEFAULT_MAX_SOCKETS: Final = 1024
+DEFAULT_MAX_CONNECTIONS: Final = 1536
+DEFAULT_HTTP_TIMEOUT_S: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +69,16 @@ class GatewayConfig:
     # is used, and without that a random secret of this process (one gateway).
     session_secret: str | None = None
     # ``setup`` must arrive this soon after the upgrade, or the socket is closed.
-    setup_timeout_s: float = 5.0
+    setup_timeout_s: float = DEFAULT_SETUP_TIMEOUT_S
     # Relay sockets open at once (set up or not); one more upgrade gets 503.
-    max_sockets: int = 1024
+    max_sockets: int = DEFAULT_MAX_SOCKETS
     # Connections of any kind open at once (more get 503 and are closed):
     # above max_sockets, so health checks and webhooks still get through
     # when the sockets are full. Capped below the process's open-file limit.
-    max_connections: int = 1536
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     # A request head and body must arrive within this, and an idle keep-alive
     # connection is closed after it.
-    http_timeout_s: float = 10.0
+    http_timeout_s: float = DEFAULT_HTTP_TIMEOUT_S
     # A final prompt whose reply has not started within this long gets
     # ``reply_apology`` (gateway.reply_deadline); 0 turns it off.
     reply_deadline_s: float = DEFAULT_REPLY_DEADLINE_S

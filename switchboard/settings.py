@@ -13,13 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from actors.config import (
+    DEFAULT_EFFORT,
+    DEFAULT_FILLER_AFTER_S,
     DEFAULT_FILLER_TEXT,
+    DEFAULT_FIRST_TOKEN_DEADLINE_S,
     DEFAULT_GOODBYE_TEXT,
+    DEFAULT_KEEPALIVE_S,
     DEFAULT_MODEL,
+    DEFAULT_PROMPT_CACHE,
     DEFAULT_REFUSAL_LINE,
     DEFAULT_REPROMPT_TEXT,
     DEFAULT_RESUME_GREETING,
     DEFAULT_SYSTEM_PROMPT,
+    DEFAULT_THINKING,
     ConversationConfig,
     LLMConfig,
 )
@@ -28,9 +34,13 @@ from bus.keys import Keys
 from bus.trim import TrimPolicy
 from gateway.config import (
     DEFAULT_DRAIN_DEADLINE_S,
+    DEFAULT_HTTP_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_RESUMES,
+    DEFAULT_MAX_SOCKETS,
     DEFAULT_REPLY_APOLOGY,
     DEFAULT_RESUME_APOLOGY,
+    DEFAULT_SETUP_TIMEOUT_S,
     GatewayConfig,
 )
 from gateway.reply_deadline import DEFAULT_REPLY_DEADLINE_S
@@ -70,10 +80,10 @@ class Settings:
     webhook_shared_key: str | None = None
     # GatewayConfig.session_secret / setup_timeout_s / max_sockets / max_connections.
     session_secret: str | None = None
-    setup_timeout_s: float = 5.0
-    max_sockets: int = 1024
-    max_connections: int = 1536
-    http_timeout_s: float = 10.0
+    setup_timeout_s: float = DEFAULT_SETUP_TIMEOUT_S
+    max_sockets: int = DEFAULT_MAX_SOCKETS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    http_timeout_s: float = DEFAULT_HTTP_TIMEOUT_S
     max_resumes: int = DEFAULT_MAX_RESUMES
     resume_apology: str = DEFAULT_RESUME_APOLOGY
     # GatewayConfig.reply_deadline_s / reply_apology / drain_deadline_s.
@@ -85,15 +95,15 @@ class Settings:
     model: str = DEFAULT_MODEL
     max_tokens: int = 1024
     # LLMConfig.first_token_deadline_s / fallback_model / thinking / effort.
-    first_token_deadline_s: float = 2.5
+    first_token_deadline_s: float = DEFAULT_FIRST_TOKEN_DEADLINE_S
     fallback_model: str | None = None
-    thinking: str = "off"
-    effort: str = "low"
+    thinking: str = DEFAULT_THINKING
+    effort: str = DEFAULT_EFFORT
     # LLMConfig.prompt_cache / keepalive_s.
-    prompt_cache: bool = True
-    anthropic_keepalive_s: float = 300.0
+    prompt_cache: bool = DEFAULT_PROMPT_CACHE
+    anthropic_keepalive_s: float = DEFAULT_KEEPALIVE_S
     # LLMConfig.filler_after_s / filler_text / refusal_line.
-    filler_after_s: float = 1.2
+    filler_after_s: float = DEFAULT_FILLER_AFTER_S
     filler_text: str = DEFAULT_FILLER_TEXT
     refusal_line: str = DEFAULT_REFUSAL_LINE
     scripted_first_token_ms: float = 0.0
