@@ -86,6 +86,9 @@ class GatewayConfig:
     # On SIGTERM, live calls go on this long before they are handed over to
     # another gateway through /action (gateway.drain).
     drain_deadline_s: float = DEFAULT_DRAIN_DEADLINE_S
+    # Whether interim prompts (``last: false``) are published at all: only
+    # preemptive replies read them (gateway.interim, rule 1).
+    interim_prompts: bool = True
 
     @property
     def relay_url(self) -> str:

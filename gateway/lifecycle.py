@@ -31,6 +31,7 @@ import trio_websocket
 from gateway import calltoken, inbound
 from gateway.context import GatewayContext
 from gateway.dispatch import DEFERRED_FRAMES, OUTBOX_FRAMES, Dispatcher
+from gateway.publish import CallerEvents
 from gateway.session import Deferred, Outgoing, Session
 from gateway.twiml import RESUMED_PARAMETER
 from relay import RelayConnection, Setup
@@ -146,7 +147,9 @@ async def _run_session(
     inbox: trio.MemoryReceiveChannel[Outgoing],
 ) -> None:
     setup_deadline = trio.current_time() + ctx.config.setup_timeout_s
+    events = CallerEvents(ctx, session, interim_prompts=ctx.config.interim_prompts)
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(events.run)
         while True:
             frame: str | bytes | None = None
             try:
@@ -188,7 +191,7 @@ async def _run_session(
                 session.deferred = deferred
                 nursery.start_soon(dispatcher.release_after_speech, session, waiting)
                 nursery.start_soon(dispatcher.apologise_when_late, session)
-            await inbound.publish(ctx, session, msg)
+            await events.publish(msg)
         nursery.cancel_scope.cancel()
 
 

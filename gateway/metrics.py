@@ -45,6 +45,7 @@ class GatewayMetrics:
         self.count_in = LabelledCounter(self.frames_in)
         self.count_out = LabelledCounter(self.frames_out)
         self.count_dropped = LabelledCounter(self.outbound_dropped)
+        self.count_interim = LabelledCounter(self.interim_prompts)
 
     def _traffic(self) -> None:
         """What goes through the gateway: frames both ways, sessions, webhooks."""
@@ -70,6 +71,13 @@ class GatewayMetrics:
             "switchboard_gateway_outbound_dropped",
             "Bus messages for a caller that were not sent, by reason.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.interim_prompts = Counter(
+            "switchboard_gateway_interim_prompts",
+            "Interim prompts (last: false) from Twilio, by what became of them: "
+            "published, unused, repeated, replaced, superseded (gateway.interim).",
+            ["outcome"],
             registry=self.registry,
         )
         self.active_calls = Gauge(

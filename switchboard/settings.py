@@ -90,6 +90,8 @@ class Settings:
     reply_deadline_s: float = DEFAULT_REPLY_DEADLINE_S
     reply_apology: str = DEFAULT_REPLY_APOLOGY
     drain_deadline_s: float = DEFAULT_DRAIN_DEADLINE_S
+    # GatewayConfig.interim_prompts; None: whenever something reads them.
+    interim_prompts: bool | None = None
     anthropic_configured: bool = False
     provider: str = "scripted"
     model: str = DEFAULT_MODEL
@@ -209,6 +211,7 @@ class Settings:
             reply_deadline_s=self.reply_deadline_s,
             reply_apology=self.reply_apology,
             drain_deadline_s=self.drain_deadline_s,
+            interim_prompts=True if self.interim_prompts is None else self.interim_prompts,
         )
 
     def conversation_config(self) -> ConversationConfig:

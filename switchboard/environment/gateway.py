@@ -12,7 +12,15 @@ from gateway.config import (
     DEFAULT_RESUME_APOLOGY,
 )
 from gateway.reply_deadline import DEFAULT_REPLY_DEADLINE_S
-from switchboard.environment.parse import SettingsError, integer, number, port, positive, url
+from switchboard.environment.parse import (
+    SettingsError,
+    flag,
+    integer,
+    number,
+    port,
+    positive,
+    url,
+)
 
 
 class GatewaySettings(TypedDict):
@@ -31,6 +39,7 @@ class GatewaySettings(TypedDict):
     reply_deadline_s: float
     reply_apology: str
     drain_deadline_s: float
+    interim_prompts: bool | None
 
 
 def read_gateway(env: Mapping[str, str]) -> GatewaySettings:
@@ -62,4 +71,5 @@ def read_gateway(env: Mapping[str, str]) -> GatewaySettings:
         reply_deadline_s=number(env, "SWITCHBOARD_REPLY_DEADLINE_S", DEFAULT_REPLY_DEADLINE_S),
         reply_apology=env.get("SWITCHBOARD_REPLY_APOLOGY") or DEFAULT_REPLY_APOLOGY,
         drain_deadline_s=number(env, "SWITCHBOARD_DRAIN_DEADLINE_S", DEFAULT_DRAIN_DEADLINE_S),
+        interim_prompts=flag(env, "SWITCHBOARD_INTERIM_PROMPTS", None),
     )

@@ -5,9 +5,10 @@
   with an ACL user).
 - ``redis_cluster``: a throwaway Redis Cluster of masters and replicas.
 - ``tls``: a throwaway CA with server and client certificates (``openssl``).
-- ``faults``: ``FaultyBus``, bus fault injection ("may or may not have run").
+- ``faults``: ``FaultyBus``, bus fault injection ("may or may not have run",
+  or a call held until released: ``Stall``).
 """
 
-from switchboard.testing.faults import Fault, FaultyBus
+from switchboard.testing.faults import Fault, FaultyBus, Stall
 
-__all__ = ["Fault", "FaultyBus"]
+__all__ = ["Fault", "FaultyBus", "Stall"]

@@ -14,6 +14,11 @@ subclassing a bus::
     bus.fail_after("ack")                      # the next ack runs, then "breaks"
     bus.fail_before("append", when=lambda stream, fields: stream == "x", times=None)
     await bus.completed("ack").wait()         # the next ack that went through
+    held = bus.stall("append")                # the next append waits, not yet run,
+    await held.reached.wait()                 # ... until the test has seen it wait
+    held.release()                            # ... and lets it go on
+
+A stall is the third case: a bus too slow to answer for a while.
 
 ``when`` receives the call's arguments positionally, in the order the ``Bus``
 protocol declares them (keyword-only ones included). Every other call goes
@@ -60,12 +65,34 @@ class Fault:
         return self.when is None or self.when(*args)
 
 
+@dataclass
+class Stall:
+    """Matching calls wait, before they run, until ``release()``."""
+
+    method: str
+    when: Callable[..., bool] | None = None
+    times: int | None = 1  # None: every matching call
+    hits: int = 0
+    reached: trio.Event = field(default_factory=trio.Event)  # a call is waiting
+    released: trio.Event = field(default_factory=trio.Event)
+
+    def release(self) -> None:
+        """Let the waiting calls (and any later match) go on."""
+        self.released.set()
+
+    def matches(self, method: str, args: tuple[object, ...]) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        return method == self.method and (self.when is None or self.when(*args))
+
+
 class FaultyBus:
     """A ``Bus`` that forwards to ``inner`` except where a fault is armed."""
 
     def __init__(self, inner: Bus) -> None:
         self.inner = inner
         self._faults: list[Fault] = []
+        self._stalls: list[Stall] = []
         self._completed: dict[str, trio.Event] = {}
 
     # -- arming --------------------------------------------------------------
@@ -94,9 +121,22 @@ class FaultyBus:
         err = error or ConnectionLost(f"injected: connection lost after {method} ran")
         return self._arm(Fault(method, "after", err, when, times))
 
+    def stall(
+        self, method: str, *, when: Callable[..., bool] | None = None, times: int | None = 1
+    ) -> Stall:
+        """Hold matching calls of ``method``, before they run, until released."""
+        if not callable(getattr(Bus, method, None)):
+            raise ValueError(f"{method!r} is not a Bus method")
+        stall = Stall(method, when, times)
+        self._stalls.append(stall)
+        return stall
+
     def heal(self) -> None:
-        """Disarm every fault; calls go through untouched from now on."""
+        """Disarm every fault and release every stall; calls go through untouched."""
         self._faults.clear()
+        for stall in self._stalls:
+            stall.release()
+        self._stalls.clear()
 
     def completed(self, method: str) -> trio.Event:
         """An event set when the next call of ``method`` returns normally."""
@@ -125,6 +165,11 @@ class FaultyBus:
         self, method: str, run: Callable[..., Awaitable[T]], *args: object, **kwargs: object
     ) -> T:
         seen = (*args, *kwargs.values())
+        for stall in self._stalls:
+            if stall.matches(method, seen):
+                stall.hits += 1
+                stall.reached.set()
+                await stall.released.wait()
         self._check(method, "before", seen)
         result = await run(*args, **kwargs)
         self._check(method, "after", seen)
