@@ -139,7 +139,15 @@ class Dispatcher:
         if session is None:
             return
         reply_to, index = tokens.reply_to, tokens.index
-        admission = session.fence.admit(reply_to, index)
+        admission = session.fence.admit(reply_to, index, tokens.generation)
+        if admission is Admission.OPENED:
+            log.info(
+                "reply_generation_opened",
+                reply_to=reply_to,
+                generation=tokens.generation,
+                **_context(env),
+            )
+            return
         if admission is not Admission.SEND:
             fields = {"fence": session.fence.fence} if admission is Admission.FENCED else {}
             self._dropped(env, admission.value, reply_to=reply_to, index=index, **fields)

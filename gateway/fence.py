@@ -17,11 +17,20 @@ Pure (no I/O, no clock). The whole contract, shared with the actors, is here:
    into batches differently, so the slower one's indices run past the
    faster one's final batch, and the index rule alone let the caller hear
    the end of the reply twice.
-3. **At the socket too.** A token batch already queued when the fence moves
+3. **The newest attempt only.** A request reclaimed from a stalled worker
+   is streamed by two attempts. Each batch carries its attempt's
+   ``generation``; a resuming attempt first writes an opening entry
+   (``index`` -1) with a higher one. From the first entry of a generation
+   on, batches of older generations of that reply are dropped
+   (``stale_generation``); the newer attempt continues from exactly what
+   was forwarded before its opening entry (``actors.llm.resume`` reads the
+   same stream in the same order), so the caller never hears two texts
+   spliced, nor a span twice.
+4. **At the socket too.** A token batch already queued when the fence moves
    is dropped when it would be written (:meth:`ReplyFence.still_current`),
    so nothing of a cut-off reply is written after the gateway read the
    interrupt.
-4. **The live session only.** Tokens, and frames that wait for speech to
+5. **The live session only.** Tokens, and frames that wait for speech to
    end, are for the session they name; other frames go to the call's live
    session when they name none (:meth:`ReplyFence.admits_session`).
 """
@@ -41,6 +50,8 @@ class Admission(StrEnum):
     FENCED = "fenced"
     DUPLICATE = "duplicate"
     AFTER_LAST = "after_last"
+    STALE_GENERATION = "stale_generation"
+    OPENED = "opened"  # a newer generation's opening entry: nothing to send, nothing lost
 
 
 @dataclass(eq=False, slots=True)
@@ -51,6 +62,7 @@ class ReplyFence:
     fence: int = 0  # seq of the latest final prompt or interrupt
     _last_index: dict[int, int] = field(default_factory=dict)  # reply_to -> index forwarded
     _finished: set[int] = field(default_factory=set)  # replies whose last batch was forwarded
+    _generation: dict[int, int] = field(default_factory=dict)  # reply_to -> newest generation
 
     def caller_event(self, seq: int, *, cuts_reply: bool) -> None:
         """The caller event stamped ``seq`` arrived; ``cuts_reply`` for a final
@@ -61,6 +73,8 @@ class ReplyFence:
         for reply_to in [r for r in self._last_index if r < seq]:
             del self._last_index[reply_to]
         self._finished = {r for r in self._finished if r >= seq}
+        for reply_to in [r for r in self._generation if r < seq]:
+            del self._generation[reply_to]
 
     def admits_session(self, session: str, *, strict: bool) -> bool:
         """Whether a frame naming ``session`` is for this one. ``strict`` frames
@@ -69,10 +83,19 @@ class ReplyFence:
             return session == self.session_id
         return True
 
-    def admit(self, reply_to: int, index: int) -> Admission:
-        """Whether token batch ``index`` of the reply to ``reply_to`` may be sent now."""
+    def admit(self, reply_to: int, index: int, generation: int = 0) -> Admission:
+        """Whether token batch ``index`` of the reply to ``reply_to``, written by
+        attempt ``generation``, may be sent now. The first entry of a newer
+        generation (its opening, ``index`` < 0) makes it the reply's newest."""
         if reply_to < self.fence:
             return Admission.FENCED
+        newest = self._generation.get(reply_to, 0)
+        if generation < newest:
+            return Admission.STALE_GENERATION
+        if generation > newest:
+            self._generation[reply_to] = generation
+        if index < 0:
+            return Admission.OPENED
         if reply_to in self._finished:
             return Admission.AFTER_LAST
         if index <= self._last_index.get(reply_to, -1):

@@ -129,6 +129,7 @@ class LLMActor(Actor):
                     reply_to=reply_to,
                     next_index=sent.next_index,
                     chars_sent=len(sent.text),
+                    generation=sent.generation,
                 )
             await self._complete(env, request, reply_to, sent)
         self._attempted.discard(entry.id)
@@ -180,10 +181,10 @@ class LLMActor(Actor):
             # The cancel overtook the request: nothing is generated.
             outcome.cancelled, outcome.cancelled_ms = early.reason, early.t_ms
             log.info("generation_cancelled", reply_to=reply_to, reason=early.reason, early=True)
-            await self._finish(env, reply_to, sent.next_index, "", outcome)
+            await self._finish(env, reply_to, sent.next_index, "", outcome, sent.generation)
             return
-        index, leftover = await self._generate(env, reply_to, completion, outcome, sent.next_index)
-        await self._finish(env, reply_to, index, leftover, outcome)
+        index, leftover = await self._generate(env, reply_to, completion, outcome, sent)
+        await self._finish(env, reply_to, index, leftover, outcome, sent.generation)
 
     def _budget_left(self, env: Envelope, request: LlmRequest, sent: SentSoFar) -> float | None:
         """What is left of the first-token deadline, counted from the prompt.
@@ -205,7 +206,7 @@ class LLMActor(Actor):
         reply_to: int,
         completion: CompletionRequest,
         outcome: Outcome,
-        start_index: int,
+        sent: SentSoFar,
     ) -> tuple[int, str]:
         """Stream the reply to the caller; the next index and the unsent text."""
         key: GenerationKey = (env.call, env.session, reply_to)
@@ -216,7 +217,7 @@ class LLMActor(Actor):
             engine = Engine(self.config, self.provider, self.tools, self.bus)
             producer = Producer(engine, env, reply_to, completion, outcome, generation, wake, send)
             sender = TokenSender(
-                ReplyOut(self.bus, self.keys, env, reply_to),
+                ReplyOut(self.bus, self.keys, env, reply_to, sent.generation),
                 floor_s=max(0.0, self.config.token_coalesce_ms) / 1000,
                 ticks=self._ticks,
                 wake=wake,
@@ -224,7 +225,7 @@ class LLMActor(Actor):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(producer.run)
                 nursery.start_soon(producer.filler)
-                index, leftover = await sender.run(receive, start_index=start_index)
+                index, leftover = await sender.run(receive, start_index=sent.next_index)
         finally:
             self.cancels.finish(key)
         if generation.reason is not None:
@@ -239,6 +240,7 @@ class LLMActor(Actor):
         index: int,
         leftover: str,
         outcome: Outcome,
+        generation: int = 0,
         *,
         close_reply: bool = True,
     ) -> None:
@@ -246,7 +248,7 @@ class LLMActor(Actor):
         end = ending(
             outcome, reply_to, leftover, trio.current_time(), refusal_line=self.config.refusal_line
         )
-        out = ReplyOut(self.bus, self.keys, env, reply_to)
+        out = ReplyOut(self.bus, self.keys, env, reply_to, generation)
         # The result goes first: once the caller has the closing token it may
         # answer at once, and its next prompt must land on the partition stream
         # after this reply, or the conversation would see them out of order.
@@ -292,7 +294,9 @@ class LLMActor(Actor):
         if sent.result_written:
             return
         outcome = Outcome(started=trio.current_time(), prefix=sent.text)
-        await self._finish(env, reply_to, sent.next_index, "", outcome, close_reply=False)
+        await self._finish(
+            env, reply_to, sent.next_index, "", outcome, sent.generation, close_reply=False
+        )
 
     async def _give_up(self, env: Envelope, entry: Entry, reply_to: int) -> None:
         """Dead-letter a request delivered too often; close the caller's reply."""
@@ -313,4 +317,4 @@ class LLMActor(Actor):
             await self._close_finished(env, reply_to, sent)
             return
         outcome = Outcome(started=trio.current_time(), prefix=sent.text, error=error)
-        await self._finish(env, reply_to, sent.next_index, "", outcome)
+        await self._finish(env, reply_to, sent.next_index, "", outcome, sent.generation)

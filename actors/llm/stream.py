@@ -65,6 +65,7 @@ class ReplyOut:
     keys: Keys
     request: Envelope
     reply_to: int
+    generation: int = 0  # the attempt's (``LlmTokens.generation``)
 
     def envelope(self, message: LlmTokens | GatewaySend | LlmResult) -> Envelope:
         """``message`` with the request's stamps (call, session, gateway, seq, turn)."""
@@ -83,7 +84,9 @@ class ReplyOut:
         return self.keys.gateway(self.request.gateway)
 
     def tokens(self, text: str, index: int, *, last: bool) -> Fields:
-        tokens = LlmTokens(text=text, index=index, last=last, reply_to=self.reply_to)
+        tokens = LlmTokens(
+            text=text, index=index, last=last, reply_to=self.reply_to, generation=self.generation
+        )
         return self.envelope(tokens).encode()
 
     def frame(self, frame: Mapping[str, Any], *, after_speech: bool = False) -> Fields:

@@ -48,22 +48,40 @@ class LlmRequest:
 
 @dataclass(frozen=True, slots=True)
 class LlmTokens:
-    """``llm.tokens``: batch ``index`` (0, 1, ...) of the reply to ``reply_to``."""
+    """``llm.tokens``: batch ``index`` (0, 1, ...) of the reply to ``reply_to``.
+
+    ``generation``: which attempt at the request wrote it. The first attempt
+    writes 0 (the field is left out, as before it existed); an attempt that
+    resumes a request another one started (a reclaim, a retry) takes a
+    higher number and first writes an *opening* entry (``index`` -1, no
+    text), after which the gateway forwards nothing of an older generation
+    of that reply (``gateway.fence``, ``actors.llm.resume``).
+    """
 
     KIND: ClassVar[Kind] = Kind.LLM_TOKENS
+    OPENING: ClassVar[int] = -1  # the index of a generation's opening entry
 
     text: str
     index: int
     last: bool
     reply_to: int
+    generation: int = 0
+
+    @property
+    def opening(self) -> bool:
+        """A generation's opening entry: it carries no text."""
+        return self.index < 0
 
     def to_body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "text": self.text,
             "index": self.index,
             "last": self.last,
             "reply_to": self.reply_to,
         }
+        if self.generation:
+            body["generation"] = self.generation
+        return body
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Self:
@@ -73,6 +91,7 @@ class LlmTokens:
             index=b.int_("index"),
             last=b.bool_("last"),
             reply_to=b.int_("reply_to"),
+            generation=b.int_("generation", 0),
         )
 
 

@@ -9,6 +9,7 @@ forwarded is dropped; the rest is concatenated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -25,6 +26,8 @@ from bus.base import Bus
 from bus.envelope import Envelope, Kind
 from bus.keys import GROUP_LLM, Keys
 from bus.memory import MemoryBus
+from bus.messages import LlmTokens
+from gateway.fence import Admission, ReplyFence
 from switchboard.testing import FaultyBus
 
 KEYS = Keys(namespace="fo", partitions=4)
@@ -70,18 +73,23 @@ async def tokens(bus: Bus) -> list[Envelope]:
 
 
 def heard(entries: list[Envelope]) -> tuple[str, bool]:
-    """What the caller hears after the gateway's de-duplication, and if it closed."""
-    last_index: dict[int, int] = {}
+    """What the caller hears through the gateway's reply fence, and if it closed."""
+    fence = ReplyFence("VX1")
     text, closed = [], False
     for env in entries:
-        reply_to, index = env.body["reply_to"], env.body["index"]
-        if index <= last_index.get(reply_to, -1):
+        tokens = LlmTokens.from_body(env.body)
+        if fence.admit(tokens.reply_to, tokens.index, tokens.generation) is not Admission.SEND:
             continue
-        last_index[reply_to] = index
+        fence.forwarded(tokens.reply_to, tokens.index, last=tokens.last)
         assert not closed, "a token after the closing one"
-        text.append(env.body["text"])
-        closed = env.body["last"]
+        text.append(tokens.text)
+        closed = tokens.last
     return "".join(text), closed
+
+
+def batches(entries: list[Envelope]) -> list[Envelope]:
+    """Token entries with text (not a generation's opening entry)."""
+    return [e for e in entries if e.body["index"] >= 0]
 
 
 async def results(bus: Bus) -> list[Envelope]:
@@ -97,6 +105,17 @@ async def wait_for_tokens(bus: MemoryBus, count: int) -> None:
     while seen < count:
         got = await bus.read(KEYS.gateway("gw1"), after, block_ms=0)
         seen += len(got)
+        after = got[-1].id
+
+
+async def wait_for_entry(
+    bus: MemoryBus, stream: str, matches: Callable[[dict[str, Any]], object], count: int = 1
+) -> None:
+    """Block until ``count`` entries on ``stream`` have bodies that ``matches``."""
+    after, seen = "0", 0
+    while seen < count:
+        got = await bus.read(stream, after, block_ms=0)
+        seen += sum(1 for e in got if matches(Envelope.decode(e.fields).body))
         after = got[-1].id
 
 
@@ -137,9 +156,14 @@ async def test_a_request_of_a_dead_worker_is_finished_by_another_without_repeats
     assert result.body["error"] is None
     assert len(await results(bus)) == 1
     assert await bus.pending_count(KEYS.llm, GROUP_LLM) == 0
-    # Indexes continue after the dead worker's: the gateway drops none.
-    indexes = [t.body["index"] for t in await tokens(bus)]
+    # Indexes continue after the dead worker's: the gateway drops none. The
+    # taking-over worker opened a generation of its own first.
+    entries = await tokens(bus)
+    indexes = [t.body["index"] for t in batches(entries)]
     assert indexes == list(range(len(indexes)))
+    openings = [t for t in entries if t.body["index"] < 0]
+    assert len(openings) == 1 and openings[0].body["generation"] > 0
+    assert all(t.body.get("generation", 0) == 0 for t in entries[: entries.index(openings[0])])
     assert taken_over_after < 5.0 + 1.0 + WORDS * 1.0 + 1
     resumed = [e for e in logs if e["event"] == "completion_resumed"]
     assert len(resumed) == 1 and resumed[0]["next_index"] == 4
@@ -167,7 +191,11 @@ async def test_a_reply_already_finished_is_not_spoken_again(
             await acked.wait()
             nursery.cancel_scope.cancel()
     assert await bus.pending_count(KEYS.llm, GROUP_LLM) == 0
-    assert await tokens(bus) == before  # not a single token more
+    # Not a single token more: only the second worker's opening entry, no text.
+    after = await tokens(bus)
+    assert batches(after) == before
+    assert [t.body["text"] for t in after if t not in before] == [""]
+    assert heard(after) == (REPLY, True)
     assert len(await results(bus)) == 1
     done = [e for e in logs if e["event"] == "completion_already_sent"]
     assert len(done) == 1 and done[0]["result_written"] is True
@@ -225,3 +253,72 @@ async def test_a_request_delivered_too_often_is_dead_lettered_and_the_caller_apo
     assert "delivered 3 times" in dead.fields["dead.error"]
     assert Envelope.decode(dead.fields).kind == Kind.LLM_REQUEST
     assert any(e["event"] == "request_dead_lettered" for e in logs)
+
+
+class StalledBus:
+    """A worker's view of the bus that can hang (a SIGSTOP, a Redis stall).
+
+    While ``stall`` is set every call waits; ``wake`` lets them all go on,
+    the way a paused process carries on where it stopped."""
+
+    def __init__(self, inner: Bus) -> None:
+        self.inner = inner
+        self.awake = trio.Event()
+        self.awake.set()
+
+    def stall(self) -> None:
+        self.awake = trio.Event()
+
+    def wake(self) -> None:
+        self.awake.set()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if not callable(method) or name == "aclose":
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await self.awake.wait()
+            return await method(*args, **kwargs)
+
+        return call
+
+
+async def test_a_stalled_worker_that_wakes_after_the_reclaim_is_fenced_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Both workers stream the reply once the stalled one wakes: the caller
+    hears it once, the newer generation continuing exactly where the caller's
+    text ended, and the stalled one's later batches are stale.
+
+    The two coalesce differently (llm-b gathers 3 s of words per batch,
+    llm-a one word), so the woken llm-a's indexes overtake llm-b's: by index
+    alone the caller heard words of llm-b's batches again from llm-a."""
+    bus = MemoryBus()
+    stalled = StalledBus(bus)
+    with trio.fail_after(300), capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(serve_actor, stalled, worker(config()), consumer="llm-a")  # type: ignore[arg-type]
+            )
+            await bus.append(KEYS.llm, request().encode())
+            await wait_for_tokens(bus, 4)
+            stalled.stall()  # past the claim timeout: llm-b takes the request over
+            coarse = worker(config(token_coalesce_ms=3000))
+            await nursery.start(partial(serve_actor, bus, coarse, consumer="llm-b"))
+            await wait_for_entry(
+                bus, KEYS.gateway("gw1"), lambda b: b.get("generation", 0) and b["index"] >= 5
+            )
+            opened_at = len(await tokens(bus))
+            stalled.wake()  # llm-a carries on with the reply it had started
+            await wait_for_entry(bus, KEYS.calls_for(CALL), lambda b: True, count=2)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    entries = await tokens(bus)
+    # llm-a did stream on after waking, into a reply that had moved on.
+    stale = [e for e in entries[opened_at:] if e.body.get("generation", 0) == 0]
+    assert stale and any(e.body["text"] for e in stale)
+    text, closed = heard(entries)
+    assert text == REPLY and closed  # every word once, one text, closed once
+    resumed = [e for e in logs if e["event"] == "completion_resumed"]
+    assert len(resumed) == 1 and resumed[0]["generation"] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from actors.llm.resume import forwarded
+from bus.messages import LlmTokens
 from gateway.fence import Admission, ReplyFence
 
 
@@ -72,3 +74,50 @@ def test_nothing_of_a_reply_passes_after_its_last_batch() -> None:
     fence.caller_event(6, cuts_reply=True)
     assert fence.admit(4, 9) is Admission.FENCED
     assert fence._finished == set()
+
+
+def test_once_a_newer_generation_opens_an_older_one_is_not_forwarded() -> None:
+    fence = ReplyFence("VX1")
+    for index in range(3):  # the first attempt (generation 0)
+        assert fence.admit(2, index) is Admission.SEND
+        fence.forwarded(2, index)
+    # A resuming attempt opens generation 7 and continues at index 3.
+    assert fence.admit(2, -1, generation=7) is Admission.OPENED
+    assert fence.admit(2, 3) is Admission.STALE_GENERATION  # the stalled one woke
+    assert fence.admit(2, 9) is Admission.STALE_GENERATION
+    assert fence.admit(2, 3, generation=7) is Admission.SEND
+    fence.forwarded(2, 3)
+    assert fence.admit(2, 3, generation=7) is Admission.DUPLICATE
+    # An opening below the newest opens nothing; another reply is apart.
+    assert fence.admit(2, -1, generation=5) is Admission.STALE_GENERATION
+    assert fence.admit(4, 0) is Admission.SEND
+
+
+def test_generations_are_forgotten_with_the_fenced_reply() -> None:
+    fence = ReplyFence("VX1")
+    assert fence.admit(2, -1, generation=7) is Admission.OPENED
+    fence.caller_event(3, cuts_reply=True)
+    assert fence.admit(2, 0, generation=7) is Admission.FENCED
+    assert fence.admit(3, 0) is Admission.SEND
+
+
+def test_the_resuming_worker_reads_back_what_the_fence_forwarded() -> None:
+    """``actors.llm.resume.forwarded`` folds a reply's batches with this rule."""
+    batches = [
+        LlmTokens("Hello", 0, False, 2),
+        LlmTokens(" there", 1, False, 2),
+        LlmTokens("", -1, False, 2, generation=5),  # an attempt resumes...
+        LlmTokens(" you", 2, False, 2),  # ...the first one's late batch: stale
+        LlmTokens(" friend", 2, False, 2, generation=5),
+        LlmTokens(" again", 1, False, 2, generation=5),  # a repeat
+        LlmTokens("", -1, False, 2, generation=3),  # a late, older opening
+    ]
+    fence = ReplyFence("VX1")
+    sent = []
+    for b in batches:
+        if fence.admit(b.reply_to, b.index, b.generation) is Admission.SEND:
+            fence.forwarded(b.reply_to, b.index, last=b.last)
+            sent.append(b.text)
+    folded = forwarded(batches)
+    assert folded.text == "".join(sent) == "Hello there friend"
+    assert folded.next_index == 3 and folded.newest_seen == 5 and not folded.finished
