@@ -11,6 +11,8 @@ caller hears the whole reply exactly once, closed by ``last: true``.
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import trio
 
@@ -100,4 +102,60 @@ async def test_a_killed_llm_worker_s_reply_is_finished_by_the_other_without_repe
     assert all(frame.last is False for frame in reply.frames[:-1])
     assert resumed["next_index"] >= KILL_AFTER_FRAMES
     assert 0 < resumed["chars_sent"] < len(expected)
+    assert all(p.returncode == 0 for p in processes), [p.returncode for p in processes]
+
+
+async def test_a_stalled_llm_worker_that_wakes_mid_takeover_is_never_heard() -> None:
+    """Issue 14: a worker paused past the claim timeout (SIGSTOP) wakes while
+    the other streams the reply it took over. Both stream it (their batches
+    fall differently); the caller hears it once, as one text, closed once."""
+    expected = scripted_reply([{"role": "user", "content": PROMPT}])
+    stopped: list[SwitchboardProcess] = []
+    with trio.fail_after(HANG_GUARD_S):
+        async with open_redis_server() as redis:
+            # 60 ms a word: the taken-over reply is still streaming when the
+            # paused worker wakes and carries on with its own.
+            env = _env(redis.url, SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS="60")
+            async with (
+                open_switchboard("actor", "conversation", env=env) as conversation,
+                open_switchboard(
+                    "actor", "llm", env={**env, "SWITCHBOARD_WORKER_ID": "llm-a"}
+                ) as llm_a,
+                open_switchboard(
+                    "actor", "llm", env={**env, "SWITCHBOARD_WORKER_ID": "llm-b"}
+                ) as llm_b,
+                open_switchboard("gateway", "--port", "0", env=env) as gateway,
+            ):
+                workers = [llm_a, llm_b]
+                frames_seen = 0
+
+                async def on_token(frame: Text) -> None:
+                    nonlocal frames_seen
+                    frames_seen += 1
+                    if frames_seen == KILL_AFTER_FRAMES and not frame.last:
+                        streaming = await first_to_log(workers, "completion_started", turn=1)
+                        streaming.process.send_signal(signal.SIGSTOP)
+                        stopped.append(streaming)
+                        other = llm_b if streaming is llm_a else llm_a
+                        # The other takes it over; then the paused one wakes.
+                        await other.wait_for("completion_resumed")
+                        streaming.process.send_signal(signal.SIGCONT)
+
+                async with open_call(f"http://127.0.0.1:{gateway.port}", auth_token=TOKEN) as call:
+                    await call.prompt(PROMPT)
+                    with trio.fail_after(TAKEOVER_GUARD_S):
+                        reply = await call.reply(on_token=on_token)
+                        # The woken worker finished its attempt too: everything
+                        # it wrote is on the gateway's stream before the next reply.
+                        assert stopped, "the reply ended before a worker could be paused"
+                        await stopped[0].wait_for("completion_done", turn=1)
+                        await gateway.wait_for("reply_generation_opened")
+                        await call.prompt("Thank you.")
+                        after = await call.reply()
+                processes = [conversation, llm_a, llm_b, gateway]
+    assert reply.text == expected
+    assert [f.last for f in reply.frames].count(True) == 1 and reply.frames[-1].last
+    # Nothing of the first reply after its last: true, before the next reply.
+    texts = [m.token for m in call.received if isinstance(m, Text)]
+    assert "".join(texts) == reply.text + after.text
     assert all(p.returncode == 0 for p in processes), [p.returncode for p in processes]
