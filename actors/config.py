@@ -154,3 +154,10 @@ class LLMConfig:
     # word every 20 ms. 0: an entry takes what piled up during the previous
     # append (one entry a word on a fast bus).
     token_coalesce_ms: float = 50.0
+    # Requests carry only the history new since the call's previous request
+    # (actors/llm/history.py): the calls whose last history a worker keeps
+    # in memory (LRU; a call not there costs one read of its state), and how
+    # long a state older than its request is waited for before the request
+    # is dropped as stale.
+    history_cache_calls: int = 1024
+    history_wait_s: float = 2.0

@@ -127,5 +127,6 @@ def _cap_history(step: Step, state: CallState) -> int:
     if drop == 0:
         return 0
     del history[:drop]
+    state.history_base += drop  # requests number history messages from the call's first
     state.shift(0, -drop)
     return drop

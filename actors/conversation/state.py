@@ -88,6 +88,13 @@ class CallState:
     # with the state, appended after it, appended again if that entry comes
     # back (actors.conversation.actor).
     outbox: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    # What requests carry of the history (actors/conversation/delta.py):
+    # the number of history[0] counting from the call's first message (the
+    # caps drop from the front), the number just past the last request's
+    # history, and how many requests the call made.
+    history_base: int = 0
+    sent_end: int = 0
+    requests: int = 0
 
     def to_json(self) -> str:
         # orjson walks the dataclasses itself: ``json.dumps(asdict(self))``
@@ -123,6 +130,9 @@ class CallState:
                 (str(stream), {str(k): str(v) for k, v in fields.items()})
                 for stream, fields in data.get("outbox", [])
             ],
+            history_base=int(data.get("history_base", 0)),
+            sent_end=int(data.get("sent_end", 0)),
+            requests=int(data.get("requests", 0)),
         )
 
     def current(self) -> OpenTurn | None:

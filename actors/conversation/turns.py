@@ -20,6 +20,7 @@ from typing import cast
 
 import structlog
 
+from actors.conversation.delta import request_history
 from actors.conversation.effects import FactOut, Step
 from actors.conversation.limits import enforce
 from actors.conversation.silence import arm_silence
@@ -32,7 +33,7 @@ from actors.conversation.state import (
     Speaking,
 )
 from actors.heard import Heard, locate_heard
-from actors.history import Message, request_messages, truncate_reply
+from actors.history import Message, truncate_reply
 from bus.messages import ControlCancel, LlmRequest, LlmResult
 
 log = structlog.get_logger()
@@ -73,17 +74,22 @@ def start_turn(
 
 
 def request(step: Step, state: CallState, turn: OpenTurn) -> None:
-    """Ask for ``turn``'s reply with the whole history (and record the turn's facts)."""
+    """Ask for ``turn``'s reply (and record the turn's facts).
+
+    The request carries the history messages new since the call's last
+    request and a reference to the rest (``delta``).
+    """
     turn.requested = True
     state.timers.pop(REQUEST, None)
     reply_to = turn.reply_to
     enforce(step, state, seq=reply_to)  # the request carries only what the caps keep
-    messages = request_messages(state.history)
+    ref, new = request_history(state)
     message = LlmRequest(
         system=step.config.system_prompt,
-        messages=messages,
+        messages=new,
         reply_to=reply_to,
         prompt_ms=turn.prompt_ms or None,
+        history=ref,
     )
     session, gateway, turn_no = state.session, state.gateway, state.turn
     step.send(message, state.call, session=session, gateway=gateway, seq=reply_to, turn=turn_no)
@@ -104,7 +110,8 @@ def request(step: Step, state: CallState, turn: OpenTurn) -> None:
         "prompt_applied",
         turn=state.turn,
         seq=reply_to,
-        messages=len(messages),
+        messages=ref.count + len(new),
+        new_messages=len(new),
         open_turns=len(state.open_turns),
     )
 
@@ -175,6 +182,10 @@ def _forget_refused_prompt(state: CallState, turn: OpenTurn) -> None:
     if at >= 0 and state.history[at].get("role") == "user":
         del state.history[at]
         state.shift(at, -1)
+        if state.history_base + at < state.sent_end:
+            # Out of what the last request carried too: the next one refers
+            # to one message fewer (actors/conversation/delta.py).
+            state.sent_end -= 1
         log.info("refused_prompt_forgotten", turn=turn.turn)
 
 

@@ -1,6 +1,9 @@
 """The LLM actor: takes ``llm.request`` entries, one reply each.
 
-Stateless: each request carries the whole context. The runtime reads the
+Stateless as far as correctness goes: a request carries the history new
+since its call's previous request and a reference to the rest, which any
+worker rebuilds from its own copy or from the call's state (``history``;
+a history that cannot be rebuilt is never guessed at). The runtime reads the
 requests (consumer group ``llm``), reclaims those a dead worker left pending
 and keeps a long reply's entry claimed (``Actor.reclaim``); this module ties
 the parts of one reply together: resume (``resume``), cancellation
@@ -36,6 +39,7 @@ from actors.config import LLMConfig
 from actors.llm.cancel import Cancels, GenerationKey
 from actors.llm.facts import request_facts
 from actors.llm.generate import Engine, Producer, deferred_frames
+from actors.llm.history import Histories, HistoryMismatch, HistoryStale
 from actors.llm.result import Outcome, ending
 from actors.llm.resume import SentSoFar, already_sent
 from actors.llm.stream import TICKS_PER_FLOOR, Piece, ReplyOut, TokenSender, Wake
@@ -47,7 +51,7 @@ from bus.base import Bus, Entry, Fields, parse_id
 from bus.envelope import Envelope, Kind
 from bus.facts import wall_ms
 from bus.keys import GROUP_LLM
-from bus.messages import HistoryMessage, LlmRequest
+from bus.messages import LlmRequest
 
 log = structlog.get_logger()
 
@@ -77,6 +81,9 @@ class LLMActor(Actor):
         # request came with and where in the stream (stale requests).
         self._epochs: OrderedDict[tuple[str, str, int], tuple[int, tuple[int, int]]] = OrderedDict()
         self.cancels = Cancels(self.keys, memory_s=config.cancel_memory_s, actor=self.name)
+        self.histories = Histories(
+            self.keys, cache_calls=config.history_cache_calls, wait_s=config.history_wait_s
+        )
         # The coalescing waits of every reply, on one timer and one grid.
         self._ticks = SharedTimer(max(0.0, config.token_coalesce_ms) / 1000 / TICKS_PER_FLOOR)
 
@@ -161,18 +168,6 @@ class LLMActor(Actor):
     async def _complete(
         self, env: Envelope, request: LlmRequest, reply_to: int, sent: SentSoFar
     ) -> None:
-        messages: list[HistoryMessage] = [
-            {"role": m["role"], "content": m["content"]} for m in request.messages
-        ]
-        completion = CompletionRequest(
-            system=request.system,
-            messages=messages,
-            model=self.config.model,
-            max_tokens=self.config.max_tokens,
-            prefill=sent.text,
-            tools=self.tools.definitions(),
-            first_token_deadline_s=self._budget_left(env, request, sent),
-        )
         outcome = Outcome(started=trio.current_time(), prefix=sent.text)
         outcome.asked_ms = request.prompt_ms or env.ts or None
         key: GenerationKey = (env.call, env.session, reply_to)
@@ -183,6 +178,26 @@ class LLMActor(Actor):
             log.info("generation_cancelled", reply_to=reply_to, reason=early.reason, early=True)
             await self._finish(env, reply_to, sent.next_index, "", outcome, sent.generation)
             return
+        try:
+            messages = await self.histories.messages(self.bus, env.call, request)
+        except HistoryStale as exc:
+            # Its entry is applied again and a new request answers: no reply here.
+            log.warning("request_stale_history", reply_to=reply_to, error=str(exc))
+            return
+        except HistoryMismatch as exc:
+            log.error("request_history_mismatch", reply_to=reply_to, error=str(exc))
+            outcome.error = f"history mismatch: {exc}"
+            await self._finish(env, reply_to, sent.next_index, "", outcome, sent.generation)
+            return
+        completion = CompletionRequest(
+            system=request.system,
+            messages=messages,
+            model=self.config.model,
+            max_tokens=self.config.max_tokens,
+            prefill=sent.text,
+            tools=self.tools.definitions(),
+            first_token_deadline_s=self._budget_left(env, request, sent),
+        )
         index, leftover = await self._generate(env, reply_to, completion, outcome, sent)
         await self._finish(env, reply_to, index, leftover, outcome, sent.generation)
 

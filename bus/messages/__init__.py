@@ -60,7 +60,16 @@ from bus.messages.caller import (
 )
 from bus.messages.control import ControlCancel, ConversationTimer, GatewaySend
 from bus.messages.fact import Fact
-from bus.messages.llm import LlmRequest, LlmResult, LlmTokens, Timings, ToolCall, Usage
+from bus.messages.llm import (
+    HistoryRef,
+    LlmRequest,
+    LlmResult,
+    LlmTokens,
+    Timings,
+    ToolCall,
+    Usage,
+    history_digest,
+)
 
 __all__ = [
     "BusMessage",
@@ -78,6 +87,7 @@ __all__ = [
     "Fact",
     "GatewaySend",
     "HistoryMessage",
+    "HistoryRef",
     "LlmRequest",
     "LlmResult",
     "LlmTokens",
@@ -90,6 +100,7 @@ __all__ = [
     "Usage",
     "decode",
     "envelope",
+    "history_digest",
 ]
 
 

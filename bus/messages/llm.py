@@ -2,12 +2,56 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
+import orjson
+
 from bus.envelope import Kind
 from bus.messages.body import Body, HistoryMessage
+
+
+def history_digest(messages: Sequence[HistoryMessage]) -> str:
+    """The digest of ``messages``: BLAKE2b-128 of their canonical JSON (keys sorted).
+
+    Both ends of a request compute it over plain JSON values (a JSON round
+    trip changes nothing in it), so equal digests mean equal messages.
+    """
+    raw = orjson.dumps(list(messages), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRef:
+    """The part of a call's history an ``llm.request`` refers to instead of carrying it.
+
+    ``count`` history messages from ``start``, an offset that counts from the
+    call's first message ever (messages the caps dropped from the front keep
+    their numbers, so a shifted prefix is never taken for the same one),
+    whose ``history_digest`` is ``digest``. ``n``: the request's number in
+    its call (1, 2, ...), so a reader of the call's state can tell a state
+    older than the request from one that has moved on.
+    """
+
+    start: int
+    count: int
+    digest: str
+    n: int
+
+    def to_body(self) -> dict[str, Any]:
+        return {"start": self.start, "count": self.count, "digest": self.digest, "n": self.n}
+
+    @classmethod
+    def from_body(cls, kind: Kind, body: Mapping[str, Any]) -> Self:
+        b = Body(kind, body)
+        ref = cls(
+            start=b.int_("start"), count=b.int_("count"), digest=b.str_("digest"), n=b.int_("n")
+        )
+        if ref.start < 0 or ref.count < 0:
+            raise b.fail("count" if ref.count < 0 else "start", "0 or more")
+        return ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +62,14 @@ class LlmRequest:
     ``prompt_ms``: when the gateway received the caller's words this answers
     (wall-clock ms, its envelope's ``ts``): the caller's wait, and so the
     first-token budget, starts there. None: not known (the request's ``ts``).
+
+    ``history`` None (entries written before it existed, hand-made requests):
+    ``messages`` is the whole conversation as the model sees it. Set: the
+    request carries only what its reader cannot already know. The call's
+    history is the ``history`` part (which an earlier request of the call
+    carried, and the call's state holds) followed by ``messages``, the
+    history messages new since, as stored (consecutive messages of one role
+    not yet merged); ``actors/llm/history.py`` rebuilds it.
     """
 
     KIND: ClassVar[Kind] = Kind.LLM_REQUEST
@@ -26,6 +78,7 @@ class LlmRequest:
     messages: Sequence[HistoryMessage]
     reply_to: int | None = None
     prompt_ms: float | None = None
+    history: HistoryRef | None = None
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"system": self.system, "messages": list(self.messages)}
@@ -33,16 +86,20 @@ class LlmRequest:
             body["reply_to"] = self.reply_to
         if self.prompt_ms is not None:
             body["prompt_ms"] = self.prompt_ms
+        if self.history is not None:
+            body["history"] = self.history.to_body()
         return body
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Self:
         b = Body(cls.KIND, body)
+        ref = body.get("history")
         return cls(
             system=b.str_("system", ""),
             messages=b.messages("messages") if body.get("messages") is not None else [],
             reply_to=b.opt_int("reply_to"),
             prompt_ms=b.opt_number("prompt_ms"),
+            history=None if ref is None else HistoryRef.from_body(cls.KIND, b.object_("history")),
         )
 
 

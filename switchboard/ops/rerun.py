@@ -16,9 +16,11 @@ from typing import Any
 
 from actors.config import ConversationConfig
 from actors.conversation import ConversationActor
+from actors.llm.history import resolve_in_order
 from bus.base import Entry
 from bus.envelope import Envelope, Kind
 from bus.memory import MemoryBus
+from bus.messages import LlmRequest
 from switchboard.ops.recording import CallRecording
 from switchboard.ops.timeline import clip
 
@@ -33,6 +35,10 @@ _CALLER_KINDS = frozenset(
         Kind.CALL_CLOSED,
     }
 )
+
+
+# A recorded request whose earlier history the recording lacks: never "same".
+_UNREBUILT = "(history not in the recording)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +67,10 @@ class RerunReport:
 def _said(requests: Sequence[Envelope], sends: Sequence[Envelope]) -> dict[str, Any]:
     """What a conversation said, as named items comparable between two runs."""
     said: dict[str, Any] = {}
-    first = requests[0].body.get("messages", []) if requests else []
+    # What the model was asked: requests carry only what is new since the
+    # call's previous one, so each is rebuilt from those before it.
+    asked = resolve_in_order((env.call, LlmRequest.from_body(env.body)) for env in requests)
+    first = (asked[0] or []) if asked else []
     # Everything the agent said before the caller's first words: the greeting,
     # and any silence re-prompt (one merged assistant message in the request).
     opening = first[0]["content"] if first and first[0].get("role") == "assistant" else None
@@ -69,10 +78,10 @@ def _said(requests: Sequence[Envelope], sends: Sequence[Envelope]) -> dict[str, 
     said["system prompt"] = requests[0].body.get("system") if requests else None
     said["turns"] = len(requests)
     skip = 1 if opening is not None else 0
-    for env in requests:
-        messages = env.body.get("messages", [])
+    for env, messages in zip(requests, asked, strict=True):
+        # None: a reference nothing recorded covers (the stream was trimmed).
         # Without the opening, so a changed greeting is one difference, not one per turn.
-        said[f"turn {env.turn} request"] = messages[skip:]
+        said[f"turn {env.turn} request"] = _UNREBUILT if messages is None else messages[skip:]
     said["frames sent"] = [env.body.get("frame") for env in sends]
     return said
 

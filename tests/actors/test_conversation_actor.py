@@ -19,12 +19,21 @@ from actors.config import ConversationConfig
 from actors.conversation import CallState, ConversationActor
 from actors.history import request_messages
 from actors.runtime import dead_letter_stream, serve_actor
-from bus.base import Entry
+from bus.base import Bus, Entry
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys, partition_of
 from bus.memory import MemoryBus
+from bus.messages import HistoryMessage
+from switchboard.testing.requests import requested_messages
 
 KEYS = Keys(namespace="cv", partitions=4)
+
+
+async def asked(bus: Bus, request: Envelope) -> list[HistoryMessage]:
+    """The messages the model is sent for ``request`` (requests carry only what is new)."""
+    return await requested_messages(bus, KEYS, request)
+
+
 GREETING = "Hi! This is the demo line. How can I help?"
 SYSTEM = "You are a test agent."
 CALL = "CA00000000000000000000000000000001"
@@ -132,7 +141,7 @@ async def test_greeting_is_the_first_message_and_system_prompt_is_configured() -
     assert request.call == CALL and request.session == SESSION and request.gateway == "gw1"
     assert request.body["reply_to"] == prompt.seq == 2
     assert request.body["system"] == SYSTEM
-    assert request.body["messages"] == [
+    assert (await asked(bus, request)) == [
         {"role": "assistant", "content": GREETING},
         {"role": "user", "content": "What are your opening hours?"},
     ]
@@ -154,7 +163,7 @@ async def test_turns_increment_and_turn_three_carries_the_whole_history() -> Non
             r3 = await caller.next_request()
     assert [r1.turn, r2.turn, r3.turn] == [1, 2, 3]
     assert [r1.body["reply_to"], r2.body["reply_to"], r3.body["reply_to"]] == [2, 3, 4]
-    assert r3.body["messages"] == [
+    assert (await asked(bus, r3)) == [
         {"role": "assistant", "content": GREETING},
         {"role": "user", "content": "one"},
         {"role": "assistant", "content": "answer one"},
@@ -207,7 +216,7 @@ async def test_interim_prompts_are_ignored() -> None:
     assert len(await llm_requests(bus)) == 1
     assert request.turn == 1
     assert request.body["reply_to"] == 4
-    assert request.body["messages"][-1] == {"role": "user", "content": "I would like a table"}
+    assert (await asked(bus, request))[-1] == {"role": "user", "content": "I would like a table"}
     assert state is not None and state.turn == 1
 
 
@@ -231,7 +240,7 @@ async def test_state_survives_a_new_actor_instance(
             r2 = await caller.next_request()
         state = await successor.load_state(CALL)
     assert r2.turn == 2
-    assert r2.body["messages"] == [
+    assert (await asked(bus, r2)) == [
         {"role": "assistant", "content": GREETING},
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "first answer"},
@@ -258,9 +267,9 @@ async def test_stale_results_are_ignored_and_unanswered_prompts_merge() -> None:
             # A duplicate result for the same turn (the request ran twice).
             await caller.reply(r2.turn, "A table for two, sure.", r2.body["reply_to"])
         state = await actor.load_state(CALL)
-    assert r1.body["messages"] == [{"role": "user", "content": "book a table"}]
+    assert (await asked(bus, r1)) == [{"role": "user", "content": "book a table"}]
     assert r2.turn == 2
-    assert r2.body["messages"] == [{"role": "user", "content": "book a table for two people"}]
+    assert (await asked(bus, r2)) == [{"role": "user", "content": "book a table for two people"}]
     assert state is not None
     # The superseded reply was never heard (no tokensPlayed): it is dropped;
     # the two prompts stay one user turn as the model sees it.
@@ -307,8 +316,8 @@ async def test_resumed_call_keeps_history_and_close_is_recorded() -> None:
     assert resumed.session == "VX00000000000000000000000000000002"
     assert r2.session == "VX00000000000000000000000000000002"
     assert r2.turn == 2
-    assert r2.body["messages"][0] == {"role": "assistant", "content": GREETING}
-    assert [m["role"] for m in r2.body["messages"]] == [
+    assert (await asked(bus, r2))[0] == {"role": "assistant", "content": GREETING}
+    assert [m["role"] for m in (await asked(bus, r2))] == [
         "assistant",
         "user",
         "assistant",
@@ -352,7 +361,7 @@ async def test_a_malformed_entry_is_refused_typed_and_the_next_call_on_its_strea
             await other.setup()
             await other.say("hello")
             request = await other.next_request()
-    assert request.call == other.call and request.body["messages"][-1]["content"] == "hello"
+    assert request.call == other.call and (await asked(bus, request))[-1]["content"] == "hello"
     (dead,) = await bus.range(dead_letter_stream(KEYS))
     assert Envelope.decode(dead.fields).kind == Kind.CALL_DTMF
     assert "digit" in dead.fields["dead.error"] and "MalformedEntry" in dead.fields["dead.error"]

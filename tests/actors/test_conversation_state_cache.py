@@ -23,6 +23,7 @@ from bus.base import Lease
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys, partition_of
 from bus.memory import MemoryBus
+from switchboard.testing.requests import requested_messages
 
 KEYS = Keys(namespace="sc", partitions=4)
 SESSION = "VX00000000000000000000000000000001"
@@ -72,7 +73,7 @@ class Caller:
         body = {"text": f"answer to {text}", "reply_to": request.body["reply_to"],
                 "stop_reason": "end_turn", "error": None}  # fmt: skip
         await self.send(Kind.LLM_RESULT, body, turn=request.turn)
-        return list(request.body["messages"])
+        return await requested_messages(self.bus, KEYS, request)
 
     async def applied(self, turn: int) -> None:
         """Wait until the state in the bus has ``turn``'s result applied."""

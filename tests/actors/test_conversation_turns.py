@@ -20,11 +20,21 @@ from actors.config import ConversationConfig
 from actors.conversation import CallState, ConversationActor
 from actors.history import request_messages
 from actors.runtime import serve_actor
+from bus.base import Bus
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys, partition_of
 from bus.memory import MemoryBus
+from bus.messages import HistoryMessage
+from switchboard.testing.requests import requested_messages
 
 KEYS = Keys(namespace="ct", partitions=4)
+
+
+async def asked(bus: Bus, request: Envelope) -> list[HistoryMessage]:
+    """The messages the model is sent for ``request`` (requests carry only what is new)."""
+    return await requested_messages(bus, KEYS, request)
+
+
 GREETING = "Hi! This is the demo line. How can I help?"
 CALL = "CA00000000000000000000000000000007"
 SESSION = "VX00000000000000000000000000000007"
@@ -165,7 +175,7 @@ async def test_interrupt_before_the_result_cancels_and_truncates_to_tokens_playe
     assert cancel.body == {"reply_to": r1.body["reply_to"], "reason": "interrupt"}
     assert (cancel.call, cancel.session, cancel.turn) == (CALL, SESSION, 1)
     assert interrupt.seq > r1.body["reply_to"]
-    assert r2.body["messages"] == [
+    assert (await asked(bus, r2)) == [
         {"role": "assistant", "content": GREETING},
         {"role": "user", "content": "When are you open?"},
         {"role": "assistant", "content": "Sure. We open at nine"},
@@ -189,7 +199,7 @@ async def test_interrupt_after_the_result_truncates_by_the_chunk_fragment() -> N
             r2 = await line.request()
         control = await bus.range(KEYS.control)
     assert control == []  # nothing left to cancel: the reply was complete
-    assert r2.body["messages"][2] == {
+    assert (await asked(bus, r2))[2] == {
         "role": "assistant",
         "content": "Sure. We open at nine in the morning, and we close",
     }
@@ -204,7 +214,7 @@ async def test_interrupting_the_greeting_truncates_it() -> None:
             await line.interrupt("Hi! This is the", 600)
             await line.say("I need a table")
             r1 = await line.request()
-    assert r1.body["messages"] == [
+    assert (await asked(bus, r1)) == [
         {"role": "assistant", "content": "Hi! This is the"},
         {"role": "user", "content": "I need a table"},
     ]
@@ -223,7 +233,7 @@ async def test_interrupt_with_an_unknown_fragment_falls_back_to_duration() -> No
             await line.say("ok")
             r2 = await line.request()
     # ~14 characters a second, cut at a word boundary.
-    assert r2.body["messages"][1] == {"role": "assistant", "content": "Sure. We open"}
+    assert (await asked(bus, r2))[1] == {"role": "assistant", "content": "Sure. We open"}
 
 
 async def test_superseded_reply_keeps_only_tool_pairs_when_unheard() -> None:
@@ -251,7 +261,7 @@ async def test_superseded_reply_keeps_only_tool_pairs_when_unheard() -> None:
             await line.result(r2, "Waiting.")
         state = await state_of(actor)
     assert cancel.body == {"reply_to": r1.body["reply_to"], "reason": "superseded"}
-    assert r2.body["messages"] == [
+    assert (await asked(bus, r2)) == [
         {"role": "user", "content": "press one two three"},
         {"role": "assistant", "content": [tool_use]},
         {"role": "user", "content": [tool_result, {"type": "text", "text": "actually wait"}]},
@@ -285,7 +295,7 @@ async def test_superseded_reply_keeps_what_tokens_played_say_was_heard() -> None
             await line.result(r2, "OK.")
             await line.say("bye")
             r3 = await line.request()
-    assert r3.body["messages"] == [
+    assert (await asked(bus, r3)) == [
         {"role": "user", "content": "When are you open?"},
         {"role": "assistant", "content": "Sure. We open at nine"},
         {"role": "user", "content": "never mind"},
@@ -309,7 +319,7 @@ async def test_a_request_waiting_for_a_lost_result_goes_out_after_a_bound(
             r2 = await line.request()  # turn 1's result never comes
             waited = trio.current_time() - start
     assert r2.turn == 2 and waited >= 1.0
-    assert r2.body["messages"] == [{"role": "user", "content": "one two"}]
+    assert (await asked(bus, r2)) == [{"role": "user", "content": "one two"}]
 
 
 async def test_dtmf_entry_ends_with_hash_and_with_the_idle_timer(
@@ -330,9 +340,9 @@ async def test_dtmf_entry_ends_with_hash_and_with_the_idle_timer(
             before = trio.current_time()
             r2 = await line.request()  # after the idle timeout, no '#'
             waited = trio.current_time() - before
-    assert r1.body["messages"][-1] == {"role": "user", "content": "[keypad] 1 2"}
+    assert (await asked(bus, r1))[-1] == {"role": "user", "content": "[keypad] 1 2"}
     assert r1.body["reply_to"] == hash_.seq
-    assert r2.body["messages"][-1] == {"role": "user", "content": "[keypad] 4 2"}
+    assert (await asked(bus, r2))[-1] == {"role": "user", "content": "[keypad] 4 2"}
     assert r2.body["reply_to"] == last.seq
     assert waited >= 3.0
 
@@ -347,7 +357,7 @@ async def test_dtmf_menu_entry_is_spoken_as_the_callers_words() -> None:
             await line.dtmf("0")
             await line.dtmf("#")
             r1 = await line.request()
-    assert r1.body["messages"] == [{"role": "user", "content": "I want to talk to a person."}]
+    assert (await asked(bus, r1)) == [{"role": "user", "content": "I want to talk to a person."}]
 
 
 async def test_silence_reprompts_then_ends_the_call(
@@ -417,7 +427,7 @@ async def test_caller_input_resets_the_silence_timer(
             start = trio.current_time()
             reprompt = await line.frame()
             waited = trio.current_time() - start
-    assert r2.body["messages"][-1] == {"role": "user", "content": "[keypad] 5 two"}
+    assert (await asked(bus, r2))[-1] == {"role": "user", "content": "[keypad] 5 two"}
     assert reprompt.body["frame"]["token"] == "Hello?"
     assert waited >= 5.0
 
@@ -469,7 +479,7 @@ async def test_resumed_session_keeps_history_and_appends_the_resume_greeting() -
             r2 = await second.request()
     assert cancel.body == {"reply_to": r1.body["reply_to"], "reason": "hangup"}
     assert r2.session == second.session and r2.turn == 2
-    assert r2.body["messages"] == [
+    assert (await asked(bus, r2)) == [
         {"role": "assistant", "content": GREETING},
         {"role": "user", "content": "When are you open?"},
         {"role": "assistant", "content": "Sorry, we got cut off."},

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from actors.config import ConversationConfig
 from actors.conversation import CallState, Effect, FactOut, Incoming, Outbound, apply
 from actors.conversation.state import DTMF, REQUEST, REQUEST_WAIT_MS, SILENCE
+from actors.history import request_messages
+from actors.llm.history import HistoryCache
 from bus.messages import (
     BusMessage,
     CallClosed,
@@ -27,8 +29,10 @@ from bus.messages import (
     ConversationTimer,
     GatewaySend,
     HistoryMessage,
+    HistoryRef,
     LlmRequest,
     LlmResult,
+    history_digest,
 )
 
 CALL = "CA00000000000000000000000000000009"
@@ -51,6 +55,11 @@ class Call:
     seq: int = 0
     now: float = 1_000_000.0
 
+    # Every request asked for, in order, with the messages an LLM worker that
+    # took them all would rebuild (requests carry only what is new).
+    requests: list[tuple[LlmRequest, list[HistoryMessage]]] = field(default_factory=list)
+    worker: HistoryCache = field(default_factory=lambda: HistoryCache(max_calls=1))
+
     def feed(self, message: BusMessage, *, turn: int = 0) -> list[Effect]:
         """Apply one entry; the effects it asks for."""
         self.seq += 1
@@ -58,7 +67,16 @@ class Call:
         applied = apply(self.state, incoming, config=self.config, now=self.now, wall_ms=self.now)
         if applied.state is not None:
             self.state = applied.state
+        for request, _ in sent(applied.effects, LlmRequest):
+            whole = self.worker.rebuild(CALL, request)
+            assert whole is not None and request.history is not None
+            self.worker.remember(CALL, request.history.start, whole)
+            self.requests.append((request, request_messages(whole)))
         return applied.effects
+
+    def asked(self, request: LlmRequest) -> list[HistoryMessage]:
+        """What the model is sent for ``request``."""
+        return next(m for r, m in self.requests if r is request)
 
     def setup(self) -> list[Effect]:
         return self.feed(CallSetup(session_id=self.session, call_sid=CALL))
@@ -125,9 +143,11 @@ def test_a_prompt_opens_a_turn_and_asks_for_its_reply_with_the_whole_history() -
     assert call.setup() == []
     effects = call.say("  When are you open? ")
     request, out = one(effects, LlmRequest)
-    assert request == LlmRequest(
-        system="Test agent.", messages=[agent(GREETING), user("When are you open?")], reply_to=2
-    )
+    assert (request.system, request.reply_to) == ("Test agent.", 2)
+    assert call.asked(request) == [agent(GREETING), user("When are you open?")]
+    # The call's first request refers to nothing: it carries its history.
+    assert request.history == HistoryRef(start=0, count=0, digest=history_digest([]), n=1)
+    assert request.messages == [agent(GREETING), user("When are you open?")]
     assert (out.call, out.session, out.gateway, out.seq, out.turn) == (CALL, SESSION, "gw1", 2, 1)
     facts = [e for e in effects if isinstance(e, FactOut)]
     assert [f.name for f in facts] == ["prompt_applied", "llm_requested"]
@@ -198,7 +218,7 @@ def test_a_new_prompt_supersedes_the_open_turn_and_its_request_waits_for_the_res
     # The superseded reply is cut to its tokensPlayed; then the waiting turn is asked.
     second, out = one(call.result(first, REPLY, cancelled=True), LlmRequest)
     assert (out.turn, second.reply_to) == (2, 4)
-    assert second.messages[1:] == [
+    assert call.asked(second)[1:] == [
         user("When are you open?"),
         agent("We open at nine"),
         user("Actually, where are you?"),
@@ -212,7 +232,7 @@ def test_a_superseded_reply_nobody_heard_leaves_nothing_and_the_request_merges_p
     _, first = one(call.say("When are you open?"), LlmRequest)
     call.say("And where?")
     second, _ = one(call.result(first, REPLY, cancelled=True), LlmRequest)
-    assert second.messages[1:] == [user("When are you open? And where?")]
+    assert call.asked(second)[1:] == [user("When are you open? And where?")]
 
 
 def test_the_request_wait_times_out_and_asks_anyway() -> None:
@@ -425,9 +445,9 @@ def test_a_refused_exchange_leaves_history_and_only_the_fallback_line_stays() ->
         agent(fallback),
     ]
     nxt, _ = one(call.say("When do you close?"), LlmRequest)
-    sent_text = str(nxt.messages)
+    sent_text = str(call.asked(nxt))
     assert "lock" not in sent_text and "Well, first" not in sent_text
-    assert nxt.messages[-1] == user("When do you close?")
+    assert call.asked(nxt)[-1] == user("When do you close?")
 
 
 def test_resume_keeps_history_cancels_the_old_sessions_reply_and_greets_again() -> None:
@@ -514,7 +534,10 @@ def test_history_keeps_the_newest_messages_under_the_caps() -> None:
     assert call.state is not None and call.state.dropped == {"history_messages": 15}
     # The next request carries only what the caps keep.
     request, _ = one(call.say("question 10"), LlmRequest)
-    assert len(request.messages) == 6 and request.messages[0] == agent("answer 7")
+    asked = call.asked(request)
+    assert len(asked) == 6 and asked[0] == agent("answer 7")
+    # Numbered from the call's first message: 15 dropped before, one more now.
+    assert request.history is not None and request.history.start == 16
 
 
 def test_history_cap_never_drops_a_message_a_turn_points_at_nor_half_a_tool_pair() -> None:
@@ -535,7 +558,7 @@ def test_history_cap_never_drops_a_message_a_turn_points_at_nor_half_a_tool_pair
     # A long prompt: the older messages go, the tool pair together.
     request, _ = one(call.say("p" * 60), LlmRequest)
     assert call.history == [agent("done"), user("p" * 60)]
-    assert request.messages == [agent("done"), user("p" * 60)]
+    assert call.asked(request) == [agent("done"), user("p" * 60)]
 
 
 def test_keys_past_the_entry_limit_are_dropped_and_counted() -> None:

@@ -21,6 +21,7 @@ from bus.memory import MemoryBus
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
 from switchboard.testing.procs import HANG_GUARD_S
+from switchboard.testing.requests import requested_messages
 from switchboard.twilio.phone import run_phone
 
 TOKEN = "phone-test-token"
@@ -179,6 +180,7 @@ async def test_typing_over_the_agent_interrupts_it() -> None:
                     cut_at = len(screen.text)
                     await screen.wait_for("agent: You said: What about Sundays. That was")
                     second = await llm_request(bus, s, 2)
+                    asked = await requested_messages(bus, s.keys, second)
                     # /interrupt cuts the agent off without a word.
                     await stdin.send_all(b"/interrupt\n")
                     await screen.wait_for("[you interrupted after")
@@ -197,9 +199,9 @@ async def test_typing_over_the_agent_interrupts_it() -> None:
     assert after_cut.count("agent: ") == 2
     # The gateway got the interrupt: turn 2 remembers only what was heard of turn 1.
     full = "You said: Tell me about your opening hours please. That was message 1 from you."
-    kept = [m["content"] for m in second.body["messages"] if m["role"] == "assistant"][-1]
+    kept = [m["content"] for m in asked if m["role"] == "assistant"][-1]
     assert isinstance(kept, str) and full.startswith(kept.rstrip()) and len(kept) < len(full)
-    assert second.body["messages"][-1] == {"role": "user", "content": "What about Sundays?"}
+    assert asked[-1] == {"role": "user", "content": "What about Sundays?"}
 
 
 async def test_a_piped_script_hears_the_greeting_and_every_answer() -> None:

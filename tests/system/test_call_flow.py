@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 import trio
 
+from actors.llm.history import resolve_in_order
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
+from bus.messages import LlmRequest
 from bus.redis import open_redis_bus
 from switchboard.metrics_http import fetch
 from switchboard.testing.procs import HANG_GUARD_S, open_switchboard
@@ -71,9 +73,11 @@ def _check_replies(replies: list[Any]) -> None:
 
 
 def _check_turn3_request(requests: list[Envelope], replies: list[Any]) -> None:
-    turn3 = [env for env in requests if env.turn == 3]
+    turn3 = [i for i, env in enumerate(requests) if env.turn == 3]
     assert turn3, f"no llm.request for turn 3 among turns {[e.turn for e in requests]}"
-    messages = turn3[0].body["messages"]
+    # Each request carries what is new since the one before: rebuilt in order.
+    asked = resolve_in_order((e.call, LlmRequest.from_body(e.body)) for e in requests)
+    messages = asked[turn3[0]]
     assert messages == [
         {"role": "assistant", "content": GREETING},
         {"role": "user", "content": PROMPTS[0]},

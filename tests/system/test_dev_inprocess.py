@@ -12,6 +12,7 @@ from bus.envelope import Envelope, Kind
 from bus.memory import MemoryBus
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
+from switchboard.testing.requests import requested_messages
 from switchboard.twilio import open_call
 
 TOKEN = "in-process-token"
@@ -45,7 +46,7 @@ async def test_turn_three_request_carries_greeting_and_history() -> None:
         if env.kind == Kind.LLM_REQUEST and env.call == call_sid
     ]
     assert [r.turn for r in requests] == [1, 2, 3]
-    assert requests[2].body["messages"] == [
+    assert await requested_messages(bus, settings.keys, requests[2]) == [
         {"role": "assistant", "content": GREETING},
         {"role": "user", "content": PROMPTS[0]},
         {"role": "assistant", "content": replies[0].text},

@@ -1,0 +1,41 @@
+"""What an ``llm.request`` carries of the history: what is new since the call's last one.
+
+Carrying the whole history in every request made a call's request bytes grow
+with the square of its turns (every turn re-sent everything before it). A
+request now carries the history messages added since the call's previous
+request, and a ``HistoryRef`` to the rest: where it starts (numbered from
+the call's first message, so messages the caps drop from the front never
+make a shifted prefix look like the old one), how many messages, and the
+digest of exactly those messages. The LLM actor rebuilds the whole history
+from what it saw of the call before, or from the call's state, which is
+persisted before the request is published (``actors/llm/history.py``).
+
+The reference covers what the previous request carried, as far as the
+history still holds it; anything in that range that changed since (a
+refused prompt taken out) changes the digest, and the LLM actor then reads
+the state instead of using its own copy. So the digest, not the offsets, is
+what guarantees the model sees exactly the conversation's history.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from actors.conversation.state import CallState
+from actors.history import Message
+from bus.messages import HistoryRef, history_digest
+
+
+def request_history(state: CallState) -> tuple[HistoryRef, list[Message]]:
+    """The reference and the new messages of the call's next request (counted in ``state``)."""
+    count = min(max(state.sent_end - state.history_base, 0), len(state.history))
+    state.requests += 1
+    ref = HistoryRef(
+        start=state.history_base,
+        count=count,
+        digest=history_digest(state.history[:count]),
+        n=state.requests,
+    )
+    state.sent_end = state.history_base + len(state.history)
+    # A copy: the state goes on changing after the request is built.
+    return ref, copy.deepcopy(state.history[count:])
