@@ -10,8 +10,12 @@ size at the end (one key, overwritten each entry).
 
     python bench/request_growth.py [--turns 40]
 
-Every request carries the whole history, so the total grows with the square
-of the turns; figures go to docs/OPERATIONS.md (*Redis memory*) by hand.
+A request carries only the history new since the call's previous request
+(``actors/conversation/delta.py``), so the total grows linearly with the
+turns. For comparison the same requests are also encoded as they were when
+each carried the whole history (rebuilt as an LLM worker rebuilds them),
+which grows with the square of the turns. Figures go to docs/OPERATIONS.md
+(*Redis memory*) and docs/CAPACITY.md by hand.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from pathlib import Path
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
+from dataclasses import replace
+
 import structlog
 
 from actors.config import ConversationConfig
 from actors.conversation import CallState, Incoming, Outbound, apply
+from actors.llm.history import resolve_in_order
 from bus.messages import CallPrompt, CallSetup, LlmRequest, LlmResult, envelope
 
 CALL = "CA00000000000000000000000000000042"
@@ -37,9 +44,9 @@ PROMPT = " ".join(["word"] * 49 + ["question?"])  # ~50 words
 REPLY = " ".join(["answer"] * 59 + ["done."])  # ~60 words
 
 
-def entry_bytes(out: Outbound) -> int:
+def entry_bytes(out: Outbound, message: LlmRequest | None = None) -> int:
     env = envelope(
-        out.message,
+        message or out.message,
         call=out.call,
         session=out.session,
         gateway=out.gateway,
@@ -58,7 +65,6 @@ def main() -> None:
     config = ConversationConfig(system_prompt="You are a test agent.", welcome_greeting="Hello.")
     state: CallState | None = None
     seq = 0
-    sizes: list[int] = []
 
     def feed(message: object, turn: int = 0) -> list[Outbound]:
         nonlocal state, seq
@@ -69,21 +75,33 @@ def main() -> None:
         return [e for e in applied.effects if isinstance(e, Outbound)]
 
     feed(CallSetup(session_id=SESSION, call_sid=CALL))
+    outs: list[Outbound] = []
     for _ in range(args.turns):
         (out,) = [
             o for o in feed(CallPrompt(PROMPT, "en-US", True)) if isinstance(o.message, LlmRequest)
         ]
-        sizes.append(entry_bytes(out))
+        outs.append(out)
         assert isinstance(out.message, LlmRequest) and out.message.reply_to is not None
         feed(LlmResult(text=REPLY, reply_to=out.message.reply_to), turn=out.turn)
     assert state is not None
-    for n in sorted({1, 10, 20, args.turns} & set(range(1, args.turns + 1))):
-        print(f"request at turn {n:>3}: {sizes[n - 1] / 1024:7.1f} KB")
-    total = sum(sizes)
-    print(
-        f"all {args.turns} requests of the call: {total / 1024:7.1f} KB "
-        f"({total / args.turns / 1024:.1f} KB per turn)"
-    )
+    requests = [o.message for o in outs if isinstance(o.message, LlmRequest)]
+    whole = resolve_in_order((CALL, r) for r in requests)
+    sizes = {
+        "carried now": [entry_bytes(o) for o in outs],
+        "whole history (before)": [
+            entry_bytes(o, replace(r, messages=w or [], history=None))
+            for o, r, w in zip(outs, requests, whole, strict=True)
+        ],
+    }
+    for name, per_turn in sizes.items():
+        print(f"{name}:")
+        for n in sorted({1, 10, 20, args.turns} & set(range(1, args.turns + 1))):
+            print(f"  request at turn {n:>3}: {per_turn[n - 1] / 1024:7.1f} KB")
+        total = sum(per_turn)
+        print(
+            f"  all {args.turns} requests of the call: {total / 1024:7.1f} KB "
+            f"({total / args.turns / 1024:.2f} KB per turn)"
+        )
     print(f"call state at the end: {len(state.to_json()) / 1024:7.1f} KB")
 
 

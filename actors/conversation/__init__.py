@@ -6,6 +6,8 @@ Layered from the inside out:
 - ``rules``: the pure turn rules, ``apply(state, message, *, now, ...)``,
   built from ``turns``, ``bargein``, ``keypad`` and ``silence``; they return
   ``effects`` (messages to publish) and read no clock, bus or context;
+- ``delta``: what a request carries of the history (what is new since the
+  call's previous request) and its reference to the rest;
 - ``limits``: the caps on what a call's state may hold (played text, history,
   DTMF), the oldest dropped and counted, applied after every entry;
 - ``timers``: the durable per-partition timer index and the task that fires it;

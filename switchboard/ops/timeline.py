@@ -35,7 +35,10 @@ def describe(env: Envelope) -> str:
     if kind == Kind.LLM_REQUEST:
         messages = b.get("messages") or []
         asked = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
-        return f"request reply_to={b.get('reply_to')} messages={len(messages)} asks {clip(asked)}"
+        ref = b.get("history")
+        # With a reference, "messages" holds only what is new since the previous request.
+        count = f"{ref.get('count', 0)}+{len(messages)}" if isinstance(ref, dict) else len(messages)
+        return f"request reply_to={b.get('reply_to')} messages={count} asks {clip(asked)}"
     if kind == Kind.LLM_TOKENS:
         last = " last" if b.get("last") else ""
         return f"tokens #{b.get('index')}{last} {clip(b.get('text', ''))}"
