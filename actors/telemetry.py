@@ -39,9 +39,11 @@ from typing import Any
 
 import structlog
 import trio
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from actors.runtime import Actor
+from actors.telemetry_metrics import TelemetryMetrics
+from actors.telemetry_speculation import SPECULATION_FACTS, Speculations
 from bus.base import Entry
 from bus.envelope import Envelope, Kind
 from bus.keys import GROUP_TELEMETRY, Keys
@@ -69,10 +71,6 @@ STAGES: dict[str, tuple[str, str]] = {
 _TURN_FACTS = frozenset(
     {*TIMELINE, "llm_requested", "completion_done", "provider_error", "tool_called"}
 )
-_LATENCY_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
-)  # fmt: skip
-_DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +137,7 @@ class CallSummary:
     frames_rejected: int = 0
     outcome: str = "open"
     close_code: int | None = None
+    speculations: Speculations = field(default_factory=Speculations)
 
     def fields(self) -> dict[str, Any]:
         """The ``call_summary`` log fields."""
@@ -168,56 +167,8 @@ class CallSummary:
             "output_tokens": usage_out,
             "cache_read_tokens": sum(u.cache_read_input_tokens for u in usage),
             "cache_write_tokens": sum(u.cache_creation_input_tokens for u in usage),
+            **self.speculations.fields(),
         }
-
-
-class TelemetryMetrics:
-    """The telemetry actor's Prometheus metrics, in one (per-process) registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.turn_first_token = Histogram(
-            "switchboard_turn_first_token_seconds",
-            "Caller's wait per turn: final prompt received to first reply token sent.",
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.turn_stage = Histogram(
-            "switchboard_turn_stage_seconds",
-            "Time spent in each stage of a turn (see docs/ARCHITECTURE.md).",
-            ["stage"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.turns = Counter(
-            "switchboard_turns",
-            "Turns seen, by whether every fact of the timeline arrived.",
-            ["complete"],
-            registry=registry,
-        )
-        self.calls = Counter(
-            "switchboard_calls", "Calls summarised, by outcome.", ["outcome"], registry=registry
-        )
-        self.call_duration = Histogram(
-            "switchboard_call_duration_seconds",
-            "Duration of summarised calls (session start to end).",
-            buckets=_DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.interruptions = Counter(
-            "switchboard_interruptions", "Caller barge-ins.", registry=registry
-        )
-        self.tool_calls = Counter("switchboard_tool_calls", "Tool calls made.", registry=registry)
-        self.errors = Counter(
-            "switchboard_errors", "Error facts, by fact name.", ["fact"], registry=registry
-        )
-        self.llm_tokens = Counter(
-            "switchboard_llm_tokens",
-            "Tokens billed by the LLM provider, by direction: input (not cached), "
-            "output, cache_read and cache_write (prompt-cache reads and writes).",
-            ["direction"],
-            registry=registry,
-        )
 
 
 class TelemetryActor(Actor):
@@ -281,20 +232,28 @@ class TelemetryActor(Actor):
             call.outcome = _outcome(call.close_code)
             self._summarise(call)
             return
+        if name in SPECULATION_FACTS:
+            self._speculation(call, env, fact)
+            return
         if name not in _TURN_FACTS:
             return
         reply_to = fact.int_field("reply_to")
-        reply = env.seq if reply_to is None else reply_to
-        turn = self._turn(call, env, reply, gateway_count=name == "prompt_received")
+        belongs = call.speculations.turn_of(
+            (env.session, env.seq if reply_to is None else reply_to)
+        )
+        if belongs is None:
+            # A discarded speculation's: no turn, but what it cost was billed.
+            usage = fact.usage() if name == "completion_done" else None
+            if usage is not None:
+                self._count_usage(usage)
+            return
+        turn = self._turn(call, env, belongs[1], gateway_count=name == "prompt_received")
         turn.t_ms.setdefault(name, t_ms)
         if name == "completion_done":
             usage = fact.usage()
             if usage is not None and turn.usage is None:
                 turn.usage = usage
-                self.metrics.llm_tokens.labels("input").inc(usage.input_tokens)
-                self.metrics.llm_tokens.labels("output").inc(usage.output_tokens)
-                self.metrics.llm_tokens.labels("cache_read").inc(usage.cache_read_input_tokens)
-                self.metrics.llm_tokens.labels("cache_write").inc(usage.cache_creation_input_tokens)
+                self._count_usage(usage)
         elif name == "provider_error":
             turn.error = fact.str_field("error") or "unknown error"
             call.errors.append(turn.error)
@@ -304,6 +263,41 @@ class TelemetryActor(Actor):
             turn.tools.append(tool)
             call.tools.append(tool)
             self.metrics.tool_calls.inc()
+        if turn.complete and not turn.done:
+            self._finish_turn(turn)
+
+    def _count_usage(self, usage: Usage) -> None:
+        tokens = self.metrics.llm_tokens
+        tokens.labels("input").inc(usage.input_tokens)
+        tokens.labels("output").inc(usage.output_tokens)
+        tokens.labels("cache_read").inc(usage.cache_read_input_tokens)
+        tokens.labels("cache_write").inc(usage.cache_creation_input_tokens)
+
+    def _speculation(self, call: CallSummary, env: Envelope, fact: Fact) -> None:
+        """Count a speculation fact; an adopted speculation's facts join its turn."""
+        metrics = self.metrics
+        outcome = fact.name.removeprefix("speculation_")
+        if outcome == "wasted":
+            metrics.speculation_wasted_tokens.labels("output").inc(
+                fact.int_field("output_tokens") or 0
+            )
+            metrics.speculation_wasted_tokens.labels("input").inc(
+                fact.int_field("input_tokens") or 0
+            )
+        else:
+            metrics.speculations.labels(outcome).inc()
+        moved = call.speculations.apply(env.session, fact)
+        if moved is None:
+            return
+        held = call.turns.pop(moved[0], None)
+        if held is None or moved[1] is None:
+            return  # nothing built yet, or a discarded speculation's: no turn
+        turn = self._turn(call, env, moved[1][1], gateway_count=False)
+        for name, t in held.t_ms.items():
+            turn.t_ms.setdefault(name, t)
+        turn.usage = turn.usage or held.usage
+        turn.error = turn.error or held.error
+        turn.tools += held.tools
         if turn.complete and not turn.done:
             self._finish_turn(turn)
 

@@ -25,7 +25,8 @@ Fact names used by the built-in parts (body fields besides ``fact``/``t_ms``):
 - gateway: ``call_started``, ``prompt_received`` (``reply_to``, ``text``: the
   caller's words, kept as long as the partition stream keeps them),
   ``interrupt_received`` (``seq``, ``heard``), ``first_token_sent`` and
-  ``last_token_sent`` (``reply_to``), ``frame_rejected`` (``reason``),
+  ``last_token_sent`` (``reply_to``; the first also ``latency_ms``, the
+  caller's wait since the final prompt, when it answers one), ``frame_rejected`` (``reason``),
   ``call_ended`` (``code``, ``reason``), ``reply_late`` (``reply_to``: no
   reply started within the deadline, the caller heard the gateway's apology);
 - conversation: ``prompt_applied``, ``llm_requested`` (``reply_to``);

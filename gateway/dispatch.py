@@ -316,6 +316,9 @@ class Dispatcher:
 
     def _sent(self, session: Session, sent: SentFacts) -> None:
         for name in sent.names:
+            fields: dict[str, object] = {}
+            if name == "first_token_sent":
+                fields = self._response_latency(session, sent.reply_to)
             self.ctx.facts.emit(
                 name,
                 call=session.call_sid,
@@ -323,7 +326,20 @@ class Dispatcher:
                 gateway=self.ctx.config.gateway_id,
                 turn=sent.turn,
                 reply_to=sent.reply_to,
+                **fields,
             )
+
+    def _response_latency(self, session: Session, reply_to: int) -> dict[str, object]:
+        """What the caller waited for the reply to the final prompt ``reply_to``
+        (received -> first token written to the socket, this process's clock),
+        observed on /metrics; the fact's ``latency_ms`` (none for a reply to no
+        final prompt, such as a keypad entry's)."""
+        at = session.prompt_at.pop(reply_to, None)
+        if at is None:
+            return {}
+        seconds = max(0.0, trio.current_time() - at)
+        self.ctx.metrics.response_latency.observe(seconds)
+        return {"latency_ms": round(seconds * 1000, 3)}
 
     async def _await_close_after_end(self, session: Session) -> None:
         # Twilio closes the socket after ``end``; close it ourselves only if it does not.

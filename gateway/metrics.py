@@ -7,8 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+
+# Seconds: a reply started on an interim prompt can be heard well under the
+# model's time to first token; a slow one waits seconds.
+RESPONSE_BUCKETS = (
+    0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0,
+)  # fmt: skip
 
 
 class LabelledCounter:
@@ -78,6 +84,13 @@ class GatewayMetrics:
             "Interim prompts (last: false) from Twilio, by what became of them: "
             "published, unused, repeated, replaced, superseded (gateway.interim).",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.response_latency = Histogram(
+            "switchboard_response_latency_seconds",
+            "What callers wait: a final prompt received to the first token of its "
+            "reply written to the socket (this gateway's clock).",
+            buckets=RESPONSE_BUCKETS,
             registry=self.registry,
         )
         self.active_calls = Gauge(

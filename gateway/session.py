@@ -25,7 +25,9 @@ from gateway.reply_deadline import ReplyDeadline
 from gateway.speech import SpeechModel
 from relay import OutboundMessage, RelayConnection
 
-__all__ = ["Deferred", "Outgoing", "SentFacts", "Session"]
+__all__ = ["PROMPTS_TIMED", "Deferred", "Outgoing", "SentFacts", "Session"]
+
+PROMPTS_TIMED = 8  # final prompts awaiting their first token, kept per session
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,9 @@ class Session:
     # Set when the gateway ends the session itself: the close code and reason.
     close_with: tuple[int, str] | None = None
     reply: ReplyDeadline = field(default_factory=ReplyDeadline)
+    # When each recent final prompt arrived (Trio time), by seq, until its
+    # reply's first token is sent: the response latency (gateway.dispatch).
+    prompt_at: dict[int, float] = field(default_factory=dict)
     reply_armed: trio.Event = field(default_factory=trio.Event)
 
     def touch_speech(self) -> None:
@@ -79,6 +84,9 @@ class Session:
 
     def prompted(self, seq: int, now: float) -> None:
         """Arm the reply deadline for the final prompt ``seq`` and wake its watcher."""
+        self.prompt_at[seq] = now
+        while len(self.prompt_at) > PROMPTS_TIMED:
+            del self.prompt_at[next(iter(self.prompt_at))]  # never answered: forget it
         self.reply.prompted(seq, now)
         self.reply_armed.set()
         self.reply_armed = trio.Event()
