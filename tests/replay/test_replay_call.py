@@ -16,8 +16,11 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from actors.llm.history import resolve_in_order
 from actors.telemetry import TelemetryActor, TelemetryConfig
+from bus.envelope import Kind
 from bus.memory import MemoryBus
+from bus.messages import LlmRequest
 from switchboard.ops.recording import CallNotFound, load_call
 from switchboard.ops.replay import export_scenario, run_replay
 from switchboard.ops.rerun import format_rerun, rerun
@@ -195,3 +198,39 @@ async def test_unknown_call_gets_a_clear_message_and_exit_code_1() -> None:
     assert code == 1
     assert out.getvalue() == ""
     assert "CAunknown" in err.getvalue() and "retention" in err.getvalue()
+
+
+async def test_rerun_compares_whole_history_requests_of_older_recordings_too() -> None:
+    settings = _settings()
+    bus = MemoryBus()
+    with trio.fail_after(TAKEOVER_GUARD_S):
+        sid = await _recorded_call(settings, bus)
+        rec = await load_call(bus, settings.keys, sid)
+        requests = rec.of_kind(Kind.LLM_REQUEST, source="llm")
+        asked = resolve_in_order((sid, LlmRequest.from_body(i.env.body)) for i in requests)
+        # As recorded before requests carried only what is new: the whole
+        # conversation in "messages", no reference.
+        whole = {}
+        for i, m in zip(requests, asked, strict=True):
+            body = {k: v for k, v in i.env.body.items() if k != "history"} | {"messages": m}
+            whole[i.stream, i.entry_id] = dataclasses.replace(
+                i, env=dataclasses.replace(i.env, body=body)
+            )
+        old = dataclasses.replace(
+            rec, items=[whole.get((i.stream, i.entry_id), i) for i in rec.items]
+        )
+        same = await rerun(old, settings.conversation_config())
+        # A recording missing the call's first request (trimmed): the later
+        # ones cannot be rebuilt, and say so rather than compare equal.
+        first = requests[0]
+        cut = dataclasses.replace(rec, items=[i for i in rec.items if i is not first])
+        differs = await rerun(cut, settings.conversation_config())
+    assert len(requests) == 3 and all(a is not None for a in asked)
+    assert all("history" not in i.env.body for i in old.of_kind(Kind.LLM_REQUEST, source="llm"))
+    assert same.differences == [] and len(same.comparisons) > 3
+    unrebuilt = "(history not in the recording)"
+    assert {c.name: c.then for c in differs.differences if c.name.endswith("request")} == {
+        "turn 1 request": None,  # not recorded at all
+        "turn 2 request": unrebuilt,
+        "turn 3 request": unrebuilt,
+    }
