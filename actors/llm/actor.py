@@ -176,6 +176,7 @@ class LLMActor(Actor):
             # The cancel overtook the request: nothing is generated.
             outcome.cancelled, outcome.cancelled_ms = early.reason, early.t_ms
             log.info("generation_cancelled", reply_to=reply_to, reason=early.reason, early=True)
+            self.histories.skipped(env.call, request)
             await self._finish(env, reply_to, sent.next_index, "", outcome, sent.generation)
             return
         try:

@@ -148,6 +148,14 @@ class Histories:
         self.stale = 0
         self.mismatches = 0
 
+    def skipped(self, call: str, request: LlmRequest) -> None:
+        """``request`` is not generated (cancelled before it started): keep the
+        worker's copy in step if memory allows, so the call's next request,
+        which refers to this one, needs no read either."""
+        whole = self.cache.rebuild(call, request)
+        if whole is not None and request.history is not None:
+            self.cache.remember(call, request.history.start, whole)
+
     async def messages(self, bus: Bus, call: str, request: LlmRequest) -> list[Message]:
         """The messages to send the model for ``request``; ``HistoryError`` if there are none."""
         ref = request.history

@@ -300,3 +300,27 @@ async def test_a_state_that_does_not_hold_the_history_fails_with_the_apology(
     assert await spoken(bus) == APOLOGY  # never a reply to a guessed history
     assert actor.histories.mismatches == 1
     assert [e["log_level"] for e in logs if e["event"] == "request_history_mismatch"] == ["error"]
+
+
+async def test_a_request_cancelled_before_it_started_keeps_the_copy_in_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    call = three_turns()
+    bus = MemoryBus()
+    (first, _), (second, _), (third, _) = call.asked
+    actor = LLMActor(config(), ScriptedProvider())
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="llm-a"))
+            await bus.append(KEYS.llm_for(CALL), first.encode())
+            after, _ = await next_result(bus)
+            # The caller interrupted before the second request was taken.
+            actor.cancel(CALL, SESSION, second.body["reply_to"], "interrupt")
+            await bus.append(KEYS.llm_for(CALL), second.encode())
+            after, cancelled = await next_result(bus, after)
+            await bus.append(KEYS.llm_for(CALL), third.encode())
+            _, result = await next_result(bus, after)
+            nursery.cancel_scope.cancel()
+    assert cancelled.body["cancelled"] is True
+    assert result.body["text"] == "You said: three. That was message 3 from you."
+    assert actor.histories.misses == 0  # no state was written, none was needed
