@@ -4,13 +4,23 @@
   final prompt inline with the scripted reply (no bus, no actors, no HTTP);
 - dev: ``switchboard dev`` (gateway and actors in one process, memory bus);
 - redis: ``switchboard gateway`` (``--gateways N`` of them) + ``actor
-  conversation`` + ``actor llm`` on a real redis-server started here;
+  conversation`` + ``actor llm`` on a real redis-server started here, with
+  partial prompts on and preemptive replies off (final prompts answered);
+- redis-preempt: the same with preemptive replies on (a held reply started
+  on a settled interim prompt, heard at once when the final one matches);
+- redis-interims: ``redis`` with every interim prompt put on the bus
+  (``SWITCHBOARD_INTERIM_PROMPTS=on``) though nothing reads it: what the
+  interim prompts cost the hot path when the gateway does not hold them back;
 - peer: ``bench/peer/server.js``, one Node.js process with ``ws``, written the
   way Twilio's quick-start samples are.
 
 Every server uses the same provider timing (time to first token, gap between
 words), so ``overhead = first token at the caller - provider TTFT`` is what the
-server itself adds. The calls come from ``switchboard.twilio.load`` in this
+server itself adds, and the response latency (final prompt sent -> first
+token at the caller) is what the caller waits. For the Redis set-ups the
+bench also reads the facts back: output tokens billed, and how many
+speculations started, were adopted and discarded, with the output tokens
+the discarded ones cost. The calls come from ``switchboard.twilio.load`` in this
 process (checked: protocol, ``last: true``, lost/misordered/fenced tokens).
 Only ratios within one run mean much on a shared machine.
 
@@ -62,7 +72,18 @@ TWIML_FLOOR = (
     '<Response><Connect><ConversationRelay url="ws://127.0.0.1:{port}/relay" '
     'dtmfDetection="true"/></Connect></Response>'
 )
-TARGETS = ("floor", "dev", "redis", "peer")
+TARGETS = ("floor", "dev", "redis", "redis-preempt", "redis-interims", "peer")
+# Each Redis set-up's settings beyond the shared ones.
+REDIS_SETUPS: dict[str, dict[str, str]] = {
+    "redis": {"SWITCHBOARD_PARTIAL_PROMPTS": "true", "SWITCHBOARD_PREEMPTIVE": "false"},
+    "redis-preempt": {"SWITCHBOARD_PARTIAL_PROMPTS": "true", "SWITCHBOARD_PREEMPTIVE": "true"},
+    "redis-interims": {
+        "SWITCHBOARD_PARTIAL_PROMPTS": "true",
+        "SWITCHBOARD_PREEMPTIVE": "false",
+        "SWITCHBOARD_INTERIM_PROMPTS": "true",
+    },
+}
+FACTS: dict[str, dict[str, Any]] = {}  # set-up -> what its facts say (Redis set-ups)
 CPU: dict[str, list[dict[str, Any]]] = {}  # set-up -> CPU per process of its run
 
 
@@ -182,9 +203,10 @@ async def open_target(
         env["SWITCHBOARD_LOG_LEVEL"] = "info"  # the ready event carries the port
         async with open_switchboard("dev", "--port", "0", env=env) as dev:
             yield [f"http://127.0.0.1:{_port(dev.events)}"], None
-    elif name == "redis":
+    elif name in REDIS_SETUPS:
         async with open_redis_server() as redis, trio.open_nursery() as nursery:
             renv = dict(env, SWITCHBOARD_REDIS_URL=redis.url, SWITCHBOARD_LOG_LEVEL="info")
+            renv.update(REDIS_SETUPS[name])
             urls: list[str] = []
             stop = trio.Event()
 
@@ -204,10 +226,40 @@ async def open_target(
                 await nursery.start(hold, ("gateway", "--port", "0"), gw_env)
             try:
                 yield urls, None
+                FACTS[name] = await trio.to_thread.run_sync(_read_facts, redis.url)
             finally:
                 stop.set()
     else:
         raise ValueError(f"unknown target {name!r}")
+
+
+def _read_facts(url: str) -> dict[str, Any]:
+    """Output tokens and speculations, from every fact stream of the run's Redis."""
+    import redis as redis_py  # administrative, after the calls: redis-py is fine here
+
+    out: dict[str, Any] = {"output_tokens": 0, "held_output_tokens": 0, "wasted_output_tokens": 0}
+    for name in ("started", "adopted", "discarded"):
+        out[f"speculations_{name}"] = 0
+    client = redis_py.Redis.from_url(url, decode_responses=True)
+    try:
+        for stream in client.scan_iter(match="*events*", _type="stream"):
+            for _, fields in client.xrange(stream):
+                body = json.loads(fields["d"]).get("body", {})
+                fact = body.get("fact", "")
+                if fact == "completion_done":
+                    tokens = int((body.get("usage") or {}).get("output_tokens", 0))
+                    out["output_tokens"] += tokens
+                    if body.get("held"):
+                        out["held_output_tokens"] += tokens
+                elif fact == "speculation_wasted":
+                    out["wasted_output_tokens"] += int(body.get("output_tokens", 0))
+                elif fact.startswith("speculation_") and f"speculations_{fact[12:]}" in out:
+                    out[f"speculations_{fact[12:]}"] += 1
+    finally:
+        client.close()
+    heard = out["output_tokens"] - out["wasted_output_tokens"]
+    out["extra_output_pct"] = round(100 * out["wasted_output_tokens"] / heard, 1) if heard else None
+    return out
 
 
 def _descendants_cpu() -> dict[int, tuple[str, float]]:
@@ -327,6 +379,8 @@ def _row(name: str, doc: dict[str, Any], floor: dict[str, Any] | None,
         "overhead_p50_ms": over["p50"],
         "overhead_p95_ms": over["p95"],
         "overhead_p99_ms": over["p99"],
+        "response_p50_ms": doc["latency_ms"]["first_token"]["p50"],
+        "response_p95_ms": doc["latency_ms"]["first_token"]["p95"],
         "turn_p50_ms": doc["latency_ms"]["turn"]["p50"],
         "turn_p99_ms": doc["latency_ms"]["turn"]["p99"],
         "problems": c["calls_failed"]
@@ -337,6 +391,10 @@ def _row(name: str, doc: dict[str, Any], floor: dict[str, Any] | None,
         + c["fenced_leaks"]
         + c["stray_frames"],
     }
+    if peer is not None:
+        mine, theirs = row["response_p50_ms"], peer["latency_ms"]["first_token"]["p50"]
+        row["response_vs_peer"] = round(mine / theirs, 2) if mine is not None and theirs else None
+    row.update(FACTS.get(name, {}))
     for base_name, base in (("floor", floor), ("peer", peer)):
         if base is None:
             continue
@@ -351,22 +409,39 @@ def _row(name: str, doc: dict[str, Any], floor: dict[str, Any] | None,
 
 def _table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"| {'set-up':<6} | turns | calls open at once | overhead p50 ms | p95 ms | p99 ms | "
-        "turn p50 ms | p50 / floor | p99 / floor | p50 / peer | p99 / peer | problems |"
+        "| set-up | turns | calls open at once | overhead p50 ms | p95 ms | p99 ms | "
+        "response p50 ms | response p95 ms | response p50 / peer's | turn p50 ms | "
+        "p50 / floor | p99 / floor | p50 / peer | p99 / peer | problems |"
     )
-    out = [head, "|" + "|".join("---" for _ in range(12)) + "|"]
+    out = [head, "|" + "|".join("---" for _ in range(15)) + "|"]
 
     def f(v: Any) -> str:
         return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
     for r in rows:
-        out.append(
-            f"| {r['target']:<6} | {r['turns']} | {f(r['peak_open_calls'])} | "
-            f"{f(r['overhead_p50_ms'])} | "
-            f"{f(r['overhead_p95_ms'])} | {f(r['overhead_p99_ms'])} | {f(r['turn_p50_ms'])} | "
-            f"{f(r.get('p50_vs_floor'))} | {f(r.get('p99_vs_floor'))} | "
-            f"{f(r.get('p50_vs_peer'))} | {f(r.get('p99_vs_peer'))} | {r['problems']} |"
-        )
+        cells = [r["target"], r["turns"], r["peak_open_calls"], r["overhead_p50_ms"]]
+        cells += [r["overhead_p95_ms"], r["overhead_p99_ms"], r["response_p50_ms"]]
+        cells += [r["response_p95_ms"], r.get("response_vs_peer"), r["turn_p50_ms"]]
+        cells += [r.get("p50_vs_floor"), r.get("p99_vs_floor"), r.get("p50_vs_peer")]
+        cells += [r.get("p99_vs_peer"), r["problems"]]
+        out.append("| " + " | ".join(f(c) for c in cells) + " |")
+    return "\n".join(out)
+
+
+def _tokens_table(rows: list[dict[str, Any]]) -> str:
+    """Output tokens and speculations of the set-ups whose facts were read."""
+    out = [
+        "| set-up | output tokens | of held replies | wasted (discarded) | extra % | "
+        "speculations started | adopted | discarded |",
+        "|" + "|".join("---" for _ in range(8)) + "|",
+    ]
+    for r in rows:
+        if "output_tokens" not in r:
+            continue
+        cells = [r["target"], r["output_tokens"], r["held_output_tokens"]]
+        cells += [r["wasted_output_tokens"], r["extra_output_pct"], r["speculations_started"]]
+        cells += [r["speculations_adopted"], r["speculations_discarded"]]
+        out.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
     return "\n".join(out)
 
 
@@ -440,9 +515,9 @@ def main() -> None:
         for name, svg in svgs.items():
             write_svg(Path(args.plot_dir) / f"load-{name}.svg", svg)
     table = _table(rows)
-    sys.stdout.write(table + "\n")
+    sys.stdout.write(table + "\n\n" + _tokens_table(rows) + "\n")
     if args.json_out:
-        write_json(args.json_out, {"rows": rows, "reports": docs, "cpu": CPU})
+        write_json(args.json_out, {"rows": rows, "reports": docs, "cpu": CPU, "facts": FACTS})
     if args.docs:
         command = "python bench/load.py " + " ".join(sys.argv[1:])
         today = datetime.date.today().isoformat()
