@@ -49,6 +49,8 @@ class Kind(StrEnum):
     LLM_RESULT = "llm.result"  # llm -> conversation: the finished reply
     GATEWAY_SEND = "gateway.send"  # conversation -> gateway: an app frame to send
     CONTROL_CANCEL = "control.cancel"  # conversation -> llm workers
+    CONTROL_ADOPT = "control.adopt"  # conversation -> llm workers: a held reply is the turn's
+    GATEWAY_ADOPT = "gateway.adopt"  # conversation -> gateway: release a held reply
     CONVERSATION_TIMER = "conversation.timer"  # conversation -> itself: a deadline is due
     EVENT = "event"  # a fact for telemetry and plug-ins
 

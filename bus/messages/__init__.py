@@ -1,7 +1,7 @@
 """One typed message per kind that crosses the bus: the schema, in code.
 
 Modules: ``caller`` (``call.*``), ``llm`` (``llm.*``), ``control``
-(``gateway.send``, ``control.cancel``, ``conversation.timer``), ``fact``
+(``gateway.send``, ``control.cancel``, ``conversation.timer``, ``*.adopt``), ``fact``
 (``event``), ``body`` (typed field reads, history message types), ``json``
 (``JsonValue``/``JsonObject``: open JSON such as tool schemas and inputs).
 
@@ -58,7 +58,13 @@ from bus.messages.caller import (
     CallPrompt,
     CallSetup,
 )
-from bus.messages.control import ControlCancel, ConversationTimer, GatewaySend
+from bus.messages.control import (
+    ControlAdopt,
+    ControlCancel,
+    ConversationTimer,
+    GatewayAdopt,
+    GatewaySend,
+)
 from bus.messages.fact import Fact
 from bus.messages.llm import (
     HistoryRef,
@@ -82,9 +88,11 @@ __all__ = [
     "CallPrompt",
     "CallSetup",
     "ContentBlock",
+    "ControlAdopt",
     "ControlCancel",
     "ConversationTimer",
     "Fact",
+    "GatewayAdopt",
     "GatewaySend",
     "HistoryMessage",
     "HistoryRef",
@@ -117,6 +125,8 @@ BusMessage = (
     | GatewaySend
     | ControlCancel
     | ConversationTimer
+    | GatewayAdopt
+    | ControlAdopt
     | Fact
 )
 
@@ -136,6 +146,8 @@ _TYPES: dict[str, type[BusMessage]] = {
         GatewaySend,
         ControlCancel,
         ConversationTimer,
+        GatewayAdopt,
+        ControlAdopt,
         Fact,
     )
 }

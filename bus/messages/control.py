@@ -1,5 +1,6 @@
 """Messages between actors and to the gateway: ``gateway.send``, ``control.cancel``,
-``conversation.timer``."""
+``conversation.timer``, and the adoption of a speculative reply (``gateway.adopt``,
+``control.adopt``)."""
 
 from __future__ import annotations
 
@@ -75,3 +76,46 @@ class ConversationTimer:
     def from_body(cls, body: Mapping[str, Any]) -> Self:
         b = Body(cls.KIND, body)
         return cls(timer=b.str_("timer"), deadline_ms=b.int_("deadline_ms"))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayAdopt:
+    """``gateway.adopt``: the held reply to the interim prompt ``reply_to`` answers
+    the final prompt ``seq`` of the envelope's session.
+
+    The gateway releases what it holds of that reply at once, and forwards
+    the rest as it comes, unless an interrupt or a newer final prompt
+    arrived after ``seq`` (then it drops the reply). See ``gateway.fence``.
+    """
+
+    KIND: ClassVar[Kind] = Kind.GATEWAY_ADOPT
+
+    reply_to: int
+    seq: int
+
+    def to_body(self) -> dict[str, Any]:
+        return {"reply_to": self.reply_to, "seq": self.seq}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        b = Body(cls.KIND, body)
+        return cls(reply_to=b.int_("reply_to"), seq=b.int_("seq"))
+
+
+@dataclass(frozen=True, slots=True)
+class ControlAdopt:
+    """``control.adopt``: the held reply to ``reply_to`` of the envelope's call and
+    session was adopted for the final prompt ``seq``: its tools may run now."""
+
+    KIND: ClassVar[Kind] = Kind.CONTROL_ADOPT
+
+    reply_to: int
+    seq: int
+
+    def to_body(self) -> dict[str, Any]:
+        return {"reply_to": self.reply_to, "seq": self.seq}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
+        b = Body(cls.KIND, body)
+        return cls(reply_to=b.int_("reply_to"), seq=b.int_("seq"))

@@ -70,6 +70,12 @@ class LlmRequest:
     carried, and the call's state holds) followed by ``messages``, the
     history messages new since, as stored (consecutive messages of one role
     not yet merged); ``actors/llm/history.py`` rebuilds it.
+
+    ``held``: a speculative reply to an interim prompt
+    (``actors.conversation.speculation``): its token entries are marked
+    ``held`` and the gateway keeps them until the conversation adopts the
+    reply (``gateway.adopt``); its tools run only after ``control.adopt``.
+    Written only when true, so other requests' bodies are as before.
     """
 
     KIND: ClassVar[Kind] = Kind.LLM_REQUEST
@@ -79,6 +85,7 @@ class LlmRequest:
     reply_to: int | None = None
     prompt_ms: float | None = None
     history: HistoryRef | None = None
+    held: bool = False
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"system": self.system, "messages": list(self.messages)}
@@ -88,6 +95,8 @@ class LlmRequest:
             body["prompt_ms"] = self.prompt_ms
         if self.history is not None:
             body["history"] = self.history.to_body()
+        if self.held:
+            body["held"] = True
         return body
 
     @classmethod
@@ -100,6 +109,7 @@ class LlmRequest:
             reply_to=b.opt_int("reply_to"),
             prompt_ms=b.opt_number("prompt_ms"),
             history=None if ref is None else HistoryRef.from_body(cls.KIND, b.object_("history")),
+            held=b.bool_("held", False),
         )
 
 
@@ -113,6 +123,8 @@ class LlmTokens:
     higher number and first writes an *opening* entry (``index`` -1, no
     text), after which the gateway forwards nothing of an older generation
     of that reply (``gateway.fence``, ``actors.llm.resume``).
+    ``held``: of a speculative reply; the gateway buffers it until the reply
+    is adopted (``gateway.fence``). Written only when true.
     """
 
     KIND: ClassVar[Kind] = Kind.LLM_TOKENS
@@ -123,6 +135,7 @@ class LlmTokens:
     last: bool
     reply_to: int
     generation: int = 0
+    held: bool = False
 
     @property
     def opening(self) -> bool:
@@ -138,6 +151,8 @@ class LlmTokens:
         }
         if self.generation:
             body["generation"] = self.generation
+        if self.held:
+            body["held"] = True
         return body
 
     @classmethod
@@ -149,6 +164,7 @@ class LlmTokens:
             last=b.bool_("last"),
             reply_to=b.int_("reply_to"),
             generation=b.int_("generation", 0),
+            held=b.bool_("held", False),
         )
 
 
