@@ -5,7 +5,9 @@ call sid to the live session, never blocking: ``llm.tokens`` become ``text``
 frames after the reply fence (:mod:`gateway.fence`) admits them;
 ``gateway.send`` frames (validated as Twilio would) go at once or, with
 ``after_speech``, once the speech model (:mod:`gateway.speech`) says the
-current reply has been spoken. Text is cleaned of what TTS must never get and
+current reply has been spoken. Token batches of a speculative reply
+(``held``) are kept in the fence until ``gateway.adopt`` releases them (or
+never: the fence's rule 5). Text is cleaned of what TTS must never get and
 split into frames under ``max_text_frame_bytes`` (:mod:`gateway.spoken`).
 Each frame is encoded by the session's
 :class:`relay.RelayConnection` (which refuses anything after ``end``) into
@@ -29,10 +31,10 @@ import trio_websocket
 
 from bus.base import BusError, Entry, MalformedEntry, parse_id
 from bus.envelope import Envelope, Kind, now_ms
-from bus.messages import GatewaySend, LlmTokens
+from bus.messages import GatewayAdopt, GatewaySend, LlmTokens
 from bus.retry import Backoff, retry_bus
 from gateway.context import GatewayContext
-from gateway.fence import Admission
+from gateway.fence import Admission, HeldBatch
 from gateway.session import Deferred, Outgoing, SentFacts, Session
 from gateway.spoken import clean, clean_part, split_text
 from relay import (
@@ -115,6 +117,8 @@ class Dispatcher:
                 self._route_tokens(env, LlmTokens.from_body(env.body))
             elif env.kind == Kind.GATEWAY_SEND:
                 self._route_send(env, GatewaySend.from_body(env.body))
+            elif env.kind == Kind.GATEWAY_ADOPT:
+                self._route_adopt(env, GatewayAdopt.from_body(env.body))
             else:
                 log.debug("bus_entry_ignored", kind=env.kind, entry_id=entry.id, **_context(env))
         except MalformedEntry as exc:
@@ -139,7 +143,7 @@ class Dispatcher:
         if session is None:
             return
         reply_to, index = tokens.reply_to, tokens.index
-        admission = session.fence.admit(reply_to, index, tokens.generation)
+        admission = session.fence.admit(reply_to, index, tokens.generation, held=tokens.held)
         if admission is Admission.OPENED:
             log.info(
                 "reply_generation_opened",
@@ -148,23 +152,54 @@ class Dispatcher:
                 **_context(env),
             )
             return
+        if admission is Admission.HOLD:
+            batch = HeldBatch(index, tokens.text, tokens.last, env.turn)
+            if not session.fence.keep(reply_to, batch):
+                self._dropped(env, "held_overflow", reply_to=reply_to, index=index)
+            return
         if admission is not Admission.SEND:
             fields = {"fence": session.fence.fence} if admission is Admission.FENCED else {}
             self._dropped(env, admission.value, reply_to=reply_to, index=index, **fields)
             return
-        names: tuple[str, ...] = ("first_token_sent",) if session.fence.is_first(reply_to) else ()
-        if tokens.last:
+        self._forward(session, env, reply_to, HeldBatch(index, tokens.text, tokens.last, env.turn))
+
+    def _forward(self, session: Session, env: Envelope, reply_to: int, batch: HeldBatch) -> None:
+        """Send an admitted batch of the reply to ``reply_to``; its facts name the
+        caller event the reply answers (a held reply's: the final prompt)."""
+        fence = session.fence
+        names: tuple[str, ...] = ("first_token_sent",) if fence.is_first(reply_to) else ()
+        if batch.last:
             names += ("last_token_sent",)
-        sent = SentFacts(names, reply_to, env.turn)
+        sent = SentFacts(names, fence.answers(reply_to), batch.turn)
         held = session.held_escape
-        token, hold = clean_part(held.pop(reply_to, ""), tokens.text)
-        for stale in [r for r in held if not session.fence.still_current(r)]:
+        token, hold = clean_part(held.pop(reply_to, ""), batch.text)
+        for stale in [r for r in held if not fence.still_current(r)]:
             del held[stale]
-        if hold and not tokens.last:
+        if hold and not batch.last:
             held[reply_to] = hold
-        text = Text(token=token, last=tokens.last)
+        text = Text(token=token, last=batch.last)
         if self.offer(session, env, text, sent):
-            session.fence.forwarded(reply_to, index, last=tokens.last)
+            fence.forwarded(reply_to, batch.index, last=batch.last)
+
+    def _route_adopt(self, env: Envelope, adopt: GatewayAdopt) -> None:
+        """A held reply answers the final prompt ``adopt.seq``: send what is kept."""
+        session = self._live(env, strict=True)
+        if session is None:
+            return
+        kept = session.fence.adopt(adopt.reply_to, adopt.seq)
+        if kept is None:
+            self._dropped(env, "adopt_too_late", reply_to=adopt.reply_to, seq=adopt.seq)
+            return
+        # Admitted when kept (order, repeats, generations): sent as they are.
+        for batch in kept:
+            self._forward(session, env, adopt.reply_to, batch)
+        self.ctx.fact(
+            session,
+            "held_released",
+            reply_to=adopt.seq,
+            speculation=adopt.reply_to,
+            batches=len(kept),
+        )
 
     def _route_send(self, env: Envelope, send: GatewaySend) -> None:
         try:

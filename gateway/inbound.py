@@ -101,7 +101,10 @@ def receive(ctx: GatewayContext, session: Session, frame: str | bytes) -> Inboun
         session.prompts += 1
         structlog.contextvars.bind_contextvars(prompts=session.prompts)
     # Fence at once: tokens of the reply being cut off must never play.
-    session.fence.caller_event(session.seq, cuts_reply=final_prompt or isinstance(msg, Interrupt))
+    interrupt = isinstance(msg, Interrupt)
+    session.fence.caller_event(
+        session.seq, cuts_reply=final_prompt or interrupt, interrupt=interrupt
+    )
     if isinstance(msg, Prompt) and msg.last:
         # The caller's words ride along for analytics plug-ins (same retention
         # as the partition stream that already holds them).

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from actors.llm.resume import forwarded
 from bus.messages import LlmTokens
-from gateway.fence import Admission, ReplyFence
+from gateway.fence import (
+    MAX_HELD_BATCHES,
+    MAX_HELD_REPLIES,
+    Admission,
+    HeldBatch,
+    ReplyFence,
+)
 
 
 def test_a_final_prompt_or_interrupt_fences_every_older_reply() -> None:
@@ -121,3 +127,104 @@ def test_the_resuming_worker_reads_back_what_the_fence_forwarded() -> None:
     folded = forwarded(batches)
     assert folded.text == "".join(sent) == "Hello there friend"
     assert folded.next_index == 3 and folded.newest_seen == 5 and not folded.finished
+
+
+# -- held (speculative) replies: rule 6 ----------------------------------------
+
+
+def _hold(fence: ReplyFence, reply_to: int, index: int, text: str, *, last: bool = False) -> None:
+    assert fence.admit(reply_to, index, held=True) is Admission.HOLD
+    assert fence.keep(reply_to, HeldBatch(index, text, last, turn=1))
+
+
+def test_a_held_reply_is_kept_past_the_final_prompt_and_released_on_adoption() -> None:
+    fence = ReplyFence("VX1")
+    _hold(fence, 4, 0, "Sure,")  # answers the interim prompt 4
+    fence.caller_event(6, cuts_reply=True)  # the final prompt 6: still kept
+    _hold(fence, 4, 1, " two.")
+    assert fence.admit(4, 1, held=True) is Admission.DUPLICATE
+    kept = fence.adopt(4, 6)
+    assert [b.text for b in kept or []] == ["Sure,", " two."]
+    # From now on the reply is the answer to 6: fenced, de-duplicated as such.
+    assert fence.answers(4) == 6
+    for batch in kept or []:
+        assert fence.admit(4, batch.index) is Admission.SEND
+        fence.forwarded(4, batch.index)
+    assert fence.admit(4, 2, held=True) is Admission.SEND  # later batches pass at once
+    assert fence.admit(4, 1, held=True) is Admission.DUPLICATE
+    assert fence.still_current(fence.answers(4)) and fence.still_current(4)
+    fence.caller_event(9, cuts_reply=True)  # the caller speaks again
+    assert fence.admit(4, 3, held=True) is Admission.FENCED
+    assert not fence.still_current(4)
+
+
+def test_a_held_reply_never_plays_without_its_adoption() -> None:
+    fence = ReplyFence("VX1")
+    _hold(fence, 4, 0, "Ten?")
+    fence.caller_event(6, cuts_reply=True)
+    # The final's own reply starts: the held one is dropped, never released.
+    assert fence.admit(6, 0) is Admission.SEND
+    fence.forwarded(6, 0)
+    assert fence.adopt(4, 6) == []  # nothing left to release...
+    assert fence._held == {}
+
+
+def test_an_adoption_after_a_newer_cut_is_refused() -> None:
+    for later in ({"cuts_reply": True}, {"cuts_reply": True, "interrupt": True}):
+        fence = ReplyFence("VX1")
+        _hold(fence, 4, 0, "Sure.", last=True)
+        fence.caller_event(6, cuts_reply=True)
+        fence.caller_event(8, **later)  # a newer final prompt, or a barge-in
+        assert fence.adopt(4, 6) is None
+        assert fence.admit(4, 1, held=True) is not Admission.SEND
+
+
+def test_an_interrupt_drops_every_held_reply_older_than_it() -> None:
+    fence = ReplyFence("VX1")
+    _hold(fence, 4, 0, "Sure.")
+    fence.caller_event(5, cuts_reply=True, interrupt=True)
+    assert fence._held == {}
+    assert fence.admit(4, 1, held=True) is Admission.FENCED  # and any that comes later
+    assert fence.adopt(4, 7) is None
+    _hold(fence, 6, 0, "Yes.")  # a speculation after the barge-in is kept
+
+
+def test_held_replies_are_bounded() -> None:
+    fence = ReplyFence("VX1")
+    for reply_to in range(1, MAX_HELD_REPLIES + 2):
+        _hold(fence, reply_to, 0, "x")
+    assert sorted(fence._held) == list(range(2, MAX_HELD_REPLIES + 2))  # the oldest went
+    for index in range(1, MAX_HELD_BATCHES):
+        _hold(fence, 3, index, "y")
+    assert fence.admit(3, MAX_HELD_BATCHES, held=True) is Admission.HOLD
+    assert not fence.keep(3, HeldBatch(MAX_HELD_BATCHES, "z", False, 1))
+    # Dropped whole (a release with a gap would be garbled), for good.
+    assert 3 not in fence._held and fence.admit(3, 0, held=True) is Admission.FENCED
+    fence.caller_event(9, cuts_reply=True)
+    assert fence.adopt(3, 9) is None
+
+
+def test_a_resumed_held_reply_continues_what_was_kept() -> None:
+    # Generation 0 kept two batches; a resuming attempt opens generation 7 and
+    # continues from them; the stalled first attempt's late batch is stale.
+    fence = ReplyFence("VX1")
+    batches = [
+        LlmTokens("Sure,", 0, False, 4, held=True),
+        LlmTokens(" two", 1, False, 4, held=True),
+        LlmTokens("", LlmTokens.OPENING, False, 4, generation=7, held=True),
+        LlmTokens(" tables", 2, False, 4, held=True),  # the first attempt, late
+        LlmTokens(" at", 2, False, 4, generation=7, held=True),
+        LlmTokens(" six.", 3, True, 4, generation=7, held=True),
+    ]
+    admissions = []
+    for b in batches:
+        admission = fence.admit(b.reply_to, b.index, b.generation, held=True)
+        admissions.append(admission)
+        if admission is Admission.HOLD:
+            fence.keep(4, HeldBatch(b.index, b.text, b.last, turn=1))
+    assert Admission.STALE_GENERATION in admissions and Admission.OPENED in admissions
+    fence.caller_event(6, cuts_reply=True)
+    kept = fence.adopt(4, 6)
+    assert "".join(b.text for b in kept or []) == "Sure, two at six."
+    # The resuming attempt folded the same text from the stream before its opening.
+    assert forwarded(batches[:2]).text == "Sure, two"
