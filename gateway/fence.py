@@ -140,6 +140,13 @@ class ReplyFence:
         attempt ``generation``, may be sent now. The first entry of a newer
         generation (its opening, ``index`` < 0) makes it the reply's newest.
         ``held``: of a speculative reply (``HOLD`` until it is adopted)."""
+        if index < 0:
+            # An opening carries no text: it only makes its generation the
+            # reply's newest (also for a reply kept or fenced: the resuming
+            # attempt writes it without knowing either).
+            if generation > self._generation.get(reply_to, 0):
+                self._generation[reply_to] = generation
+            return Admission.OPENED
         holding = held and reply_to not in self._adopted
         if holding:
             if reply_to < self._voided or reply_to in self._spoiled:
@@ -151,8 +158,6 @@ class ReplyFence:
             return Admission.STALE_GENERATION
         if generation > newest:
             self._generation[reply_to] = generation
-        if index < 0:
-            return Admission.OPENED
         if holding:
             return self._admit_held(reply_to, index)
         if reply_to in self._finished:

@@ -10,6 +10,16 @@ the parts of one reply together: resume (``resume``), cancellation
 (``cancel``), generation (``generate``), the token stream (``stream``), and
 the result with its facts (``result``, ``facts``).
 
+Held replies: a request with ``held: true`` is a speculation the
+conversation started on an interim prompt (``actors.conversation.speculation``).
+It streams like any other, but every token entry (the closing one too) is
+marked ``held``, so the gateway keeps it from the caller until the
+conversation adopts the reply; it never gets the filler line (a ``text``
+frame that would not be held); and when the model asks for a tool, the
+tools wait until ``control.adopt`` says the reply was adopted (a cancel
+stops it as any other; ``HELD_TOOL_WAIT_S`` bounds the wait), so a
+speculation that is discarded never acts on the call.
+
 Dead letter: a request delivered more than ``max_deliveries`` times goes to
 the dead-letter stream and the caller's reply is closed with the apology.
 
@@ -102,6 +112,10 @@ class LLMActor(Actor):
         """Stop a generation now, or before it starts (see ``Cancels.cancel``)."""
         return self.cancels.cancel(call, session, reply_to, reason)
 
+    def adopt(self, call: str, session: str, reply_to: int) -> None:
+        """A held reply was adopted: its tools may run (see ``Cancels.adopt``)."""
+        self.cancels.adopt(call, session, reply_to)
+
     async def handle(self, env: Envelope, entry: Entry) -> None:
         if env.kind != Kind.LLM_REQUEST:
             log.warning("unexpected_kind", kind=env.kind, entry_id=entry.id)
@@ -111,7 +125,7 @@ class LLMActor(Actor):
         if self._stale(env, entry, reply_to):
             return
         if entry.deliveries > self.config.max_deliveries:
-            await self._give_up(env, entry, reply_to)
+            await self._give_up(env, entry, reply_to, held=request.held)
             return
         resumed = entry.deliveries > 1 or entry.id in self._attempted
         # Which worker took which request: what an operator (or a failover
@@ -126,7 +140,7 @@ class LLMActor(Actor):
         self._attempted.add(entry.id)
         sent = await already_sent(self.bus, self.keys, env, reply_to) if resumed else SentSoFar()
         if sent.finished:
-            await self._close_finished(env, reply_to, sent)
+            await self._close_finished(env, reply_to, sent, held=request.held)
         else:
             if resumed:
                 log.info(
@@ -168,7 +182,7 @@ class LLMActor(Actor):
     async def _complete(
         self, env: Envelope, request: LlmRequest, reply_to: int, sent: SentSoFar
     ) -> None:
-        outcome = Outcome(started=trio.current_time(), prefix=sent.text)
+        outcome = Outcome(started=trio.current_time(), prefix=sent.text, held=request.held)
         outcome.asked_ms = request.prompt_ms or env.ts or None
         key: GenerationKey = (env.call, env.session, reply_to)
         early = self.cancels.early(key)
@@ -226,14 +240,14 @@ class LLMActor(Actor):
     ) -> tuple[int, str]:
         """Stream the reply to the caller; the next index and the unsent text."""
         key: GenerationKey = (env.call, env.session, reply_to)
-        generation = self.cancels.start(key)
+        generation = self.cancels.start(key, held=outcome.held)
         try:
             send, receive = trio.open_memory_channel[Piece](math.inf)
             wake = Wake()
             engine = Engine(self.config, self.provider, self.tools, self.bus)
             producer = Producer(engine, env, reply_to, completion, outcome, generation, wake, send)
             sender = TokenSender(
-                ReplyOut(self.bus, self.keys, env, reply_to, sent.generation),
+                ReplyOut(self.bus, self.keys, env, reply_to, sent.generation, held=outcome.held),
                 floor_s=max(0.0, self.config.token_coalesce_ms) / 1000,
                 ticks=self._ticks,
                 wake=wake,
@@ -264,7 +278,7 @@ class LLMActor(Actor):
         end = ending(
             outcome, reply_to, leftover, trio.current_time(), refusal_line=self.config.refusal_line
         )
-        out = ReplyOut(self.bus, self.keys, env, reply_to, generation)
+        out = ReplyOut(self.bus, self.keys, env, reply_to, generation, held=outcome.held)
         # The result goes first: once the caller has the closing token it may
         # answer at once, and its next prompt must land on the partition stream
         # after this reply, or the conversation would see them out of order.
@@ -299,7 +313,9 @@ class LLMActor(Actor):
             tool_calls=len(result.tool_calls),
         )
 
-    async def _close_finished(self, env: Envelope, reply_to: int, sent: SentSoFar) -> None:
+    async def _close_finished(
+        self, env: Envelope, reply_to: int, sent: SentSoFar, *, held: bool = False
+    ) -> None:
         """The caller heard the whole reply already: write only a missing result."""
         log.info(
             "completion_already_sent",
@@ -309,12 +325,12 @@ class LLMActor(Actor):
         )
         if sent.result_written:
             return
-        outcome = Outcome(started=trio.current_time(), prefix=sent.text)
+        outcome = Outcome(started=trio.current_time(), prefix=sent.text, held=held)
         await self._finish(
             env, reply_to, sent.next_index, "", outcome, sent.generation, close_reply=False
         )
 
-    async def _give_up(self, env: Envelope, entry: Entry, reply_to: int) -> None:
+    async def _give_up(self, env: Envelope, entry: Entry, reply_to: int, *, held: bool) -> None:
         """Dead-letter a request delivered too often; close the caller's reply."""
         error = (
             f"delivered {entry.deliveries} times (max {self.config.max_deliveries}); "
@@ -330,7 +346,7 @@ class LLMActor(Actor):
         )
         sent = await already_sent(self.bus, self.keys, env, reply_to)
         if sent.finished:
-            await self._close_finished(env, reply_to, sent)
+            await self._close_finished(env, reply_to, sent, held=held)
             return
-        outcome = Outcome(started=trio.current_time(), prefix=sent.text, error=error)
+        outcome = Outcome(started=trio.current_time(), prefix=sent.text, error=error, held=held)
         await self._finish(env, reply_to, sent.next_index, "", outcome, sent.generation)

@@ -11,6 +11,11 @@ A cancel of ``(call, session, reply_to)`` stops that generation at once
 (provider stream and running tool alike) and is remembered for
 ``cancel_memory_s``: a request that arrives after its cancel is answered
 with an empty cancelled result without calling the provider.
+
+A ``control.adopt`` of ``(call, session, reply_to)`` says a held
+(speculative) reply became the caller's turn: its generation's ``adopted``
+event is set, and remembered like a cancel, so a worker that takes the
+request over later knows it too.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from bus.base import Bus, BusError, Entry, MalformedEntry, parse_id
 from bus.envelope import Envelope, Kind, now_ms
 from bus.facts import wall_ms
 from bus.keys import Keys
-from bus.messages import ControlCancel
+from bus.messages import ControlAdopt, ControlCancel
 from bus.retry import Backoff
 
 log = structlog.get_logger()
@@ -46,6 +51,8 @@ class Generation:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     reason: str | None = None
     cancelled_ms: float | None = None
+    held: bool = False  # a speculative reply (``llm.request`` ``held``)
+    adopted: trio.Event = field(default_factory=trio.Event)  # control.adopt seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +73,34 @@ class Cancels:
         self._generations: dict[GenerationKey, Generation] = {}
         # Oldest first (insertion order): key -> (expiry on the trio clock, cancel).
         self._seen: dict[GenerationKey, tuple[float, EarlyCancel]] = {}
+        # Adopted held replies, oldest first: key -> expiry on the trio clock.
+        self._adopted: dict[GenerationKey, float] = {}
 
     def early(self, key: GenerationKey) -> EarlyCancel | None:
         """The cancel already seen for ``key``, if any."""
         seen = self._seen.get(key)
         return None if seen is None else seen[1]
 
-    def start(self, key: GenerationKey) -> Generation:
+    def start(self, key: GenerationKey, *, held: bool = False) -> Generation:
         """Register a generation; ``finish`` it when it ends."""
-        generation = Generation()
+        generation = Generation(held=held)
+        if key in self._adopted:
+            generation.adopted.set()
         self._generations[key] = generation
         return generation
+
+    def adopt(self, call: str, session: str, reply_to: int) -> None:
+        """The held reply of ``(call, session, reply_to)`` was adopted: its tools may run."""
+        now = trio.current_time()
+        for old, expiry in list(self._adopted.items()):
+            if expiry > now:
+                break
+            del self._adopted[old]
+        key: GenerationKey = (call, session, reply_to)
+        self._adopted.setdefault(key, now + self.memory_s)
+        generation = self._generations.get(key)
+        if generation is not None:
+            generation.adopted.set()
 
     def finish(self, key: GenerationKey) -> None:
         self._generations.pop(key, None)
@@ -151,10 +175,15 @@ class Cancels:
         return newest if parse_id(newest)[0] < since else f"{since}-0"
 
     def _apply(self, entry: Entry) -> None:
-        if entry.fields.get("k") != Kind.CONTROL_CANCEL:
+        kind = entry.fields.get("k")
+        if kind not in (Kind.CONTROL_CANCEL, Kind.CONTROL_ADOPT):
             return
         try:
             env = Envelope.decode(entry.fields)
+            if kind == Kind.CONTROL_ADOPT:
+                adopt = ControlAdopt.from_body(env.body)
+                self.adopt(env.call, env.session, adopt.reply_to)
+                return
             cancel = ControlCancel.from_body(env.body)
         except MalformedEntry as exc:
             log.warning("control_entry_malformed", entry_id=entry.id, error=str(exc))

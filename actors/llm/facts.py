@@ -55,6 +55,8 @@ def request_facts(
             stop_reason=outcome.stop_reason,
             error=outcome.error,
             cancelled=outcome.cancelled is not None,
+            # A speculation's (actors.conversation.speculation): only when held.
+            **({"held": True} if outcome.held else {}),
         )
     )
     return facts

@@ -8,6 +8,10 @@ the caller. Frames a tool sends (``sendDigits``, ``language``) go to the
 gateway in order with the text; ``end`` frames (``after_speech``) go after
 the closing token.
 
+A held (speculative) reply runs no tool before it is adopted: at its first
+``tool_use`` it waits for ``generation.adopted`` (``control.adopt``), at most
+``HELD_TOOL_WAIT_S``; not adopted by then, its tool uses are closed unrun.
+
 A ``control.cancel`` cancels ``generation.scope``: the provider stream and any
 running tool stop at once; open tool uses get the result ``"cancelled: the
 caller interrupted"`` (``is_error``) and a pending ``end`` is not sent.
@@ -37,6 +41,9 @@ log = structlog.get_logger()
 
 # Which turn of a call last had the filler line, kept this long.
 FILLER_MEMORY_MS = 3600 * 1000
+# How long a held reply's tools wait for its adoption: the final prompt
+# follows the interim ones within a second or two; a cancel ends it sooner.
+HELD_TOOL_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,8 @@ class Producer:
             uses = await self._stream_round(round_no)
             if not uses:
                 return
+            if self.generation.held and not await self._adopted():
+                return
             for use in uses:
                 await self._run_tool(use)
             self.reply.end_tools()
@@ -137,6 +146,14 @@ class Producer:
         self.reply.end_round(uses, blocks)
         return uses
 
+    async def _adopted(self) -> bool:
+        """Wait until this held reply is adopted; False: not in time."""
+        with trio.move_on_after(HELD_TOOL_WAIT_S):
+            await self.generation.adopted.wait()
+            return True
+        log.warning("held_reply_not_adopted", reply_to=self.reply_to, waited_s=HELD_TOOL_WAIT_S)
+        return False
+
     async def filler(self) -> None:
         """Say the filler line when the reply's first token is late.
 
@@ -149,6 +166,8 @@ class Producer:
         config = self.engine.config
         if config.filler_after_s <= 0 or not config.filler_text or self.outcome.prefix:
             return
+        if self.outcome.held:
+            return  # nobody waits on a speculation: its filler would not be held
         with self.filler_scope:
             # Counted from when the caller finished speaking, as heard.
             asked = self.outcome.asked_ms

@@ -50,6 +50,8 @@ class Outcome:
     refused: bool = False  # the model refused (stop_reason "refusal")
     # When the caller's wait began (wall ms; None: not known): the prompt.
     asked_ms: float | None = None
+    # A speculative reply (``llm.request`` ``held``): its tokens are held.
+    held: bool = False
 
     def messages(self) -> ReplyMessages:
         if self.reply is None:

@@ -66,6 +66,7 @@ class ReplyOut:
     request: Envelope
     reply_to: int
     generation: int = 0  # the attempt's (``LlmTokens.generation``)
+    held: bool = False  # a speculative reply: every token entry is marked held
 
     def envelope(self, message: LlmTokens | GatewaySend | LlmResult) -> Envelope:
         """``message`` with the request's stamps (call, session, gateway, seq, turn)."""
@@ -85,7 +86,12 @@ class ReplyOut:
 
     def tokens(self, text: str, index: int, *, last: bool) -> Fields:
         tokens = LlmTokens(
-            text=text, index=index, last=last, reply_to=self.reply_to, generation=self.generation
+            text=text,
+            index=index,
+            last=last,
+            reply_to=self.reply_to,
+            generation=self.generation,
+            held=self.held,
         )
         return self.envelope(tokens).encode()
 
