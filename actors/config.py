@@ -25,6 +25,17 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+# Preemptive replies: how long an interim prompt must stay unchanged before
+# a reply is started on it, how many may start per utterance, and the
+# longest utterance (characters) worth one: about 10 s of speech at 14
+# characters a second, past which the words change more and a discarded
+# reply costs more (LiveKit Agents' defaults are 3 attempts per turn and
+# 10 s; docs/ARCHITECTURE.md, "Preemptive replies").
+DEFAULT_SETTLE_MS: Final = 150.0
+DEFAULT_MAX_SPECULATIONS: Final = 3
+DEFAULT_SPECULATION_MAX_CHARS: Final = 140
+
+
 @dataclass(frozen=True, slots=True)
 class ConversationConfig:
     keys: Keys = field(default_factory=Keys)
@@ -74,6 +85,15 @@ class ConversationConfig:
     # its call hears ``apology_text``; the partition's other calls go on.
     max_deliveries: int = 5
     apology_text: str = DEFAULT_APOLOGY_TEXT
+    # Preemptive replies (actors/conversation/speculation.py): with partial
+    # prompts on, a reply is started on an interim prompt unchanged for
+    # ``settle_ms``, held until the final prompt says it was the right one.
+    # At most ``max_speculations`` per utterance, none for an utterance
+    # longer than ``speculation_max_chars``.
+    preemptive: bool = False
+    settle_ms: float = DEFAULT_SETTLE_MS
+    max_speculations: int = DEFAULT_MAX_SPECULATIONS
+    speculation_max_chars: int = DEFAULT_SPECULATION_MAX_CHARS
 
 
 DEFAULT_FIRST_TOKEN_DEADLINE_S: Final = 2.5

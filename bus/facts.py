@@ -28,12 +28,17 @@ Fact names used by the built-in parts (body fields besides ``fact``/``t_ms``):
   ``last_token_sent`` (``reply_to``; the first also ``latency_ms``, the
   caller's wait since the final prompt, when it answers one), ``frame_rejected`` (``reason``),
   ``call_ended`` (``code``, ``reason``), ``reply_late`` (``reply_to``: no
-  reply started within the deadline, the caller heard the gateway's apology);
+  reply started within the deadline, the caller heard the gateway's apology),
+  ``held_released`` (``reply_to``: the final prompt; ``speculation``: the
+  interim prompt the held reply answered; ``batches`` released at once);
 - conversation: ``prompt_applied``, ``llm_requested`` (``reply_to``);
+  preemptive replies: ``speculation_started``, ``speculation_adopted``,
+  ``speculation_discarded``, ``speculation_wasted`` (fields in
+  ``actors/conversation/speculation.py``);
 - llm: ``request_taken``, ``provider_first_token``, ``completion_done``
   (``reply_to``, ``usage`` with ``cache_read_input_tokens`` and
   ``cache_creation_input_tokens`` when the prompt cache was used,
-  ``stop_reason``, ``cancelled``),
+  ``stop_reason``, ``cancelled``; ``held: true`` for a speculation),
   ``provider_error`` (``error``), ``tool_called`` (``name``, ``is_error``),
   ``generation_cancelled`` (``reason``; ``t_ms`` = when the cancel was read).
 """

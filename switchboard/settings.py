@@ -19,11 +19,14 @@ from actors.config import (
     DEFAULT_FIRST_TOKEN_DEADLINE_S,
     DEFAULT_GOODBYE_TEXT,
     DEFAULT_KEEPALIVE_S,
+    DEFAULT_MAX_SPECULATIONS,
     DEFAULT_MODEL,
     DEFAULT_PROMPT_CACHE,
     DEFAULT_REFUSAL_LINE,
     DEFAULT_REPROMPT_TEXT,
     DEFAULT_RESUME_GREETING,
+    DEFAULT_SETTLE_MS,
+    DEFAULT_SPECULATION_MAX_CHARS,
     DEFAULT_SYSTEM_PROMPT,
     DEFAULT_THINKING,
     ConversationConfig,
@@ -145,6 +148,12 @@ class Settings:
     # How fast replies are spoken (characters a second), wherever speech is
     # timed without Twilio saying so (relay.speech).
     speech_chars_per_second: float = CHARS_PER_SECOND
+    # Preemptive replies (ConversationConfig.preemptive ...): None follows
+    # partial prompts (relay.partial_prompts), on when they are on.
+    preemptive: bool | None = None
+    settle_ms: float = DEFAULT_SETTLE_MS
+    max_speculations: int = DEFAULT_MAX_SPECULATIONS
+    speculation_max_chars: int = DEFAULT_SPECULATION_MAX_CHARS
     # The agent profile these settings were built with (SWITCHBOARD_PROFILE).
     profile_path: str | None = None
     log_level: str = "info"
@@ -235,7 +244,19 @@ class Settings:
             max_history_chars=self.max_history_chars,
             handler_deadline_s=self.handler_deadline_s,
             max_deliveries=self.conversation_max_deliveries,
+            preemptive=self.preemptive_replies,
+            settle_ms=self.settle_ms,
+            max_speculations=self.max_speculations,
+            speculation_max_chars=self.speculation_max_chars,
         )
+
+    @property
+    def preemptive_replies(self) -> bool:
+        """Whether replies start on interim prompts: SWITCHBOARD_PREEMPTIVE, else
+        whenever partial prompts are on (there are no interim prompts otherwise)."""
+        if self.preemptive is not None:
+            return self.preemptive
+        return bool(self.relay.partial_prompts)
 
     def telemetry_config(self) -> TelemetryConfig:
         return TelemetryConfig(keys=self.keys)

@@ -46,7 +46,14 @@ from bus.base import BusError, Entry, Fields, parse_id
 from bus.envelope import Envelope
 from bus.facts import fact_item, wall_ms
 from bus.keys import GROUP_CONVERSATION, partition_of
-from bus.messages import ControlCancel, GatewaySend, LlmRequest, UnknownKind, envelope
+from bus.messages import (
+    ControlAdopt,
+    ControlCancel,
+    GatewaySend,
+    LlmRequest,
+    UnknownKind,
+    envelope,
+)
 from bus.retry import Backoff
 from relay import Text, to_wire
 
@@ -210,7 +217,7 @@ class ConversationActor(Actor):
         )
         if isinstance(message, LlmRequest):
             stream = self.keys.llm_for(effect.call)
-        elif isinstance(message, ControlCancel):
+        elif isinstance(message, ControlCancel | ControlAdopt):
             stream = self.keys.control
         else:
             stream = self.keys.gateway(effect.gateway)

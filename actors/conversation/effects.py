@@ -19,7 +19,18 @@ from typing import Any
 
 from actors.config import ConversationConfig
 from bus.envelope import Envelope
-from bus.messages import BusMessage, ControlCancel, GatewaySend, LlmRequest, decode
+from bus.messages import (
+    BusMessage,
+    ControlAdopt,
+    ControlCancel,
+    GatewayAdopt,
+    GatewaySend,
+    LlmRequest,
+    decode,
+)
+
+# What the rules publish (facts apart).
+OutMessage = LlmRequest | ControlCancel | ControlAdopt | GatewaySend | GatewayAdopt
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +63,12 @@ class Incoming:
 class Outbound:
     """One message for the bus with its envelope stamps.
 
-    Routed by type: ``LlmRequest`` to the LLM stream, ``ControlCancel`` to the
-    control stream, ``GatewaySend`` to the gateway named by ``gateway``.
+    Routed by type: ``LlmRequest`` to the LLM stream, ``ControlCancel`` and
+    ``ControlAdopt`` to the control stream, ``GatewaySend`` and
+    ``GatewayAdopt`` to the gateway named by ``gateway``.
     """
 
-    message: LlmRequest | ControlCancel | GatewaySend
+    message: OutMessage
     call: str
     session: str = ""
     gateway: str = ""
@@ -98,7 +110,7 @@ class Step:
 
     def send(
         self,
-        message: LlmRequest | ControlCancel | GatewaySend,
+        message: OutMessage,
         call: str,
         *,
         session: str,

@@ -11,8 +11,9 @@ then persists the state.
 
 Where each rule lives: ``turns`` (opening a turn, the request, the result,
 superseding), ``bargein`` (interrupt, ``tokensPlayed``), ``keypad`` (DTMF),
-``silence`` (re-prompts and goodbye); this module: setup and resume, prompts,
-the socket closing, timers.
+``silence`` (re-prompts and goodbye), ``speculation`` (preemptive replies on
+interim prompts: held, then adopted or discarded); this module: setup and
+resume, prompts, the socket closing, timers.
 
 Trust: caller speech only ever becomes a ``user`` message. The system prompt
 comes from the configuration alone, never from anything a caller said.
@@ -30,7 +31,14 @@ from actors.conversation.effects import Effect, Incoming, Step
 from actors.conversation.keypad import apply_dtmf, entry_timed_out, take_buffered
 from actors.conversation.limits import enforce
 from actors.conversation.silence import arm_silence, caller_spoke, on_silence
-from actors.conversation.state import DTMF, REQUEST, SILENCE, CallState, Speaking
+from actors.conversation.speculation import (
+    forget_utterance,
+    on_final,
+    on_partial,
+    on_result,
+    on_settle,
+)
+from actors.conversation.state import DTMF, REQUEST, SETTLE, SILENCE, CallState, Speaking
 from actors.conversation.turns import apply_result, end_open_turns, request, start_turn
 from bus.messages import (
     CallClosed,
@@ -85,14 +93,18 @@ def _dispatch(step: Step, state: CallState | None, incoming: Incoming) -> CallSt
         if state is None:
             _without_call(message)
         elif isinstance(message, LlmResult):
-            apply_result(step, state, message, turn_no=incoming.turn)
+            if not on_result(step, state, message, session=incoming.session):
+                apply_result(step, state, message, turn_no=incoming.turn)
         elif isinstance(message, CallClosed):
             apply_closed(step, state, message)
         else:
             apply_timer(step, state, message)
         return state
     if isinstance(message, CallPrompt) and not message.last:
-        return None  # interim prompt: nothing changes, nothing to persist
+        # An interim prompt: recorded only for preemptive replies, and only
+        # when its words changed; otherwise nothing to persist.
+        changed = state is not None and on_partial(step, state, message, seq=seq)
+        return state if changed else None
     if not isinstance(message, CallPrompt | CallInterrupt | CallInfo | CallDtmf | CallError):
         log.warning("unexpected_kind", kind=message.KIND)
         return None
@@ -100,11 +112,13 @@ def _dispatch(step: Step, state: CallState | None, incoming: Incoming) -> CallSt
     if isinstance(message, CallPrompt):
         apply_prompt(step, state, message, incoming)
     elif isinstance(message, CallInterrupt):
+        forget_utterance(step, state, "interrupt")
         apply_interrupt(step, state, message, seq=seq)
     elif isinstance(message, CallInfo):
         apply_info(state, message, seq=seq)
     elif isinstance(message, CallDtmf):
         _follow_session(state, incoming)
+        forget_utterance(step, state, "keypad")
         apply_dtmf(step, state, message, seq=seq)
     else:
         log.warning("caller_error", seq=seq, description=message.description)
@@ -142,6 +156,7 @@ def apply_setup(step: Step, state: CallState | None, incoming: Incoming) -> Call
         # different gateway. Replies still running for the old socket
         # will never be heard.
         end_open_turns(step, state, "hangup")
+        forget_utterance(step, state, "hangup")
         state.session = incoming.session
         state.gateway = incoming.gateway
         state.closed = False
@@ -178,6 +193,8 @@ def apply_prompt(step: Step, state: CallState, prompt: CallPrompt, incoming: Inc
     # Keys pressed just before speaking belong to what the caller says.
     text = f"{take_buffered(step, state)} {text}".strip()
     _follow_session(state, incoming)
+    if on_final(step, state, text, seq=incoming.seq, prompt_ms=incoming.ts):
+        return  # the held reply started on these words is the turn's
     if not text:
         log.info("prompt_empty", seq=incoming.seq)
         if state.current() is None:
@@ -194,6 +211,7 @@ def apply_closed(step: Step, state: CallState, closed: CallClosed) -> None:
     state.timers.clear()
     state.dtmf_digits = ""
     end_open_turns(step, state, "hangup")
+    forget_utterance(step, state, "hangup")
     log.info("call_closed", code=closed.code, reason=closed.reason, turns=state.turn)
 
 
@@ -211,6 +229,8 @@ def apply_timer(step: Step, state: CallState, timer: ConversationTimer) -> None:
         entry_timed_out(step, state)
     elif name == SILENCE:
         on_silence(step, state)
+    elif name == SETTLE:
+        on_settle(step, state)
     elif name == REQUEST:
         current = state.current()
         if current is not None and not current.requested:

@@ -20,6 +20,7 @@ from actors.history import Message
 SILENCE = "silence"
 DTMF = "dtmf"
 REQUEST = "request"  # bounds how long a turn's request waits for an older result
+SETTLE = "settle"  # an interim prompt stayed unchanged: time to speculate
 REQUEST_WAIT_MS = 1000
 
 
@@ -43,6 +44,19 @@ class OpenTurn:
     # When the gateway received the words this turn answers (wall ms; 0:
     # not known): the first-token budget counts from there.
     prompt_ms: int = 0
+    # An adopted speculation: ``reply_to`` is the interim prompt's seq.
+    speculative: bool = False
+
+
+@dataclass(slots=True)
+class Speculation:
+    """A held reply started on an interim prompt (``actors.conversation.speculation``)."""
+
+    reply_to: int  # the interim prompt's seq
+    text: str  # its words, as recognised
+    session: str
+    # The body of its ``llm.result`` when that came before the final prompt.
+    result: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -84,6 +98,14 @@ class CallState:
     # what a rule dropped during the entry being applied (reported after it).
     dropped: dict[str, int] = field(default_factory=dict)
     pending_drops: dict[str, int] = field(default_factory=dict)
+    # Preemptive replies: the latest interim prompt of the utterance (text,
+    # seq), the speculations started on it so far, the one running, and
+    # the discarded ones whose result is still to come ([session, reply_to]).
+    partial_text: str = ""
+    partial_seq: int = 0
+    speculations: int = 0
+    speculation: Speculation | None = None
+    discarded: list[tuple[str, int]] = field(default_factory=list)
     # What the last entry applied publishes (stream, entry fields): written
     # with the state, appended after it, appended again if that entry comes
     # back (actors.conversation.actor).
@@ -106,6 +128,7 @@ class CallState:
     def from_json(cls, raw: str) -> CallState:
         data: dict[str, Any] = orjson.loads(raw)
         speaking = data.get("speaking")
+        speculation = data.get("speculation")
         return cls(
             call=str(data["call"]),
             session=str(data.get("session", "")),
@@ -126,6 +149,11 @@ class CallState:
             ending=bool(data.get("ending", False)),
             lang=str(data.get("lang", "")),
             dropped={str(k): int(v) for k, v in data.get("dropped", {}).items()},
+            partial_text=str(data.get("partial_text", "")),
+            partial_seq=int(data.get("partial_seq", 0)),
+            speculations=int(data.get("speculations", 0)),
+            speculation=Speculation(**speculation) if speculation else None,
+            discarded=[(str(s), int(r)) for s, r in data.get("discarded", [])],
             outbox=[
                 (str(stream), {str(k): str(v) for k, v in fields.items()})
                 for stream, fields in data.get("outbox", [])

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypedDict
 
-from actors.config import DEFAULT_GOODBYE_TEXT, DEFAULT_REPROMPT_TEXT, DEFAULT_RESUME_GREETING
+from actors.config import (
+    DEFAULT_GOODBYE_TEXT,
+    DEFAULT_MAX_SPECULATIONS,
+    DEFAULT_REPROMPT_TEXT,
+    DEFAULT_RESUME_GREETING,
+    DEFAULT_SETTLE_MS,
+    DEFAULT_SPECULATION_MAX_CHARS,
+)
 from relay.speech import CHARS_PER_SECOND
 from switchboard.environment.parse import SettingsError, flag, integer, number, positive, text
 from switchboard.profile import Profile
@@ -27,6 +34,11 @@ class ConversationSettings(TypedDict):
     dtmf_idle_s: float
     dtmf_menu: Mapping[str, str]
     speech_chars_per_second: float
+    # None: preemptive replies follow partial prompts (on when they are on).
+    preemptive: bool | None
+    settle_ms: float
+    max_speculations: int
+    speculation_max_chars: int
 
 
 def _speech_rate(env: Mapping[str, str]) -> float:
@@ -59,4 +71,10 @@ def read_conversation(env: Mapping[str, str], profile: Profile) -> ConversationS
         dtmf_idle_s=positive(env, "SWITCHBOARD_DTMF_IDLE_S", 3.0),
         dtmf_menu=dict(profile.dtmf_menu),
         speech_chars_per_second=_speech_rate(env),
+        preemptive=flag(env, "SWITCHBOARD_PREEMPTIVE", None),
+        settle_ms=positive(env, "SWITCHBOARD_SETTLE_MS", DEFAULT_SETTLE_MS),
+        max_speculations=integer(env, "SWITCHBOARD_MAX_SPECULATIONS", DEFAULT_MAX_SPECULATIONS),
+        speculation_max_chars=integer(
+            env, "SWITCHBOARD_SPECULATION_MAX_CHARS", DEFAULT_SPECULATION_MAX_CHARS, minimum=1
+        ),
     )
