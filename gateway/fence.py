@@ -144,8 +144,9 @@ class ReplyFence:
             # An opening carries no text: it only makes its generation the
             # reply's newest (also for a reply kept or fenced: the resuming
             # attempt writes it without knowing either).
-            if generation > self._generation.get(reply_to, 0):
-                self._generation[reply_to] = generation
+            if generation < self._generation.get(reply_to, 0):
+                return Admission.STALE_GENERATION
+            self._generation[reply_to] = generation
             return Admission.OPENED
         holding = held and reply_to not in self._adopted
         if holding:

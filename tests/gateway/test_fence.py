@@ -205,25 +205,27 @@ def test_held_replies_are_bounded() -> None:
 
 
 def test_a_resumed_held_reply_continues_what_was_kept() -> None:
-    # Generation 0 kept two batches; a resuming attempt opens generation 7 and
+    # Generation 0 kept two batches; a resuming attempt opens generation 7
+    # (its opening is not marked held, and comes after the final prompt) and
     # continues from them; the stalled first attempt's late batch is stale.
     fence = ReplyFence("VX1")
     batches = [
         LlmTokens("Sure,", 0, False, 4, held=True),
         LlmTokens(" two", 1, False, 4, held=True),
-        LlmTokens("", LlmTokens.OPENING, False, 4, generation=7, held=True),
+        LlmTokens("", LlmTokens.OPENING, False, 4, generation=7),
         LlmTokens(" tables", 2, False, 4, held=True),  # the first attempt, late
         LlmTokens(" at", 2, False, 4, generation=7, held=True),
         LlmTokens(" six.", 3, True, 4, generation=7, held=True),
     ]
     admissions = []
-    for b in batches:
-        admission = fence.admit(b.reply_to, b.index, b.generation, held=True)
+    for n, b in enumerate(batches):
+        if n == 2:
+            fence.caller_event(6, cuts_reply=True)
+        admission = fence.admit(b.reply_to, b.index, b.generation, held=b.held)
         admissions.append(admission)
         if admission is Admission.HOLD:
             fence.keep(4, HeldBatch(b.index, b.text, b.last, turn=1))
     assert Admission.STALE_GENERATION in admissions and Admission.OPENED in admissions
-    fence.caller_event(6, cuts_reply=True)
     kept = fence.adopt(4, 6)
     assert "".join(b.text for b in kept or []) == "Sure, two at six."
     # The resuming attempt folded the same text from the stream before its opening.
