@@ -5,9 +5,8 @@ call sid to the live session, never blocking: ``llm.tokens`` become ``text``
 frames after the reply fence (:mod:`gateway.fence`) admits them;
 ``gateway.send`` frames (validated as Twilio would) go at once or, with
 ``after_speech``, once the speech model (:mod:`gateway.speech`) says the
-current reply has been spoken. Token batches of a speculative reply
-(``held``) are kept in the fence until ``gateway.adopt`` releases them (or
-never: the fence's rule 5). Text is cleaned of what TTS must never get and
+current reply has been spoken; ``held`` batches wait in the fence for
+``gateway.adopt`` (its rule 6). Text is cleaned of what TTS must never get and
 split into frames under ``max_text_frame_bytes`` (:mod:`gateway.spoken`).
 Each frame is encoded by the session's
 :class:`relay.RelayConnection` (which refuses anything after ``end``) into
@@ -152,8 +151,8 @@ class Dispatcher:
                 **_context(env),
             )
             return
+        batch = HeldBatch(index, tokens.text, tokens.last, env.turn)
         if admission is Admission.HOLD:
-            batch = HeldBatch(index, tokens.text, tokens.last, env.turn)
             if not session.fence.keep(reply_to, batch):
                 self._dropped(env, "held_overflow", reply_to=reply_to, index=index)
             return
@@ -161,11 +160,10 @@ class Dispatcher:
             fields = {"fence": session.fence.fence} if admission is Admission.FENCED else {}
             self._dropped(env, admission.value, reply_to=reply_to, index=index, **fields)
             return
-        self._forward(session, env, reply_to, HeldBatch(index, tokens.text, tokens.last, env.turn))
+        self._forward(session, env, reply_to, batch)
 
     def _forward(self, session: Session, env: Envelope, reply_to: int, batch: HeldBatch) -> None:
-        """Send an admitted batch of the reply to ``reply_to``; its facts name the
-        caller event the reply answers (a held reply's: the final prompt)."""
+        """Send an admitted batch; its facts name the prompt the reply answers."""
         fence = session.fence
         names: tuple[str, ...] = ("first_token_sent",) if fence.is_first(reply_to) else ()
         if batch.last:
@@ -255,14 +253,9 @@ class Dispatcher:
             return [(msg, sent)]
         parts: list[tuple[Text, SentFacts | None]] = []
         for i, token in enumerate(tokens):
-            facts = sent
-            if sent is not None:
-                keep = {"first_token_sent"} if i == 0 else set()
-                if i == len(tokens) - 1:
-                    keep.add("last_token_sent")
-                facts = replace(sent, names=tuple(n for n in sent.names if n in keep))
-            last = msg.last and i == len(tokens) - 1
-            parts.append((replace(msg, token=token, last=last), facts))
+            final = i == len(tokens) - 1
+            facts = None if sent is None else sent.part(first=i == 0, final=final)
+            parts.append((replace(msg, token=token, last=msg.last and final), facts))
         return parts
 
     def _offer_one(

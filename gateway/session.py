@@ -14,7 +14,7 @@ in logs (``prompts``) and is never written into an envelope's ``turn``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 import trio_websocket
@@ -41,6 +41,14 @@ class SentFacts:
     names: tuple[str, ...]
     reply_to: int
     turn: int
+
+    def part(self, *, first: bool, final: bool) -> SentFacts:
+        """The facts of one frame of a text split into several:
+        ``first_token_sent`` on the first, ``last_token_sent`` on the final one."""
+        keep = {
+            name for name, on in (("first_token_sent", first), ("last_token_sent", final)) if on
+        }
+        return replace(self, names=tuple(n for n in self.names if n in keep))
 
 
 # An outbox item: the frame, its wire type (for metrics), facts to emit once sent.
