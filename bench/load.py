@@ -27,6 +27,7 @@ Only ratios within one run mean much on a shared machine.
     python bench/load.py [--calls 50] [--concurrency 50] [--targets floor,dev,redis,peer]
                          [--ttft-ms 300] [--gap-ms 20] [--gateways 1] [--docs]
 
+A Redis target may add settings of its own: ``redis-preempt+SWITCHBOARD_SETTLE_MS=50``.
 ``--docs`` rewrites the "Load" section of docs/BENCHMARKS.md with the figures.
 ``python bench/load.py floor-server`` runs the floor alone (used by the bench).
 """
@@ -203,10 +204,11 @@ async def open_target(
         env["SWITCHBOARD_LOG_LEVEL"] = "info"  # the ready event carries the port
         async with open_switchboard("dev", "--port", "0", env=env) as dev:
             yield [f"http://127.0.0.1:{_port(dev.events)}"], None
-    elif name in REDIS_SETUPS:
+    elif _base(name) in REDIS_SETUPS:
         async with open_redis_server() as redis, trio.open_nursery() as nursery:
             renv = dict(env, SWITCHBOARD_REDIS_URL=redis.url, SWITCHBOARD_LOG_LEVEL="info")
-            renv.update(REDIS_SETUPS[name])
+            renv.update(REDIS_SETUPS[_base(name)])
+            renv.update(_overrides(name))
             urls: list[str] = []
             stop = trio.Event()
 
@@ -231,6 +233,18 @@ async def open_target(
                 stop.set()
     else:
         raise ValueError(f"unknown target {name!r}")
+
+
+def _base(target: str) -> str:
+    """The set-up a target names: ``redis-preempt+SWITCHBOARD_SETTLE_MS=50`` is
+    ``redis-preempt`` with that setting."""
+    return target.split("+", 1)[0]
+
+
+def _overrides(target: str) -> dict[str, str]:
+    """The settings a target adds to its set-up's (``+NAME=VALUE`` each)."""
+    pairs = [p.split("=", 1) for p in target.split("+")[1:]]
+    return {k: v for k, v in pairs}
 
 
 def _read_facts(url: str) -> dict[str, Any]:
@@ -506,7 +520,10 @@ def main() -> None:
         trio.run(serve_floor, args.ttft_ms, args.gap_ms)
         return
     args.targets = [t for t in args.targets.split(",") if t]
-    unknown = set(args.targets) - set(TARGETS)
+    bad = [t for t in args.targets if "+" in t and any("=" not in p for p in t.split("+")[1:])]
+    if bad:
+        parser.error(f"a target's settings are +NAME=VALUE, got {bad}")
+    unknown = {_base(t) for t in args.targets} - set(TARGETS)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; choose from {TARGETS}")
     rows, docs, svgs = trio.run(run, args)
