@@ -4,8 +4,9 @@ Twilio reaches a deployment through one public URL; a load balancer sends
 each connection (a webhook, or a ``/relay`` upgrade) to a gateway whose
 ``/readyz`` answers 200, round robin. That is all this one does, at layer 4:
 it asks each candidate's ``/readyz`` when a connection arrives (so a gateway
-that starts draining is skipped at once), then pipes bytes both ways until
-either side closes. A connection for which no gateway is ready is closed
+that starts draining, or is still starting, is skipped at once), tries the
+next ready one if the connection to it fails, then pipes bytes both ways
+until either side closes. A connection for which no gateway is ready is closed
 without an answer, as a balancer with no healthy backend does.
 
 Use it with the gateways' ``SWITCHBOARD_PUBLIC_URL`` set to the balancer's
@@ -51,13 +52,16 @@ async def is_ready(host: str, port: int) -> bool:
     return False
 
 
-async def _pipe(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, broken: trio.CancelScope) -> None:
+    """Copy ``src`` to ``dst``; a clean end is passed on as a half-close, a
+    broken one (a reset: the backend died) ends both directions at once, or
+    the client would wait forever on a connection whose other end is gone."""
     try:
         while data := await src.receive_some(CHUNK):
             await dst.send_all(data)
         await dst.send_eof()
     except _IO_ERRORS:
-        pass
+        broken.cancel()
 
 
 @dataclass(eq=False)
@@ -85,18 +89,26 @@ class Balancer:
 
     async def handle(self, client: trio.SocketStream) -> None:
         async with client:
-            backend = await self.pick()
-            if backend is None:
-                log.warning("balancer_no_ready_backend")
-                return
-            try:
-                upstream = await trio.open_tcp_stream(*backend)
-            except OSError:
+            # A backend that dies between its probe and the connection is
+            # skipped for the next ready one, as a balancer retries a
+            # connect failure on another upstream.
+            for _ in range(max(1, len(self.backends))):
+                backend = await self.pick()
+                if backend is None:
+                    log.warning("balancer_no_ready_backend")
+                    return
+                try:
+                    upstream = await trio.open_tcp_stream(*backend)
+                except OSError:
+                    log.info("balancer_backend_refused", backend=f"{backend[0]}:{backend[1]}")
+                    continue
+                break
+            else:
                 return
             self.routed.append(backend)
             async with upstream, trio.open_nursery() as nursery:
-                nursery.start_soon(_pipe, client, upstream)
-                nursery.start_soon(_pipe, upstream, client)
+                nursery.start_soon(_pipe, client, upstream, nursery.cancel_scope)
+                nursery.start_soon(_pipe, upstream, client, nursery.cancel_scope)
 
 
 @asynccontextmanager

@@ -20,6 +20,10 @@ class SimulatorError(Exception):
     """The simulated call could not be placed or went wrong."""
 
 
+class ConnectionFailed(SimulatorError):
+    """A webhook's connection failed before any response arrived (Twilio retries it)."""
+
+
 class HttpError(SimulatorError):
     """A webhook (voice or action) answered with a non-2xx status."""
 

@@ -16,11 +16,19 @@ import h11
 import trio
 
 from relay.signature import SIGNATURE_HEADER, sign
-from switchboard.twilio.errors import HttpError, SimulatorError
+from switchboard.twilio.errors import ConnectionFailed, HttpError, SimulatorError
 
 API_VERSION: Final = "2010-04-01"
 # Bounds for a simulator talking to our own server: generous, but finite.
 MAX_HTTP_BODY: Final = 1024 * 1024
+
+# How Twilio makes a webhook request by default (its "Webhooks connection
+# overrides" page, https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides):
+# 5 s to connect (``ct``), 15 s for a response (``rt``) and for every attempt
+# together (``tt``), and one retry (``rc``) when the connection fails.
+CONNECT_TIMEOUT_S: Final = 5.0
+TOTAL_TIMEOUT_S: Final = 15.0
+RETRIES: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +112,8 @@ async def _read_response(conn: h11.Connection, stream: trio.abc.Stream, url: str
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
+            if not status:  # closed before any response: the connection failed
+                raise ConnectionFailed(f"{url} closed the connection unanswered") from None
             raise SimulatorError(f"bad HTTP response from {url}: {exc}") from None
         if event is h11.NEED_DATA:
             conn.receive_data(bytes(await stream.receive_some(65536)))
@@ -126,16 +136,50 @@ async def http_request(
     params: Mapping[str, str],
     auth_token: str | None,
 ) -> HttpResponse:
-    """One signed webhook request, as Twilio sends it, to the local origin."""
+    """One signed webhook request, as Twilio sends it, to the local origin.
+
+    As Twilio does: the connection must open within ``CONNECT_TIMEOUT_S``; a
+    connection that fails (refused, reset, closed before a response: a
+    server or balancer that went away) is tried once more; everything
+    together within ``TOTAL_TIMEOUT_S``. An HTTP error status is not retried.
+    """
+    url = public_url
+    with trio.move_on_after(TOTAL_TIMEOUT_S):
+        for attempt in range(RETRIES + 1):
+            try:
+                return await _attempt(origin, method, public_url, params, auth_token)
+            except ConnectionFailed:
+                if attempt == RETRIES:
+                    raise
+    raise SimulatorError(f"no response from {url} within {TOTAL_TIMEOUT_S:g} s")
+
+
+async def _attempt(
+    origin: Origin,
+    method: str,
+    public_url: str,
+    params: Mapping[str, str],
+    auth_token: str | None,
+) -> HttpResponse:
     url, headers, body = _request(origin, method, public_url, params, auth_token)
     conn = h11.Connection(h11.CLIENT)
-    async with await _open_stream(origin) as stream:
-        out = conn.send(h11.Request(method=method, target=target(url), headers=headers))
-        if body:
-            out += conn.send(h11.Data(data=body)) or b""
-        out += conn.send(h11.EndOfMessage()) or b""
-        await stream.send_all(out or b"")
-        response = await _read_response(conn, stream, url)
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT_S):
+            stream = await _open_stream(origin)
+    except (OSError, trio.TooSlowError) as exc:
+        raise ConnectionFailed(f"could not connect to {url}: {exc!r}") from None
+    async with stream:
+        try:
+            out = conn.send(h11.Request(method=method, target=target(url), headers=headers))
+            if body:
+                out += conn.send(h11.Data(data=body)) or b""
+            out += conn.send(h11.EndOfMessage()) or b""
+            await stream.send_all(out or b"")
+            response = await _read_response(conn, stream, url)
+        except (OSError, trio.BrokenResourceError) as exc:
+            raise ConnectionFailed(f"connection to {url} failed: {exc!r}") from None
+    if response.status == 0:
+        raise ConnectionFailed(f"connection to {url} closed before a response")
     if not 200 <= response.status < 300:
         raise HttpError(url, response.status, response.text)
     return response

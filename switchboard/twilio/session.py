@@ -248,6 +248,10 @@ class RelaySession:
                     await self._ws.aclose(code, reason)
                 elif app_close is not None:
                     self.close_code, self.close_reason = app_close
+            # Not within the socket's cleanup time: the callback has Twilio's
+            # own timeouts and retry (switchboard.twilio.http), and cutting it
+            # short lost the TwiML of a resume behind a restarting balancer.
+            with trio.CancelScope(shield=True):
                 await self._post_action(status, call_status, handoff_data, error)
         finally:
             self._inbox_send.close()
