@@ -57,6 +57,7 @@ from bus.resp import RedisClient
 from relay.signature import SIGNATURE_HEADER, sign
 from relay.twiml import TwimlError
 from switchboard.logging import configure_logging
+from switchboard.testing.balancer import open_balancer
 from switchboard.testing.procs import SwitchboardProcess, open_switchboard
 from switchboard.testing.redis_server import RedisServerHandle, free_port, open_redis_server
 from switchboard.twilio import open_call
@@ -69,6 +70,7 @@ PARTITIONS = 8
 LEASE_TTL_MS = 3000
 KEYS = Keys(partitions=PARTITIONS)
 REPLY_PATIENCE_S = 60.0
+REANSWER_PATIENCE_S = 10.0
 FLOOD_FRAMES = 20_000
 IDLE_SOCKETS = 2000
 
@@ -141,6 +143,8 @@ class CallRecord:
     complete: int = 0
     longest_gap_s: float = 0.0
     error: str = ""
+    # What the agent said first on a resumed session, for the turn cut off.
+    answered_again: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,6 +161,7 @@ class Row:
     errors: list[str] = field(default_factory=list)
     fault_s: float = 0.0
     detail: str = ""
+    said_again: int = 0
 
 
 async def _turns(call: SimulatedCall, record: CallRecord, progress: Callable[[], None]) -> None:
@@ -179,11 +184,24 @@ async def _turns(call: SimulatedCall, record: CallRecord, progress: Callable[[],
         progress()
 
 
+async def _answered_again(call: SimulatedCall, record: CallRecord) -> None:
+    """After a resume the agent answers the prompt the failure cut off
+    (``actors.conversation.cutoff``): the caller listens for that first.
+
+    None within ``REANSWER_PATIENCE_S`` (the prompt died with the gateway
+    before it reached the bus): the turn stays cut off, and the call goes on.
+    """
+    with trio.move_on_after(REANSWER_PATIENCE_S):
+        reply = await call.reply()
+        if reply.complete:
+            record.answered_again[len(record.replies) - 1] = reply.text
+
+
 async def _converse(url: str, record: CallRecord, progress: Callable[[], None]) -> None:
     """One call; a session that fails is resumed as Twilio would (the action's TwiML).
 
-    The prompt whose reply was cut off is not said again: it counts as a turn
-    not completed, and the call goes on with the next one.
+    The prompt whose reply was cut off is not said again: the agent answers
+    it on the new session, and the call goes on with the next one.
     """
     try:
         async with open_call(url, auth_token=TOKEN) as call:
@@ -198,6 +216,7 @@ async def _converse(url: str, record: CallRecord, progress: Callable[[], None]) 
                 record.replies.append("")  # the turn cut off by the failure
                 async with call.follow_action() as resumed:
                     try:
+                        await _answered_again(resumed, record)
                         await _turns(resumed, record, progress)
                         return
                     except SessionClosed:
@@ -220,8 +239,29 @@ async def _history(redis_url: str, sid: str) -> list[dict[str, Any]] | None:
     return history
 
 
+def _expected(history: list[dict[str, Any]], prompt_at: int) -> str:
+    """The scripted provider's reply to the history up to the prompt at ``prompt_at``."""
+    return scripted_reply(history[: prompt_at + 1])
+
+
+def _take_answers_again(row: Row, rec: CallRecord, history: list[dict[str, Any]] | None) -> None:
+    """A resumed session's first reply answers the prompt the failure cut off
+    (the turn completes), or, when that prompt died with the killed process
+    before reaching the bus, says again the reply the caller was hearing
+    when the session failed (counted in ``said_again``)."""
+    upto = {m["content"]: i for i, m in enumerate(history or []) if m["role"] == "user"}
+    for turn, text in rec.answered_again.items():
+        prompt = PROMPTS[turn]
+        if history is not None and prompt in upto and text == _expected(history, upto[prompt]):
+            rec.replies[turn] = text
+            rec.complete += 1
+            continue
+        row.said_again += 1
+
+
 def _judge(row: Row, records: list[CallRecord], histories: dict[str, Any]) -> None:
     for rec in records:
+        _take_answers_again(row, rec, histories.get(rec.sid))
         row.longest_silence_s = max(row.longest_silence_s, rec.longest_gap_s)
         if rec.complete == len(PROMPTS) and not rec.error:
             row.completed += 1
@@ -339,41 +379,6 @@ async def _idle_sockets(port: int, public_port: int, hold_s: float) -> str:
     return f"{upgraded} of {IDLE_SOCKETS} upgraded, held {hold_s:.0f} s"
 
 
-async def _balance(sup: Supervisor, *, task_status: trio.TaskStatus[None]) -> None:
-    """The load balancer in front of the gateways: each connection to the next live one."""
-    turn = 0
-
-    async def pump(src: trio.SocketStream, dst: trio.SocketStream) -> None:
-        try:
-            while data := await src.receive_some(65536):
-                await dst.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        with trio.move_on_after(1) as scope:
-            scope.shield = True
-            await dst.aclose()
-
-    async def handle(client: trio.SocketStream) -> None:
-        nonlocal turn
-        ports = list(sup.gateway_ports.values())
-        for attempt in range(len(ports)):
-            port = ports[(turn + attempt) % len(ports)]
-            try:
-                backend = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                continue
-            turn += 1
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump, client, backend)
-                nursery.start_soon(pump, backend, client)
-            return
-        await client.aclose()
-
-    listeners = await trio.open_tcp_listeners(sup.port, host="127.0.0.1")
-    task_status.started()
-    await trio.serve_listeners(handle, listeners)
-
-
 FaultFn = Callable[[Supervisor, RedisServerHandle, str], Awaitable[object]]
 
 FAULTS: dict[str, FaultFn] = {
@@ -393,11 +398,16 @@ FAULTS: dict[str, FaultFn] = {
 
 async def run_fault(name: str, calls: int) -> Row:
     row = Row(name, calls)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     # As deploy/ runs it: an append-only file, so a restart keeps the data.
-    async with open_redis_server(extra_args=("--appendonly", "yes")) as redis:
-        sup = Supervisor(redis.url, port)
+    # The balancer in front of the gateways sends each connection to one
+    # whose /readyz answers, as a load balancer health-checks its backends.
+    async with (
+        open_redis_server(extra_args=("--appendonly", "yes")) as redis,
+        open_balancer() as balancer,
+    ):
+        sup = Supervisor(redis.url, balancer.port)
+        balancer.backends.extend(("127.0.0.1", p) for p in sup.gateway_ports.values())
+        url = balancer.url
         records = [CallRecord() for _ in range(calls)]
         done = 0
         third = trio.Event()
@@ -409,7 +419,6 @@ async def run_fault(name: str, calls: int) -> Row:
                 third.set()
 
         async with trio.open_nursery() as outer:
-            await outer.start(_balance, sup)
             for role in ROLES:
                 outer.start_soon(sup.keep, role)
             with trio.fail_after(60):
@@ -462,6 +471,12 @@ async def main(args: argparse.Namespace) -> None:
         print(_table([row]).splitlines()[-1], flush=True)
         if row.detail:
             print(f"    {row.detail}", flush=True)
+        if row.said_again:
+            print(
+                f"    {row.said_again} resumed calls heard again the reply they were hearing"
+                " when the session failed (their next prompt died with the killed process)",
+                flush=True,
+            )
         for error in sorted(set(row.errors))[:3]:
             print(f"    call error: {error}", flush=True)
     print()

@@ -89,6 +89,9 @@ def apply_info(state: CallState, info: CallInfo, *, seq: int) -> None:
     name, value = info.name, info.value
     if name != "tokensPlayed":
         log.debug("caller_info", seq=seq, name=name, value=value)
+        spoken = state.speaking
+        if name == "agentSpeaking" and value == "off" and spoken and state.current() is None:
+            spoken.finished = True  # after the reply's result (all its text sent): heard
         return
     current = state.current()
     if current is not None:

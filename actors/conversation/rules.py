@@ -27,6 +27,7 @@ import structlog
 
 from actors.config import ConversationConfig
 from actors.conversation.bargein import apply_info, apply_interrupt
+from actors.conversation.cutoff import answer_again, cut_off_question, note_close
 from actors.conversation.effects import Effect, Incoming, Step
 from actors.conversation.keypad import apply_dtmf, entry_timed_out, take_buffered
 from actors.conversation.limits import enforce
@@ -148,13 +149,15 @@ def new_state(incoming: Incoming) -> CallState:
 def apply_setup(step: Step, state: CallState | None, incoming: Incoming) -> CallState:
     """A session starts: a new call, or a known call resumed on a new socket."""
     resumed = state is not None
+    cut: int | None = None
     if state is None:
         state = new_state(incoming)
     else:
         # A new session of a known call (after a failed session, or a
         # handoff back to the agent): same history, new socket, maybe a
         # different gateway. Replies still running for the old socket
-        # will never be heard.
+        # will never be heard; the one cut off is answered again (cutoff).
+        cut = cut_off_question(step, state)
         end_open_turns(step, state, "hangup")
         forget_utterance(step, state, "hangup")
         state.session = incoming.session
@@ -168,10 +171,13 @@ def apply_setup(step: Step, state: CallState | None, incoming: Incoming) -> Call
         greeting = step.config.welcome_greeting or ""
     else:
         greeting = step.config.resume_greeting
-    if greeting:
-        state.history.append({"role": "assistant", "content": greeting})
-        state.speaking = Speaking(start=len(state.history) - 1, count=1, text=greeting)
-    arm_silence(step, state, greeting)
+    if cut is not None:
+        answer_again(step, state, cut, incoming.seq)
+    else:
+        if greeting:
+            state.history.append({"role": "assistant", "content": greeting})
+            state.speaking = Speaking(start=len(state.history) - 1, count=1, text=greeting)
+        arm_silence(step, state, greeting)
     log.info(
         "call_setup",
         session=incoming.session,
@@ -179,6 +185,7 @@ def apply_setup(step: Step, state: CallState | None, incoming: Incoming) -> Call
         resumed=resumed,
         messages=len(state.history),
         greeting=bool(greeting),
+        answered_again=cut is not None,
     )
     return state
 
@@ -207,6 +214,7 @@ def apply_prompt(step: Step, state: CallState, prompt: CallPrompt, incoming: Inc
 
 def apply_closed(step: Step, state: CallState, closed: CallClosed) -> None:
     """The session's socket closed."""
+    note_close(step, state, closed.code)
     state.closed = True
     state.timers.clear()
     state.dtmf_digits = ""

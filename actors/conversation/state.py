@@ -67,6 +67,9 @@ class Speaking:
     count: int  # how many messages it spans
     text: str  # the text the caller was sent of it
     played: list[str] = field(default_factory=list)
+    reply_to: int = 0  # the seq the reply answers; 0: the greeting or a re-prompt
+    applied_ms: float = 0.0  # when its result was applied (wall ms)
+    finished: bool = False  # ``agentSpeaking off`` came after it: heard to the end
 
 
 @dataclass(slots=True)
@@ -84,6 +87,9 @@ class CallState:
     # The newest turn whose ``llm.result`` was applied.
     answered_turn: int = 0
     closed: bool = False
+    # The session's socket closed abnormally while a reply was cut off
+    # (actors.conversation.cutoff): a resumed session answers again.
+    cut_off: bool = False
     open_turns: list[OpenTurn] = field(default_factory=list)
     speaking: Speaking | None = None
     dtmf_digits: str = ""
@@ -137,6 +143,7 @@ class CallState:
             # Written by to_json from typed history: its messages are API messages.
             history=[cast(Message, dict(m)) for m in data.get("history", [])],
             last_entry_id=str(data.get("last_entry_id", "")),
+            cut_off=bool(data.get("cut_off", False)),
             reply_to=int(data.get("reply_to", 0)),
             answered_turn=int(data.get("answered_turn", 0)),
             closed=bool(data.get("closed", False)),

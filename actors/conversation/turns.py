@@ -145,7 +145,12 @@ def apply_result(step: Step, state: CallState, result: LlmResult, *, turn_no: in
     spoken = heard.text if heard is not None else text
     if not turn.superseded:
         state.speaking = Speaking(
-            start=turn.index, count=len(kept), text=spoken, played=turn.played
+            start=turn.index,
+            count=len(kept),
+            text=spoken,
+            played=turn.played,
+            reply_to=turn.reply_to,
+            applied_ms=step.wall_ms,
         )
         tools = {c.name for c in result.tool_calls}
         if tools & _ENDING_TOOLS and not result.cancelled:

@@ -460,7 +460,7 @@ async def test_silence_timer_survives_a_failover(
     assert fired - armed >= 20.0 - 0.5
 
 
-async def test_resumed_session_keeps_history_and_appends_the_resume_greeting() -> None:
+async def test_resumed_session_keeps_history_and_answers_the_cut_off_question_again() -> None:
     bus = MemoryBus()
     actor = make_actor(resume_greeting="Sorry, we got cut off.")
     first, second = Line(bus), Line(bus, session="VX00000000000000000000000000000008")
@@ -475,10 +475,43 @@ async def test_resumed_session_keeps_history_and_appends_the_resume_greeting() -
             await first.result(r1, REPLY)
             second.cursors = dict(first.cursors)
             await second.setup(resumed="true")
+            # After Twilio's resume greeting, the question is answered again.
+            again = await second.request()
+            await second.result(again, REPLY)
             await second.say("Hello again")
             r2 = await second.request()
     assert cancel.body == {"reply_to": r1.body["reply_to"], "reason": "hangup"}
-    assert r2.session == second.session and r2.turn == 2
+    assert again.session == second.session and again.turn == 2
+    assert (await asked(bus, again)) == [
+        {"role": "assistant", "content": GREETING},
+        {"role": "user", "content": "When are you open?"},
+    ]
+    assert r2.session == second.session and r2.turn == 3
+    assert (await asked(bus, r2)) == [
+        {"role": "assistant", "content": GREETING},
+        {"role": "user", "content": "When are you open?"},
+        {"role": "assistant", "content": REPLY},
+        {"role": "user", "content": "Hello again"},
+    ]
+
+
+async def test_a_session_that_ended_normally_is_greeted_again_without_a_repeat() -> None:
+    bus = MemoryBus()
+    actor = make_actor(resume_greeting="Sorry, we got cut off.")
+    first, second = Line(bus), Line(bus, session="VX00000000000000000000000000000008")
+    with trio.fail_after(5):
+        async with serving(bus, actor):
+            await first.setup()
+            await first.say("When are you open?")
+            r1 = await first.request()
+            await first.send(Kind.CALL_CLOSED, {"code": 1000, "reason": "ended"})
+            await first.cancel()
+            await first.result(r1, REPLY)
+            second.cursors = dict(first.cursors)
+            await second.setup(resumed="true")
+            await second.say("Hello again")
+            r2 = await second.request()
+    assert r2.turn == 2
     assert (await asked(bus, r2)) == [
         {"role": "assistant", "content": GREETING},
         {"role": "user", "content": "When are you open?"},

@@ -219,3 +219,29 @@ async def test_resume_after_a_dropped_socket_continues_the_history() -> None:
         {"role": "assistant", "content": f"{first.text} Sorry, we got cut off."},
         {"role": "user", "content": "What is my name?"},
     ]
+
+
+async def test_a_reply_cut_off_by_a_failed_session_is_answered_again_on_the_new_one() -> None:
+    """The socket drops while the reply is still streaming (its gateway
+    died): after the resume greeting the caller gets the whole answer."""
+    from actors.providers.scripted import scripted_reply
+
+    s = settings(
+        SWITCHBOARD_RESUME_GREETING="Sorry, we got cut off.",
+        SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS="100",
+    )
+    question = "Tell me about the opening hours of every branch you have in the city"
+    with trio.fail_after(30):
+        async with dev(s) as (url, bus), open_call(url, auth_token=TOKEN) as call:
+            await call.prompt(question)
+            first = await call.next_message()
+            assert isinstance(first, Text) and not first.last
+            action = await call.drop()
+            assert action is not None and action.relay is not None
+            async with call.follow_action() as resumed:
+                again = await resumed.reply()
+                request = await request_for_turn(bus, s, 2)
+                history = await requested_messages(bus, s.keys, request)
+    assert history[-1] == {"role": "user", "content": question}
+    assert again.text == scripted_reply(history)
+    assert request.session == resumed.session_id

@@ -450,19 +450,55 @@ def test_a_refused_exchange_leaves_history_and_only_the_fallback_line_stays() ->
     assert call.asked(nxt)[-1] == user("When do you close?")
 
 
-def test_resume_keeps_history_cancels_the_old_sessions_reply_and_greets_again() -> None:
+def test_resume_cancels_the_cut_off_reply_and_answers_the_question_again() -> None:
+    """The session failed while its reply was being generated (its gateway
+    died): the new session, after Twilio's resume greeting, gets the answer."""
     call = Call()
     call.setup()
     _, request = one(call.say("When are you open?"), LlmRequest)
     call.session = "VX0000000000000000000000000000000a"
-    cancel, out = one(call.setup(), ControlCancel)
+    effects = call.setup()
+    cancel, out = one(effects, ControlCancel)
     # The cancel names the session whose reply it stops.
     assert (out.session, cancel) == (SESSION, ControlCancel(reply_to=2, reason="hangup"))
-    assert call.history[-1] == agent(call.config.resume_greeting)
+    again, to = one(effects, LlmRequest)
+    # For the new session, answering its setup: its fence admits the reply.
+    assert (to.session, again.reply_to) == (call.session, call.seq)
+    assert call.asked(again)[-1] == user("When are you open?")
     assert call.state is not None and call.state.session == call.session
     # The old reply arrives later: nobody heard it, so it adds nothing.
     call.result(request, REPLY, cancelled=True)
-    assert [m["role"] for m in call.history] == ["assistant", "user", "assistant"]
+    call.result(to, REPLY)
+    assert call.history == [agent(GREETING), user("When are you open?"), agent(REPLY)]
+
+
+def test_a_reply_cut_off_while_being_spoken_is_said_again_one_heard_is_not() -> None:
+    call = Call()
+    call.setup()
+    _, request = one(call.say("When are you open?"), LlmRequest)
+    call.result(request, REPLY)
+    call.now += 1000  # the gateway died one second into the reply's speech
+    call.session = "VX0000000000000000000000000000000a"
+    again, _ = one(call.setup(), LlmRequest)
+    assert call.asked(again)[-1] == user("When are you open?")
+    assert call.history[-1] == user("When are you open?")  # the cut-off reply left
+
+    heard = Call()
+    heard.setup()
+    _, request = one(heard.say("When are you open?"), LlmRequest)
+    heard.result(request, REPLY)
+    heard.feed(CallInfo(name="agentSpeaking", value="off"))  # spoken to the end
+    heard.session = "VX0000000000000000000000000000000a"
+    assert sent(heard.setup(), LlmRequest) == []
+    assert heard.history[-1] == agent(heard.config.resume_greeting)
+
+    long_ago = Call()
+    long_ago.setup()
+    _, request = one(long_ago.say("When are you open?"), LlmRequest)
+    long_ago.result(request, REPLY)
+    long_ago.now += 60_000  # long enough to have been spoken, and a resume taken
+    long_ago.session = "VX0000000000000000000000000000000a"
+    assert sent(long_ago.setup(), LlmRequest) == []
 
 
 def test_a_closed_call_cancels_its_open_turn_once_and_answers_nothing_after() -> None:
