@@ -93,7 +93,8 @@ class Settings:
     reply_deadline_s: float = DEFAULT_REPLY_DEADLINE_S
     reply_apology: str = DEFAULT_REPLY_APOLOGY
     drain_deadline_s: float = DEFAULT_DRAIN_DEADLINE_S
-    # GatewayConfig.interim_prompts; None: whenever something reads them.
+    # GatewayConfig.interim_prompts; None: whenever something reads them
+    # (preemptive replies are on).
     interim_prompts: bool | None = None
     anthropic_configured: bool = False
     provider: str = "scripted"
@@ -220,7 +221,9 @@ class Settings:
             reply_deadline_s=self.reply_deadline_s,
             reply_apology=self.reply_apology,
             drain_deadline_s=self.drain_deadline_s,
-            interim_prompts=True if self.interim_prompts is None else self.interim_prompts,
+            interim_prompts=(
+                self.preemptive_replies if self.interim_prompts is None else self.interim_prompts
+            ),
         )
 
     def conversation_config(self) -> ConversationConfig:

@@ -39,7 +39,7 @@ from actors.config import ConversationConfig
 from actors.conversation.cache import StateCache
 from actors.conversation.effects import Effect, FactOut, Incoming
 from actors.conversation.rules import apply
-from actors.conversation.state import CallState
+from actors.conversation.state import SETTLE, CallState
 from actors.conversation.timers import PartitionTimers, fire_timers
 from actors.runtime import Actor, current_lease, lease_lost
 from bus.base import BusError, Entry, Fields, parse_id
@@ -277,8 +277,12 @@ class ConversationActor(Actor):
             timers = PartitionTimers.decode(await self.bus.get(self.keys.timers(p)))
             self._timers[p] = timers
         timers.update(state.call, after)
-        if all(before.get(name) == d for name, d in after.items()):
-            return  # only cleared: a stale deadline in the stored index fires as a no-op
+        if all(before.get(name) == d for name, d in after.items() if name != SETTLE):
+            # Only cleared (a stale deadline in the stored index fires as a
+            # no-op), or only the settle timer moved: it is not worth a
+            # write per interim prompt, since a lost one only means no
+            # preemptive reply (the final prompt is answered as usual).
+            return
         await self._write(
             self.keys.timers(p),
             timers.encode(),
