@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 from actors import plugins
 from actors.conversation import ConversationActor
 from actors.llm import LLMActor
+from actors.llm.history import history_metrics
 from actors.providers import make_provider
 from actors.runtime import Actor
 from actors.telemetry import TelemetryActor
@@ -29,7 +30,9 @@ def build_actor(settings: Settings, role: str, registry: CollectorRegistry | Non
         return ConversationActor(settings.conversation_config())
     if role == "llm":
         config = settings.llm_config()
-        return LLMActor(config, make_provider(config))
+        llm = LLMActor(config, make_provider(config))
+        history_metrics(llm.histories, registry)
+        return llm
     if role == "telemetry":
         return TelemetryActor(settings.telemetry_config(), registry)
     if role == "otel":

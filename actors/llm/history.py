@@ -39,11 +39,13 @@ when requests carried everything.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 import trio
+from prometheus_client import CollectorRegistry, Gauge
 
 from actors.conversation.state import CallState
 from actors.history import Message, request_messages
@@ -206,3 +208,27 @@ class Histories:
                 )
             await trio.sleep(pause)
             pause = min(pause * 2, _MAX_PAUSE_S)
+
+
+def history_metrics(histories: Histories, registry: CollectorRegistry) -> None:
+    """``switchboard_llm_history{outcome}``: requests since start whose history was
+    rebuilt from ``memory`` or the ``state``, or not at all (``stale``, ``mismatch``);
+    read at scrape time."""
+    gauge = Gauge(
+        "switchboard_llm_history",
+        "Requests since start by how their history was rebuilt (memory, state) or not.",
+        ["outcome"],
+        registry=registry,
+    )
+    counts: dict[str, Callable[[], int]] = {
+        "memory": lambda: histories.hits,
+        "state": lambda: histories.misses - histories.stale - histories.mismatches,
+        "stale": lambda: histories.stale,
+        "mismatch": lambda: histories.mismatches,
+    }
+    for outcome, read in counts.items():
+        gauge.labels(outcome).set_function(partial(_as_float, read))
+
+
+def _as_float(read: Callable[[], int]) -> float:
+    return float(read())

@@ -16,6 +16,7 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from actors.config import ConversationConfig, LLMConfig
@@ -39,6 +40,8 @@ from bus.messages import (
     envelope,
     history_digest,
 )
+from switchboard.roles import build_actor
+from switchboard.settings import Settings
 from switchboard.testing import FaultyBus
 
 KEYS = Keys(namespace="lh", partitions=4)
@@ -324,3 +327,18 @@ async def test_a_request_cancelled_before_it_started_keeps_the_copy_in_step(
     assert cancelled.body["cancelled"] is True
     assert result.body["text"] == "You said: three. That was message 3 from you."
     assert actor.histories.misses == 0  # no state was written, none was needed
+
+
+def test_the_outcomes_are_on_the_llm_workers_metrics() -> None:
+    registry = CollectorRegistry()
+    actor = build_actor(
+        Settings.from_env({"SWITCHBOARD_LLM_PROVIDER": "scripted"}), "llm", registry
+    )
+    assert isinstance(actor, LLMActor)
+    h = actor.histories
+    h.hits, h.misses, h.stale, h.mismatches = 7, 4, 1, 1
+    read = {
+        o: registry.get_sample_value("switchboard_llm_history", {"outcome": o})
+        for o in ("memory", "state", "stale", "mismatch")
+    }
+    assert read == {"memory": 7.0, "state": 2.0, "stale": 1.0, "mismatch": 1.0}
