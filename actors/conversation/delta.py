@@ -20,14 +20,22 @@ what guarantees the model sees exactly the conversation's history.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 from actors.conversation.state import CallState
 from actors.history import Message
 from bus.messages import HistoryRef, history_digest
 
 
-def request_history(state: CallState) -> tuple[HistoryRef, list[Message]]:
-    """The reference and the new messages of the call's next request (counted in ``state``)."""
+def request_history(
+    state: CallState, extra: Sequence[Message] = ()
+) -> tuple[HistoryRef, list[Message]]:
+    """The reference and the new messages of the call's next request (counted in ``state``).
+
+    ``extra``: messages the request ends with that are not in the history
+    (a preemptive reply's interim words); the next request refers only to
+    what the history holds.
+    """
     count = min(max(state.sent_end - state.history_base, 0), len(state.history))
     state.requests += 1
     ref = HistoryRef(
@@ -38,4 +46,4 @@ def request_history(state: CallState) -> tuple[HistoryRef, list[Message]]:
     )
     state.sent_end = state.history_base + len(state.history)
     # A copy: the state goes on changing after the request is built.
-    return ref, copy.deepcopy(state.history[count:])
+    return ref, copy.deepcopy([*state.history[count:], *extra])

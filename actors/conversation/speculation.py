@@ -52,6 +52,7 @@ from typing import Any
 
 import structlog
 
+from actors.conversation.delta import request_history
 from actors.conversation.effects import FactOut, Step
 from actors.conversation.state import (
     SETTLE,
@@ -61,7 +62,6 @@ from actors.conversation.state import (
     Speculation,
 )
 from actors.conversation.turns import apply_result
-from actors.history import Message, request_messages
 from bus.messages import (
     CallPrompt,
     ControlAdopt,
@@ -130,12 +130,10 @@ def on_settle(step: Step, state: CallState) -> None:
     if not _may_speculate(step, state):
         return
     reply_to, text = state.partial_seq, state.partial_text
-    history: list[Message] = [*state.history, {"role": "user", "content": text}]
+    # Like any request, only what is new since the call's last one.
+    ref, new = request_history(state, [{"role": "user", "content": text}])
     message = LlmRequest(
-        system=step.config.system_prompt,
-        messages=request_messages(history),
-        reply_to=reply_to,
-        held=True,
+        system=step.config.system_prompt, messages=new, reply_to=reply_to, held=True, history=ref
     )
     session, gateway = state.session, state.gateway
     # Stamped with the turn it would become, for the LLM actor's logs.

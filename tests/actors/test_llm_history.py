@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from actors.config import ConversationConfig, LLMConfig
 from actors.conversation import CallState, Incoming, Outbound, apply
+from actors.conversation.state import SETTLE
 from actors.history import request_messages
 from actors.llm import APOLOGY, LLMActor
 from actors.llm.history import HistoryCache, covered, resolve_in_order
@@ -33,6 +34,7 @@ from bus.memory import MemoryBus
 from bus.messages import (
     CallPrompt,
     CallSetup,
+    ConversationTimer,
     HistoryMessage,
     HistoryRef,
     LlmRequest,
@@ -89,7 +91,8 @@ class Conversation:
     def turn(self, said: str, reply: str) -> None:
         if self.state is None:
             self.feed(CallSetup(session_id=SESSION, call_sid=CALL))
-        (request,) = [o for o in self.feed(CallPrompt(said, "en-US", True)) if o.turn]
+        out = self.feed(CallPrompt(said, "en-US", True))
+        (request,) = [o for o in out if isinstance(o.message, LlmRequest)]
         assert isinstance(request.message, LlmRequest) and request.message.reply_to is not None
         self.feed(LlmResult(text=reply, reply_to=request.message.reply_to), turn=request.turn)
 
@@ -342,3 +345,37 @@ def test_the_outcomes_are_on_the_llm_workers_metrics() -> None:
         for o in ("memory", "state", "stale", "mismatch")
     }
     assert read == {"memory": 7.0, "state": 2.0, "stale": 1.0, "mismatch": 1.0}
+
+
+def test_preemptive_requests_carry_only_what_is_new_and_keep_the_chain() -> None:
+    config = ConversationConfig(
+        keys=KEYS, system_prompt="Be brief.", silence_reprompt_s=0, preemptive=True
+    )
+    call = Conversation(config=config)
+    call.turn("one", "answer one")
+
+    def speculate(words: str) -> Envelope:
+        call.feed(CallPrompt(words, "en-US", False))
+        assert call.state is not None
+        call.feed(ConversationTimer(SETTLE, call.state.timers[SETTLE]))
+        env, _ = call.asked[-1]
+        assert env.body["held"] is True
+        return env
+
+    speculate("A table for two")
+    call.turn("A table for three", "answer three")  # other words: a new request
+    adopted = speculate("At eight")
+    call.feed(CallPrompt("At eight", "en-US", True))  # adopted: no request
+    assert adopted.body["reply_to"] is not None
+    call.feed(LlmResult(text="answer eight", reply_to=adopted.body["reply_to"]), turn=3)
+    call.turn("Thanks", "answer thanks")
+    requests = [env for env, _ in call.asked]
+    assert [r.body.get("held", False) for r in requests] == [False, True, False, True, False]
+    # Each one, the preemptive ones too, refers to what the one before carried.
+    assert all(r.body["history"]["count"] > 0 for r in requests[1:])
+    asked = resolve_in_order((CALL, LlmRequest.from_body(r.body)) for r in requests)
+    assert all(a is not None for a in asked)  # a worker that saw them all reads nothing
+    spoken = [[m["content"] for m in a if m["role"] == "user"] for a in asked if a is not None]
+    assert spoken[1] == ["one", "A table for two"]
+    assert spoken[2] == ["one", "A table for three"]  # the interim words never entered history
+    assert spoken[4] == ["one", "A table for three", "At eight", "Thanks"]
