@@ -2,8 +2,11 @@
 
 ``run_dev`` puts the gateway and every built-in actor in one process on a
 ``MemoryBus``; ``run_gateway`` and ``run_actor`` run one role each against
-Redis. Every role stops on SIGINT/SIGTERM: the nursery is cancelled, so work
-in flight stays pending on the bus for another worker, and the process exits 0.
+Redis. Every role drains on the first SIGINT/SIGTERM and exits 0: an actor
+finishes the entries in flight (bounded) and releases its leases; a gateway,
+and ``dev``, takes no new calls and lets live ones go on until they end or
+the drain deadline (``gateway.drain``). A second signal cancels the nursery
+at once, so work in flight stays pending on the bus for another worker.
 
 Start-up order (``switchboard.startup``): a serving role binds its port
 first, so a port in use stops it at once (``StartupError``) before anything
@@ -88,22 +91,28 @@ async def start_dev(
     telemetry: TelemetryActor | None = None,
     extra_registries: Sequence[CollectorRegistry] = (),
     listeners: list[trio.SocketListener] | None = None,
+    stop: trio.Event | None = None,
 ) -> int:
     """Start every built-in actor and the gateway on ``bus``; returns the bound port.
 
     ``listeners``: the gateway's port, already bound (else it binds its own).
+    ``stop``: once set, the gateway drains (:mod:`gateway.drain`) while the
+    actors keep serving its live calls; then the whole nursery is cancelled.
 
     The gateway's ``/metrics`` also shows the telemetry actor's metrics (one
     port for everything in one process). Pass ``telemetry`` to keep a handle
     on the telemetry actor (tests read its turn timings).
     """
     registry = CollectorRegistry()
-    for role in BUILTIN_ACTORS:
-        actor = (
-            telemetry
-            if role == "telemetry" and telemetry is not None
-            else build_actor(settings, role, registry)
-        )
+    actors = [
+        (role, telemetry if role == "telemetry" and telemetry is not None
+         else build_actor(settings, role, registry))
+        for role in BUILTIN_ACTORS
+    ]  # fmt: skip
+    if settings.otel_endpoint is not None:
+        # Traces only when configured (OTEL_EXPORTER_OTLP_ENDPOINT): off by default.
+        actors.append(("otel", build_actor(settings, "otel", registry)))
+    for role, actor in actors:
         await nursery.start(
             lambda task_status, actor=actor, role=role: serve_actor(
                 bus,
@@ -113,29 +122,21 @@ async def start_dev(
                 task_status=task_status,
             )
         )
-    if settings.otel_endpoint is not None:
-        # Traces only when configured (OTEL_EXPORTER_OTLP_ENDPOINT): off by default.
-        traces = build_actor(settings, "otel", registry)
-        await nursery.start(
-            lambda task_status: serve_actor(
-                bus,
-                traces,
-                consumer=f"{settings.worker_id}-otel",
-                lease_ttl_ms=settings.lease_ttl_ms,
-                task_status=task_status,
-            )
-        )
     registries = [telemetry.registry if telemetry is not None else registry, *extra_registries]
-    port: int = await nursery.start(
-        lambda task_status: serve_gateway(
+
+    async def serve(task_status: trio.TaskStatus[int]) -> None:
+        await serve_gateway(
             bus,
             # The dev process is the operator's own: its dashboard needs no token.
             replace(settings.gateway_config(), dashboard_open=True),
             registries=registries,
             listeners=listeners,
+            stop=stop,
             task_status=task_status,
         )
-    )
+        nursery.cancel_scope.cancel()  # drained: the actors have nothing left to serve
+
+    port: int = await nursery.start(serve)
     return port
 
 
@@ -144,6 +145,10 @@ async def run_dev(settings: Settings) -> None:
     listeners = await bind(settings.host, settings.port, what="gateway", setting="SWITCHBOARD_PORT")
     bus = MemoryBus(retention_ms=settings.retention_ms)
     pauses = gcpause.observe(process_registry())
+    # SIGTERM drains as a gateway does: no new calls, live ones go on (every
+    # actor still serves them) until they end or the drain deadline, then
+    # stop; a second signal stops at once.
+    stop = trio.Event()
 
     async def main(nursery: trio.Nursery) -> None:
         port = await start_dev(
@@ -152,6 +157,7 @@ async def run_dev(settings: Settings) -> None:
             bus,
             extra_registries=[pauses.registry, bus_health_registry("dev")],
             listeners=listeners,
+            stop=stop,
         )
         gcpause.settle()
         log.info(
@@ -164,7 +170,7 @@ async def run_dev(settings: Settings) -> None:
         )
 
     try:
-        await run_until_signalled(main)
+        await run_until_signalled(main, stop=stop)
     finally:
         await bus.aclose()
 
