@@ -6,7 +6,11 @@ with one line that says what to do when it cannot be read.
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Awaitable, Callable
+
+import trio
 
 from bus.base import BusError
 from switchboard.settings import Settings
@@ -62,7 +66,42 @@ async def run_tail(
     settings: Settings, call: str | None, kind: str | None, url: str | None = None
 ) -> int:
     """``switchboard tail``: follow Redis, or with ``url`` a running process's operator
-    API, until interrupted (``switchboard.ops.tail``)."""
+    API, until SIGINT or SIGTERM (``switchboard.ops.tail``); exit 0 then."""
+    return await until_signalled(lambda: _tail(settings, call, kind, url))
+
+
+async def until_signalled(follow: Callable[[], Awaitable[int]]) -> int:
+    """``follow()``'s exit status, or 0 once SIGINT or SIGTERM stopped it.
+
+    The signals are received here, not left to Python's Ctrl-C handling:
+    a job started in the background by a shell without job control (a
+    script's ``switchboard tail ... &``, a CI step) inherits SIGINT ignored,
+    and Trio only turns SIGINT into ``KeyboardInterrupt`` where Python's
+    default handler is installed, so such a tail never stopped. What
+    ``follow`` raises comes out as itself.
+    """
+    done: list[int] = []
+    failed: list[Exception] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                try:
+                    done.append(await follow())
+                except Exception as exc:
+                    failed.append(exc)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+    if failed:
+        raise failed[0]
+    return done[0] if done else 0
+
+
+async def _tail(settings: Settings, call: str | None, kind: str | None, url: str | None) -> int:
     from switchboard.operator_api import OperatorApi, OperatorApiError, run_tail_url
     from switchboard.ops.tail import run_tail as tail
 
