@@ -265,21 +265,28 @@ class TimedPlayback:
     # -- the speaker
 
     async def run(self) -> None:
-        """Speak queued chunks until cancelled."""
+        """Speak queued chunks until cancelled.
+
+        Sending an ``info`` event is a checkpoint: text may be queued, or
+        flushed by a barge-in, meanwhile. So the queue is looked at again
+        after each send, never trusted from before it.
+        """
         while True:
             if not self._chunks:
                 if self.speaking:
                     self.speaking = False
                     if self.speaker_events:
                         await self._send_info(Info("agentSpeaking", "off"))
+                    continue
                 wake = self._wake
                 await wake.wait()
                 continue
-            chunk = self._chunks.popleft()
             if not self.speaking:
                 self.speaking = True
                 if self.speaker_events:
                     await self._send_info(Info("agentSpeaking", "on"))
+                    continue
+            chunk = self._chunks.popleft()
             self._current = chunk
             self._current_started = trio.current_time()
             self._tick()

@@ -160,25 +160,32 @@ async def llm_request(bus: MemoryBus, s: Settings, turn: int) -> Envelope:
 
 
 async def test_typing_over_the_agent_interrupts_it() -> None:
-    # Words every 150 ms, spoken at 40 chars/s: the first sentence is playing
-    # while the rest of the reply is still being generated. The greeting cannot
-    # be interrupted, so the first line is a plain prompt even while it plays.
+    # A word every 250 ms, spoken at 5 chars/s: each reply's first sentence
+    # plays for about ten seconds while the rest is still being generated. A
+    # line typed once a few more words have arrived lands in that sentence
+    # with one word of it heard (five characters a second, a second in),
+    # however late the test's next step runs, up to that sentence's end: a
+    # machine stalled for seconds must not move the barge-in into the next
+    # sentence, where the caller has heard nothing of what is playing. The
+    # greeting cannot be interrupted, so the first line is a plain prompt.
     async with dev(
-        SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS="150",
+        SWITCHBOARD_SCRIPTED_TOKEN_GAP_MS="250",
         SWITCHBOARD_WELCOME_GREETING="Hi.",
         SWITCHBOARD_WELCOME_GREETING_INTERRUPTIBLE="false",
     ) as (url, bus, s):
         with trio.fail_after(HANG_GUARD_S):
-            async with phone(url, speech_rate=40) as (stdin, screen):
+            async with phone(url, speech_rate=5) as (stdin, screen):
                 try:
                     await screen.wait_for("/quit")
                     await stdin.send_all(b"Tell me about your opening hours please\n")
-                    # The first sentence arrived whole a few words ago: it is being spoken.
-                    await screen.wait_for("please. That was")
-                    await stdin.send_all(b"What about Sundays?\n")
+                    # The first sentence arrived whole four words ago: it is being spoken.
+                    await screen.wait_for("please. That was message 1")
+                    await stdin.send_all(b"What about Sundays and public holidays?\n")
                     await screen.wait_for("[you interrupted after")
                     cut_at = len(screen.text)
-                    await screen.wait_for("agent: You said: What about Sundays. That was")
+                    await screen.wait_for(
+                        "agent: You said: What about Sundays and public holidays. That was message"
+                    )
                     second = await llm_request(bus, s, 2)
                     asked = await requested_messages(bus, s.keys, second)
                     # /interrupt cuts the agent off without a word.
@@ -201,7 +208,7 @@ async def test_typing_over_the_agent_interrupts_it() -> None:
     full = "You said: Tell me about your opening hours please. That was message 1 from you."
     kept = [m["content"] for m in asked if m["role"] == "assistant"][-1]
     assert isinstance(kept, str) and full.startswith(kept.rstrip()) and len(kept) < len(full)
-    assert asked[-1] == {"role": "user", "content": "What about Sundays?"}
+    assert asked[-1] == {"role": "user", "content": "What about Sundays and public holidays?"}
 
 
 async def test_a_piped_script_hears_the_greeting_and_every_answer() -> None:

@@ -73,3 +73,48 @@ async def test_uninterruptible_chunks_are_not_cut(
     assert playback.cut() is None
     await playback.wait_heard(1)
     assert playback.heard == ["Please hold the line."]
+
+
+async def _gated(
+    nursery: trio.Nursery, gated: tuple[str, str]
+) -> tuple[TimedPlayback, trio.Event, trio.Event]:
+    """Timed playback whose ``gated`` info event is slow to send (a loaded machine,
+    a busy socket): returns it, the event set when that send starts, and the
+    event that lets the send finish."""
+    sending, release = trio.Event(), trio.Event()
+
+    async def send_info(info: Info) -> None:
+        if (info.name, info.value) == gated:
+            sending.set()
+            await release.wait()
+
+    playback = TimedPlayback(chars_per_s=10, send_info=send_info, speaker_events=True)
+    nursery.start_soon(playback.run)
+    return playback, sending, release
+
+
+async def test_text_queued_while_agent_speaking_off_is_sent_still_plays(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    playback, sending, release = await _gated(nursery, ("agentSpeaking", "off"))
+    playback.say("Hi.")
+    await sending.wait()  # the greeting is over; its "off" is on its way
+    playback.enqueue(Text("The reply, queued meanwhile.", last=True))
+    release.set()
+    with trio.fail_after(60):  # virtual seconds: the reply takes 2.8
+        await playback.wait_heard(2)
+    assert playback.heard == ["Hi.", "The reply, queued meanwhile."]
+
+
+async def test_a_barge_in_while_agent_speaking_on_is_sent_drops_the_chunk(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    playback, sending, release = await _gated(nursery, ("agentSpeaking", "on"))
+    playback.enqueue(Text("Nobody hears this.", last=True))
+    await sending.wait()  # the chunk is taken from the queue, not playing yet
+    playback.flush()  # the caller talked over it
+    release.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert not playback.active
+    await trio.sleep(10)  # virtual: longer than the chunk would have played
+    assert playback.heard == [] and not playback.active
