@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import Protocol
 
 import structlog
@@ -12,6 +13,7 @@ from actors.partitions import DEFAULT_LEASE_TTL_MS, PartitionManager
 from actors.runtime.actor import Actor
 from actors.runtime.worker import StreamWorker
 from bus.base import Bus, BusError
+from bus.retry import retry_bus
 
 log = structlog.get_logger()
 
@@ -40,7 +42,10 @@ async def serve_actor(
     actor.attach(bus)
     streams = list(actor.streams())
     for stream in streams:
-        await bus.ensure_group(stream, actor.group)
+        # A bus outage at start-up (Redis restarting, a cluster failover under
+        # way: CLUSTERDOWN) is waited out as every loop waits it out later.
+        group = partial(bus.ensure_group, stream, actor.group)
+        await retry_bus("ensure_group", group, actor=actor.name, stream=stream)
     log.info(
         "actor_started",
         actor=actor.name,

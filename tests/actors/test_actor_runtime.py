@@ -23,6 +23,7 @@ from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.memory import MemoryBus
 from bus.messages import CallDtmf
+from switchboard.testing import FaultyBus
 
 KEYS = Keys(namespace="rt", partitions=2)
 STREAM = "rt:{test}:in"
@@ -494,3 +495,22 @@ async def test_a_bus_outage_uses_up_no_attempts(
         "bus_unavailable",
         "bus_recovered",
     ]
+
+
+async def test_a_bus_outage_at_start_up_is_waited_out(autojump_clock: object) -> None:
+    # A cluster failover under way when a worker starts (CLUSTERDOWN on the
+    # group's creation) must not end the process: it starts once the bus is back.
+    bus = FaultyBus(MemoryBus())
+    bus.fail_before("ensure_group", error=ConnectionLost("CLUSTERDOWN"), times=3)
+    actor = Recorder()
+    with trio.fail_after(60), capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="c1"))
+            await bus.append(STREAM, envelope(1))
+            while not actor.handled:
+                await actor.started_event.wait()
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert [env.seq for env, _, _ in actor.handled] == [1]
+    events = [e["event"] for e in logs]
+    assert events.count("bus_unavailable") == 1 and "bus_recovered" in events
