@@ -75,6 +75,11 @@ class Keys:
         p = partition_of(call_sid, self.partitions)
         return f"{self.namespace}:{{p{p}}}:resume:{call_sid}:{n}"
 
+    def generation(self, call_sid: str, session: str, reply_to: int) -> str:
+        """The newest generation opened for a reply (``actors/llm/resume.py``)."""
+        p = partition_of(call_sid, self.partitions)
+        return f"{self.namespace}:{{p{p}}}:generation:{call_sid}:{session}:{reply_to}"
+
     def timers(self, partition: int) -> str:
         """Pending conversation timers of a partition's calls (same slot as its stream).
 

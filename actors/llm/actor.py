@@ -51,7 +51,7 @@ from actors.llm.facts import request_facts
 from actors.llm.generate import Engine, Producer, deferred_frames
 from actors.llm.history import Histories, HistoryMismatch, HistoryStale
 from actors.llm.result import Outcome, ending
-from actors.llm.resume import SentSoFar, already_sent
+from actors.llm.resume import SentSoFar, already_sent, superseded
 from actors.llm.stream import TICKS_PER_FLOOR, Piece, ReplyOut, TokenSender, Wake
 from actors.providers.base import CompletionRequest, Provider
 from actors.runtime import Actor, Reclaim
@@ -274,7 +274,16 @@ class LLMActor(Actor):
         *,
         close_reply: bool = True,
     ) -> None:
-        """Write the result, the closing entry, deferred frames and the facts at once."""
+        """Write the result, the closing entry, deferred frames and the facts at once
+        (nothing, when a newer attempt took the reply over)."""
+        ran_s = trio.current_time() - outcome.started
+        if ran_s * 1000 > self.config.claim_idle_ms and await superseded(
+            self.bus, self.keys, env, reply_to, generation
+        ):
+            log.warning(
+                "result_stale_generation", reply_to=reply_to, generation=generation, ran_s=ran_s
+            )
+            return
         end = ending(
             outcome, reply_to, leftover, trio.current_time(), refusal_line=self.config.refusal_line
         )

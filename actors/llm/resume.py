@@ -24,6 +24,15 @@ disagree, the read-back finds the newer generation and the attempt opens
 again above it.
 
 If the closing entry was forwarded, only a missing ``llm.result`` is written.
+
+The older attempt, when it ends, must not write its ``llm.result`` too: the
+conversation applies the first result for a turn, and the older one's text
+is not what the caller heard. The newest generation of a reply is kept in a
+key; an attempt that ran past the claim timeout (only such an attempt can
+have been taken over) reads it before its result and, if a newer
+generation opened, writes nothing more (``result_stale_generation``). A
+Redis that lost the key lets the older result through, and the
+conversation then keeps whichever result came first, once.
 """
 
 from __future__ import annotations
@@ -47,6 +56,22 @@ _RANGE_PAGE = 500
 _KINDS = (Kind.LLM_TOKENS, Kind.LLM_RESULT)
 # Openings tried when other attempts keep opening above this one (clock skew).
 _OPEN_TRIES = 3
+# How long a reply's newest generation is kept: far beyond any attempt.
+_KEPT_MS = 15 * 60 * 1000
+
+
+async def superseded(bus: Bus, keys: Keys, env: Envelope, reply_to: int, generation: int) -> bool:
+    """Whether a newer attempt at the reply to ``env`` opened above ``generation``.
+
+    Asked only by an attempt that ran longer than the claim timeout (only
+    then can another have taken the request over): its result would be a
+    second one, with text the caller did not hear.
+    """
+    newest = await bus.get(keys.generation(env.call, env.session, reply_to))
+    try:
+        return newest is not None and int(newest) > generation
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +136,10 @@ async def already_sent(bus: Bus, keys: Keys, env: Envelope, reply_to: int) -> Se
             newer=sent.newest_seen,
         )
         generation = sent.newest_seen + 1
+    # For an older attempt still running: its result must not be written.
+    await bus.set(
+        keys.generation(env.call, env.session, reply_to), str(generation), ttl_ms=_KEPT_MS
+    )
     result_written = False
     if sent.finished:
         partition = await _scan(bus, keys.calls_for(env.call), start, env, reply_to)

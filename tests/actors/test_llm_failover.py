@@ -265,6 +265,7 @@ class StalledBus:
         self.inner = inner
         self.awake = trio.Event()
         self.awake.set()
+        self.acked = trio.Event()  # the worker finished an entry
 
     def stall(self) -> None:
         self.awake = trio.Event()
@@ -279,7 +280,10 @@ class StalledBus:
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             await self.awake.wait()
-            return await method(*args, **kwargs)
+            result = await method(*args, **kwargs)
+            if name == "ack":
+                self.acked.set()
+            return result
 
         return call
 
@@ -311,7 +315,8 @@ async def test_a_stalled_worker_that_wakes_after_the_reclaim_is_fenced_off(
             )
             opened_at = len(await tokens(bus))
             stalled.wake()  # llm-a carries on with the reply it had started
-            await wait_for_entry(bus, KEYS.calls_for(CALL), lambda b: True, count=2)
+            await stalled.acked.wait()  # llm-a is done with its attempt too
+            await wait_for_result(bus)  # and llm-b with the reply
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
     entries = await tokens(bus)
@@ -320,5 +325,8 @@ async def test_a_stalled_worker_that_wakes_after_the_reclaim_is_fenced_off(
     assert stale and any(e.body["text"] for e in stale)
     text, closed = heard(entries)
     assert text == REPLY and closed  # every word once, one text, closed once
+    # One result, the newer attempt's: the conversation never gets a second.
+    assert len(await results(bus)) == 1
+    assert any(e["event"] == "result_stale_generation" for e in logs)
     resumed = [e for e in logs if e["event"] == "completion_resumed"]
     assert len(resumed) == 1 and resumed[0]["generation"] > 0

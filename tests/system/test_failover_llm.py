@@ -145,10 +145,11 @@ async def test_a_stalled_llm_worker_that_wakes_mid_takeover_is_never_heard() -> 
                     await call.prompt(PROMPT)
                     with trio.fail_after(TAKEOVER_GUARD_S):
                         reply = await call.reply(on_token=on_token)
-                        # The woken worker finished its attempt too: everything
-                        # it wrote is on the gateway's stream before the next reply.
+                        # The woken worker finished its attempt too, writing no
+                        # second result: everything it wrote is on the gateway's
+                        # stream before the next reply.
                         assert stopped, "the reply ended before a worker could be paused"
-                        await stopped[0].wait_for("completion_done", turn=1)
+                        await stopped[0].wait_for("result_stale_generation", turn=1)
                         await gateway.wait_for("reply_generation_opened")
                         await call.prompt("Thank you.")
                         after = await call.reply()
