@@ -51,9 +51,11 @@ import trio
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
+from actors.history import request_messages
 from actors.providers.scripted import scripted_reply
 from bus.keys import Keys
 from bus.resp import RedisClient
+from gateway.config import DEFAULT_REPLY_APOLOGY
 from relay.signature import SIGNATURE_HEADER, sign
 from relay.twiml import TwimlError
 from switchboard.logging import configure_logging
@@ -162,6 +164,7 @@ class Row:
     fault_s: float = 0.0
     detail: str = ""
     said_again: int = 0
+    apologised: int = 0
 
 
 async def _turns(call: SimulatedCall, record: CallRecord, progress: Callable[[], None]) -> None:
@@ -240,8 +243,9 @@ async def _history(redis_url: str, sid: str) -> list[dict[str, Any]] | None:
 
 
 def _expected(history: list[dict[str, Any]], prompt_at: int) -> str:
-    """The scripted provider's reply to the history up to the prompt at ``prompt_at``."""
-    return scripted_reply(history[: prompt_at + 1])
+    """The scripted provider's reply to the history up to the prompt at ``prompt_at``
+    (consecutive caller messages joined, as the conversation's requests join them)."""
+    return scripted_reply(request_messages(history[: prompt_at + 1]))
 
 
 def _take_answers_again(row: Row, rec: CallRecord, history: list[dict[str, Any]] | None) -> None:
@@ -283,8 +287,25 @@ def _judge(row: Row, records: list[CallRecord], histories: dict[str, Any]) -> No
         for turn, heard in enumerate(rec.replies):
             if not heard or PROMPTS[turn] not in upto:
                 continue  # cut off by the fault: nothing heard to judge
-            # The history up to the turn's prompt (a greeting or none first).
-            expected = scripted_reply(history[: upto[PROMPTS[turn]] + 1])
+            if heard == DEFAULT_REPLY_APOLOGY:
+                # No reply started in time (the fault held it up): the gateway
+                # apologised, and the model later answered this prompt with
+                # the next one.
+                row.apologised += 1
+                continue
+            answer = next(
+                (
+                    i
+                    for i in range(upto[PROMPTS[turn]], len(history))
+                    if history[i]["role"] != "user"
+                ),
+                None,
+            )
+            if answer is None:
+                continue
+            # What the model was asked: the history before the reply, with
+            # the caller's messages since the last reply joined, as requests do.
+            expected = _expected(history, answer - 1)
             if heard != expected:
                 # Words beyond the one reply: a repeated span (or a doubled reply).
                 row.heard_twice += max(0, len(heard.split()) - len(expected.split()))
@@ -471,6 +492,12 @@ async def main(args: argparse.Namespace) -> None:
         print(_table([row]).splitlines()[-1], flush=True)
         if row.detail:
             print(f"    {row.detail}", flush=True)
+        if row.apologised:
+            print(
+                f"    {row.apologised} turns heard the gateway's apology (no reply started"
+                " within the reply deadline); their prompts were answered with the next one",
+                flush=True,
+            )
         if row.said_again:
             print(
                 f"    {row.said_again} resumed calls heard again the reply they were hearing"
