@@ -19,7 +19,7 @@ import trio
 from actors.providers.scripted import scripted_reply
 from bus.envelope import Envelope, Kind
 from bus.memory import MemoryBus
-from relay import Text
+from relay import SendDigits, Text
 from switchboard.runner import start_dev
 from switchboard.settings import Settings
 from switchboard.twilio import SimulatedCall, open_call
@@ -186,3 +186,25 @@ async def test_an_interrupt_during_a_speculation_discards_it(
     reasons = [f["reason"] for f in await facts(run, "speculation_discarded")]
     assert reasons[-1] == "interrupt" and set(reasons[:-1]) <= {"extended"}
     assert not await facts(run, "speculation_adopted")
+
+
+async def test_a_held_replys_tool_acts_once_after_adoption(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    words = ["Please", "press", "1", "2", "3"]
+    final = "Please press 1 2 3."
+    with trio.fail_after(60):
+        async with dev_call(ttft_ms=100.0, SWITCHBOARD_TOOLS="send_digits") as run:
+            await utter(run.call, growing(words), final)
+            reply = await run.call.reply()
+            await run.call.send_raw(_prompt("Thanks.", last=True))
+            await run.call.reply()
+            digits = [m for m in run.call.received if isinstance(m, SendDigits)]
+    # The speculations on "Please", "Please press", ... never ran a tool; the
+    # adopted one ran it once, after the adoption.
+    assert [d.digits for d in digits] == ["123"]
+    assert reply.text.startswith("Sending the digits now.")
+    adopts = await entries(run.bus, run.settings.keys.control, Kind.CONTROL_ADOPT)
+    assert len(adopts) == 1
+    (adopted,) = await facts(run, "speculation_adopted")
+    assert adopts[0].body["reply_to"] == adopted["speculation"]
