@@ -11,10 +11,15 @@ from what it saw of the call before, or from the call's state, which is
 persisted before the request is published (``actors/llm/history.py``).
 
 The reference covers what the previous request carried, as far as the
-history still holds it; anything in that range that changed since (a
-refused prompt taken out) changes the digest, and the LLM actor then reads
-the state instead of using its own copy. So the digest, not the offsets, is
-what guarantees the model sees exactly the conversation's history.
+history still holds it unchanged: a rule that changes history inside that
+range (a reply put in before prompts an earlier request already carried,
+when the wait for it timed out; a refused prompt taken out) calls
+``history_changed``, and the next request refers only to what comes before
+the change. A change that did not say so would only change the digest, and
+the LLM actor would read the state instead of using its own copy: the
+digest, not the offsets, is what guarantees the model sees exactly the
+conversation's history (``tests/conversation/test_request_history_property.py``
+drives random calls and finds every request rebuilt from memory).
 """
 
 from __future__ import annotations
@@ -47,3 +52,10 @@ def request_history(
     state.sent_end = state.history_base + len(state.history)
     # A copy: the state goes on changing after the request is built.
     return ref, copy.deepcopy([*state.history[count:], *extra])
+
+
+def history_changed(state: CallState, index: int) -> None:
+    """History changed from ``index`` on (a reply put in, cut or taken out):
+    the call's next request refers only to what comes before it, so an LLM
+    worker's copy of the last request still covers the reference."""
+    state.sent_end = min(state.sent_end, state.history_base + index)

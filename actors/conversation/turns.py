@@ -20,7 +20,7 @@ from typing import cast
 
 import structlog
 
-from actors.conversation.delta import request_history
+from actors.conversation.delta import history_changed, request_history
 from actors.conversation.effects import FactOut, Step
 from actors.conversation.limits import enforce
 from actors.conversation.silence import arm_silence
@@ -138,6 +138,7 @@ def apply_result(step: Step, state: CallState, result: LlmResult, *, turn_no: in
         _forget_refused_prompt(state, turn)
     heard = _heard(step, turn, text)
     kept = truncate_reply(messages, text, heard.text if heard is not None else None)
+    history_changed(state, turn.index)
     state.history[turn.index : turn.index] = kept
     state.open_turns.remove(turn)
     state.shift(turn.index, len(kept))
@@ -185,12 +186,9 @@ def _forget_refused_prompt(state: CallState, turn: OpenTurn) -> None:
     """
     at = turn.index - 1
     if at >= 0 and state.history[at].get("role") == "user":
+        history_changed(state, at)
         del state.history[at]
         state.shift(at, -1)
-        if state.history_base + at < state.sent_end:
-            # Out of what the last request carried too: the next one refers
-            # to one message fewer (actors/conversation/delta.py).
-            state.sent_end -= 1
         log.info("refused_prompt_forgotten", turn=turn.turn)
 
 

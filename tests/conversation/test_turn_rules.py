@@ -71,6 +71,8 @@ class Call:
             whole = self.worker.rebuild(CALL, request)
             assert whole is not None and request.history is not None
             self.worker.remember(CALL, request.history.start, whole)
+            # Exactly the history the conversation holds as it asks.
+            assert self.state is not None and whole == self.state.history
             self.requests.append((request, request_messages(whole)))
         return applied.effects
 
