@@ -54,6 +54,10 @@ async def test_caller_events_land_on_the_partition_stream(nursery: trio.Nursery,
         async with _ws(gw.port) as ws:
             await ws.send_message(setup_frame("CA100", "VX100", customParameters={"k": "v"}))
             await ws.send_message(prompt_frame("hello", last=False))
+            # A final prompt that overtakes an interim one still waiting for
+            # the session's append slot replaces it (gateway.interim, rule 4);
+            # this test is about what lands, so the interim goes first.
+            await entries(bus, gw.calls_stream("CA100"), 2)
             await ws.send_message(prompt_frame("hello there"))
             await ws.send_message(json.dumps({"type": "dtmf", "digit": "5"}))
             await ws.send_message(
