@@ -6,8 +6,8 @@ order per call. It is a partitioned actor: each worker reads only the
 partitions whose lease it holds (``actors.partitions``). For each entry it
 loads the call's state (``cache``, else the bus key/value store at
 ``keys.state(call)``), applies the entry with the pure rules (``rules.apply``),
-publishes what they asked for, then brings the partition's timer index in
-line and persists the state.
+brings the partition's timer index in line, persists the state with its
+outbox, and then publishes what the rules asked for.
 
 Idempotency: the state records the id of the last entry applied
 (``last_entry_id``); an entry at or below it is a redelivery and is skipped.
