@@ -44,6 +44,7 @@ from bus.messages import (
     CallPrompt,
     CallSetup,
     Fact,
+    GatewayAdopt,
     GatewaySend,
     LlmResult,
     LlmTokens,
@@ -184,17 +185,33 @@ class CallLog:
         if view is None:
             return None
         if isinstance(m, LlmTokens):
-            item = view.reply(env.session, m.reply_to, env.turn, at_ms)
-            seen = view.indexes[(env.session, m.reply_to)]
-            if m.index not in seen:
-                seen.add(m.index)
-                item.text += m.text
-            item.done = item.done or m.last
+            key = (env.session, m.reply_to)
+            if m.held and key not in view.adopted:
+                # A speculation: heard only if adopted (gateway.fence, rule 6).
+                view.held.setdefault(key, []).append((env.turn, at_ms, m))
+                return None
+            self._tokens(view, env.session, m, env.turn, at_ms)
+            view.drop_held(env.session, m.reply_to)
+            return view.call
+        if isinstance(m, GatewayAdopt):
+            key = (env.session, m.reply_to)
+            view.adopted.add(key)
+            for turn, t_ms, tokens in view.held.pop(key, []):
+                self._tokens(view, env.session, tokens, turn, t_ms)
+            view.drop_held(env.session, m.reply_to)
             return view.call
         if isinstance(m, GatewaySend):
             self._app_frame(view, env, m, at_ms)
             return view.call
         return None
+
+    def _tokens(self, view: CallView, session: str, m: LlmTokens, turn: int, at_ms: float) -> None:
+        item = view.reply(session, m.reply_to, turn, at_ms)
+        seen = view.indexes[(session, m.reply_to)]
+        if m.index not in seen:
+            seen.add(m.index)
+            item.text += m.text
+        item.done = item.done or m.last
 
     def _app_frame(self, view: CallView, env: Envelope, send: GatewaySend, at_ms: float) -> None:
         try:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NotRequired, TypedDict
 
+from bus.messages import LlmTokens
+
 # The caller-facing stages of a turn: (name, from fact, to fact).
 STAGES: tuple[tuple[str, str, str], ...] = (
     ("gateway_to_conversation", "prompt_received", "prompt_applied"),
@@ -183,6 +185,10 @@ class CallView:
     timings: dict[tuple[str, int], TurnTiming] = field(default_factory=dict)
     replies: dict[tuple[str, int], TranscriptItem] = field(default_factory=dict)
     indexes: dict[tuple[str, int], set[int]] = field(default_factory=dict)
+    # Batches of held (speculative) replies not adopted yet, with their turn
+    # and time: shown only once ``gateway.adopt`` names them, never otherwise.
+    held: dict[tuple[str, int], list[tuple[int, float, LlmTokens]]] = field(default_factory=dict)
+    adopted: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def open(self) -> bool:
@@ -260,6 +266,11 @@ class CallView:
         self.items.append(item)
         if len(self.items) > MAX_ITEMS:
             del self.items[0]
+
+    def drop_held(self, session: str, below: int) -> None:
+        """Held replies of ``session`` older than ``below`` will never be adopted."""
+        for key in [k for k in self.held if k[0] == session and k[1] < below]:
+            del self.held[key]
 
     def reply(self, session: str, reply_to: int, turn: int, at_ms: float) -> TranscriptItem:
         """The agent item of reply ``reply_to`` of ``session`` (made on its first tokens)."""

@@ -216,3 +216,28 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentiles([]) == {"p50": None, "p95": None, "p99": None}
     values = [float(v) for v in range(1, 101)]
     assert percentiles(values) == {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+
+
+def test_a_held_reply_shows_only_once_adopted() -> None:
+    log = CallLog()
+    started(log)
+
+    def held(ts: int, reply_to: int, index: int, text: str, last: bool = False) -> Envelope:
+        e = tokens(ts, reply_to, index, text, last)
+        return Envelope(e.kind, e.call, {**e.body, "held": True}, session=SESSION, ts=ts)
+
+    # Speculations on two interim prompts (seq 3 revised, seq 4 adopted by the
+    # final prompt 5); only the adopted one is the agent's.
+    log.apply(SOURCE_GATEWAY, held(T0 + 100, 3, 0, "For ten?"))
+    log.apply(SOURCE_GATEWAY, held(T0 + 200, 4, 0, "For two, "))
+    log.apply(
+        SOURCE_CALLS, env(Kind.CALL_PROMPT, T0 + 250, seq=5, voicePrompt="For two.", last=True)
+    )
+    transcript = log.call(CALL).to_json()["transcript"]  # type: ignore[union-attr]
+    assert [i["kind"] for i in transcript] == ["caller"]
+    adopt = Envelope(Kind.GATEWAY_ADOPT, CALL, {"reply_to": 4, "seq": 5}, session=SESSION)
+    log.apply(SOURCE_GATEWAY, adopt)
+    log.apply(SOURCE_GATEWAY, held(T0 + 270, 4, 1, "at eight.", last=True))
+    agents = [i for i in log.call(CALL).to_json()["transcript"] if i["kind"] == "agent"]  # type: ignore[union-attr]
+    assert [(a["text"], a["done"]) for a in agents] == [("For two, at eight.", True)]
+    assert log.call(CALL).held == {}  # type: ignore[union-attr]
