@@ -138,7 +138,11 @@ class LLMActor(Actor):
             worker=self.consumer,
         )
         self._attempted.add(entry.id)
-        sent = await already_sent(self.bus, self.keys, env, reply_to) if resumed else SentSoFar()
+        sent = (
+            await already_sent(self.bus, self.keys, env, reply_to, since_ms=request.prompt_ms)
+            if resumed
+            else SentSoFar()
+        )
         if sent.finished:
             await self._close_finished(env, reply_to, sent, held=request.held)
         else:

@@ -107,17 +107,23 @@ def forwarded(batches: Iterable[LlmTokens]) -> SentSoFar:
     return SentSoFar("".join(parts), last_index + 1, finished, newest_seen=newest)
 
 
-async def already_sent(bus: Bus, keys: Keys, env: Envelope, reply_to: int) -> SentSoFar:
+async def already_sent(
+    bus: Bus, keys: Keys, env: Envelope, reply_to: int, *, since_ms: float | None = None
+) -> SentSoFar:
     """Open a new generation of the reply to ``env`` and say what the caller was sent.
 
-    Reads the owning gateway's stream from the request's timestamp on (minus
-    ``CLOCK_SKEW_MS``: stream ids are the bus's clock, ``ts`` the writer's)
-    up to this attempt's opening entry; and, if the closing entry is among
-    what was forwarded, the call's partition stream for the ``llm.result``.
+    Reads the owning gateway's stream from the request's timestamp on, or
+    from ``since_ms`` if earlier (when the gateway received the words the
+    reply answers: a request published again by a partition's new owner is
+    younger than the reply's first entries), minus ``CLOCK_SKEW_MS`` (stream
+    ids are the bus's clock, ``ts`` the writer's), up to this attempt's
+    opening entry; and, if the closing entry is among what was forwarded,
+    the call's partition stream for the ``llm.result``.
     """
     if not env.gateway:
         return SentSoFar()
-    start = f"{max(env.ts - CLOCK_SKEW_MS, 0)}-0"
+    since = min(env.ts, since_ms) if since_ms else env.ts
+    start = f"{max(int(since) - CLOCK_SKEW_MS, 0)}-0"
     stream = keys.gateway(env.gateway)
     generation = int(wall_ms())
     for attempt in range(_OPEN_TRIES):
