@@ -24,7 +24,7 @@ Redis restart (empty, no persistence), Redis at ``maxmemory`` with
 ``noeviction`` for 10 s, a conversation worker paused past its lease, one
 caller flooding ``tokensPlayed``, and 2,000 idle upgraded sockets.
 
-    python bench/faults.py [--calls 20] [--only NAME,...] [--json FILE]
+    python bench/faults.py [--calls 20] [--only NAME,...] [--json FILE] [--explain]
 
 Prints one table row per fault (the table in docs/FAULTS.md). Targets: 0
 lost, 0 doubled, 0 heard twice, no crash loop, no silence over 3 s that
@@ -165,6 +165,8 @@ class Row:
     detail: str = ""
     said_again: int = 0
     apologised: int = 0
+    never_published: int = 0
+    notes: list[str] = field(default_factory=list)  # per call, for --explain
 
 
 async def _turns(call: SimulatedCall, record: CallRecord, progress: Callable[[], None]) -> None:
@@ -214,12 +216,19 @@ async def _converse(url: str, record: CallRecord, progress: Callable[[], None]) 
                 return
             except SessionClosed:
                 await call.wait_ended()
-            while record.said < len(PROMPTS) and record.resumes < 3:
+            # Also when the last prompt was the one cut off: it is answered
+            # on the new session before the call ends.
+            while record.resumes < 3 and (
+                len(record.replies) < record.said or record.said < len(PROMPTS)
+            ):
                 record.resumes += 1
-                record.replies.append("")  # the turn cut off by the failure
+                cut = len(record.replies) < record.said
+                if cut:
+                    record.replies.append("")  # the turn cut off by the failure
                 async with call.follow_action() as resumed:
                     try:
-                        await _answered_again(resumed, record)
+                        if cut:
+                            await _answered_again(resumed, record)
                         await _turns(resumed, record, progress)
                         return
                     except SessionClosed:
@@ -269,6 +278,8 @@ def _judge(row: Row, records: list[CallRecord], histories: dict[str, Any]) -> No
         row.longest_silence_s = max(row.longest_silence_s, rec.longest_gap_s)
         if rec.complete == len(PROMPTS) and not rec.error:
             row.completed += 1
+        else:
+            row.notes.append(f"not completed: {rec.sid} heard {rec.replies} error {rec.error!r}")
         row.resumed += rec.resumes
         if rec.error:
             row.errors.append(rec.error)
@@ -281,6 +292,10 @@ def _judge(row: Row, records: list[CallRecord], histories: dict[str, Any]) -> No
         for text in answered:
             if users.count(text) == 0:
                 row.lost += 1
+        for turn, text in enumerate(PROMPTS[: rec.said]):
+            unheard = turn >= len(rec.replies) or not rec.replies[turn]
+            if unheard and text not in users:
+                row.never_published += 1  # said into a socket as the session failed
         for text in PROMPTS[: rec.said]:
             row.doubled += max(0, users.count(text) - 1)
         upto = {m["content"]: i for i, m in enumerate(history) if m["role"] == "user"}
@@ -309,6 +324,7 @@ def _judge(row: Row, records: list[CallRecord], histories: dict[str, Any]) -> No
             if heard != expected:
                 # Words beyond the one reply: a repeated span (or a doubled reply).
                 row.heard_twice += max(0, len(heard.split()) - len(expected.split()))
+                row.notes.append(f"heard {heard!r} for {PROMPTS[turn]!r}, expected {expected!r}")
 
 
 # -- faults ---------------------------------------------------------------
@@ -498,14 +514,23 @@ async def main(args: argparse.Namespace) -> None:
                 " within the reply deadline); their prompts were answered with the next one",
                 flush=True,
             )
+        if row.never_published:
+            print(
+                f"    {row.never_published} prompts were said into a socket as its session"
+                " failed and never reached the bus (no reply, not in history)",
+                flush=True,
+            )
         if row.said_again:
             print(
                 f"    {row.said_again} resumed calls heard again the reply they were hearing"
-                " when the session failed (their next prompt died with the killed process)",
+                " when the session failed",
                 flush=True,
             )
         for error in sorted(set(row.errors))[:3]:
             print(f"    call error: {error}", flush=True)
+        if args.explain:
+            for note in row.notes:
+                print(f"    {note}", flush=True)
     print()
     print(_table(rows))
     if args.json:
@@ -519,5 +544,8 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--only", default="", help="comma-separated fault names")
     parser.add_argument("--json", default="")
+    parser.add_argument(
+        "--explain", action="store_true", help="name each call not completed and each repeat"
+    )
     configure_logging(level=os.environ.get("FAULTS_LOG_LEVEL", "error"), fmt="console")
     trio.run(main, parser.parse_args())
