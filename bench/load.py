@@ -247,6 +247,17 @@ def _overrides(target: str) -> dict[str, str]:
     return {k: v for k, v in pairs}
 
 
+# Stages read back from the facts: name -> (from fact, to fact), both keyed by
+# the caller event the reply answers (a held reply's LLM facts carry the
+# interim prompt's seq, so they join no final prompt: the LLM stage counts
+# the requests answered as usual).
+_STAGES = {
+    "gateway_to_conversation": ("prompt_received", "prompt_applied"),
+    "llm_queue": ("llm_requested", "request_taken"),
+}
+_STAGE_FACTS = frozenset({"first_token_sent", *(f for pair in _STAGES.values() for f in pair)})
+
+
 def _read_facts(url: str) -> dict[str, Any]:
     """Output tokens and speculations, from every fact stream of the run's Redis."""
     import redis as redis_py  # administrative, after the calls: redis-py is fine here
@@ -254,12 +265,20 @@ def _read_facts(url: str) -> dict[str, Any]:
     out: dict[str, Any] = {"output_tokens": 0, "held_output_tokens": 0, "wasted_output_tokens": 0}
     for name in ("started", "adopted", "discarded"):
         out[f"speculations_{name}"] = 0
+    # (call, session, reply_to) -> fact -> t_ms: where a turn's time went.
+    turns: dict[tuple[str, str, int], dict[str, float]] = {}
     client = redis_py.Redis.from_url(url, decode_responses=True)
     try:
         for stream in client.scan_iter(match="*events*", _type="stream"):
             for _, fields in client.xrange(stream):
-                body = json.loads(fields["d"]).get("body", {})
+                rest = json.loads(fields["d"])
+                body = rest.get("body", {})
                 fact = body.get("fact", "")
+                if fact in _STAGE_FACTS and isinstance(body.get("reply_to"), int):
+                    key = (fields["c"], rest.get("session", ""), body["reply_to"])
+                    turns.setdefault(key, {}).setdefault(fact, float(body["t_ms"]))
+                    if fact == "first_token_sent" and "latency_ms" in body:
+                        turns[key]["latency_ms"] = float(body["latency_ms"])
                 if fact == "completion_done":
                     tokens = int((body.get("usage") or {}).get("output_tokens", 0))
                     out["output_tokens"] += tokens
@@ -271,6 +290,12 @@ def _read_facts(url: str) -> dict[str, Any]:
                     out[f"speculations_{fact[12:]}"] += 1
     finally:
         client.close()
+    for stage, (start, end) in _STAGES.items():
+        spans = sorted(t[end] - t[start] for t in turns.values() if start in t and end in t)
+        out[f"{stage}_p50_ms"] = round(spans[len(spans) // 2], 1) if spans else None
+        out[f"{stage}_p95_ms"] = round(spans[int(len(spans) * 0.95)], 1) if spans else None
+    waits = sorted(t["latency_ms"] for t in turns.values() if "latency_ms" in t)
+    out["gateway_response_p50_ms"] = round(waits[len(waits) // 2], 1) if waits else None
     heard = out["output_tokens"] - out["wasted_output_tokens"]
     out["extra_output_pct"] = round(100 * out["wasted_output_tokens"] / heard, 1) if heard else None
     return out
@@ -446,8 +471,9 @@ def _tokens_table(rows: list[dict[str, Any]]) -> str:
     """Output tokens and speculations of the set-ups whose facts were read."""
     out = [
         "| set-up | output tokens | of held replies | wasted (discarded) | extra % | "
-        "speculations started | adopted | discarded |",
-        "|" + "|".join("---" for _ in range(8)) + "|",
+        "speculations started | adopted | discarded | gateway -> conversation p50 / p95 ms | "
+        "LLM queue p50 / p95 ms | response p50 ms (gateway's clock) |",
+        "|" + "|".join("---" for _ in range(11)) + "|",
     ]
     for r in rows:
         if "output_tokens" not in r:
@@ -455,6 +481,9 @@ def _tokens_table(rows: list[dict[str, Any]]) -> str:
         cells = [r["target"], r["output_tokens"], r["held_output_tokens"]]
         cells += [r["wasted_output_tokens"], r["extra_output_pct"], r["speculations_started"]]
         cells += [r["speculations_adopted"], r["speculations_discarded"]]
+        cells += [f"{r['gateway_to_conversation_p50_ms']} / {r['gateway_to_conversation_p95_ms']}"]
+        cells += [f"{r['llm_queue_p50_ms']} / {r['llm_queue_p95_ms']}"]
+        cells += [r["gateway_response_p50_ms"]]
         out.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
     return "\n".join(out)
 
