@@ -12,6 +12,11 @@ right after the turn's user message, cut to what the caller heard when the
 turn was interrupted or superseded (``actors.heard``, ``actors.history``).
 A refused reply (``stop_reason: refusal``) takes its user message out of
 history, so the model never sees the refused exchange again.
+
+A turn may also be opened by adopting a speculation
+(``actors.conversation.speculation``): its ``reply_to`` is then the
+interim prompt's seq (``OpenTurn.speculative``), no request goes out (the
+held one answers), and its result is applied here like any other.
 """
 
 from __future__ import annotations

@@ -61,8 +61,8 @@ class ControlCancel:
 
 @dataclass(frozen=True, slots=True)
 class ConversationTimer:
-    """``conversation.timer``: timer ``timer`` (``silence``, ``dtmf``, ``request``)
-    of the call was due at ``deadline_ms`` (wall-clock ms)."""
+    """``conversation.timer``: timer ``timer`` (``silence``, ``dtmf``, ``request``,
+    ``settle``) of the call was due at ``deadline_ms`` (wall-clock ms)."""
 
     KIND: ClassVar[Kind] = Kind.CONVERSATION_TIMER
 
