@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from structlog.testing import capture_logs
 
 from bus.base import Bus, CommandError, ConnectionLost, Fields
@@ -94,3 +95,39 @@ def test_only_bus_methods_can_be_broken() -> None:
 def test_it_is_a_bus() -> None:
     bus: Bus = FaultyBus(MemoryBus())
     assert isinstance(bus, FaultyBus)
+
+
+async def test_a_stall_holds_matching_calls_until_released(nursery: trio.Nursery) -> None:
+    bus = FaultyBus(MemoryBus())
+    held = bus.stall("append", when=lambda stream, fields: stream == "slow")
+    done = trio.Event()
+
+    async def slow() -> None:
+        await bus.append("slow", {"a": "1"})
+        done.set()
+
+    nursery.start_soon(slow)
+    with trio.fail_after(5):
+        await held.reached.wait()
+        await bus.append("fast", {"b": "1"})  # not matched: goes through
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set() and await bus.range("slow") == []  # not yet run
+        held.release()
+        await done.wait()
+        await bus.append("slow", {"a": "2"})  # times=1: spent
+    assert [e.fields for e in await bus.range("slow")] == [{"a": "1"}, {"a": "2"}]
+    assert held.hits == 1
+
+
+async def test_heal_releases_every_stall(nursery: trio.Nursery) -> None:
+    bus = FaultyBus(MemoryBus())
+    held = bus.stall("append", times=None)
+    nursery.start_soon(bus.append, "s", {"a": "1"})
+    with trio.fail_after(5):
+        await held.reached.wait()
+        bus.heal()
+        await bus.append("s", {"a": "2"})
+        await trio.testing.wait_all_tasks_blocked()
+    assert len(await bus.range("s")) == 2
+    with pytest.raises(ValueError, match="'apend' is not a Bus method"):
+        bus.stall("apend")
