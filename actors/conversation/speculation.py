@@ -32,7 +32,9 @@ with the same words. The contract, all pure:
 4. **Its result.** A speculation's ``llm.result`` that arrives before the
    final prompt is kept with it and applied on adoption; one for an adopted
    turn is applied as any turn's; one for a discarded speculation is
-   counted (``speculation_wasted``) and otherwise ignored.
+   counted (``speculation_wasted``) and otherwise ignored. A speculation
+   cancelled before it produced any text gets no result at all (the LLM
+   actor writes only its facts): its entry in ``discarded`` ages out.
 
 Facts (``bus/facts.py``; for telemetry and the bench), all from the
 conversation: ``speculation_started`` (``reply_to``: the interim prompt's

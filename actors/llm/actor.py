@@ -292,13 +292,14 @@ class LLMActor(Actor):
             outcome, reply_to, leftover, trio.current_time(), refusal_line=self.config.refusal_line
         )
         out = ReplyOut(self.bus, self.keys, env, reply_to, generation, held=outcome.held)
+        unsaid = self._unsaid(env, reply_to, outcome, end.result.text)
         # The result goes first: once the caller has the closing token it may
         # answer at once, and its next prompt must land on the partition stream
         # after this reply, or the conversation would see them out of order.
-        items: list[tuple[str, Fields]] = [
-            (self.keys.calls_for(env.call), out.envelope(end.result).encode())
-        ]
-        if env.gateway and close_reply:
+        items: list[tuple[str, Fields]] = []
+        if not unsaid:
+            items.append((self.keys.calls_for(env.call), out.envelope(end.result).encode()))
+        if env.gateway and close_reply and not unsaid:
             items.append((out.stream, out.tokens(end.final, index, last=True)))
             # ``end`` and the like: after the closing token, held by the
             # gateway until the caller has heard the reply.
@@ -324,6 +325,18 @@ class LLMActor(Actor):
             error=result.error,
             cancelled=outcome.cancelled,
             tool_calls=len(result.tool_calls),
+        )
+
+    def _unsaid(self, env: Envelope, reply_to: int, outcome: Outcome, text: str) -> bool:
+        """A speculation cancelled before it said anything: nobody waits for it
+        (the conversation discarded it, the gateway holds nothing of it), so
+        only its facts are written. A partition entry per interim prompt was
+        a large share of what preemptive replies cost."""
+        return (
+            outcome.held
+            and outcome.cancelled is not None
+            and not text
+            and not self.cancels.adopted((env.call, env.session, reply_to))
         )
 
     async def _close_finished(

@@ -89,6 +89,10 @@ class Cancels:
         self._generations[key] = generation
         return generation
 
+    def adopted(self, key: GenerationKey) -> bool:
+        """Whether ``control.adopt`` named the held reply ``key`` (within ``memory_s``)."""
+        return key in self._adopted
+
     def adopt(self, call: str, session: str, reply_to: int) -> None:
         """The held reply of ``(call, session, reply_to)`` was adopted: its tools may run."""
         now = trio.current_time()

@@ -128,3 +128,46 @@ async def test_a_discarded_held_reply_never_runs_its_tool(
     assert not [e for e in await out(bus) if e.kind == Kind.GATEWAY_SEND]
     assert result.body["cancelled"] is True
     assert all(c["is_error"] for c in result.body["tool_calls"])
+
+
+async def _cancelled_at(bus: MemoryBus, at_s: float, *, adopted: bool = False) -> None:
+    """A held request (first token after 500 ms), cancelled ``at_s`` after it went."""
+    llm = actor(scripted_first_token_ms=500.0, scripted_token_gap_ms=20.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_actor, bus, llm, consumer="llm-1"))
+        await bus.append(KEYS.llm, held_request("A table for two").encode())
+        if adopted:
+            await bus.append(KEYS.control, adopt(5, 9).encode())
+        await trio.sleep(at_s)
+        await bus.append(KEYS.control, control_cancel(CALL, 5, reason="changed").encode())
+        after = "0"
+        done = False
+        while not done:  # a blocking read until the reply's facts are written
+            for entry in await bus.read(KEYS.events, after, count=100, block_ms=60_000):
+                after = entry.id
+                done = done or Envelope.decode(entry.fields).body.get("fact") == "completion_done"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_speculation_cancelled_before_it_said_anything_writes_only_facts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = MemoryBus()
+    with trio.fail_after(30):
+        await _cancelled_at(bus, 0.1)
+    assert await results(bus) == []  # nothing on the call's partition stream
+    assert await out(bus) == []  # nothing for the gateway to hold
+    (done,) = await facts(bus, "completion_done")
+    assert done["held"] is True and done["cancelled"] is True
+
+
+async def test_a_speculation_cancelled_after_some_text_or_once_adopted_has_its_result(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    for at_s, adopted in ((0.6, False), (0.1, True)):
+        bus = MemoryBus()
+        with trio.fail_after(30):
+            await _cancelled_at(bus, at_s, adopted=adopted)
+        (result,) = await results(bus)
+        assert result.body["cancelled"] is True
+        assert bool(result.body["text"]) is not adopted  # said something, or was adopted
