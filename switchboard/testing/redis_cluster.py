@@ -18,6 +18,7 @@ import trio
 
 from bus.base import BusError
 from switchboard.testing.redis_server import (
+    PORT_ATTEMPTS,
     STARTUP_TIMEOUT_S,
     AclUser,
     RedisServerError,
@@ -136,6 +137,28 @@ def _node_args(
     return extra
 
 
+async def _start_node(
+    node: RedisServerHandle,
+    node_timeout_ms: int,
+    tls: TestCertificates | None,
+    user: AclUser | None,
+) -> None:
+    """Start one node. A port picked free but taken before the node bound it
+    (other test runs start servers on this machine too) is replaced, with a
+    fresh cluster-bus port, as ``open_redis_server`` replaces a taken port."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            await node.start()
+            return
+        except RedisServerError:
+            if attempt == PORT_ATTEMPTS:
+                raise
+            log.info("redis_cluster.port_taken", port=node.port, attempt=attempt)
+            (node.workdir / "nodes.conf").unlink(missing_ok=True)
+            node.port = free_port()
+            node.extra_args = tuple(_node_args(node_timeout_ms, tls, user))
+
+
 async def _create(
     cli: str,
     nodes: Sequence[RedisServerHandle],
@@ -198,7 +221,7 @@ async def open_redis_cluster(
             nodes.append(node)
         async with trio.open_nursery() as nursery:
             for node in nodes:
-                nursery.start_soon(node.start)
+                nursery.start_soon(_start_node, node, node_timeout_ms, tls, user)
         await _create(cli, nodes, replicas, tls, user)
         handle = RedisClusterHandle(nodes)
         await handle.wait_healthy()

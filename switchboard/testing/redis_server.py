@@ -170,8 +170,8 @@ class RedisServerHandle:
         self.port = port
         self.tls = tls
         self.user = user
-        self._workdir = workdir
-        self._extra = tuple(extra_args)
+        self.workdir = workdir
+        self.extra_args = tuple(extra_args)
         self._process: trio.Process | None = None
 
     @property
@@ -208,7 +208,7 @@ class RedisServerHandle:
 
     async def start(self) -> None:
         """Start the process and wait until it answers on its port."""
-        argv = _argv(self.port, self._workdir, tls=self.tls, user=self.user, extra=self._extra)
+        argv = _argv(self.port, self.workdir, tls=self.tls, user=self.user, extra=self.extra_args)
         ping_tls = _client_tls(self.tls) if self.tls is not None else None
         self._process = await trio.lowlevel.open_process(
             argv,
@@ -221,7 +221,7 @@ class RedisServerHandle:
             if self._process.poll() is not None:
                 raise RedisServerError(
                     f"redis-server exited with {self._process.returncode} on port "
-                    f"{self.port}: {_log_tail(self._workdir)}"
+                    f"{self.port}: {_log_tail(self.workdir)}"
                 )
             if trio.current_time() > deadline:
                 await self.stop()
