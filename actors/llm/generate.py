@@ -177,7 +177,13 @@ class Producer:
             if await bus.get(key) == str(turn - 1):
                 log.info("filler_skipped", reason="previous_turn_had_it")
                 return
-            await bus.set(key, str(turn), ttl_ms=FILLER_MEMORY_MS)
+            # The bus reply and the first token can come in one scheduler
+            # pass: then this task goes on after ``_emit`` cancelled it
+            # (no checkpoint since). Checked and sent with no await between,
+            # so the filler is never queued behind a token of the reply.
+            if self.outcome.first_token_at is not None:
+                log.info("filler_skipped", reason="first_token_came")
+                return
             frame = {"type": "text", "token": f"{config.filler_text} ", "last": False}
             try:
                 self._send.send_nowait(Frame(frame))
@@ -185,6 +191,7 @@ class Producer:
                 return  # the reply ended meanwhile
             self.wake.event.set()
             log.info("filler_spoken", after_s=config.filler_after_s)
+            await bus.set(key, str(turn), ttl_ms=FILLER_MEMORY_MS)
 
     def _spaced(self, delta: str) -> str:
         said = "".join(self.outcome.text[-1:])

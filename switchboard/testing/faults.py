@@ -18,7 +18,11 @@ subclassing a bus::
     await held.reached.wait()                 # ... until the test has seen it wait
     held.release()                            # ... and lets it go on
 
-A stall is the third case: a bus too slow to answer for a while.
+A stall is the third case: a bus too slow to answer for a while. With
+``moment="after"`` the call runs first and its *reply* is held: the caller
+already has it (as when a reply and a cancel of its caller are read in the
+same scheduler pass), so a cancel of the caller meanwhile does not take it
+back; the caller goes on with the reply once released.
 
 ``when`` receives the call's arguments positionally, in the order the ``Bus``
 protocol declares them (keyword-only ones included). Every other call goes
@@ -72,6 +76,7 @@ class Stall:
     method: str
     when: Callable[..., bool] | None = None
     times: int | None = 1  # None: every matching call
+    moment: Moment = "before"  # "after": the call ran, its reply is held
     hits: int = 0
     reached: trio.Event = field(default_factory=trio.Event)  # a call is waiting
     released: trio.Event = field(default_factory=trio.Event)
@@ -80,10 +85,17 @@ class Stall:
         """Let the waiting calls (and any later match) go on."""
         self.released.set()
 
-    def matches(self, method: str, args: tuple[object, ...]) -> bool:
-        if self.times is not None and self.hits >= self.times:
+    def matches(self, method: str, moment: Moment, args: tuple[object, ...]) -> bool:
+        if moment != self.moment or (self.times is not None and self.hits >= self.times):
             return False
         return method == self.method and (self.when is None or self.when(*args))
+
+    async def hold(self) -> None:
+        self.hits += 1
+        self.reached.set()
+        # A held reply is the caller's already: its cancel waits until then.
+        with trio.CancelScope(shield=self.moment == "after"):
+            await self.released.wait()
 
 
 class FaultyBus:
@@ -122,12 +134,17 @@ class FaultyBus:
         return self._arm(Fault(method, "after", err, when, times))
 
     def stall(
-        self, method: str, *, when: Callable[..., bool] | None = None, times: int | None = 1
+        self,
+        method: str,
+        *,
+        when: Callable[..., bool] | None = None,
+        times: int | None = 1,
+        moment: Moment = "before",
     ) -> Stall:
-        """Hold matching calls of ``method``, before they run, until released."""
+        """Hold matching calls of ``method`` (or, ``after``, their replies) until released."""
         if not callable(getattr(Bus, method, None)):
             raise ValueError(f"{method!r} is not a Bus method")
-        stall = Stall(method, when, times)
+        stall = Stall(method, when, times, moment)
         self._stalls.append(stall)
         return stall
 
@@ -166,12 +183,13 @@ class FaultyBus:
     ) -> T:
         seen = (*args, *kwargs.values())
         for stall in self._stalls:
-            if stall.matches(method, seen):
-                stall.hits += 1
-                stall.reached.set()
-                await stall.released.wait()
+            if stall.matches(method, "before", seen):
+                await stall.hold()
         self._check(method, "before", seen)
         result = await run(*args, **kwargs)
+        for stall in self._stalls:
+            if stall.matches(method, "after", seen):
+                await stall.hold()
         self._check(method, "after", seen)
         event = self._completed.get(method)
         if event is not None:

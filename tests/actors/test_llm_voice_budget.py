@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 import anthropic
+import pytest
 import trio
 import trio.testing
 from fakes.anthropic_server import FakeReply, open_fake_anthropic, thinking_signature
@@ -25,6 +26,7 @@ from actors.runtime import serve_actor
 from bus.envelope import Envelope, Kind
 from bus.keys import Keys
 from bus.memory import MemoryBus
+from switchboard.testing import FaultyBus
 
 KEYS = Keys(namespace="llmbudget", partitions=4)
 CALL = "CA00000000000000000000000000000077"
@@ -178,3 +180,44 @@ async def test_a_thinking_model_with_a_tool_round_gets_no_400() -> None:
     # Thinking is never spoken.
     spoken = "".join(e.body["text"] for e in await gateway_out(bus) if e.kind == Kind.LLM_TOKENS)
     assert "caller wants" not in spoken and "Sent." not in spoken
+
+
+async def first_tokens(bus: FaultyBus) -> None:
+    """Wait until the reply's first token entry is on the gateway's stream."""
+    last = "0"
+    while True:
+        (entry,) = await bus.read(KEYS.gateway("gw1"), last, count=1, block_ms=60_000)
+        if Envelope.decode(entry.fields).kind == Kind.LLM_TOKENS:
+            return
+        last = entry.id
+
+
+@pytest.mark.parametrize("method", ["get", "set"])
+async def test_the_filler_never_plays_inside_a_reply_whose_first_token_beat_it(
+    method: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A bus reply of the filler came in the same scheduler pass as the
+    # reply's first token (a loaded worker): the filler task goes on with it
+    # after the token was sent. Held here across the token, so the token
+    # comes first every time.
+    bus = FaultyBus(MemoryBus())
+    filler_key = KEYS.filler(CALL)
+    held = bus.stall(method, when=lambda key, *_: key == filler_key, moment="after")
+    slow = ScriptedProvider(first_token_ms=2000, token_gap_ms=200)
+    actor = LLMActor(LLMConfig(keys=KEYS), slow)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve_actor, bus, actor, consumer="llm-1"))
+            await bus.append(KEYS.llm, request("one", seq=5, turn=2).encode())
+            await held.reached.wait()
+            await first_tokens(bus)
+            held.release()
+            await bus.read(KEYS.calls_for(CALL), "0", count=1, block_ms=60_000)
+            nursery.cancel_scope.cancel()
+    out = [Envelope.decode(e.fields) for e in await bus.range(KEYS.gateway("gw1"))]
+    kinds = [e.kind for e in out]
+    # The filler, if any, only before the reply's first token.
+    assert Kind.GATEWAY_SEND not in kinds[kinds.index(Kind.LLM_TOKENS) :]
+    spoken = "".join(e.body["text"] for e in out if e.kind == Kind.LLM_TOKENS)
+    assert spoken.startswith("You said: one.")
+    assert DEFAULT_FILLER_TEXT not in spoken

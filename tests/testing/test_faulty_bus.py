@@ -131,3 +131,31 @@ async def test_heal_releases_every_stall(nursery: trio.Nursery) -> None:
     assert len(await bus.range("s")) == 2
     with pytest.raises(ValueError, match="'apend' is not a Bus method"):
         bus.stall("apend")
+
+
+async def test_a_stall_after_runs_the_call_and_holds_its_reply_through_a_cancel(
+    nursery: trio.Nursery,
+) -> None:
+    bus = FaultyBus(MemoryBus())
+    held = bus.stall("set", moment="after")
+    scope = trio.CancelScope()
+    got: list[bool] = []
+
+    async def caller() -> None:
+        with scope:
+            got.append(await bus.set("k", "v"))
+            # The reply arrived before the cancel: it is not taken back, the
+            # next checkpoint sees the cancel.
+            await trio.lowlevel.checkpoint()
+            got.append(False)
+
+    nursery.start_soon(caller)
+    with trio.fail_after(5):
+        await held.reached.wait()
+        assert await bus.get("k") == "v"  # it ran
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # still held
+        held.release()
+        await trio.testing.wait_all_tasks_blocked()
+    assert got == [True]
