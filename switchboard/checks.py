@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from typing import Final
 
+from actors.config import DEFAULT_FILLER_TEXT
 from actors.providers.scripted import TOOL_LEAD_IN, scripted_tool_use
 
 _SCRIPTED: Final = re.compile(
@@ -21,15 +22,24 @@ _SCRIPTED: Final = re.compile(
 _BUILT_IN_TOOLS = [{"name": name} for name in TOOL_LEAD_IN]
 
 
-def check_scripted_reply(prompt: str, reply: str, *, complete: bool = True) -> str | None:
+def check_scripted_reply(
+    prompt: str, reply: str, *, complete: bool = True, filler: str = DEFAULT_FILLER_TEXT
+) -> str | None:
     """None if ``reply`` is what the scripted provider answers to ``prompt``, else
     the kind of fault: ``fenced`` (another turn's tokens first), ``misordered``
     (the right words in the wrong order) or ``lost`` (words missing or extra).
 
     The conversation may join an unanswered prompt with the next one, so the
     echoed words need only *end* with ``prompt``. An interrupted reply
-    (``complete=False``) must be a prefix of such a reply.
+    (``complete=False``) must be a prefix of such a reply. A late reply is
+    preceded by the ``filler`` line (the LLM actor's own frame, on the same
+    socket): it belongs to this turn, before the reply, never inside it.
     """
+    lead = f"{filler.strip()} " if filler.strip() else ""
+    if lead and reply.startswith(lead):
+        reply = reply[len(lead) :]
+    elif lead and not complete and lead.startswith(reply):
+        return None  # interrupted during the filler line
     said = prompt.strip().rstrip(".!?").strip() or "nothing"
     if not complete:
         expected_start = "You said: "

@@ -53,6 +53,13 @@ REPLY = "You said: Book a table. That was message 2 from you."
         ("You said: book a", False, None),
         ("You", False, None),
         ("stale words You said: book", False, "fenced"),
+        # A late reply: the filler line first belongs to this turn's reply.
+        (f"One moment. {REPLY}", True, None),
+        ("One moment. You said: Book", False, None),
+        ("One mom", False, None),
+        # ... but only before it: inside the reply it is a fault.
+        ("You One moment. said: Book a table. That was message 2 from you.", True, "lost"),
+        ("One moment. Hello You said: Book a table. That was message 2 from you.", True, "fenced"),
     ],
 )
 def test_scripted_reply_checker(reply: str, complete: bool, fault: str | None) -> None:
