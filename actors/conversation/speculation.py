@@ -7,7 +7,8 @@ with the same words. The contract, all pure:
 
 1. **Record.** An interim prompt whose normalised text (case, whitespace and
    punctuation ignored: :func:`normalise`) differs from the last one's is
-   recorded (text, seq) and arms the ``settle`` timer (``settle_ms``). An
+   recorded (text, seq) and arms the ``settle`` timer (``settle_ms``; 0, the
+   default: the speculation starts at once, with no timer entry). An
    unchanged one changes nothing (and is not persisted). A changed one
    first cancels the running speculation (``control.cancel``, reason
    ``changed``): at most one runs per call.
@@ -103,10 +104,13 @@ def on_partial(step: Step, state: CallState, prompt: CallPrompt, *, seq: int) ->
             state.speculations -= 1
         else:
             discard(step, state, "changed")
-    if _may_speculate(step, state):
+    state.timers.pop(SETTLE, None)
+    if not _may_speculate(step, state):
+        return True
+    if step.config.settle_ms > 0:
         state.timers[SETTLE] = int(step.now + step.config.settle_ms)
     else:
-        state.timers.pop(SETTLE, None)
+        on_settle(step, state)  # no settle time: at once, without a timer entry
     return True
 
 

@@ -72,7 +72,7 @@ def read_conversation(env: Mapping[str, str], profile: Profile) -> ConversationS
         dtmf_menu=dict(profile.dtmf_menu),
         speech_chars_per_second=_speech_rate(env),
         preemptive=flag(env, "SWITCHBOARD_PREEMPTIVE", None),
-        settle_ms=positive(env, "SWITCHBOARD_SETTLE_MS", DEFAULT_SETTLE_MS),
+        settle_ms=number(env, "SWITCHBOARD_SETTLE_MS", DEFAULT_SETTLE_MS),
         max_speculations=integer(env, "SWITCHBOARD_MAX_SPECULATIONS", DEFAULT_MAX_SPECULATIONS),
         speculation_max_chars=integer(
             env, "SWITCHBOARD_SPECULATION_MAX_CHARS", DEFAULT_SPECULATION_MAX_CHARS, minimum=1

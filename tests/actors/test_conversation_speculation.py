@@ -30,7 +30,7 @@ async def test_an_interim_prompt_starts_a_held_request_without_a_timer_index_wri
     bus = MemoryBus()
     caller = Caller(bus)
     config = ConversationConfig(
-        keys=KEYS, system_prompt=SYSTEM, silence_reprompt_s=0, preemptive=True
+        keys=KEYS, system_prompt=SYSTEM, silence_reprompt_s=0, preemptive=True, settle_ms=150
     )
     index_key = KEYS.timers(partition_of(caller.call, KEYS.partitions))
     with trio.fail_after(30):

@@ -349,7 +349,7 @@ def test_the_outcomes_are_on_the_llm_workers_metrics() -> None:
 
 def test_preemptive_requests_carry_only_what_is_new_and_keep_the_chain() -> None:
     config = ConversationConfig(
-        keys=KEYS, system_prompt="Be brief.", silence_reprompt_s=0, preemptive=True
+        keys=KEYS, system_prompt="Be brief.", silence_reprompt_s=0, preemptive=True, settle_ms=150
     )
     call = Conversation(config=config)
     call.turn("one", "answer one")

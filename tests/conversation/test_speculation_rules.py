@@ -39,7 +39,7 @@ REPLY = "A table for two at eight, then."
 class Call:
     config: ConversationConfig = field(
         default_factory=lambda: ConversationConfig(
-            system_prompt="Test.", silence_reprompt_s=0, preemptive=True
+            system_prompt="Test.", silence_reprompt_s=0, preemptive=True, settle_ms=150
         )
     )
     state: CallState | None = None
@@ -129,6 +129,18 @@ def test_an_unchanged_interim_prompt_changes_nothing() -> None:
     before = call.live.to_json()
     assert call.partial("a table.") == []
     assert call.live.to_json() == before
+
+
+def test_without_a_settle_time_the_speculation_starts_on_the_interim_prompt() -> None:
+    call = Call(config=ConversationConfig(system_prompt="Test.", preemptive=True))
+    assert call.config.settle_ms == 0  # the default
+    call.setup()
+    (request,) = sent(call.partial("A table for two"), LlmRequest)
+    assert request.held and request.reply_to == call.seq
+    assert SETTLE not in call.live.timers  # no timer entry, no timer index write
+    effects = call.partial("A table for two please")
+    assert [c.reason for c in sent(effects, ControlCancel)] == ["extended"]
+    assert [r.reply_to for r in sent(effects, LlmRequest)] == [call.seq]
 
 
 def test_off_interim_prompts_are_dropped_as_before() -> None:

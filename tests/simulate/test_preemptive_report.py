@@ -69,7 +69,8 @@ async def test_an_adopted_reply_counts_from_the_final_prompt(
     assert result.problems == 0, result.to_json()["violations"]
     firsts = result.first_token_ms()
     assert len(firsts) == 6
-    assert all(0 < ms < TTFT_MS - 100 for ms in firsts), firsts
+    # 0 on the virtual clock: a reply held whole is released with the final prompt.
+    assert all(0 <= ms < TTFT_MS - 100 for ms in firsts), firsts
 
 
 async def test_a_changed_final_waits_the_models_time(autojump_clock: trio.abc.Clock) -> None:
