@@ -32,6 +32,7 @@ from bus.base import BusError, Entry, MalformedEntry, parse_id
 from bus.envelope import Envelope, Kind, now_ms
 from bus.messages import GatewayAdopt, GatewaySend, LlmTokens
 from bus.retry import Backoff, retry_bus
+from gateway import inbound
 from gateway.context import GatewayContext
 from gateway.fence import Admission, HeldBatch
 from gateway.session import Deferred, Outgoing, SentFacts, Session
@@ -293,8 +294,7 @@ class Dispatcher:
         log.debug("outbound_dropped", frame=wire_type(msg), reason=reason, **where)
 
     async def apologise_when_late(self, session: Session) -> None:
-        """Say the configured apology when a reply misses its deadline
-        (:mod:`gateway.reply_deadline`); runs for the session's life."""
+        """Apologise for, and withdraw, a reply that misses its deadline (reply_deadline)."""
         apology = Text(token=self.ctx.config.reply_apology, last=True)
         while True:
             armed = session.reply_armed
@@ -306,7 +306,7 @@ class Dispatcher:
                 await armed.wait()  # a newer prompt moved the deadline
             if not session.reply.due(trio.current_time()):
                 continue
-            seq = session.reply.apologised()
+            seq = session.apologised()
             log.warning(
                 "reply_late",
                 deadline_s=self.ctx.config.reply_deadline_s,
@@ -314,8 +314,8 @@ class Dispatcher:
                 hint="no reply started in time: are conversation and llm workers running?",
                 **session.log_context(),
             )
-            self.ctx.fact(session, "reply_late", reply_to=seq)
             self.offer(session, None, apology)
+            await inbound.reply_withdrawn(self.ctx, session, seq)
 
     async def send_frames(
         self, session: Session, inbox: trio.MemoryReceiveChannel[Outgoing]

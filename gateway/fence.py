@@ -33,7 +33,12 @@ Pure (no I/O, no clock). The whole contract, shared with the actors, is here:
 5. **The live session only.** Tokens, and frames that wait for speech to
    end, are for the session they name; other frames go to the call's live
    session when they name none (:meth:`ReplyFence.admits_session`).
-6. **Held replies.** A speculative reply (``actors.conversation.speculation``)
+6. **Withdrawn replies.** When the reply deadline's apology asked the caller
+   to say prompt ``S`` again (:mod:`gateway.reply_deadline`), a late reply to
+   ``S`` (or to an older prompt) is dropped like a fenced one
+   (:meth:`ReplyFence.withdraw`): the caller would hear an answer after
+   being asked to repeat, then the answer to the repeat too.
+7. **Held replies.** A speculative reply (``actors.conversation.speculation``)
    answers an interim prompt: its ``reply_to`` is that prompt's ``seq`` and
    its token batches are marked ``held``. They are kept here (``HOLD``,
    :meth:`ReplyFence.keep`), never sent, also once a final prompt moved the
@@ -120,6 +125,11 @@ class ReplyFence:
             r for r in self._generation if self.answers(r) < seq and r not in self._held
         ]:
             del self._generation[reply_to]
+
+    def withdraw(self, seq: int) -> None:
+        """The apology for the final prompt ``seq`` went out: its reply, and any
+        older one, never plays (``fenced``, at admission and at the socket)."""
+        self.fence = max(self.fence, seq + 1)
 
     def answers(self, reply_to: int) -> int:
         """The caller event the reply to ``reply_to`` answers: the final prompt

@@ -168,6 +168,22 @@ async def publish_closed(
         log.error("call_closed_not_published", call_sid=session.call_sid, error=repr(exc))
 
 
+async def reply_withdrawn(ctx: GatewayContext, session: Session, seq: int | None) -> None:
+    """The apology for prompt ``seq`` went out and its late reply is fenced: the
+    ``reply_late`` fact, and ``call.interrupt`` (``withdrawn``) for the
+    conversation, so its history keeps none of that reply. A bus failure is
+    logged; the caller is not affected."""
+    ctx.fact(session, "reply_late", reply_to=seq)
+    if seq is None or not session.call_sid:
+        return
+    session.seq += 1
+    env = _stamp(ctx, session, CallInterrupt(withdrawn=seq))
+    try:
+        await append(ctx, session, env)
+    except BusError as exc:
+        log.error("reply_withdrawn_not_published", reply_to=seq, error=repr(exc))
+
+
 def _rejected(ctx: GatewayContext, session: Session, exc: ProtocolError) -> None:
     ctx.metrics.frames_rejected.labels(exc.kind.value).inc()
     ctx.fact(session, "frame_rejected", reason=exc.kind.value)

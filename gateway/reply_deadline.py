@@ -11,8 +11,11 @@ caller would otherwise hear nothing at all.
    re-prompt) disarms it (``spoke``): the caller is hearing the agent.
 3. Once the deadline passes while armed (``due``), the caller hears the
    apology once for that prompt (``apologised``), and the deadline is
-   disarmed. The call goes on: a late reply is still spoken (the reply fence
-   alone decides that), and the next final prompt arms the deadline again.
+   disarmed. The apology asks the caller to say it again, so the late reply
+   to that prompt is withdrawn: never spoken (``ReplyFence.withdraw``), and
+   the conversation is told (a ``call.interrupt`` marked ``withdrawn``) so
+   that its history keeps none of it, as after a barge-in that heard
+   nothing. The next final prompt arms the deadline again.
 
 ``deadline_s`` of 0 turns the rule off.
 """

@@ -99,6 +99,14 @@ class Session:
         self.reply_armed.set()
         self.reply_armed = trio.Event()
 
+    def apologised(self) -> int | None:
+        """The reply deadline's apology went out: the seq of the prompt it was
+        for (None: none), whose late reply is now fenced (``ReplyFence.withdraw``)."""
+        seq = self.reply.apologised()
+        if seq is not None:
+            self.fence.withdraw(seq)
+        return seq
+
     def log_context(self) -> dict[str, str | None]:
         """Call and session of this socket, for logs made outside its task."""
         return {"call_sid": self.call_sid or None, "session_id": self.session_id or None}

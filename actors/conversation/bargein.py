@@ -14,12 +14,19 @@ Three cases:
 - what was heard comes from ``actors.heard.locate_heard``: the reply's
   ``tokensPlayed`` when subscribed, else the interrupt's fragment, else its
   duration at the configured speaking rate.
+
+A ``call.interrupt`` marked ``withdrawn`` is the gateway's: it apologised
+for that prompt (asked the caller to say it again) and fences its late
+reply. The reply answering exactly that prompt is stopped, or cut, to
+nothing, as after a barge-in that heard none of it (``apply_withdrawn``);
+the caller's words in progress (a speculation) are left alone.
 """
 
 from __future__ import annotations
 
 import structlog
 
+from actors.conversation.delta import history_changed
 from actors.conversation.effects import Step
 from actors.conversation.silence import arm_silence, caller_spoke
 from actors.conversation.state import CallState
@@ -82,6 +89,30 @@ def apply_interrupt(step: Step, state: CallState, interrupt: CallInterrupt, *, s
         heard=heard.method,
         kept_chars=len(heard.text),
     )
+
+
+def apply_withdrawn(step: Step, state: CallState, reply_to: int, *, seq: int) -> None:
+    """The gateway withdrew the reply to prompt ``reply_to``: none of it is heard."""
+    current = state.current()
+    if current is not None and current.reply_to == reply_to:
+        current.interrupted = True  # no fragment, no duration: nothing heard
+        current.fragment, current.duration_ms = "", 0.0
+        cancel(step, state, current, "withdrawn")
+        log.info("reply_withdrawn", seq=seq, reply_to=reply_to, pending_turn=current.turn)
+        return
+    spoken = state.speaking
+    if current is None and spoken is not None and spoken.reply_to == reply_to:
+        old = state.history[spoken.start : spoken.start + spoken.count]
+        new = truncate_reply(old, spoken.text, "")
+        history_changed(state, spoken.start)
+        state.history[spoken.start : spoken.start + spoken.count] = new
+        state.shift(spoken.start + len(old), len(new) - len(old))
+        log.info("reply_withdrawn", seq=seq, reply_to=reply_to, cut_chars=len(spoken.text))
+        spoken.count, spoken.text = len(new), ""
+        return
+    # Superseded by a newer prompt (cut to its tokensPlayed then), or not
+    # the conversation's latest reply: nothing here to cut.
+    log.info("reply_withdrawn_not_found", seq=seq, reply_to=reply_to)
 
 
 def apply_info(state: CallState, info: CallInfo, *, seq: int) -> None:

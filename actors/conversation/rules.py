@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from actors.config import ConversationConfig
-from actors.conversation.bargein import apply_info, apply_interrupt
+from actors.conversation.bargein import apply_info, apply_interrupt, apply_withdrawn
 from actors.conversation.cutoff import answer_again, cut_off_question, note_close
 from actors.conversation.effects import Effect, Incoming, Step
 from actors.conversation.keypad import apply_dtmf, entry_timed_out, take_buffered
@@ -112,6 +112,8 @@ def _dispatch(step: Step, state: CallState | None, incoming: Incoming) -> CallSt
     state = state or new_state(incoming)
     if isinstance(message, CallPrompt):
         apply_prompt(step, state, message, incoming)
+    elif isinstance(message, CallInterrupt) and message.withdrawn:
+        apply_withdrawn(step, state, message.withdrawn, seq=seq)  # the gateway's, not the caller's
     elif isinstance(message, CallInterrupt):
         forget_utterance(step, state, "interrupt")
         apply_interrupt(step, state, message, seq=seq)

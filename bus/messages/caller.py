@@ -125,19 +125,28 @@ class CallDtmf:
 @dataclass(frozen=True, slots=True)
 class CallInterrupt:
     """``call.interrupt``: the caller barged in, having heard ``utterance_until_interrupt``
-    of the chunk that was playing, ``duration_until_interrupt_ms`` into it."""
+    of the chunk that was playing, ``duration_until_interrupt_ms`` into it.
+
+    With ``withdrawn`` (the seq of a final prompt) it is the gateway's, not the
+    caller's: it apologised for that prompt (asked the caller to say it again)
+    and fences its late reply, so none of that reply is ever heard.
+    """
 
     KIND: ClassVar[Kind] = Kind.CALL_INTERRUPT
 
     utterance_until_interrupt: str = ""
     duration_until_interrupt_ms: float = 0.0
+    withdrawn: int = 0  # optional on the wire: 0 (absent) for a caller's barge-in
 
     def to_body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "type": "interrupt",
             "utteranceUntilInterrupt": self.utterance_until_interrupt,
             "durationUntilInterruptMs": whole_ms(float(self.duration_until_interrupt_ms)),
         }
+        if self.withdrawn:
+            body["withdrawn"] = self.withdrawn
+        return body
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Self:
@@ -145,6 +154,7 @@ class CallInterrupt:
         return cls(
             utterance_until_interrupt=b.str_("utteranceUntilInterrupt", ""),
             duration_until_interrupt_ms=b.number("durationUntilInterruptMs", 0.0),
+            withdrawn=b.int_("withdrawn", 0),
         )
 
 

@@ -85,7 +85,12 @@ messages: st.SearchStrategy[BusMessage] = st.one_of(
     ),
     st.builds(CallPrompt, voice_prompt=text, lang=text, last=st.booleans()),
     st.builds(CallDtmf, digit=text),
-    st.builds(CallInterrupt, utterance_until_interrupt=text, duration_until_interrupt_ms=ms),
+    st.builds(
+        CallInterrupt,
+        utterance_until_interrupt=text,
+        duration_until_interrupt_ms=ms,
+        withdrawn=st.integers(min_value=0, max_value=2**31),
+    ),
     st.builds(CallInfo, name=text, value=text),
     st.builds(CallError, description=text),
     st.builds(CallClosed, code=st.none() | ints, reason=text),
@@ -144,6 +149,17 @@ RECORDED: list[tuple[Kind, dict[str, Any], BusMessage]] = [
             "durationUntilInterruptMs": 460,
         },
         CallInterrupt(utterance_until_interrupt="Sure, the", duration_until_interrupt_ms=460.0),
+    ),
+    (
+        # The gateway's: it withdrew the late reply to prompt 7 after its apology.
+        Kind.CALL_INTERRUPT,
+        {
+            "type": "interrupt",
+            "utteranceUntilInterrupt": "",
+            "durationUntilInterruptMs": 0,
+            "withdrawn": 7,
+        },
+        CallInterrupt(withdrawn=7),
     ),
     (
         Kind.LLM_TOKENS,

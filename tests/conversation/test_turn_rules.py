@@ -92,6 +92,10 @@ class Call:
     def interrupt(self, fragment: str, duration_ms: float = 0) -> list[Effect]:
         return self.feed(CallInterrupt(fragment, duration_ms))
 
+    def withdrawn(self, reply_to: int) -> list[Effect]:
+        """The gateway apologised for prompt ``reply_to`` and withdrew its reply."""
+        return self.feed(CallInterrupt(withdrawn=reply_to))
+
     def dtmf(self, digit: str) -> list[Effect]:
         return self.feed(CallDtmf(digit))
 
@@ -205,6 +209,41 @@ def test_barge_in_during_the_greeting_cuts_the_greeting() -> None:
     call.setup()
     call.interrupt("Hello,", 300)
     assert call.history == [agent("Hello")]
+
+
+def test_a_reply_withdrawn_before_its_result_is_cancelled_and_kept_out_of_history() -> None:
+    call = Call()
+    call.setup()
+    _, request = one(call.say("When are you open?"), LlmRequest)
+    cancel, _ = one(call.withdrawn(2), ControlCancel)
+    assert cancel == ControlCancel(reply_to=2, reason="withdrawn")
+    assert call.result(request, REPLY) == []
+    # Never heard: history keeps none of it, and the caller's repeat is
+    # answered as words the agent has not answered yet.
+    assert call.history == [agent(GREETING), user("When are you open?")]
+    repeat, _ = one(call.say("When are you open?"), LlmRequest)
+    assert REPLY not in str(call.asked(repeat))
+
+
+def test_a_reply_withdrawn_after_its_result_is_taken_out_of_history() -> None:
+    call = Call()
+    call.setup()
+    _, request = one(call.say("When are you open?"), LlmRequest)
+    call.result(request, REPLY)
+    assert call.withdrawn(2) == []
+    assert call.history == [agent(GREETING), user("When are you open?")]
+
+
+def test_a_withdrawal_touches_only_the_reply_to_its_prompt() -> None:
+    call = Call()
+    call.setup()
+    _, first = one(call.say("When are you open?"), LlmRequest)
+    call.result(first, REPLY)
+    _, second = one(call.say("And where?"), LlmRequest)
+    # For an older prompt (its reply was heard): nothing changes, no cancel.
+    assert call.withdrawn(2) == []
+    call.result(second, "On Main Street.")
+    assert call.history[-3:] == [agent(REPLY), user("And where?"), agent("On Main Street.")]
 
 
 def test_a_new_prompt_supersedes_the_open_turn_and_its_request_waits_for_the_result() -> None:

@@ -25,6 +25,25 @@ def test_a_final_prompt_or_interrupt_fences_every_older_reply() -> None:
     assert fence.admit(5, 0) is Admission.SEND  # answers the prompt at the fence
 
 
+def test_a_reply_withdrawn_after_the_apology_is_never_sent() -> None:
+    fence = ReplyFence("VX1")
+    fence.caller_event(5, cuts_reply=True)  # the final prompt the apology is for
+    assert fence.admit(5, 0) is Admission.SEND
+    fence.withdraw(5)
+    # Its late reply, and any older one: dropped, at admission and at write time.
+    assert fence.admit(5, 0) is Admission.FENCED
+    assert fence.admit(3, 2) is Admission.FENCED
+    assert not fence.still_current(5)
+    # A held reply adopted for it would not play either.
+    assert fence.adopt(4, 5) is None
+    # The caller says it again: that reply plays.
+    fence.caller_event(6, cuts_reply=False)  # an info frame
+    fence.caller_event(8, cuts_reply=True)
+    assert fence.admit(8, 0) is Admission.SEND and fence.still_current(8)
+    fence.withdraw(5)  # a stale withdrawal never fences a newer reply
+    assert fence.admit(8, 1) is Admission.SEND
+
+
 def test_a_batch_is_sent_once_per_reply() -> None:
     fence = ReplyFence("VX1")
     assert fence.is_first(2)

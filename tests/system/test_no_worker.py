@@ -5,7 +5,10 @@ conversation worker. The caller's prompt waits on the partition stream, so
 no reply starts; after the reply deadline the gateway (the one part that
 certainly runs) says the configured apology, the call stays up, the
 conversation group's lag rises on ``/metrics`` and the log says the role has
-no live worker. When a conversation worker starts, the call goes on.
+no live worker. When a conversation worker starts, the call goes on: the
+late replies to the prompts the gateway apologised for are withdrawn (the
+caller was asked to say them again), so the next prompt's answer is the
+first thing the caller hears.
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ async def test_no_conversation_worker_means_an_apology_and_rising_lag() -> None:
                     with trio.fail_after(TAKEOVER_GUARD_S):
                         for partition in range(PARTITIONS):
                             await conv.wait_for("partition_acquired", partition=partition)
-                    answer = await call.reply()  # the reply to "Hello?", late but spoken
-                    assert answer.text and answer.text != APOLOGY
+                    # The late replies to both prompts are withdrawn: the
+                    # conversation stops them and keeps none in history.
+                    await conv.wait_for("reply_withdrawn", pending_turn=2)
+                    applied = await conv.wait_for("llm_result_applied", turn=2)
+                    assert applied["kept_chars"] == 0
+                    await call.prompt("Are you there now?")
+                    answer = await call.reply()
+                    assert "Are you there now" in answer.text, answer.text
                     assert answer.frames[-1].last is True
