@@ -7,8 +7,8 @@ with the same words. The contract, all pure:
 
 1. **Record.** An interim prompt whose normalised text (case, whitespace and
    punctuation ignored: :func:`normalise`) differs from the last one's is
-   recorded (text, seq) and arms the ``settle`` timer (``settle_ms``; 0, the
-   default: the speculation starts at once, with no timer entry). An
+   recorded (text, seq) and arms the ``settle`` timer (``settle_ms``, 150 ms by
+   default; 0: the speculation starts at once, with no timer entry). An
    unchanged one changes nothing (and is not persisted). A changed one
    first cancels the running speculation (``control.cancel``, reason
    ``changed``): at most one runs per call.

@@ -132,8 +132,7 @@ def test_an_unchanged_interim_prompt_changes_nothing() -> None:
 
 
 def test_without_a_settle_time_the_speculation_starts_on_the_interim_prompt() -> None:
-    call = Call(config=ConversationConfig(system_prompt="Test.", preemptive=True))
-    assert call.config.settle_ms == 0  # the default
+    call = Call(config=ConversationConfig(system_prompt="Test.", preemptive=True, settle_ms=0))
     call.setup()
     (request,) = sent(call.partial("A table for two"), LlmRequest)
     assert request.held and request.reply_to == call.seq
@@ -262,3 +261,7 @@ def test_the_state_with_a_speculation_survives_a_round_trip() -> None:
     assert request.reply_to is not None
     call.result(request.reply_to)
     assert CallState.from_json(call.live.to_json()) == call.live
+
+
+def test_the_default_settle_time_is_the_issues_150_ms() -> None:
+    assert ConversationConfig(system_prompt="Test.").settle_ms == 150
