@@ -15,6 +15,7 @@ Example::
     resume_greeting = "Sorry, we got cut off. Where were we?"
     model = "claude-haiku-4-5"
     max_tokens = 400
+    preemptive = true   # replies start on interim prompts (needs partial_prompts)
 
     [voice]
     language = "en-US"
@@ -67,6 +68,7 @@ class Profile:
     resume_greeting: str | None = None
     model: str | None = None
     max_tokens: int | None = None
+    preemptive: bool | None = None
     voice: Mapping[str, Any] = field(default_factory=dict)
     languages: tuple[LanguageOption, ...] = ()
     tools: tuple[str, ...] | None = None
@@ -87,6 +89,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
         "resume_greeting": _STR,
         "model": _STR,
         "max_tokens": int,
+        "preemptive": bool,
     },
     "voice": {
         "welcome_greeting_interruptible": _STR,
@@ -284,6 +287,7 @@ def parse_profile(text: str, *, source: str = "profile", tools: tuple[str, ...] 
         resume_greeting=agent.get("resume_greeting"),
         model=agent.get("model"),
         max_tokens=agent.get("max_tokens"),
+        preemptive=agent.get("preemptive"),
         voice=voice,
         languages=languages,
         tools=enabled,

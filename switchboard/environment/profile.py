@@ -27,6 +27,7 @@ def profile_env(profile: Profile) -> dict[str, str]:
     put("SWITCHBOARD_RESUME_GREETING", profile.resume_greeting)
     put("SWITCHBOARD_MODEL", profile.model)
     put("SWITCHBOARD_MAX_TOKENS", profile.max_tokens)
+    put("SWITCHBOARD_PREEMPTIVE", profile.preemptive)
     for key, value in profile.voice.items():
         # [voice] keys are the relay settings' names: voice.tts_provider is
         # SWITCHBOARD_TTS_PROVIDER, and so on.

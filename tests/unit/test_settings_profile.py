@@ -113,3 +113,22 @@ def test_bad_timer_variables_are_named() -> None:
         Settings.from_env({"SWITCHBOARD_DTMF_IDLE_S": "0"})
     with pytest.raises(SettingsError, match="SWITCHBOARD_SILENCE_MAX_REPROMPTS"):
         Settings.from_env({"SWITCHBOARD_SILENCE_MAX_REPROMPTS": "-1"})
+
+
+def test_a_profile_turns_partial_prompts_and_preemptive_replies_on_and_off(
+    tmp_path: Path,
+) -> None:
+    partials = write(tmp_path, "[voice]\npartial_prompts = true\n")
+    settings = Settings.from_env({"SWITCHBOARD_PROFILE": partials})
+    # Partial prompts in the TwiML, and replies that start on them, by default.
+    assert settings.relay.partial_prompts is True
+    assert settings.conversation_config().preemptive is True
+    assert settings.gateway_config().interim_prompts is True
+    opted_out = write(tmp_path, "[agent]\npreemptive = false\n[voice]\npartial_prompts = true\n")
+    settings = Settings.from_env({"SWITCHBOARD_PROFILE": opted_out})
+    assert settings.relay.partial_prompts is True
+    assert settings.conversation_config().preemptive is False
+    assert settings.gateway_config().interim_prompts is False
+    # The environment overrides the profile, as for every other setting.
+    env = {"SWITCHBOARD_PROFILE": opted_out, "SWITCHBOARD_PREEMPTIVE": "on"}
+    assert Settings.from_env(env).conversation_config().preemptive is True
