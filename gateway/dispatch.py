@@ -32,7 +32,6 @@ from bus.base import BusError, Entry, MalformedEntry, parse_id
 from bus.envelope import Envelope, Kind, now_ms
 from bus.messages import GatewayAdopt, GatewaySend, LlmTokens
 from bus.retry import Backoff, retry_bus
-from gateway import inbound
 from gateway.context import GatewayContext
 from gateway.fence import Admission, HeldBatch
 from gateway.session import Deferred, Outgoing, SentFacts, Session
@@ -292,30 +291,6 @@ class Dispatcher:
     def _not_sent(self, where: Mapping[str, object], msg: OutboundMessage, reason: str) -> None:
         self.ctx.metrics.count_dropped.inc(reason)
         log.debug("outbound_dropped", frame=wire_type(msg), reason=reason, **where)
-
-    async def apologise_when_late(self, session: Session) -> None:
-        """Apologise for, and withdraw, a reply that misses its deadline (reply_deadline)."""
-        apology = Text(token=self.ctx.config.reply_apology, last=True)
-        while True:
-            armed = session.reply_armed
-            due = session.reply.due_at
-            if due is None:
-                await armed.wait()
-                continue
-            with trio.move_on_at(due):
-                await armed.wait()  # a newer prompt moved the deadline
-            if not session.reply.due(trio.current_time()):
-                continue
-            seq = session.apologised()
-            log.warning(
-                "reply_late",
-                deadline_s=self.ctx.config.reply_deadline_s,
-                reply_to=seq,
-                hint="no reply started in time: are conversation and llm workers running?",
-                **session.log_context(),
-            )
-            self.offer(session, None, apology)
-            await inbound.reply_withdrawn(self.ctx, session, seq)
 
     async def send_frames(
         self, session: Session, inbox: trio.MemoryReceiveChannel[Outgoing]

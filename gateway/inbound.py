@@ -150,6 +150,7 @@ async def append(ctx: GatewayContext, session: Session, env: Envelope) -> None:
         patience_s=PUBLISH_PATIENCE_S,
         call_sid=session.call_sid,
     )
+    session.mark_published(env.seq)
 
 
 async def publish_closed(
@@ -176,6 +177,11 @@ async def reply_withdrawn(ctx: GatewayContext, session: Session, seq: int | None
     ctx.fact(session, "reply_late", reply_to=seq)
     if seq is None or not session.call_sid:
         return
+    # After the prompt itself: read first, the withdrawal would find nothing
+    # to cut. (Bounded: the prompt's own append gives up after this long.)
+    with trio.move_on_after(PUBLISH_PATIENCE_S):
+        while session.published < seq:
+            await session.published_changed.wait()
     session.seq += 1
     env = _stamp(ctx, session, CallInterrupt(withdrawn=seq))
     try:

@@ -29,6 +29,7 @@ import trio
 import trio_websocket
 
 from gateway import calltoken, inbound
+from gateway.apology import apologise_when_late
 from gateway.context import GatewayContext
 from gateway.dispatch import DEFERRED_FRAMES, OUTBOX_FRAMES, Dispatcher
 from gateway.publish import CallerEvents
@@ -190,7 +191,7 @@ async def _run_session(
                 deferred, waiting = trio.open_memory_channel[Deferred](DEFERRED_FRAMES)
                 session.deferred = deferred
                 nursery.start_soon(dispatcher.release_after_speech, session, waiting)
-                nursery.start_soon(dispatcher.apologise_when_late, session)
+                nursery.start_soon(apologise_when_late, dispatcher, session)
             await events.publish(msg)
         nursery.cancel_scope.cancel()
 

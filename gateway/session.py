@@ -84,6 +84,9 @@ class Session:
     # reply's first token is sent: the response latency (gateway.dispatch).
     prompt_at: dict[int, float] = field(default_factory=dict)
     reply_armed: trio.Event = field(default_factory=trio.Event)
+    # The newest caller event on the bus (its seq), and a wake-up when it moves.
+    published: int = 0
+    published_changed: trio.Event = field(default_factory=trio.Event)
 
     def touch_speech(self) -> None:
         """Wake whoever waits on the speech model (after_speech frames)."""
@@ -98,6 +101,12 @@ class Session:
         self.reply.prompted(seq, now)
         self.reply_armed.set()
         self.reply_armed = trio.Event()
+
+    def mark_published(self, seq: int) -> None:
+        """The caller event ``seq`` is on the bus (events go there in order)."""
+        self.published = max(self.published, seq)
+        self.published_changed.set()
+        self.published_changed = trio.Event()
 
     def apologised(self) -> int | None:
         """The reply deadline's apology went out: the seq of the prompt it was

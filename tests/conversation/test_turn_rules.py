@@ -232,6 +232,9 @@ def test_a_reply_withdrawn_after_its_result_is_taken_out_of_history() -> None:
     call.result(request, REPLY)
     assert call.withdrawn(2) == []
     assert call.history == [agent(GREETING), user("When are you open?")]
+    # The model is not told it answered: the repeat's request has no REPLY.
+    repeat, _ = one(call.say("When are you open?"), LlmRequest)
+    assert REPLY not in str(call.asked(repeat))
 
 
 def test_a_withdrawal_touches_only_the_reply_to_its_prompt() -> None:
