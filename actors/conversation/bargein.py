@@ -94,14 +94,14 @@ def apply_interrupt(step: Step, state: CallState, interrupt: CallInterrupt, *, s
 def apply_withdrawn(step: Step, state: CallState, reply_to: int, *, seq: int) -> None:
     """The gateway withdrew the reply to prompt ``reply_to``: none of it is heard."""
     current = state.current()
-    if current is not None and current.reply_to == reply_to:
+    if current is not None and current.answers(reply_to):
         current.interrupted = True  # no fragment, no duration: nothing heard
         current.fragment, current.duration_ms = "", 0.0
         cancel(step, state, current, "withdrawn")
         log.info("reply_withdrawn", seq=seq, reply_to=reply_to, pending_turn=current.turn)
         return
     spoken = state.speaking
-    if current is None and spoken is not None and spoken.reply_to == reply_to:
+    if current is None and spoken is not None and spoken.answers(reply_to):
         old = state.history[spoken.start : spoken.start + spoken.count]
         new = truncate_reply(old, spoken.text, "")
         history_changed(state, spoken.start)

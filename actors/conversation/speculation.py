@@ -184,6 +184,7 @@ def _adopt(
         index=len(state.history),
         prompt_ms=prompt_ms,
         speculative=True,
+        prompt_seq=seq,
     )
     state.open_turns.append(turn)
     state.speaking = None

@@ -44,8 +44,14 @@ class OpenTurn:
     # When the gateway received the words this turn answers (wall ms; 0:
     # not known): the first-token budget counts from there.
     prompt_ms: int = 0
-    # An adopted speculation: ``reply_to`` is the interim prompt's seq.
+    # An adopted speculation: ``reply_to`` is the interim prompt's seq, and
+    # ``prompt_seq`` the final prompt's (0: the same as ``reply_to``).
     speculative: bool = False
+    prompt_seq: int = 0
+
+    def answers(self, seq: int) -> bool:
+        """Whether this turn answers the caller event ``seq``."""
+        return seq in (self.reply_to, self.prompt_seq)
 
 
 @dataclass(slots=True)
@@ -70,6 +76,11 @@ class Speaking:
     reply_to: int = 0  # the seq the reply answers; 0: the greeting or a re-prompt
     applied_ms: float = 0.0  # when its result was applied (wall ms)
     finished: bool = False  # ``agentSpeaking off`` came after it: heard to the end
+    prompt_seq: int = 0  # an adopted speculation's final prompt (OpenTurn.prompt_seq)
+
+    def answers(self, seq: int) -> bool:
+        """Whether this reply answers the caller event ``seq``."""
+        return seq in (self.reply_to, self.prompt_seq) if seq else False
 
 
 @dataclass(slots=True)

@@ -157,6 +157,7 @@ def apply_result(step: Step, state: CallState, result: LlmResult, *, turn_no: in
             played=turn.played,
             reply_to=turn.reply_to,
             applied_ms=step.wall_ms,
+            prompt_seq=turn.prompt_seq,
         )
         tools = {c.name for c in result.tool_calls}
         if tools & _ENDING_TOOLS and not result.cancelled:

@@ -265,3 +265,27 @@ def test_the_state_with_a_speculation_survives_a_round_trip() -> None:
 
 def test_the_default_settle_time_is_the_issues_150_ms() -> None:
     assert ConversationConfig(system_prompt="Test.").settle_ms == 150
+
+
+def test_a_withdrawn_final_prompt_cuts_the_adopted_reply_it_was_answered_with() -> None:
+    # The gateway withdraws by the final prompt's seq (it apologised for
+    # that prompt); an adopted turn answers it under the interim's seq.
+    call, request = speculating()
+    call.final("A table for two.")
+    final_seq = call.seq
+    assert request.reply_to is not None and request.reply_to != final_seq
+    effects = call.feed(CallInterrupt("", 0, withdrawn=final_seq))
+    assert sent(effects, ControlCancel) == [
+        ControlCancel(reply_to=request.reply_to, reason="withdrawn")
+    ]
+    call.result(request.reply_to, turn=call.live.turn, cancelled=True)
+    assert call.live.history == [{"role": "user", "content": "A table for two."}]
+    # After its result was applied, too.
+    call, request = speculating()
+    call.final("A table for two.")
+    final_seq = call.seq
+    assert request.reply_to is not None
+    call.result(request.reply_to, turn=call.live.turn)
+    assert call.live.history[-1] == {"role": "assistant", "content": REPLY}
+    call.feed(CallInterrupt("", 0, withdrawn=final_seq))
+    assert call.live.history == [{"role": "user", "content": "A table for two."}]
