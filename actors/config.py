@@ -37,6 +37,14 @@ DEFAULT_SYSTEM_PROMPT = (
 DEFAULT_SETTLE_MS: Final = 150.0
 DEFAULT_MAX_SPECULATIONS: Final = 3
 DEFAULT_SPECULATION_MAX_CHARS: Final = 140
+# Load shedding: an interim prompt (or its settle timer) applied, or a held
+# request taken by an LLM worker, this long after it was written starts no
+# speculation. The bus is then behind, and a speculation would only add to
+# the backlog the final prompt waits in; the final is answered as usual.
+# Twilio's interim prompts come about every 250 ms: a worker more than half
+# of that behind cannot keep up with them (docs/ARCHITECTURE.md, "Load
+# shedding"). 0: never shed.
+DEFAULT_SPECULATION_MAX_LAG_MS: Final = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,7 @@ class ConversationConfig:
     settle_ms: float = DEFAULT_SETTLE_MS
     max_speculations: int = DEFAULT_MAX_SPECULATIONS
     speculation_max_chars: int = DEFAULT_SPECULATION_MAX_CHARS
+    speculation_max_lag_ms: float = DEFAULT_SPECULATION_MAX_LAG_MS
 
 
 DEFAULT_FIRST_TOKEN_DEADLINE_S: Final = 2.5
@@ -169,6 +178,9 @@ class LLMConfig:
     # remembered this long, so a request that arrives after its cancel is
     # not generated at all.
     cancel_memory_s: float = 120.0
+    # A held (speculative) request taken this long after it was written, and
+    # not adopted yet, is dropped unrun (ConversationConfig's, the same setting).
+    speculation_max_lag_ms: float = DEFAULT_SPECULATION_MAX_LAG_MS
     # Token pacing: after a reply's first delta (sent alone, at once), token
     # entries go out at most once per this many ms, each carrying everything
     # produced since the previous one; the closing entry goes as soon as the

@@ -55,7 +55,8 @@ class TelemetryMetrics:
         self.speculations = Counter(
             "switchboard_speculations",
             "Preemptive replies (held replies started on interim prompts), by outcome: "
-            "started, adopted (heard as the turn's reply), discarded (never heard).",
+            "started, adopted (heard as the turn's reply), discarded (never heard), "
+            "shed (not started or dropped unrun: the bus was behind).",
             ["outcome"],
             registry=registry,
         )

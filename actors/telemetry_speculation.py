@@ -15,7 +15,10 @@ conversation's facts tie the two:
 - ``speculation_discarded`` (``reply_to``: the interim seq): its facts make no
   turn (what it cost is still counted as tokens billed);
 - ``speculation_wasted`` (``reply_to``: the interim seq; ``output_tokens``,
-  ``input_tokens``): what a discarded speculation's generation cost.
+  ``input_tokens``): what a discarded speculation's generation cost;
+- ``speculation_shed`` (``reply_to``: the interim seq; ``reason``): load
+  shedding, a speculation not started (or dropped unrun by its LLM worker)
+  because the bus was behind: like a discard, its facts make no turn.
 
 Facts may come in either order around the adoption or discard (the LLM
 actor writes its facts with the result, often after the final prompt), so
@@ -32,7 +35,13 @@ from bus.messages import Fact
 __all__ = ["SPECULATION_FACTS", "Speculations"]
 
 SPECULATION_FACTS = frozenset(
-    {"speculation_started", "speculation_adopted", "speculation_discarded", "speculation_wasted"}
+    {
+        "speculation_started",
+        "speculation_adopted",
+        "speculation_discarded",
+        "speculation_wasted",
+        "speculation_shed",
+    }
 )
 _KEPT = 64  # speculations remembered per call (adopted or discarded)
 
@@ -46,6 +55,7 @@ class Speculations:
     started: int = 0
     adopted: int = 0
     discarded: int = 0
+    shed: int = 0
     wasted_output_tokens: int = 0
     wasted_input_tokens: int = 0
     adopted_as: dict[Key, int] = field(default_factory=dict)  # interim -> final seq
@@ -67,8 +77,11 @@ class Speculations:
                 self.adopted_as[(session, interim)] = reply_to
                 self._bound()
                 return (session, interim), (session, reply_to)
-        elif fact.name == "speculation_discarded":
-            self.discarded += 1
+        elif fact.name in ("speculation_discarded", "speculation_shed"):
+            if fact.name == "speculation_shed":
+                self.shed += 1
+            else:
+                self.discarded += 1
             self.dropped.add((session, reply_to))
             self._bound()
             return (session, reply_to), None
@@ -97,5 +110,6 @@ class Speculations:
             "speculations": self.started,
             "speculations_adopted": self.adopted,
             "speculations_discarded": self.discarded,
+            "speculations_shed": self.shed,
             "speculation_wasted_output_tokens": self.wasted_output_tokens,
         }

@@ -34,13 +34,17 @@ Fact names used by the built-in parts (body fields besides ``fact``/``t_ms``):
 - conversation: ``prompt_applied``, ``llm_requested`` (``reply_to``);
   preemptive replies: ``speculation_started``, ``speculation_adopted``,
   ``speculation_discarded``, ``speculation_wasted`` (fields in
-  ``actors/conversation/speculation.py``);
+  ``actors/conversation/speculation.py``), ``speculation_shed`` (``reason``:
+  ``partial_lag`` or ``settle_lag``, ``lag_ms``: none started, the bus was
+  behind);
 - llm: ``request_taken``, ``provider_first_token``, ``completion_done``
   (``reply_to``, ``usage`` with ``cache_read_input_tokens`` and
   ``cache_creation_input_tokens`` when the prompt cache was used,
   ``stop_reason``, ``cancelled``; ``held: true`` for a speculation),
   ``provider_error`` (``error``), ``tool_called`` (``name``, ``is_error``),
-  ``generation_cancelled`` (``reason``; ``t_ms`` = when the cancel was read).
+  ``generation_cancelled`` (``reason``; ``t_ms`` = when the cancel was read),
+  ``speculation_shed`` (``reason: "queue_lag"``, ``lag_ms``: a held request
+  taken too late, dropped unrun; ``actors/llm/shed.py``).
 """
 
 from __future__ import annotations

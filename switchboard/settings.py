@@ -27,6 +27,7 @@ from actors.config import (
     DEFAULT_RESUME_GREETING,
     DEFAULT_SETTLE_MS,
     DEFAULT_SPECULATION_MAX_CHARS,
+    DEFAULT_SPECULATION_MAX_LAG_MS,
     DEFAULT_SYSTEM_PROMPT,
     DEFAULT_THINKING,
     ConversationConfig,
@@ -155,6 +156,7 @@ class Settings:
     settle_ms: float = DEFAULT_SETTLE_MS
     max_speculations: int = DEFAULT_MAX_SPECULATIONS
     speculation_max_chars: int = DEFAULT_SPECULATION_MAX_CHARS
+    speculation_max_lag_ms: float = DEFAULT_SPECULATION_MAX_LAG_MS
     # The agent profile these settings were built with (SWITCHBOARD_PROFILE).
     profile_path: str | None = None
     log_level: str = "info"
@@ -251,6 +253,7 @@ class Settings:
             settle_ms=self.settle_ms,
             max_speculations=self.max_speculations,
             speculation_max_chars=self.speculation_max_chars,
+            speculation_max_lag_ms=self.speculation_max_lag_ms,
         )
 
     @property
@@ -285,6 +288,7 @@ class Settings:
             claim_idle_ms=self.llm_claim_idle_ms,
             token_coalesce_ms=self.token_coalesce_ms,
             max_deliveries=self.max_deliveries,
+            speculation_max_lag_ms=self.speculation_max_lag_ms,
             tools=self.tools,
             transfer_number=self.transfer_number,
             transfer_queue=self.transfer_queue,

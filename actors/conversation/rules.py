@@ -104,7 +104,7 @@ def _dispatch(step: Step, state: CallState | None, incoming: Incoming) -> CallSt
     if isinstance(message, CallPrompt) and not message.last:
         # An interim prompt: recorded only for preemptive replies, and only
         # when its words changed; otherwise nothing to persist.
-        changed = state is not None and on_partial(step, state, message, seq=seq)
+        changed = state is not None and on_partial(step, state, message, seq=seq, ts=incoming.ts)
         return state if changed else None
     if not isinstance(message, CallPrompt | CallInterrupt | CallInfo | CallDtmf | CallError):
         log.warning("unexpected_kind", kind=message.KIND)
@@ -240,7 +240,7 @@ def apply_timer(step: Step, state: CallState, timer: ConversationTimer) -> None:
     elif name == SILENCE:
         on_silence(step, state)
     elif name == SETTLE:
-        on_settle(step, state)
+        on_settle(step, state, late_ms=step.now - deadline)
     elif name == REQUEST:
         current = state.current()
         if current is not None and not current.requested:

@@ -64,7 +64,7 @@ from actors.conversation.state import (
     OpenTurn,
     Speculation,
 )
-from actors.conversation.turns import apply_result
+from actors.conversation.turns import apply_result, request
 from bus.messages import (
     CallPrompt,
     ControlAdopt,
@@ -86,8 +86,11 @@ def normalise(text: str) -> str:
     return " ".join(kept.casefold().split())
 
 
-def on_partial(step: Step, state: CallState, prompt: CallPrompt, *, seq: int) -> bool:
-    """An interim prompt; True when the state changed (so it is persisted)."""
+def on_partial(
+    step: Step, state: CallState, prompt: CallPrompt, *, seq: int, ts: float = 0
+) -> bool:
+    """An interim prompt written (by the gateway) at wall ms ``ts``; True when
+    the state changed (so it is persisted)."""
     if not step.config.preemptive or state.closed:
         return False
     text = prompt.voice_prompt.strip()
@@ -106,6 +109,8 @@ def on_partial(step: Step, state: CallState, prompt: CallPrompt, *, seq: int) ->
             discard(step, state, "changed")
     state.timers.pop(SETTLE, None)
     if not _may_speculate(step, state):
+        return True
+    if ts and _shed(step, state, "partial_lag", step.wall_ms - ts):
         return True
     if step.config.settle_ms > 0:
         state.timers[SETTLE] = int(step.now + step.config.settle_ms)
@@ -128,12 +133,28 @@ def _may_speculate(step: Step, state: CallState) -> bool:
     )
 
 
-def on_settle(step: Step, state: CallState) -> None:
-    """The interim prompt stayed unchanged for ``settle_ms``: start a held reply."""
+def _shed(step: Step, state: CallState, reason: str, lag_ms: float) -> bool:
+    """True when the bus is so far behind (``lag_ms`` past when the entry was
+    due) that no speculation starts: it would only add to the backlog the
+    final prompt waits in. Counted (``speculation_shed``)."""
+    limit = step.config.speculation_max_lag_ms
+    if limit <= 0 or lag_ms <= limit:
+        return False
+    lag = round(lag_ms)
+    _fact(step, state, "speculation_shed", state.partial_seq, reason=reason, lag_ms=lag)
+    log.info("speculation_shed", reply_to=state.partial_seq, reason=reason, lag_ms=lag)
+    return True
+
+
+def on_settle(step: Step, state: CallState, *, late_ms: float = 0.0) -> None:
+    """The interim prompt stayed unchanged for ``settle_ms``: start a held
+    reply (none when the timer's entry is applied ``late_ms`` too late)."""
     spec = state.speculation
     if spec is not None and normalise(spec.text) == normalise(state.partial_text):
         return  # already speculating on these words
     if not _may_speculate(step, state):
+        return
+    if _shed(step, state, "settle_lag", late_ms):
         return
     reply_to, text = state.partial_seq, state.partial_text
     # Like any request, only what is new since the call's last one.
@@ -239,17 +260,30 @@ def on_result(step: Step, state: CallState, result: LlmResult, *, session: str) 
     reply_to = result.reply_to
     spec = state.speculation
     if spec is not None and (spec.session, spec.reply_to) == (session, reply_to):
-        spec.result = result.to_body()  # adopted or discarded on the final prompt
+        if result.shed:
+            # Its worker dropped it unrun (and counted it): the final
+            # prompt is answered as usual.
+            state.speculation = None
+            log.info("speculation_forgotten", reply_to=reply_to, reason="shed")
+        else:
+            spec.result = result.to_body()  # adopted or discarded on the final prompt
         return True
     if (session, reply_to) in state.discarded:
         state.discarded.remove((session, reply_to))
-        _wasted(step, state, result)
+        if not result.shed:
+            _wasted(step, state, result)
         return True
     if session != state.session:
         return False
     for turn in state.open_turns:
         if turn.speculative and turn.reply_to == reply_to:
-            apply_result(step, state, result, turn_no=turn.turn)
+            if result.shed:
+                # Adopted while its worker was dropping it: ask again, unheld
+                # (the gateway passes an adopted reply's tokens as they come).
+                log.warning("adopted_speculation_shed", reply_to=reply_to)
+                request(step, state, turn)
+            else:
+                apply_result(step, state, result, turn_no=turn.turn)
             return True
     return False
 

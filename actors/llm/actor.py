@@ -18,7 +18,8 @@ conversation adopts the reply; it never gets the filler line (a ``text``
 frame that would not be held); and when the model asks for a tool, the
 tools wait until ``control.adopt`` says the reply was adopted (a cancel
 stops it as any other; ``HELD_TOOL_WAIT_S`` bounds the wait), so a
-speculation that is discarded never acts on the call.
+speculation that is discarded never acts on the call. One taken too late
+(the workers are behind) is dropped unrun (``shed``).
 
 Dead letter: a request delivered more than ``max_deliveries`` times goes to
 the dead-letter stream and the caller's reply is closed with the apology.
@@ -52,6 +53,7 @@ from actors.llm.generate import Engine, Producer, deferred_frames
 from actors.llm.history import Histories, HistoryMismatch, HistoryStale
 from actors.llm.result import Outcome, ending
 from actors.llm.resume import SentSoFar, already_sent, superseded
+from actors.llm.shed import Taken, shed_items, shed_lag
 from actors.llm.stream import TICKS_PER_FLOOR, Piece, ReplyOut, TokenSender, Wake
 from actors.providers.base import CompletionRequest, Provider
 from actors.runtime import Actor, Reclaim
@@ -156,7 +158,7 @@ class LLMActor(Actor):
                     chars_sent=len(sent.text),
                     generation=sent.generation,
                 )
-            await self._complete(env, request, reply_to, sent)
+            await self._complete(env, request, reply_to, sent, deliveries=entry.deliveries)
         self._attempted.discard(entry.id)
 
     def _stale(self, env: Envelope, entry: Entry, reply_to: int) -> bool:
@@ -184,7 +186,7 @@ class LLMActor(Actor):
         return False
 
     async def _complete(
-        self, env: Envelope, request: LlmRequest, reply_to: int, sent: SentSoFar
+        self, env: Envelope, request: LlmRequest, reply_to: int, sent: SentSoFar, *, deliveries: int
     ) -> None:
         outcome = Outcome(started=trio.current_time(), prefix=sent.text, held=request.held)
         outcome.asked_ms = request.prompt_ms or env.ts or None
@@ -196,6 +198,16 @@ class LLMActor(Actor):
             log.info("generation_cancelled", reply_to=reply_to, reason=early.reason, early=True)
             self.histories.skipped(env.call, request)
             await self._finish(env, reply_to, sent.next_index, "", outcome, sent.generation)
+            return
+        adopted = self.cancels.adopted(key)
+        taken = Taken(request.held, env.ts, wall_ms(), adopted, deliveries, bool(sent.text))
+        lag = shed_lag(taken, limit_ms=self.config.speculation_max_lag_ms)
+        if lag is not None:
+            log.info("speculation_shed", reply_to=reply_to, reason="queue_lag", lag_ms=round(lag))
+            self.histories.skipped(env.call, request)
+            await self.bus.append_many(
+                shed_items(ReplyOut(self.bus, self.keys, env, reply_to), env, lag)
+            )
             return
         try:
             messages = await self.histories.messages(self.bus, env.call, request)

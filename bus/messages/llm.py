@@ -273,9 +273,11 @@ class LlmResult:
     cancelled: bool = False
     messages: Sequence[HistoryMessage] | None = None
     tool_calls: Sequence[ToolCall] = ()
+    # A held request its worker took too late, dropped unrun (actors.llm.shed).
+    shed: bool = False
 
     def to_body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "text": self.text,
             "reply_to": self.reply_to,
             "stop_reason": self.stop_reason,
@@ -286,6 +288,9 @@ class LlmResult:
             "messages": None if self.messages is None else list(self.messages),
             "tool_calls": [c.to_body() for c in self.tool_calls],
         }
+        if self.shed:
+            body["shed"] = True
+        return body
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Self:
@@ -303,4 +308,5 @@ class LlmResult:
             cancelled=b.bool_("cancelled", False),
             messages=None if body.get("messages") is None else b.messages("messages"),
             tool_calls=tuple(ToolCall.from_body(cls.KIND, c) for c in calls),
+            shed=b.bool_("shed", False),
         )

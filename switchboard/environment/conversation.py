@@ -12,6 +12,7 @@ from actors.config import (
     DEFAULT_RESUME_GREETING,
     DEFAULT_SETTLE_MS,
     DEFAULT_SPECULATION_MAX_CHARS,
+    DEFAULT_SPECULATION_MAX_LAG_MS,
 )
 from relay.speech import CHARS_PER_SECOND
 from switchboard.environment.parse import SettingsError, flag, integer, number, positive, text
@@ -39,6 +40,7 @@ class ConversationSettings(TypedDict):
     settle_ms: float
     max_speculations: int
     speculation_max_chars: int
+    speculation_max_lag_ms: float
 
 
 def _speech_rate(env: Mapping[str, str]) -> float:
@@ -49,6 +51,16 @@ def _speech_rate(env: Mapping[str, str]) -> float:
             f"a second, got {rate}"
         )
     return rate
+
+
+def _max_lag(env: Mapping[str, str]) -> float:
+    lag = number(env, "SWITCHBOARD_SPECULATION_MAX_LAG_MS", DEFAULT_SPECULATION_MAX_LAG_MS)
+    if not 0 <= lag < float("inf"):
+        raise SettingsError(
+            f"SWITCHBOARD_SPECULATION_MAX_LAG_MS must be 0 (never shed) or a positive "
+            f"number of milliseconds, got {lag}"
+        )
+    return lag
 
 
 def read_conversation(env: Mapping[str, str], profile: Profile) -> ConversationSettings:
@@ -77,4 +89,5 @@ def read_conversation(env: Mapping[str, str], profile: Profile) -> ConversationS
         speculation_max_chars=integer(
             env, "SWITCHBOARD_SPECULATION_MAX_CHARS", DEFAULT_SPECULATION_MAX_CHARS, minimum=1
         ),
+        speculation_max_lag_ms=_max_lag(env),
     )

@@ -50,7 +50,13 @@ class Call:
     def feed(self, message: BusMessage, *, turn: int = 0, session: str = "") -> list[Effect]:
         self.seq += 1
         incoming = Incoming(
-            message, CALL, session or self.session, "gw1", seq=self.seq, turn=turn, ts=7
+            message,
+            CALL,
+            session or self.session,
+            "gw1",
+            seq=self.seq,
+            turn=turn,
+            ts=int(self.now),  # written as it is applied: no lag
         )
         applied = apply(self.state, incoming, config=self.config, now=self.now, wall_ms=self.now)
         if applied.state is not None:

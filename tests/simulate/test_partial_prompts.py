@@ -77,6 +77,8 @@ async def test_a_load_run_sends_twilio_like_partials_and_stays_clean() -> None:
             "SWITCHBOARD_PORT": "0",
             "SWITCHBOARD_PARTITIONS": "2",
             "SWITCHBOARD_PARTIAL_PROMPTS": "true",
+            # About speculation itself: a loaded test machine must not shed it.
+            "SWITCHBOARD_SPECULATION_MAX_LAG_MS": "0",
         }
     )
     scenario = Scenario(

@@ -33,6 +33,8 @@ async def _simulate(partial_changes: float) -> SimulationResult:
             "SWITCHBOARD_PORT": "0",
             "SWITCHBOARD_PARTITIONS": "2",
             "SWITCHBOARD_PARTIAL_PROMPTS": "true",
+            # About speculation itself: a loaded test machine must not shed it.
+            "SWITCHBOARD_SPECULATION_MAX_LAG_MS": "0",
             "SWITCHBOARD_SILENCE_REPROMPT_S": "0",
             "SWITCHBOARD_FILLER_AFTER_S": "0",
             "SWITCHBOARD_WELCOME_GREETING": "",

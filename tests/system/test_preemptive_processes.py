@@ -48,6 +48,8 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
         "SWITCHBOARD_REDIS_URL": redis_url,
         "SWITCHBOARD_LLM_PROVIDER": "scripted",
         "SWITCHBOARD_PARTIAL_PROMPTS": "true",
+        # About speculation itself: a loaded test machine must not shed it.
+        "SWITCHBOARD_SPECULATION_MAX_LAG_MS": "0",
         "SWITCHBOARD_PARTITIONS": "4",
         "SWITCHBOARD_LOG_LEVEL": "info",
         "SWITCHBOARD_SILENCE_REPROMPT_S": "0",
