@@ -34,7 +34,10 @@ never reused. On top of that:
   nothing new is promised: a retried write may land twice (ids differ, the
   handlers are idempotent), and a write acknowledged by the old master but
   not yet copied to its replica is lost with it, as Redis documents for
-  asynchronous replication (docs/CAPACITY.md, "Failover").
+  asynchronous replication (docs/CAPACITY.md, "Failover"). A master paused
+  past the node timeout is worse: it acknowledges every write sent during
+  the pause and then drops them as it rejoins as a replica; no error says
+  so (tests/bus/test_cluster_freeze.py, an expected failure until then).
 
 Detection (``open_redis_client``): ``CLUSTER SLOTS`` on the URL's node. A
 node without cluster support answers with an error and gets a plain
