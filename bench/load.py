@@ -263,7 +263,7 @@ def _read_facts(url: str) -> dict[str, Any]:
     import redis as redis_py  # administrative, after the calls: redis-py is fine here
 
     out: dict[str, Any] = {"output_tokens": 0, "held_output_tokens": 0, "wasted_output_tokens": 0}
-    for name in ("started", "adopted", "discarded"):
+    for name in ("started", "adopted", "discarded", "shed"):
         out[f"speculations_{name}"] = 0
     # (call, session, reply_to) -> fact -> t_ms: where a turn's time went.
     turns: dict[tuple[str, str, int], dict[str, float]] = {}
@@ -471,16 +471,17 @@ def _tokens_table(rows: list[dict[str, Any]]) -> str:
     """Output tokens and speculations of the set-ups whose facts were read."""
     out = [
         "| set-up | output tokens | of held replies | wasted (discarded) | extra % | "
-        "speculations started | adopted | discarded | gateway -> conversation p50 / p95 ms | "
-        "LLM queue p50 / p95 ms | response p50 ms (gateway's clock) |",
-        "|" + "|".join("---" for _ in range(11)) + "|",
+        "speculations started | adopted | discarded | shed | "
+        "gateway -> conversation p50 / p95 ms | LLM queue p50 / p95 ms | "
+        "response p50 ms (gateway's clock) |",
+        "|" + "|".join("---" for _ in range(12)) + "|",
     ]
     for r in rows:
         if "output_tokens" not in r:
             continue
         cells = [r["target"], r["output_tokens"], r["held_output_tokens"]]
         cells += [r["wasted_output_tokens"], r["extra_output_pct"], r["speculations_started"]]
-        cells += [r["speculations_adopted"], r["speculations_discarded"]]
+        cells += [r["speculations_adopted"], r["speculations_discarded"], r["speculations_shed"]]
         cells += [f"{r['gateway_to_conversation_p50_ms']} / {r['gateway_to_conversation_p95_ms']}"]
         cells += [f"{r['llm_queue_p50_ms']} / {r['llm_queue_p95_ms']}"]
         cells += [r["gateway_response_p50_ms"]]
