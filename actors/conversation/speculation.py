@@ -262,8 +262,10 @@ def on_result(step: Step, state: CallState, result: LlmResult, *, session: str) 
     if spec is not None and (spec.session, spec.reply_to) == (session, reply_to):
         if result.shed:
             # Its worker dropped it unrun (and counted it): the final
-            # prompt is answered as usual.
+            # prompt is answered as usual, and the LLM workers being behind,
+            # no other speculation starts in this utterance.
             state.speculation = None
+            state.speculations = max(state.speculations, step.config.max_speculations)
             log.info("speculation_forgotten", reply_to=reply_to, reason="shed")
         else:
             spec.result = result.to_body()  # adopted or discarded on the final prompt

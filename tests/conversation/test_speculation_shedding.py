@@ -54,10 +54,12 @@ class Call:
             speculation_max_lag_ms=self.max_lag_ms,
         )
 
-    def feed(self, message: BusMessage, *, lag_ms: float = 0.0) -> list[Effect]:
+    def feed(self, message: BusMessage, *, lag_ms: float = 0.0, turn: int = 0) -> list[Effect]:
         """``message`` applied now, written ``lag_ms`` earlier."""
         self.seq += 1
-        incoming = Incoming(message, CALL, SESSION, "gw1", seq=self.seq, ts=int(self.now - lag_ms))
+        incoming = Incoming(
+            message, CALL, SESSION, "gw1", seq=self.seq, turn=turn, ts=int(self.now - lag_ms)
+        )
         applied = apply(self.state, incoming, config=self.config, now=self.now, wall_ms=self.now)
         if applied.state is not None:
             self.state = applied.state
@@ -143,9 +145,14 @@ def test_a_speculation_its_worker_shed_is_forgotten_and_the_final_answered() -> 
     shed = LlmResult(text="", reply_to=2, cancelled=True, shed=True)
     effects = call.feed(shed)
     assert call.live.speculation is None and not effects
-    effects = call.final()
+    # The LLM workers are behind: no more speculation in this utterance.
+    assert not sent(call.partial(f"{WORDS} at eight"), LlmRequest)
+    effects = call.final(f"{WORDS} at eight")
     (request,) = sent(effects, LlmRequest)
-    assert not request.held and request.reply_to == 4
+    assert not request.held and request.reply_to == 5
+    # The next utterance may speculate again.
+    call.feed(LlmResult(text="Booked.", reply_to=5), turn=call.live.turn)
+    assert sent(call.partial("Thanks"), LlmRequest)
     assert not sent(effects, ControlAdopt)
 
 
