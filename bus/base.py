@@ -132,6 +132,14 @@ class Bus(Protocol):
         """Append one entry (trimming by retention); return its id."""
         ...
 
+    async def append_replicated(self, stream: str, fields: Fields) -> str:
+        """``append``, confirmed by a replica where the bus has replicas.
+
+        ``ConnectionLost`` (retriable) when no replica confirmed it in time:
+        the entry may be lost in a failover (``bus.retry.append_once`` looks).
+        """
+        ...
+
     async def append_many(self, items: Sequence[tuple[str, Fields]]) -> list[str]:
         """Append several entries in one round trip (a pipeline); ids in order."""
         ...

@@ -22,10 +22,9 @@ never reused. On top of that:
   a full refresh is scheduled, and the command is sent again to the new node.
   **ASK** (a slot being migrated): ``ASKING`` and the command go to the target
   node together, once; the map is left alone.
-- **Topology.** The map comes from ``CLUSTER SLOTS`` of any node that
-  answers (the start node first, then every node seen). It is refreshed after
-  a redirection, after a lost connection to a node, and after
-  ``CLUSTERDOWN``.
+- **Topology.** The map comes from ``CLUSTER SLOTS`` of any node that answers
+  (the start node first, then every node seen). It is refreshed after a
+  redirection, a lost connection to a node, and ``CLUSTERDOWN``.
 - **Failover.** A killed master fails its in-flight commands with
   ``ConnectionLost`` (retriable: may or may not have run, as on one node); the
   callers' backoff loops retry, and by then the map names the promoted
@@ -34,15 +33,12 @@ never reused. On top of that:
   nothing new is promised: a retried write may land twice (ids differ, the
   handlers are idempotent), and a write acknowledged by the old master but
   not yet copied to its replica is lost with it, as Redis documents for
-  asynchronous replication (docs/CAPACITY.md, "Failover"). A master paused
-  past the node timeout is worse: it acknowledges every write sent during
-  the pause and then drops them as it rejoins as a replica; no error says
-  so (tests/bus/test_cluster_freeze.py, an expected failure until then).
+  asynchronous replication, as is what a master paused past the node timeout
+  took; writes that must survive are confirmed (:mod:`bus.replicated`).
 
 Detection (``open_redis_client``): ``CLUSTER SLOTS`` on the URL's node. A
 node without cluster support answers with an error and gets a plain
-``RedisClient``. (``INFO`` would say ``cluster_enabled:1`` too, but it is in
-ACL's ``@dangerous`` category, which a least-privilege user lacks.)
+``RedisClient``. (Not ``INFO``: ACL puts it in ``@dangerous``, too much to grant.)
 """
 
 from __future__ import annotations
@@ -81,8 +77,7 @@ __all__ = [
 ]
 
 MAX_REDIRECTS = 5
-# Between two refreshes of the map forced by errors: a dead node fails every
-# command for a second or two, and each need not ask for the map again.
+# Between two map refreshes forced by errors (a dead node fails many commands).
 _MIN_REFRESH_INTERVAL_S = 0.05
 
 
@@ -92,8 +87,7 @@ log = structlog.get_logger()
 class ClusterUnavailable(BusError):
     """The cluster cannot serve the slot right now (``CLUSTERDOWN``, ``TRYAGAIN``, ...).
 
-    Retriable: a failover is under way or a slot is being migrated. The
-    command did not run.
+    Retriable: a failover or a slot migration is under way. The command did not run.
     """
 
     retriable = True
@@ -121,9 +115,8 @@ NodeKey = tuple[str, int]
 class ClusterClient:
     """A Redis Cluster behind the ``RedisClient`` interface. See the module docstring.
 
-    ``address`` is the start node; its credentials and TLS settings are used
-    for every node. ``client_kwargs`` go to each node's ``RedisClient``.
-    """
+    ``address`` is the start node; its credentials and TLS settings are used for
+    every node. ``client_kwargs`` go to each node's ``RedisClient``."""
 
     def __init__(self, address: RedisAddress, **client_kwargs: Any) -> None:
         if address.db:
@@ -132,6 +125,7 @@ class ClusterClient:
         self._kwargs = client_kwargs
         self._nodes: dict[NodeKey, RedisClient] = {}
         self._slots: list[NodeKey | None] = [None] * SLOTS
+        self._replicas: dict[NodeKey, int] = {}  # per master, as the map lists them
         self._known: list[NodeKey] = [(address.host, address.port)]
         self._refresh_lock = trio.Lock()
         self._stale = True
@@ -159,10 +153,8 @@ class ClusterClient:
         return self._slots[slot]
 
     async def refresh(self, *, force: bool = False) -> None:
-        """Read the slot map from the first node that answers ``CLUSTER SLOTS``.
-
-        ``ConnectionLost`` when no known node answers.
-        """
+        """Read the slot map from the first node that answers ``CLUSTER SLOTS``;
+        ``ConnectionLost`` when no known node answers."""
         seen = self._last_refresh
         async with self._refresh_lock:
             if self._last_refresh != seen and not force:
@@ -184,17 +176,16 @@ class ClusterClient:
     def _apply(self, source: NodeKey, reply: Sequence[Any]) -> None:
         slots: list[NodeKey | None] = [None] * SLOTS
         known = list(self._known)
+        counts: dict[NodeKey, int] = {}
         for start, end, master, *replicas in reply:
-            node = self._node_key(master, source)
+            counts[node := self._node_key(master, source)] = len(replicas)
             for slot in range(int(start), int(end) + 1):
                 slots[slot] = node
             for member in (master, *replicas):
                 key = self._node_key(member, source)
                 if key not in known:
                     known.append(key)
-        before = self.masters
-        self._slots = slots
-        self._known = known
+        before, self._slots, self._known, self._replicas = self.masters, slots, known, counts
         self._stale = False
         self._last_refresh = trio.current_time()
         after = self.masters
@@ -237,7 +228,18 @@ class ClusterClient:
             raise ClusterUnavailable(f"CLUSTERDOWN no node serves slot {slot}")
         return self._node(node)
 
-    def _lost(self, node: RedisClient) -> None:
+    async def master_of(self, slot: int, *, recheck_s: float) -> tuple[RedisClient, int]:
+        """The master serving ``slot`` and how many replicas the map lists for it. A map
+        listing none is read again once ``recheck_s`` old: replicas join late."""
+        client = await self._target(slot)  # sets self._slots[slot]
+        count = self._replicas.get(self._slots[slot] or ("", 0), 0)
+        if count == 0 and trio.current_time() - self._last_refresh >= recheck_s:
+            await self.refresh(force=True)
+            client = await self._target(slot)
+            count = self._replicas.get(self._slots[slot] or ("", 0), 0)
+        return client, count
+
+    def lost(self, node: RedisClient) -> None:
         """A node's connection broke: the map may be wrong (a failover)."""
         self._stale = True
         log.info("redis.cluster_node_lost", address=str(node.address))
@@ -254,7 +256,7 @@ class ClusterClient:
                     _, reply = await node.pipeline([("ASKING",), tuple(args)])
                     return reply
                 except ConnectionLost:
-                    self._lost(node)
+                    self.lost(node)
                     raise
                 except CommandError as exc:
                     error: CommandError = exc
@@ -265,7 +267,7 @@ class ClusterClient:
                         return await node.execute_blocking(*args)
                     return await node.execute(*args)
                 except ConnectionLost:
-                    self._lost(node)
+                    self.lost(node)
                     raise
                 except CommandError as exc:
                     error = exc
@@ -298,10 +300,9 @@ class ClusterClient:
     ) -> list[Any]:
         """Run several commands, one pipeline per node; replies in the caller's order.
 
-        Commands redirected (``MOVED``/``ASK``) are sent again one by one,
-        in order. Error handling as ``RedisClient.pipeline``; a lost node
-        fails the whole call with ``ConnectionLost`` (the other nodes' commands
-        did run).
+        Commands redirected (``MOVED``/``ASK``) are sent again one by one, in order.
+        Error handling as ``RedisClient.pipeline``; a lost node fails the whole call
+        with ``ConnectionLost`` (the other nodes' commands did run).
         """
         if not commands:
             return []
@@ -320,7 +321,7 @@ class ClusterClient:
                     [commands[i] for i in indexes], raise_on_error=False
                 )
             except ConnectionLost:
-                self._lost(client)
+                self.lost(client)
                 raise
             for i, reply in zip(indexes, replies, strict=True):
                 out[i] = reply
@@ -366,9 +367,8 @@ class ClusterClient:
 async def open_redis_client(url: str, **client_kwargs: Any) -> RedisClient | ClusterClient:
     """A client for ``url``: a ``ClusterClient`` when the node is in a cluster.
 
-    Does one round trip (``CLUSTER SLOTS``), so a wrong URL, password or
-    certificate fails here. The caller closes the client.
-    """
+    One round trip (``CLUSTER SLOTS``): a wrong URL, password or certificate fails
+    here. The caller closes the client."""
     address = RedisAddress.from_url(url)
     single = RedisClient(address, **client_kwargs)
     try:

@@ -167,6 +167,8 @@ class MemoryBus(MemoryKeyValue):
         await self._enter()
         return self._append_now(stream, fields)
 
+    append_replicated = append  # no replicas: nothing to wait for
+
     async def append_many(self, items: Sequence[tuple[str, Fields]]) -> list[str]:
         """Append several entries at once; ids in order."""
         await self._enter()

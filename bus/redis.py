@@ -5,6 +5,8 @@ Built on ``bus.resp.RedisClient``. How each operation maps to Redis:
 - ``append``: ``XADD key MINID ~ <now - retention> * k v ...``. ``~`` trims
   whole internal nodes only (up to 100 entries each), so a few entries older
   than the retention may remain; the contract only says they *may* vanish.
+- ``append_replicated``: the same XADD, then ``WAIT`` for a replica on a
+  cluster master that has one (:mod:`bus.replicated`, ``wait``).
 - ``append_many``: the same XADDs in one pipeline (one write, N replies).
 - ``ensure_group``: ``XGROUP CREATE ... MKSTREAM``; ``BUSYGROUP`` is success.
 - ``read_group`` with ``">"``: ``XREADGROUP``; with ``BLOCK`` it runs on a
@@ -54,6 +56,7 @@ from bus import redis_scripts as scripts
 from bus.base import CommandError, Entry, Fields, Lease
 from bus.cluster import CommandClient, open_redis_client
 from bus.envelope import now_ms
+from bus.replicated import WaitPolicy, append_replicated
 from bus.resp import Arg, RedisClient
 
 log = structlog.get_logger()
@@ -78,8 +81,10 @@ class RedisBus:
         retention_ms: int = DEFAULT_RETENTION_MS,
         *,
         clock_ms: Callable[[], int] = now_ms,
+        wait: WaitPolicy | None = None,
     ) -> None:
         self.client = client
+        self.wait = wait if wait is not None else WaitPolicy()
         self.retention_ms = retention_ms
         self._clock_ms = clock_ms
 
@@ -104,6 +109,12 @@ class RedisBus:
         """Append one entry (trimming by retention); return its id."""
         entry_id: str = await self.client.execute(*self._xadd(stream, fields, self._min_id()))
         return entry_id
+
+    async def append_replicated(self, stream: str, fields: Fields) -> str:
+        """``append`` confirmed by a replica (``XADD`` + ``WAIT``; :mod:`bus.replicated`)."""
+        return await append_replicated(
+            self.client, self._xadd(stream, fields, self._min_id()), self.wait
+        )
 
     async def append_many(self, items: Sequence[tuple[str, Fields]]) -> list[str]:
         """Append several entries in one pipeline; ids in order."""
@@ -350,14 +361,14 @@ class RedisBus:
 
 @contextlib.asynccontextmanager
 async def open_redis_bus(
-    url: str, *, retention_ms: int = DEFAULT_RETENTION_MS
+    url: str, *, retention_ms: int = DEFAULT_RETENTION_MS, wait: WaitPolicy | None = None
 ) -> AsyncIterator[RedisBus]:
     """A ``RedisBus`` for one node or a cluster (detected), closed on exit.
 
     Connects on entry (fail fast: a wrong URL, password or certificate
     raises here).
     """
-    bus = RedisBus(await open_redis_client(url), retention_ms)
+    bus = RedisBus(await open_redis_client(url), retention_ms, wait=wait)
     try:
         yield bus
     finally:

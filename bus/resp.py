@@ -324,6 +324,12 @@ class RedisClient:
         (reply,) = await self._roundtrip((args,), blocking=True)
         return _raise_error(reply)
 
+    async def pipeline_blocking(self, commands: Sequence[Command]) -> list[Any]:
+        """Several commands, one of which may block (``WAIT``), on a connection of
+        their own, in one write; error replies returned in place as ``CommandError``."""
+        replies = await self._roundtrip(commands, blocking=True)
+        return [CommandError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
+
     async def pipeline(
         self, commands: Sequence[Command], *, raise_on_error: bool = True
     ) -> list[Any]:

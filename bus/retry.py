@@ -33,9 +33,12 @@ nothing heard since no longer counts.
 when the bus blinks (a caller's event, which the gateway cannot ask Twilio
 to send again): it retries a failed append, and before each retry looks for
 the entry on the stream, since a lost connection leaves unknown whether the
-append ran. During a Redis Cluster failover that covers both outcomes: an
-entry the old master took and copied to its replica is found and not added
-again; one it took but never copied is gone, and is appended again.
+append ran. The append is ``append_replicated``: on a cluster with replicas
+an entry no replica confirmed counts as a lost connection too. During a
+failover that covers both outcomes: an entry the old master took and copied
+to its replica is found and not added again; one it took but never copied
+(or took while paused, to drop it on rejoining) is gone, and is appended
+again.
 
 ``missing_group`` recognises the error a consumer-group command gets after
 Redis lost its data (a restart without persistence): the loop re-creates its
@@ -270,7 +273,7 @@ async def append_once(
                         backoff.succeeded()
                         return entry.id
             attempted = True
-            entry_id = await bus.append(stream, fields)
+            entry_id = await bus.append_replicated(stream, fields)
         except BusError as exc:
             if not exc.retriable or trio.current_time() >= deadline:
                 raise

@@ -203,6 +203,10 @@ class FaultyBus:
     async def append(self, stream: str, fields: Fields) -> str:
         return await self._call("append", self.inner.append, stream, fields)
 
+    async def append_replicated(self, stream: str, fields: Fields) -> str:
+        # Faults for "append" cover it: to a test it is the same write.
+        return await self._call("append", self.inner.append_replicated, stream, fields)
+
     async def append_many(self, items: Sequence[tuple[str, Fields]]) -> list[str]:
         return await self._call("append_many", self.inner.append_many, items)
 

@@ -9,9 +9,10 @@ reaches the client, so no retry or ``append_once`` look-up can help: the
 gateway's caller events sent during the pause are gone (the calls hang
 waiting for a reply to a prompt the conversation never sees).
 
-This test pins that behaviour down with a real cluster. It is marked as an
-expected failure until appends that must not be lost are confirmed by a
-replica (``WAIT``; docs/CAPACITY.md, "Failover").
+Caller events go through ``append_once``, whose appends a replica confirms
+(``XADD`` + ``WAIT``, :mod:`bus.replicated`): the paused master's ``WAIT``
+fails, the event counts as lost, and ``append_once`` appends it again on the
+promoted master. These tests use a real cluster.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import pytest
 import trio
 
 from bus.cluster import ClusterClient, key_slot, open_redis_client
+from bus.redis import RedisBus
+from bus.replicated import Unreplicated, WaitPolicy
 from bus.resp import RedisClient
+from bus.retry import append_once
 from switchboard.testing.redis_cluster import open_redis_cluster
 
 pytestmark = pytest.mark.redis
@@ -45,13 +49,13 @@ async def _promoted(url: str, slot: int, victim: int) -> None:
         await client.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="writes acknowledged by a paused master are lost")
 async def test_writes_acknowledged_by_a_paused_master_survive_its_failover() -> None:
     with trio.fail_after(120):  # a hang guard only
         async with open_redis_cluster() as cluster:
             client = await open_redis_client(cluster.url)
             assert isinstance(client, ClusterClient)
             try:
+                await _replicas_listed(client)
                 await client.execute("XADD", KEY, "*", "n", "0")
                 slot = key_slot(KEY)
                 victim = client.node_for_slot(slot)
@@ -60,8 +64,10 @@ async def test_writes_acknowledged_by_a_paused_master_survive_its_failover() -> 
                 pid = cluster.node(victim[1]).pid
                 acknowledged: list[str] = []
 
+                bus = RedisBus(client)
+
                 async def write(n: int) -> None:
-                    acknowledged.append(await client.execute("XADD", KEY, "*", "n", str(n)))
+                    acknowledged.append(await append_once(bus, KEY, {"n": str(n)}, patience_s=60))
 
                 os.kill(pid, signal.SIGSTOP)
                 try:
@@ -80,3 +86,48 @@ async def test_writes_acknowledged_by_a_paused_master_survive_its_failover() -> 
                 assert set(acknowledged) <= kept, (acknowledged, kept)
             finally:
                 await client.aclose()
+
+
+async def test_an_append_no_replica_confirms_is_lost_to_the_caller_and_found_again() -> None:
+    """``WAIT`` answering 0 (the replica is stopped) raises ``Unreplicated`` and
+    marks the map stale; ``append_once`` then finds the entry and returns it once."""
+    with trio.fail_after(120):  # a hang guard only
+        async with open_redis_cluster() as cluster:
+            client = await open_redis_client(cluster.url)
+            assert isinstance(client, ClusterClient)
+            bus = RedisBus(client, wait=WaitPolicy(replicas=1, timeout_ms=200))
+            try:
+                await _replicas_listed(client)
+                await bus.append_replicated(KEY, {"n": "0"})  # the replica confirms
+                master = client.node_for_slot(key_slot(KEY))
+                replica = [n for n in cluster.nodes if await _replicates(n.url, master)].pop()
+                os.kill(replica.pid, signal.SIGSTOP)
+                try:
+                    with pytest.raises(Unreplicated):
+                        await bus.append_replicated(KEY, {"n": "1"})
+                    assert client._stale  # the next command reads the map again
+                    got = await append_once(bus, KEY, {"n": "2"}, patience_s=0.5)
+                    # Unconfirmed, then found by the retry's look-up: not appended twice.
+                    assert [e.fields["n"] for e in await bus.range(KEY)] == ["0", "1", "2"]
+                    assert (await bus.range(KEY))[-1].id == got
+                finally:
+                    os.kill(replica.pid, signal.SIGCONT)
+            finally:
+                await client.aclose()
+
+
+async def _replicates(url: str, master: tuple[str, int] | None) -> bool:
+    client = RedisClient.from_url(url)
+    try:
+        role = await client.execute("ROLE")
+    finally:
+        await client.aclose()
+    return master is not None and role[0] == "slave" and int(role[2]) == master[1]
+
+
+async def _replicas_listed(client: ClusterClient) -> None:
+    """Wait until the map lists the slot's replica (it joins after the cluster is ok)."""
+    while True:  # the cluster bus has no event to wait on: poll the map
+        if (await client.master_of(key_slot(KEY), recheck_s=0.05))[1] > 0:
+            return
+        await trio.sleep(0.05)

@@ -48,6 +48,17 @@ async def test_append_then_read_in_order(bus: Bus) -> None:
         assert bodies(await bus.read("s", got[4], count=3)) == ["5", "6", "7"]
 
 
+async def test_append_replicated_appends_like_append(bus: Bus) -> None:
+    """Confirmed by a replica where there is one (a cluster's master); else a plain append."""
+    with trio.fail_after(30):
+        first = await bus.append("s", {"n": "0"})
+        got = [await bus.append_replicated("s", {"n": str(i), "x": "y"}) for i in (1, 2)]
+        assert parse_id(first) < parse_id(got[0]) < parse_id(got[1])
+        entries = await bus.read("s", "0")
+        assert ids(entries) == [first, *got]
+        assert entries[2].fields == {"n": "2", "x": "y"}
+
+
 async def test_ids_are_wall_clock_ms(bus: Bus) -> None:
     with trio.fail_after(5):
         before = now_ms()
