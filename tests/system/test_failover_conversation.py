@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 import trio
 
-from bus.base import Bus
 from bus.keys import Keys, partition_of
 from bus.redis import open_redis_bus
 from switchboard.testing.procs import HANG_GUARD_S, TAKEOVER_GUARD_S, first_to_log, open_switchboard
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.testing.states import settled_states
 from switchboard.twilio import open_call
 
 pytestmark = pytest.mark.system
@@ -58,20 +58,6 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
-
-
-async def _settled_states(bus: Bus, calls: list[str]) -> dict[str, str | None]:
-    """Each call's persisted state once its history ends with an answer to
-    its last prompt (or as it is when the hang guard cuts the wait short)."""
-    want = 1 + 2 * len(PROMPTS)
-    states: dict[str, str | None] = {}
-    with trio.move_on_after(TAKEOVER_GUARD_S):
-        while True:
-            states = {sid: await bus.get(KEYS.state(sid)) for sid in calls}
-            if all(raw and len(json.loads(raw)["history"]) >= want for raw in states.values()):
-                break
-            await trio.sleep(0.05)
-    return states
 
 
 async def test_killing_a_conversation_worker_loses_and_repeats_nothing() -> None:
@@ -141,7 +127,13 @@ async def test_killing_a_conversation_worker_loses_and_repeats_nothing() -> None
                 # workers (a result they had not applied yet would not be
                 # lost, but would be applied by no one in this test).
                 async with open_redis_bus(redis.url) as bus:
-                    states = await _settled_states(bus, list(replies))
+                    states = await settled_states(
+                        bus,
+                        KEYS,
+                        list(replies),
+                        messages=1 + 2 * len(PROMPTS),
+                        patience_s=TAKEOVER_GUARD_S,
+                    )
 
     assert len(replies) == CALLS
     for sid, got in replies.items():

@@ -37,6 +37,7 @@ from switchboard.testing.procs import (
     open_switchboard,
 )
 from switchboard.testing.redis_server import open_redis_server
+from switchboard.testing.states import settled_states
 from switchboard.twilio import open_call
 
 pytestmark = pytest.mark.system
@@ -137,7 +138,14 @@ async def test_fifty_calls_survive_worker_kills_and_a_redis_restart() -> None:
                 llm_victim.kill9()
 
             async with open_redis_bus(redis.url) as bus:
-                states = {sid: await bus.get(KEYS.state(sid)) for sid in replies}
+                # The last answers may still be on their way to the states.
+                states = await settled_states(
+                    bus,
+                    KEYS,
+                    list(replies),
+                    messages=1 + 2 * len(PROMPTS),
+                    patience_s=TAKEOVER_GUARD_S,
+                )
 
             # Redis restarts empty; the survivors reconnect and take new calls.
             await redis.restart()
