@@ -5,6 +5,9 @@
   with an ACL user).
 - ``redis_cluster``: a throwaway Redis Cluster of masters and replicas.
 - ``tls``: a throwaway CA with server and client certificates (``openssl``).
+- ``states``: wait until the conversation's persisted call states hold
+  the answers a test expects (``settled_states``).
+- ``requests``: a request's full message list, rebuilt from the bus.
 - ``faults``: ``FaultyBus``, bus fault injection ("may or may not have run",
   or a call held until released: ``Stall``).
 """
