@@ -30,7 +30,14 @@ async def test_an_interim_prompt_starts_a_held_request_without_a_timer_index_wri
     bus = MemoryBus()
     caller = Caller(bus)
     config = ConversationConfig(
-        keys=KEYS, system_prompt=SYSTEM, silence_reprompt_s=0, preemptive=True, settle_ms=150
+        keys=KEYS,
+        system_prompt=SYSTEM,
+        silence_reprompt_s=0,
+        preemptive=True,
+        settle_ms=150,
+        # Entries are stamped with the real wall clock while the test runs on
+        # a virtual one: a loaded machine must not make the bus look behind.
+        speculation_max_lag_ms=0,
     )
     index_key = KEYS.timers(partition_of(caller.call, KEYS.partitions))
     with trio.fail_after(30):

@@ -52,6 +52,9 @@ async def facts(bus: MemoryBus, name: str) -> list[dict[str, Any]]:
 
 
 def actor(**config: Any) -> LLMActor:
+    # Requests are stamped with the real wall clock: a loaded machine must not
+    # make them look late enough to shed (tests/e2e_conversation covers shedding).
+    config.setdefault("speculation_max_lag_ms", 0)
     return LLMActor(LLMConfig(keys=KEYS, **config), ScriptedProvider(**_pacing(config)))
 
 
