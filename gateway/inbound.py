@@ -46,7 +46,7 @@ from relay import (
     wire_type,
 )
 
-__all__ = ["append", "caller_event", "publish", "publish_closed", "receive", "stamped"]
+__all__ = ["append", "caller_event", "publish_closed", "receive", "stamped"]
 
 log = structlog.get_logger()
 
@@ -134,11 +134,6 @@ def _stamp(ctx: GatewayContext, session: Session, message: BusMessage) -> Envelo
 def stamped(ctx: GatewayContext, session: Session, msg: InboundMessage) -> Envelope:
     """The caller event ``msg`` as its bus envelope, stamped with the current ``seq``."""
     return _stamp(ctx, session, caller_event(msg))
-
-
-async def publish(ctx: GatewayContext, session: Session, msg: InboundMessage) -> None:
-    """Append the caller event ``msg`` to its call's partition stream."""
-    await append(ctx, session, stamped(ctx, session, msg))
 
 
 async def append(ctx: GatewayContext, session: Session, env: Envelope) -> None:
