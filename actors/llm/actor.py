@@ -256,7 +256,7 @@ class LLMActor(Actor):
     ) -> tuple[int, str]:
         """Stream the reply to the caller; the next index and the unsent text."""
         key: GenerationKey = (env.call, env.session, reply_to)
-        generation = self.cancels.start(key, held=outcome.held)
+        generation = self.cancels.start(key)
         try:
             send, receive = trio.open_memory_channel[Piece](math.inf)
             wake = Wake()

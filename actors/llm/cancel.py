@@ -51,7 +51,6 @@ class Generation:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     reason: str | None = None
     cancelled_ms: float | None = None
-    held: bool = False  # a speculative reply (``llm.request`` ``held``)
     adopted: trio.Event = field(default_factory=trio.Event)  # control.adopt seen
 
 
@@ -81,9 +80,9 @@ class Cancels:
         seen = self._seen.get(key)
         return None if seen is None else seen[1]
 
-    def start(self, key: GenerationKey, *, held: bool = False) -> Generation:
+    def start(self, key: GenerationKey) -> Generation:
         """Register a generation; ``finish`` it when it ends."""
-        generation = Generation(held=held)
+        generation = Generation()
         if key in self._adopted:
             generation.adopted.set()
         self._generations[key] = generation

@@ -103,7 +103,7 @@ class Producer:
             uses = await self._stream_round(round_no)
             if not uses:
                 return
-            if self.generation.held and not await self._adopted():
+            if self.outcome.held and not await self._adopted():
                 return
             for use in uses:
                 await self._run_tool(use)
