@@ -110,6 +110,13 @@ class HistoryCache:
             return None
         return part + list(request.messages)
 
+    def follow(self, call: str, request: LlmRequest) -> list[Message] | None:
+        """``rebuild``, and keep the result as the call's copy when it is one."""
+        whole = self.rebuild(call, request)
+        if whole is not None and request.history is not None:
+            self.remember(call, request.history.start, whole)
+        return whole
+
     def remember(self, call: str, start: int, messages: list[Message]) -> None:
         if self.max_calls <= 0:
             return
@@ -130,9 +137,7 @@ def resolve_in_order(requests: Iterable[tuple[str, LlmRequest]]) -> list[list[Me
     cache = HistoryCache(max_calls=1 << 30)
     out: list[list[Message] | None] = []
     for call, request in requests:
-        whole = cache.rebuild(call, request)
-        if whole is not None and request.history is not None:
-            cache.remember(call, request.history.start, whole)
+        whole = cache.follow(call, request)
         out.append(None if whole is None else request_messages(whole))
     return out
 
@@ -154,9 +159,7 @@ class Histories:
         """``request`` is not generated (cancelled before it started): keep the
         worker's copy in step if memory allows, so the call's next request,
         which refers to this one, needs no read either."""
-        whole = self.cache.rebuild(call, request)
-        if whole is not None and request.history is not None:
-            self.cache.remember(call, request.history.start, whole)
+        self.cache.follow(call, request)
 
     async def messages(self, bus: Bus, call: str, request: LlmRequest) -> list[Message]:
         """The messages to send the model for ``request``; ``HistoryError`` if there are none."""
