@@ -210,11 +210,11 @@ def _adopt(
     state.open_turns.append(turn)
     state.speaking = None
     state.timers.pop(SILENCE, None)
+    session, gateway, turn_no = state.session, state.gateway, state.turn
     for message in (
         GatewayAdopt(reply_to=spec.reply_to, seq=seq),
         ControlAdopt(reply_to=spec.reply_to, seq=seq),
     ):
-        session, gateway, turn_no = state.session, state.gateway, state.turn
         step.send(message, state.call, session=session, gateway=gateway, seq=seq, turn=turn_no)
     _fact(step, state, "prompt_applied", seq, t_ms=step.wall_ms)
     _fact(step, state, "speculation_adopted", seq, speculation=spec.reply_to)
