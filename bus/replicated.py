@@ -36,8 +36,7 @@ heard of its failover); docs/CAPACITY.md, "Failover".
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -72,24 +71,9 @@ class WaitPolicy:
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
-            raise ValueError("SWITCHBOARD_REDIS_WAIT_REPLICAS must be 0 (off) or more")
+            raise ValueError("replicas must be 0 (off) or more")
         if self.timeout_ms <= 0:
-            raise ValueError("SWITCHBOARD_REDIS_WAIT_TIMEOUT_MS must be a positive number of ms")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> WaitPolicy:
-        """``SWITCHBOARD_REDIS_WAIT_REPLICAS`` / ``..._TIMEOUT_MS``; ValueError says what to fix."""
-        values: list[int] = []
-        for name, default in (
-            ("SWITCHBOARD_REDIS_WAIT_REPLICAS", DEFAULT_WAIT_REPLICAS),
-            ("SWITCHBOARD_REDIS_WAIT_TIMEOUT_MS", DEFAULT_WAIT_TIMEOUT_MS),
-        ):
-            raw = environ.get(name, "").strip()
-            try:
-                values.append(int(raw) if raw else default)
-            except ValueError:
-                raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
-        return cls(*values)
+            raise ValueError("timeout_ms must be a positive number of ms")
 
 
 async def append_replicated(client: CommandClient, xadd: Sequence[Arg], policy: WaitPolicy) -> str:

@@ -35,6 +35,7 @@ from actors.config import (
 )
 from actors.telemetry import TelemetryConfig
 from bus.keys import Keys
+from bus.replicated import WaitPolicy
 from bus.trim import TrimPolicy
 from gateway.config import (
     DEFAULT_DRAIN_DEADLINE_S,
@@ -77,6 +78,8 @@ class Settings:
     retention_ms: int = 24 * 3600 * 1000
     # bus.trim: entries per stream, trim period, life of an unrefreshed gateway stream.
     trim: TrimPolicy = field(default_factory=TrimPolicy)
+    # bus.replicated: replicas that confirm each caller event on a cluster.
+    redis_wait: WaitPolicy = field(default_factory=WaitPolicy)
     gateway_id: str = field(default_factory=process_id)
     worker_id: str = field(default_factory=process_id)
     twilio_auth_token: str | None = None

@@ -16,7 +16,6 @@ import trio
 
 from bus.base import Bus, BusError
 from bus.redis import open_redis_bus
-from bus.replicated import WaitPolicy
 from bus.retry import Backoff
 from gateway.http import open_listeners
 from switchboard.settings import Settings
@@ -56,16 +55,14 @@ async def open_bus(settings: Settings, *, wait: bool = False) -> AsyncIterator[B
     ``bus_recovered``); without it the first failure is raised.
     """
     backoff = Backoff("start", redis_url=settings.redis_url)
-    try:
-        wait_policy = WaitPolicy.from_env()
-    except ValueError as exc:
-        raise StartupError(str(exc)) from None
     async with AsyncExitStack() as stack:
         while True:
             try:
                 bus = await stack.enter_async_context(
                     open_redis_bus(
-                        settings.redis_url, retention_ms=settings.retention_ms, wait=wait_policy
+                        settings.redis_url,
+                        retention_ms=settings.retention_ms,
+                        wait=settings.redis_wait,
                     )
                 )
                 break

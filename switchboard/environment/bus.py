@@ -7,6 +7,7 @@ import socket
 from collections.abc import Mapping
 from typing import TypedDict
 
+from bus.replicated import DEFAULT_WAIT_REPLICAS, DEFAULT_WAIT_TIMEOUT_MS, WaitPolicy
 from bus.trim import (
     DEFAULT_KEEP_ALIVE_TTL_S,
     DEFAULT_STREAM_MAX_LEN,
@@ -25,6 +26,7 @@ class BusSettings(TypedDict):
     stream_shards: int
     retention_ms: int
     trim: TrimPolicy
+    redis_wait: WaitPolicy
     gateway_id: str
     worker_id: str
     lease_ttl_ms: int
@@ -53,6 +55,12 @@ def read_bus(env: Mapping[str, str]) -> BusSettings:
             ),
             keep_alive_ttl_s=max(
                 1.0, number(env, "SWITCHBOARD_GATEWAY_STREAM_TTL_S", DEFAULT_KEEP_ALIVE_TTL_S)
+            ),
+        ),
+        redis_wait=WaitPolicy(
+            replicas=integer(env, "SWITCHBOARD_REDIS_WAIT_REPLICAS", DEFAULT_WAIT_REPLICAS),
+            timeout_ms=integer(
+                env, "SWITCHBOARD_REDIS_WAIT_TIMEOUT_MS", DEFAULT_WAIT_TIMEOUT_MS, minimum=1
             ),
         ),
         gateway_id=env.get("SWITCHBOARD_GATEWAY_ID") or process_id(),
