@@ -24,6 +24,12 @@ SETTLE = "settle"  # an interim prompt stayed unchanged: time to speculate
 REQUEST_WAIT_MS = 1000
 
 
+def _answers(seq: int, reply_to: int, prompt_seq: int) -> bool:
+    """A reply stamped ``reply_to`` (and, adopted, ``prompt_seq``) answers ``seq``;
+    0 is no caller event (the greeting, a re-prompt, an unset ``prompt_seq``)."""
+    return seq != 0 and seq in (reply_to, prompt_seq)
+
+
 @dataclass(slots=True)
 class OpenTurn:
     """A turn whose ``llm.result`` has not been applied yet."""
@@ -51,7 +57,7 @@ class OpenTurn:
 
     def answers(self, seq: int) -> bool:
         """Whether this turn answers the caller event ``seq``."""
-        return seq in (self.reply_to, self.prompt_seq)
+        return _answers(seq, self.reply_to, self.prompt_seq)
 
 
 @dataclass(slots=True)
@@ -80,7 +86,7 @@ class Speaking:
 
     def answers(self, seq: int) -> bool:
         """Whether this reply answers the caller event ``seq``."""
-        return seq in (self.reply_to, self.prompt_seq) if seq else False
+        return _answers(seq, self.reply_to, self.prompt_seq)
 
 
 @dataclass(slots=True)
